@@ -1,0 +1,1 @@
+"""pwlnet.boards."""

@@ -1,0 +1,243 @@
+"""The compiled-model artifact: a versioned JSON description plus an npz of arrays.
+
+A compiled model directory holds
+
+``model.json``
+    format name and version, widths, the input quantizer, one entry per layer
+    (shapes, widths, requantization mode, activation, output scale), the output scale,
+    provenance and a summary (accuracies, notices).
+``arrays.npz``
+    the integer arrays named in ``model.json``: per-feature input scale and zero
+    point, and for each layer ``l<i>.weight`` ``(n_out, n_in)``, ``l<i>.bias``,
+    ``l<i>.multiplier`` and ``l<i>.shift`` (per output channel).
+
+The arithmetic these numbers drive is :mod:`pwlnet.golden`.  :func:`load` validates
+everything it reads, so a damaged or foreign directory gives an error naming the file
+and the field instead of a silently wrong design.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import fixedpoint as fx
+
+__all__ = ["FORMAT", "VERSION", "ArtifactError", "Layer", "CompiledModel", "load", "save"]
+
+FORMAT = "pwlnet-compiled-model"
+VERSION = 1
+ACTIVATIONS = ("none", "relu")
+
+
+class ArtifactError(ValueError):
+    """A compiled-model directory that cannot be read or is inconsistent."""
+
+
+@dataclasses.dataclass
+class Layer:
+    """One dense layer followed by requantization and an activation.
+
+    ``acc = weight @ x + bias`` (int64, fits ``acc_bits``);
+    ``y = saturate(round_shift(acc * multiplier, shift), out_bits)``;
+    ``relu``: ``y = max(y, 0)``.  ``out_scale`` is the float value of one output code.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    multiplier: np.ndarray
+    shift: np.ndarray
+    weight_bits: int
+    in_bits: int
+    out_bits: int
+    acc_bits: int
+    activation: str
+    out_scale: float
+    requant: str = "shift"
+    name: str = ""
+
+    @property
+    def n_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[0])
+
+
+@dataclasses.dataclass
+class CompiledModel:
+    """A quantized network: the input quantizer and a list of :class:`Layer`."""
+
+    input_shape: tuple
+    input_bits: int
+    input_scale: np.ndarray
+    input_zero_point: np.ndarray
+    layers: list
+    class_names: list | None = None
+    source: dict = dataclasses.field(default_factory=dict)
+    summary: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.input_scale.shape[0])
+
+    @property
+    def output_dim(self) -> int:
+        return self.layers[-1].n_out
+
+    @property
+    def output_scale(self) -> float:
+        return self.layers[-1].out_scale
+
+    @property
+    def act_bits(self) -> int:
+        return self.input_bits
+
+    @property
+    def weight_bits(self) -> int:
+        return max(l.weight_bits for l in self.layers)
+
+    def validate(self, where="compiled model"):
+        """Check every shape, width and range; raise :class:`ArtifactError` on the first fault."""
+        def fail(msg):
+            raise ArtifactError(f"{where}: {msg}")
+        if self.input_scale.shape != self.input_zero_point.shape or self.input_scale.ndim != 1:
+            fail(f"input scale {self.input_scale.shape} and zero point {self.input_zero_point.shape} "
+                 f"must be vectors of the same length")
+        if not np.all(np.isfinite(self.input_scale)) or np.any(self.input_scale <= 0):
+            fail("input scale must be finite and positive")
+        n = self.input_dim
+        bits = self.input_bits
+        for i, l in enumerate(self.layers):
+            name = f"layer {i}"
+            if l.weight.ndim != 2 or l.n_in != n:
+                fail(f"{name}: weight shape {l.weight.shape} does not take {n} inputs")
+            for f in ("bias", "multiplier", "shift"):
+                if getattr(l, f).shape != (l.n_out,):
+                    fail(f"{name}: {f} shape {getattr(l, f).shape}, expected ({l.n_out},)")
+            if l.in_bits != bits:
+                fail(f"{name}: in_bits {l.in_bits} differs from the previous layer's {bits}")
+            for f in ("weight_bits", "in_bits", "out_bits"):
+                try:
+                    fx.check_bits(getattr(l, f), f"{name}: {f}")
+                except (TypeError, ValueError) as e:
+                    fail(str(e))
+            wlo, whi = fx.signed_range(l.weight_bits)
+            if l.weight.min(initial=0) < wlo or l.weight.max(initial=0) > whi:
+                fail(f"{name}: weights outside the {l.weight_bits}-bit range [{wlo}, {whi}]")
+            need = fx.accumulator_bits(l.weight, l.bias, l.in_bits)
+            if l.acc_bits < need:
+                fail(f"{name}: acc_bits {l.acc_bits} cannot hold the worst case ({need} bits needed)")
+            if np.any(l.multiplier < 1) or np.any(l.shift < 0) or np.any(l.shift > fx.GOLDEN_MAX_BITS):
+                fail(f"{name}: multipliers must be >= 1 and shifts in 0..{fx.GOLDEN_MAX_BITS}")
+            if l.acc_bits + int(l.multiplier.max()).bit_length() > fx.GOLDEN_MAX_BITS:
+                fail(f"{name}: acc_bits {l.acc_bits} times the multiplier exceeds {fx.GOLDEN_MAX_BITS} bits")
+            if l.requant == "shift" and np.any(l.multiplier != 1):
+                fail(f"{name}: requant 'shift' needs every multiplier to be 1")
+            if l.activation not in ACTIVATIONS:
+                fail(f"{name}: activation {l.activation!r} is not one of {ACTIVATIONS}")
+            if not (np.isfinite(l.out_scale) and l.out_scale > 0):
+                fail(f"{name}: out_scale must be finite and positive, not {l.out_scale}")
+            n, bits = l.n_out, l.out_bits
+        if not self.layers:
+            fail("holds no layer")
+        return self
+
+
+_INT_ARRAYS = ("weight", "bias", "multiplier", "shift")
+
+
+def save(model: CompiledModel, out_dir) -> Path:
+    """Write ``model`` to ``out_dir`` (created or replaced as a whole; never half-written)."""
+    model.validate()
+    out_dir = Path(out_dir)
+    desc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "input": {"shape": list(model.input_shape), "dim": model.input_dim, "bits": model.input_bits,
+                  "scale": "input.scale", "zero_point": "input.zero_point"},
+        "layers": [],
+        "output": {"dim": model.output_dim, "scale": model.output_scale, "class_names": model.class_names},
+        "source": model.source,
+        "summary": model.summary,
+    }
+    arrays = {"input.scale": model.input_scale.astype(np.float64),
+              "input.zero_point": model.input_zero_point.astype(np.int64)}
+    for i, l in enumerate(model.layers):
+        entry = {"name": l.name, "n_in": l.n_in, "n_out": l.n_out, "weight_bits": l.weight_bits,
+                 "in_bits": l.in_bits, "out_bits": l.out_bits, "acc_bits": l.acc_bits,
+                 "requant": l.requant, "activation": l.activation, "out_scale": l.out_scale}
+        for f in _INT_ARRAYS:
+            entry[f] = f"l{i}.{f}"
+            arrays[f"l{i}.{f}"] = np.asarray(getattr(l, f), dtype=np.int64)
+        desc["layers"].append(entry)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        with open(tmp / "model.json", "w") as f:
+            json.dump(desc, f, indent=1)
+            f.write("\n")
+        np.savez(tmp / "arrays.npz", **arrays)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load(path) -> CompiledModel:
+    """Read and validate a compiled-model directory (or its ``model.json``)."""
+    path = Path(path)
+    if path.is_file() and path.name == "model.json":
+        path = path.parent
+    jpath, npath = path / "model.json", path / "arrays.npz"
+    if not jpath.is_file():
+        raise ArtifactError(f"{path}: not a compiled model directory (no model.json); "
+                            f"make one with 'pwlnet compile MODEL.onnx --out {path}'")
+    try:
+        desc = json.loads(jpath.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{jpath}: unreadable: {e}") from None
+    if desc.get("format") != FORMAT:
+        raise ArtifactError(f"{jpath}: format is {desc.get('format')!r}, expected {FORMAT!r}")
+    if desc.get("version") != VERSION:
+        raise ArtifactError(f"{jpath}: version {desc.get('version')!r} is not supported "
+                            f"(this pwlnet reads version {VERSION}); recompile the model")
+    try:
+        with np.load(npath) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{npath}: unreadable: {e}") from None
+
+    def arr(name, where):
+        if name not in arrays:
+            raise ArtifactError(f"{npath}: array {name!r} named by {where} is missing")
+        return arrays[name]
+
+    try:
+        inp = desc["input"]
+        layers = []
+        for i, e in enumerate(desc["layers"]):
+            ints = {f: arr(e[f], f"layers[{i}].{f}").astype(np.int64) for f in _INT_ARRAYS}
+            layers.append(Layer(**ints, weight_bits=int(e["weight_bits"]), in_bits=int(e["in_bits"]),
+                                out_bits=int(e["out_bits"]), acc_bits=int(e["acc_bits"]),
+                                activation=e["activation"], out_scale=float(e["out_scale"]),
+                                requant=e.get("requant", "shift"), name=e.get("name", "")))
+        model = CompiledModel(
+            input_shape=tuple(inp["shape"]), input_bits=int(inp["bits"]),
+            input_scale=arr(inp["scale"], "input.scale").astype(np.float64),
+            input_zero_point=arr(inp["zero_point"], "input.zero_point").astype(np.int64),
+            layers=layers, class_names=desc["output"].get("class_names"),
+            source=desc.get("source", {}), summary=desc.get("summary", {}))
+    except (KeyError, TypeError) as e:
+        raise ArtifactError(f"{jpath}: missing or malformed field {e}") from None
+    return model.validate(where=str(path))

@@ -1,0 +1,112 @@
+"""The ``pwlnet`` command line.
+
+Each subcommand's work lives in its own module and is imported only when that
+subcommand runs, so ``pwlnet compile`` never pays for torch and ``pwlnet --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {v}")
+    return v
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="pwlnet",
+        description="Compile piecewise-linear neural networks (ReLU MLPs) into bit-exact FPGA datapaths.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"pwlnet {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("train", help="train a model on a built-in data set and export ONNX (needs torch)")
+    s.add_argument("--dataset", required=True, help="iris, digits, basicmotions or daphnet")
+    s.add_argument("--hidden", default="64,64", help="hidden layer widths, comma-separated (default 64,64)")
+    s.add_argument("--out", required=True, help="output ONNX file")
+    s.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
+    s.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--batch-size", type=_positive_int, default=None, help="mini-batch size")
+    s.set_defaults(handler="pwlnet.train:cli_train")
+
+    s = sub.add_parser("compile", help="quantize an ONNX model into a compiled-model directory")
+    s.add_argument("model", help="ONNX file")
+    s.add_argument("--out", required=True, help="output directory (replaced as a whole)")
+    s.add_argument("--weight-bits", type=int, default=8, help="weight width, 2..16 (default 8)")
+    s.add_argument("--act-bits", type=int, default=8, help="activation width, 2..16 (default 8)")
+    s.add_argument("--calib", default=None,
+                   help="calibration data: a data set name or a .npy of float inputs "
+                        "(default: the data set recorded in the model by 'pwlnet train')")
+    s.add_argument("--requant", choices=("shift", "multiply"), default="shift",
+                   help="requantization: per-channel rounding shift (default) or integer multiplier and shift")
+    s.add_argument("--multiplier-bits", type=int, default=8, help="multiplier width for --requant multiply (default 8)")
+    s.set_defaults(handler="pwlnet.compile:cli_compile")
+
+    s = sub.add_parser("predict", help="run the golden model (integer reference) on float inputs")
+    s.add_argument("model_dir", metavar="DIR", help="compiled-model directory")
+    s.add_argument("--inputs", required=True, help=".npy of float inputs, (N, *input_shape)")
+    s.add_argument("--outputs", help="write dequantized outputs (N, n_out) to this .npy")
+    s.add_argument("--codes", help="write integer output codes (N, n_out) to this .npy")
+    s.set_defaults(handler="pwlnet.predict:cli_predict")
+
+    s = sub.add_parser("simulate", help="run a compiled model in RTL simulation and compare with the golden model")
+    s.add_argument("model_dir", metavar="DIR", help="compiled-model directory")
+    s.add_argument("--inputs", required=True, help=".npy of float inputs")
+    s.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+    s.add_argument("--lanes", type=_positive_int, default=8, help="parallel MAC lanes P (default 8)")
+    s.add_argument("--target", choices=("generic", "ice40"), default="generic",
+                   help="generic memories and multipliers, or iCE40 primitives with their behavioural models")
+    s.add_argument("--outputs", help="write dequantized RTL outputs to this .npy")
+    s.add_argument("--codes", help="write RTL output codes to this .npy")
+    s.add_argument("--waves", action="store_true", help="write waveforms")
+    s.set_defaults(handler="pwlnet.sim.simulate:cli_simulate")
+
+    s = sub.add_parser("run", help="run inputs on a board over UART (or on the simulated board)")
+    s.add_argument("model_dir", metavar="DIR", help="compiled-model directory the board was built from")
+    s.add_argument("--inputs", required=True, help=".npy of float inputs")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--port", help="serial port, for example /dev/ttyUSB1")
+    g.add_argument("--sim", action="store_true", help="talk to the board top level in simulation")
+    s.add_argument("--baud", type=_positive_int, default=None, help="UART baud rate")
+    s.add_argument("--outputs", help="write dequantized outputs to this .npy")
+    s.set_defaults(handler="pwlnet.host:cli_run")
+
+    s = sub.add_parser("bitstream", help="build a bitstream and report for a board")
+    s.add_argument("model", help="ONNX file or compiled-model directory")
+    s.add_argument("--board", default="icebreaker")
+    s.add_argument("--lanes", type=_positive_int, default=8)
+    s.add_argument("--out-root", default="build")
+    s.add_argument("--target-mhz", type=float, default=None)
+    s.set_defaults(handler="pwlnet.boards.build:cli_bitstream")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    mod, func = args.handler.split(":")
+    try:
+        handler = getattr(importlib.import_module(mod), func)
+    except ImportError as e:
+        print(f"pwlnet {args.command}: cannot load {mod}: {e}", file=sys.stderr)
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except (ValueError, OSError) as e:   # every user-facing error of pwlnet is a ValueError subclass
+        print(f"pwlnet {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

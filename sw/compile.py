@@ -1,0 +1,118 @@
+"""``pwlnet compile``: ONNX file to compiled-model directory, with an accuracy summary."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import golden
+from .artifact import save
+from .quantize import quantize
+
+__all__ = ["CalibrationError", "load_calibration", "compile_onnx", "evaluate", "cli_compile"]
+
+
+class CalibrationError(ValueError):
+    """A calibration source that names no data set and no readable .npy file."""
+
+
+def load_calibration(spec, metadata):
+    """Return ``(calib_inputs, eval_inputs_or_None, eval_labels_or_None, class_names, what)``.
+
+    ``spec`` is a data set name, a path to a ``.npy`` of float inputs, or ``None`` to use the
+    data set the model was trained on (ONNX metadata ``pwlnet.dataset``).
+    """
+    from . import data as datasets  # sklearn/aeon only when a data set is named
+    if spec is None:
+        spec = metadata.get("pwlnet.dataset")
+        if spec is None:
+            raise CalibrationError("the model records no training data set; give calibration inputs "
+                                   "with --calib DATASET_NAME or --calib inputs.npy")
+    if str(spec).endswith(".npy") or Path(spec).is_file():
+        path = Path(spec)
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CalibrationError(f"{path}: cannot read calibration inputs: {e}") from None
+        if not np.issubdtype(x.dtype, np.number):
+            raise CalibrationError(f"{path}: calibration inputs must be numbers, not {x.dtype}")
+        return x, x, None, None, str(path)
+    if spec not in datasets.DATASETS:
+        raise CalibrationError(f"--calib {spec!r} is neither a .npy file nor a data set "
+                               f"(data sets: {', '.join(datasets.DATASETS)})")
+    ds = datasets.load(spec)
+    return ds.x_train, ds.x_test, ds.y_test, list(ds.class_names), f"data set {spec} (train split)"
+
+
+def _float_reference(onnx_path, net, x):
+    """Float outputs from onnxruntime when it is installed, else from the imported IR."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return net(x), "pwlnet IR (float64)"
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = (len(x),) + tuple(net.input_shape)
+    return sess.run(None, {inp.name: np.asarray(x, np.float32).reshape(shape)})[0], "onnxruntime"
+
+
+def evaluate(model, x, y=None, float_out=None):
+    """Quantized accuracy and argmax agreement with the float outputs, as a dict."""
+    _, codes = golden.predict(model, x)
+    qa = golden.argmax(codes)
+    res = {"samples": int(len(x))}
+    if float_out is not None:
+        fa = np.argmax(float_out, axis=1)
+        res["argmax_agreement"] = float(np.mean(fa == qa))
+        if y is not None:
+            res["float_accuracy"] = float(np.mean(fa == y))
+    if y is not None:
+        res["quantized_accuracy"] = float(np.mean(qa == y))
+    return res
+
+
+def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, requant="shift",
+                 multiplier_bits=8, log=print):
+    """Import, quantize, evaluate and write; nothing is written if any step fails."""
+    from .onnx_import import load_onnx
+    onnx_path = Path(onnx_path)
+    net = load_onnx(onnx_path)
+    for n in net.notices:
+        log(f"notice: {n}")
+    cx, ex, ey, names, what = load_calibration(calib, net.metadata)
+    model = quantize(net, cx, weight_bits=weight_bits, act_bits=act_bits, requant=requant,
+                     multiplier_bits=multiplier_bits, class_names=names,
+                     source={"onnx": onnx_path.name,
+                             "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+                             "metadata": net.metadata, "calibration": what})
+    fout, ref = _float_reference(onnx_path, net, ex)
+    summary = evaluate(model, ex, ey, fout)
+    summary["float_reference"] = ref
+    summary["evaluated_on"] = what.replace("train split", "test split") if ey is not None else what
+    summary["notices"] = list(net.notices)
+    model.summary = summary
+    save(model, out_dir)
+    return model
+
+
+def _pct(v):
+    return f"{100 * v:.2f} %"
+
+
+def cli_compile(args):
+    model = compile_onnx(args.model, args.out, weight_bits=args.weight_bits, act_bits=args.act_bits,
+                         calib=args.calib, requant=args.requant, multiplier_bits=args.multiplier_bits)
+    s = model.summary
+    dims = [model.input_dim] + [l.n_out for l in model.layers]
+    print(f"compiled {args.model} -> {args.out}: layers {'-'.join(map(str, dims))}, "
+          f"{model.weight_bits}-bit weights, {model.act_bits}-bit activations, "
+          f"accumulators {', '.join(str(l.acc_bits) for l in model.layers)} bits")
+    if "float_accuracy" in s:
+        print(f"accuracy on {s['evaluated_on']} ({s['samples']} samples): float {_pct(s['float_accuracy'])}, "
+              f"quantized {_pct(s['quantized_accuracy'])}")
+    if "argmax_agreement" in s:
+        print(f"argmax agreement with {s['float_reference']}: {_pct(s['argmax_agreement'])}")
+    return 0

@@ -1,0 +1,174 @@
+"""Post-training quantization: a float :class:`~pwlnet.ir.Network` to a :class:`~pwlnet.artifact.CompiledModel`.
+
+The scheme (documented for users in docs/arithmetic.md):
+
+* **Inputs**, per feature: the calibration range ``[lo_i, hi_i]`` maps onto the whole
+  signed code range, ``x ≈ s_i * (q_i - z_i)``.  Per-feature scales restore the
+  standardisation a trained model folded into its first layer, so no feature wastes
+  code range.  The scale and the zero point are folded into the first dense layer
+  (``W' = W diag(s)``, ``b' = b - W' z``), which therefore reads raw input codes.
+* **Activations**, per tensor: the scale of each layer's output is the calibration
+  maximum of ``|y|`` (of ``y`` for ReLU layers) over the largest code.
+* **Weights**, per output channel, symmetric (``±(2**(wb-1) - 1)``); **biases** in the
+  accumulator's scale (``s_x * s_w[o]``), exact integers; accumulator width from
+  :func:`pwlnet.fixedpoint.accumulator_bits`.
+* **Requantization** ``m[o] = s_x * s_w[o] / s_y``: in ``"shift"`` mode ``m[o]`` is made an
+  exact power of two by choosing ``s_w[o] = 2**-S[o] * s_y / s_x`` with the largest
+  ``S[o]`` whose weights still fit (no multiplier in hardware; costs at most one bit of
+  weight precision); in ``"multiply"`` mode ``m[o] ≈ M[o] * 2**-S[o]`` with an unsigned
+  ``multiplier_bits``-wide ``M[o]`` in ``[2**(mb-1), 2**mb)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import fixedpoint as fx
+from .artifact import CompiledModel, Layer
+from .ir import Activation, Dense, Network
+
+__all__ = ["QuantizeError", "REQUANT_MODES", "input_quantizer", "quantize", "MAX_SHIFT"]
+
+REQUANT_MODES = ("shift", "multiply")
+#: Largest rounding shift the compiler emits; beyond it every output rounds to zero anyway.
+MAX_SHIFT = 48
+
+
+class QuantizeError(ValueError):
+    """A network or calibration set that cannot be quantized as asked."""
+
+
+def input_quantizer(calib, bits):
+    """Per-feature ``(scale, zero_point)`` mapping the calibration range onto ``bits``-wide codes."""
+    calib = np.asarray(calib, dtype=np.float64)
+    lo_code, hi_code = fx.signed_range(bits)
+    lo, hi = calib.min(axis=0), calib.max(axis=0)
+    span = hi - lo
+    flat = span <= 1e-12 * np.maximum(1.0, np.abs(lo))
+    # A constant feature: one code step of |value| puts the value itself on code 0.
+    scale = np.where(flat, np.where(np.abs(lo) > 0, np.abs(lo), 1.0), span / (hi_code - lo_code))
+    zero = np.where(flat, -fx.round_half_up(lo / scale), lo_code - fx.round_half_up(lo / scale))
+    return scale, zero.astype(np.int64)
+
+
+def _blocks(net: Network):
+    """Fold consecutive dense layers and yield ``(W, b, activation_kind)``."""
+    out = []
+    for dense, act in net.blocks():
+        w, b = dense.weight, dense.bias
+        if out and out[-1][2] == "none":
+            pw, pb, _ = out.pop()
+            w, b = w @ pw, w @ pb + b
+        if act is not None and act.kind != "relu":
+            raise QuantizeError(f"{net.source or 'network'}: activation {act.name!r} of kind "
+                                f"{act.kind!r} is not supported by this compiler yet (supported: relu)")
+        out.append((w, b, "relu" if act is not None else "none"))
+    return out
+
+
+def _pow2_shift(ratio):
+    """Largest integer S with 2**S <= ratio (ratio > 0)."""
+    s = math.floor(math.log2(ratio))
+    while 2.0 ** (s + 1) <= ratio:
+        s += 1
+    while 2.0 ** s > ratio:
+        s -= 1
+    return s
+
+
+def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="shift", multiplier_bits=8,
+             class_names=None, source=None) -> CompiledModel:
+    """Quantize ``net`` with calibration inputs ``calib`` (float, ``(N, *input_shape)`` or ``(N, d)``).
+
+    Raises :class:`QuantizeError` naming the layer, channel and value when a number does
+    not fit, and ``ValueError`` for out-of-range widths.
+    """
+    weight_bits = fx.check_bits(weight_bits, "weight bits")
+    act_bits = fx.check_bits(act_bits, "activation bits")
+    if requant not in REQUANT_MODES:
+        raise ValueError(f"requant must be one of {REQUANT_MODES}, not {requant!r}")
+    if requant == "multiply" and not (2 <= multiplier_bits <= 24):
+        raise ValueError(f"multiplier bits must be between 2 and 24, not {multiplier_bits}")
+    where = net.source or "network"
+    calib = np.asarray(calib, dtype=np.float64)
+    if calib.ndim < 2 or math.prod(calib.shape[1:]) != net.input_dim:
+        raise QuantizeError(f"calibration inputs have shape {calib.shape}; the model {where} takes "
+                            f"(N, {', '.join(map(str, net.input_shape))})")
+    calib = calib.reshape(len(calib), net.input_dim)
+    if len(calib) == 0:
+        raise QuantizeError("the calibration set is empty")
+    if not np.all(np.isfinite(calib)):
+        raise QuantizeError("the calibration inputs hold NaN or Inf values")
+
+    in_scale, in_zero = input_quantizer(calib, act_bits)
+    blocks = _blocks(net)
+    # Fold the input quantizer into the first layer: it then reads raw input codes.
+    w0, b0, a0 = blocks[0]
+    w0 = w0 * in_scale
+    blocks[0] = (w0, b0 - w0 @ in_zero.astype(np.float64), a0)
+    codes = fx.saturate(fx.round_half_up(calib / in_scale) + in_zero, act_bits).astype(np.float64)
+
+    qmax_a = (1 << (act_bits - 1)) - 1
+    qmax_w = (1 << (weight_bits - 1)) - 1
+    s_x = 1.0          # the first layer's inputs are codes
+    x = codes          # float activations of the calibration set, for output ranges
+    layers = []
+    for li, (w, b, act) in enumerate(blocks):
+        name = f"layer {li}"
+        y = x @ w.T + b
+        if act == "relu":
+            y = np.maximum(y, 0.0)
+        peak = float(np.max(np.abs(y)))
+        s_y = (peak if peak > 0 else 1.0) / qmax_a
+        wmax = np.abs(w).max(axis=1)
+        n_out = w.shape[0]
+        shift = np.zeros(n_out, dtype=np.int64)
+        mult = np.ones(n_out, dtype=np.int64)
+        s_w = np.ones(n_out)
+        for o in range(n_out):
+            if wmax[o] == 0:
+                s_w[o] = s_y / s_x
+                continue
+            if requant == "shift":
+                s = _pow2_shift(qmax_w * s_y / (s_x * wmax[o]))
+                if s < 0:
+                    raise QuantizeError(
+                        f"{where}: {name}, output channel {o}: weights up to {wmax[o]:.4g} need a "
+                        f"requantization gain of {s_x * wmax[o] / (qmax_w * s_y):.4g} > 1, which a "
+                        f"rounding shift cannot give; compile with --requant multiply")
+                s = min(s, MAX_SHIFT)
+                shift[o] = s
+                s_w[o] = 2.0 ** -s * s_y / s_x
+            else:
+                s_w[o] = wmax[o] / qmax_w
+                m = s_x * s_w[o] / s_y
+                s = _pow2_shift(((1 << multiplier_bits) - 1) / m)
+                mm = int(fx.round_half_up(m * 2.0 ** s))
+                if mm >= (1 << multiplier_bits):
+                    s -= 1
+                    mm = int(fx.round_half_up(m * 2.0 ** s))
+                if s < 0:
+                    raise QuantizeError(f"{where}: {name}, output channel {o}: requantization gain "
+                                        f"{m:.4g} needs a multiplier wider than {multiplier_bits} bits")
+                if s > MAX_SHIFT:
+                    mm = max(1, int(fx.round_half_up(m * 2.0 ** MAX_SHIFT)))
+                    s = MAX_SHIFT
+                shift[o], mult[o] = s, mm
+        wq = np.clip(fx.round_half_up(w / s_w[:, None]), -qmax_w, qmax_w)
+        bq = fx.round_half_up(b / (s_x * s_w))
+        acc_bits = fx.accumulator_bits(wq, bq, act_bits)
+        if acc_bits + int(mult.max()).bit_length() > fx.GOLDEN_MAX_BITS:
+            big = int(np.argmax(np.abs(bq)))
+            raise QuantizeError(f"{where}: {name}: the accumulator needs {acc_bits} bits (bias of "
+                                f"channel {big} is {b[big]:.4g}, {bq[big]} in accumulator units); "
+                                f"at most {fx.GOLDEN_MAX_BITS - int(mult.max()).bit_length()} are allowed")
+        layers.append(Layer(weight=wq, bias=bq, multiplier=mult, shift=shift, weight_bits=weight_bits,
+                            in_bits=act_bits, out_bits=act_bits, acc_bits=acc_bits, activation=act,
+                            out_scale=s_y, requant=requant, name=f"dense{li}"))
+        x, s_x = y, s_y
+    model = CompiledModel(input_shape=net.input_shape, input_bits=act_bits, input_scale=in_scale,
+                          input_zero_point=in_zero, layers=layers, class_names=class_names,
+                          source=dict(source or {}))
+    return model.validate(where=where)
