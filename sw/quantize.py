@@ -29,7 +29,8 @@ from . import fixedpoint as fx
 from .artifact import CompiledModel, Layer
 from .ir import Activation, Dense, Network
 
-__all__ = ["QuantizeError", "REQUANT_MODES", "input_quantizer", "quantize", "MAX_SHIFT"]
+__all__ = ["QuantizeError", "REQUANT_MODES", "MAX_SHIFT", "input_quantizer", "code_space_blocks",
+           "quantize_dense", "quantize"]
 
 REQUANT_MODES = ("shift", "multiply")
 #: Largest rounding shift the compiler emits; beyond it every output rounds to zero anyway.
@@ -78,6 +79,71 @@ def _pow2_shift(ratio):
     return s
 
 
+def code_space_blocks(net: Network, in_scale, in_zero):
+    """The float network as ``[(W, b, activation), ...]`` reading input *codes*.
+
+    Consecutive dense layers are folded, and the input quantizer ``x = scale * (q - zero)``
+    is folded into the first layer, so the first ``W`` multiplies raw codes.
+    """
+    blocks = _blocks(net)
+    w0, b0, a0 = blocks[0]
+    w0 = w0 * np.asarray(in_scale, dtype=np.float64)
+    blocks[0] = (w0, b0 - w0 @ np.asarray(in_zero, dtype=np.float64), a0)
+    return blocks
+
+
+def quantize_dense(w, b, s_x, s_y, *, weight_bits, act_bits, requant="shift", multiplier_bits=8,
+                   activation="none", name="", where="layer") -> Layer:
+    """Quantize one float dense layer ``y = w @ x + b`` whose input codes stand for
+    ``s_x`` each and whose output codes shall stand for ``s_y`` each (see module docs)."""
+    qmax_w = (1 << (weight_bits - 1)) - 1
+    wmax = np.abs(w).max(axis=1)
+    n_out = w.shape[0]
+    shift = np.zeros(n_out, dtype=np.int64)
+    mult = np.ones(n_out, dtype=np.int64)
+    s_w = np.ones(n_out)
+    for o in range(n_out):
+        if wmax[o] == 0:
+            s_w[o] = s_y / s_x
+            continue
+        if requant == "shift":
+            s = _pow2_shift(qmax_w * s_y / (s_x * wmax[o]))
+            if s < 0:
+                raise QuantizeError(
+                    f"{where}, output channel {o}: weights up to {wmax[o]:.4g} need a "
+                    f"requantization gain of {s_x * wmax[o] / (qmax_w * s_y):.4g} > 1, which a "
+                    f"rounding shift cannot give; compile with --requant multiply")
+            s = min(s, MAX_SHIFT)
+            shift[o] = s
+            s_w[o] = 2.0 ** -s * s_y / s_x
+        else:
+            s_w[o] = wmax[o] / qmax_w
+            m = s_x * s_w[o] / s_y
+            s = _pow2_shift(((1 << multiplier_bits) - 1) / m)
+            mm = int(fx.round_half_up(m * 2.0 ** s))
+            if mm >= (1 << multiplier_bits):
+                s -= 1
+                mm = int(fx.round_half_up(m * 2.0 ** s))
+            if s < 0:
+                raise QuantizeError(f"{where}, output channel {o}: requantization gain "
+                                    f"{m:.4g} needs a multiplier wider than {multiplier_bits} bits")
+            if s > MAX_SHIFT:
+                mm = max(1, int(fx.round_half_up(m * 2.0 ** MAX_SHIFT)))
+                s = MAX_SHIFT
+            shift[o], mult[o] = s, mm
+    wq = np.clip(fx.round_half_up(w / s_w[:, None]), -qmax_w, qmax_w)
+    bq = fx.round_half_up(b / (s_x * s_w))
+    acc_bits = fx.accumulator_bits(wq, bq, act_bits)
+    if acc_bits + int(mult.max()).bit_length() > fx.GOLDEN_MAX_BITS:
+        big = int(np.argmax(np.abs(bq)))
+        raise QuantizeError(f"{where}: the accumulator needs {acc_bits} bits (bias of "
+                            f"channel {big} is {b[big]:.4g}, {bq[big]} in accumulator units); "
+                            f"at most {fx.GOLDEN_MAX_BITS - int(mult.max()).bit_length()} are allowed")
+    return Layer(weight=wq, bias=bq, multiplier=mult, shift=shift, weight_bits=weight_bits,
+                 in_bits=act_bits, out_bits=act_bits, acc_bits=acc_bits, activation=activation,
+                 out_scale=s_y, requant=requant, name=name)
+
+
 def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="shift", multiplier_bits=8,
              class_names=None, source=None) -> CompiledModel:
     """Quantize ``net`` with calibration inputs ``calib`` (float, ``(N, *input_shape)`` or ``(N, d)``).
@@ -103,70 +169,22 @@ def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="shift",
         raise QuantizeError("the calibration inputs hold NaN or Inf values")
 
     in_scale, in_zero = input_quantizer(calib, act_bits)
-    blocks = _blocks(net)
-    # Fold the input quantizer into the first layer: it then reads raw input codes.
-    w0, b0, a0 = blocks[0]
-    w0 = w0 * in_scale
-    blocks[0] = (w0, b0 - w0 @ in_zero.astype(np.float64), a0)
+    blocks = code_space_blocks(net, in_scale, in_zero)
     codes = fx.saturate(fx.round_half_up(calib / in_scale) + in_zero, act_bits).astype(np.float64)
 
     qmax_a = (1 << (act_bits - 1)) - 1
-    qmax_w = (1 << (weight_bits - 1)) - 1
     s_x = 1.0          # the first layer's inputs are codes
     x = codes          # float activations of the calibration set, for output ranges
     layers = []
     for li, (w, b, act) in enumerate(blocks):
-        name = f"layer {li}"
         y = x @ w.T + b
         if act == "relu":
             y = np.maximum(y, 0.0)
         peak = float(np.max(np.abs(y)))
         s_y = (peak if peak > 0 else 1.0) / qmax_a
-        wmax = np.abs(w).max(axis=1)
-        n_out = w.shape[0]
-        shift = np.zeros(n_out, dtype=np.int64)
-        mult = np.ones(n_out, dtype=np.int64)
-        s_w = np.ones(n_out)
-        for o in range(n_out):
-            if wmax[o] == 0:
-                s_w[o] = s_y / s_x
-                continue
-            if requant == "shift":
-                s = _pow2_shift(qmax_w * s_y / (s_x * wmax[o]))
-                if s < 0:
-                    raise QuantizeError(
-                        f"{where}: {name}, output channel {o}: weights up to {wmax[o]:.4g} need a "
-                        f"requantization gain of {s_x * wmax[o] / (qmax_w * s_y):.4g} > 1, which a "
-                        f"rounding shift cannot give; compile with --requant multiply")
-                s = min(s, MAX_SHIFT)
-                shift[o] = s
-                s_w[o] = 2.0 ** -s * s_y / s_x
-            else:
-                s_w[o] = wmax[o] / qmax_w
-                m = s_x * s_w[o] / s_y
-                s = _pow2_shift(((1 << multiplier_bits) - 1) / m)
-                mm = int(fx.round_half_up(m * 2.0 ** s))
-                if mm >= (1 << multiplier_bits):
-                    s -= 1
-                    mm = int(fx.round_half_up(m * 2.0 ** s))
-                if s < 0:
-                    raise QuantizeError(f"{where}: {name}, output channel {o}: requantization gain "
-                                        f"{m:.4g} needs a multiplier wider than {multiplier_bits} bits")
-                if s > MAX_SHIFT:
-                    mm = max(1, int(fx.round_half_up(m * 2.0 ** MAX_SHIFT)))
-                    s = MAX_SHIFT
-                shift[o], mult[o] = s, mm
-        wq = np.clip(fx.round_half_up(w / s_w[:, None]), -qmax_w, qmax_w)
-        bq = fx.round_half_up(b / (s_x * s_w))
-        acc_bits = fx.accumulator_bits(wq, bq, act_bits)
-        if acc_bits + int(mult.max()).bit_length() > fx.GOLDEN_MAX_BITS:
-            big = int(np.argmax(np.abs(bq)))
-            raise QuantizeError(f"{where}: {name}: the accumulator needs {acc_bits} bits (bias of "
-                                f"channel {big} is {b[big]:.4g}, {bq[big]} in accumulator units); "
-                                f"at most {fx.GOLDEN_MAX_BITS - int(mult.max()).bit_length()} are allowed")
-        layers.append(Layer(weight=wq, bias=bq, multiplier=mult, shift=shift, weight_bits=weight_bits,
-                            in_bits=act_bits, out_bits=act_bits, acc_bits=acc_bits, activation=act,
-                            out_scale=s_y, requant=requant, name=f"dense{li}"))
+        layers.append(quantize_dense(w, b, s_x, s_y, weight_bits=weight_bits, act_bits=act_bits,
+                                     requant=requant, multiplier_bits=multiplier_bits, activation=act,
+                                     name=f"dense{li}", where=f"{where}: layer {li}"))
         x, s_x = y, s_y
     model = CompiledModel(input_shape=net.input_shape, input_bits=act_bits, input_scale=in_scale,
                           input_zero_point=in_zero, layers=layers, class_names=class_names,

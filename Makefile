@@ -1,0 +1,48 @@
+# pwlnet — every target that needs the Python environment creates it on first use.
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.pwlnet-installed
+
+BOARD   ?= icebreaker
+MODEL   ?= boards/models/basicmotions.onnx
+LANES   ?= 8
+SIM     ?= verilator
+VECTORS ?= 2000
+WAVES   ?= 0
+JOBS    ?= 2
+
+.PHONY: help install test test-fast sim bitstream program clean
+
+help:  ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: BOARD=$(BOARD) MODEL=$(MODEL) LANES=$(LANES) SIM=$(SIM) VECTORS=$(VECTORS) WAVES=$(WAVES)"
+
+# torch is pinned to the CPU build that pip finds locally (see README, "Set-up").
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[train,test]"
+	touch $@
+
+install: $(STAMP)  ## create .venv and install pwlnet with everything the tests need
+
+test: $(STAMP)  ## run the whole test suite (unit, golden regression, cocotb on Icarus+Verilator, one bitstream)
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q
+
+test-fast: $(STAMP)  ## the suite without slow tests (no bitstream build)
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q -m "not slow"
+
+sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [WAVES=1]
+	$(PY) -m pwlnet.sim.regress --simulator $(SIM) --vectors $(VECTORS) $(if $(filter 1,$(WAVES)),--waves,)
+
+bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=8]
+	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES)
+
+program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL
+	$(PY) -m pwlnet.boards.build --program --board $(BOARD) $(MODEL)
+
+clean:  ## remove build outputs and caches (keeps .venv)
+	rm -rf build sim_build .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -exec rm -rf {} +
