@@ -1,0 +1,1028 @@
+"""Import piecewise-linear MLPs from ONNX files into the :mod:`pwlnet.ir`.
+
+:func:`load_onnx` reads a file written by an exporter (``torch.onnx.export`` with
+``dynamo=False`` at opsets 11 to 17 is what the tests pin) and returns a
+:class:`pwlnet.ir.Network`.  :func:`import_model` does the same for an
+``onnx.ModelProto`` already in memory.
+
+How the import works
+--------------------
+The graph must be a *chain*: one graph input (the sample, with a batch axis first),
+one graph output, and every intermediate value on the way from one to the other used
+by exactly one node.  Walking the nodes in topological order, every value is one of
+
+* a **constant**: an initializer, the output of a ``Constant`` node, or anything a
+  small evaluator (:data:`FOLDABLE_OPS`) computes from constants and from the *shape*
+  of the data (the ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape`` chain that
+  torch emits for ``x.view(x.size(0), -1)``).  The batch size is kept symbolic in
+  shape values, so a Reshape target is checked exactly, never guessed;
+* the **data** value, which each node on the chain transforms through its handler in
+  :data:`_HANDLERS`.  A handler does not emit IR layers directly; it appends *steps*:
+  a dense layer, an element-wise affine map (BatchNormalization, Add/Sub/Mul/Div by a
+  constant), an activation, or a trailing Softmax.
+
+The steps are then lowered into IR layers.  An element-wise affine map is folded
+backwards into the dense layer right before it or, failing that, forwards into the
+dense layer right after it; it is never moved across an activation, because
+``relu(s * z + t)`` is not ``s * relu(z) + t`` for negative ``s`` or non-zero ``t``.
+Dense layers with no activation between them are kept apart (a narrow bottleneck is
+cheaper in hardware than the merged product).
+
+Anything the importer cannot translate exactly is refused with
+:class:`OnnxImportError`, naming the file, the node, its op type and what was wrong.
+
+Adding an op
+------------
+Write ``_handle_<op>(imp, node)`` returning the per-sample shape of the node's
+output after appending its steps to ``imp.steps``, list its accepted attributes in
+``_ATTRIBUTES`` and register it in ``_HANDLERS``.  A new kind of element-wise function
+(a tanh or sigmoid imported as a LERP table, a learnable LERP activation) becomes a
+new step class lowered to an :class:`~pwlnet.ir.Activation` in
+:func:`_lower`; nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+
+import numpy as np
+import onnx
+import onnx.checker
+import onnx.defs
+import onnx.helper
+import onnx.numpy_helper
+
+from .ir import Activation, Dense, IRError, Network
+
+__all__ = [
+    "OnnxImportError",
+    "load_onnx",
+    "import_model",
+    "SUPPORTED_OPS",
+    "FOLDABLE_OPS",
+    "MIN_OPSET",
+]
+
+#: Oldest default-domain opset accepted.  Older opsets spell several of the ops below
+#: with different attributes (BatchNormalization ``spatial``, Dropout ``is_test``),
+#: which nothing here has been checked against.
+MIN_OPSET = 11
+
+
+class OnnxImportError(ValueError):
+    """An ONNX file pwlnet cannot import exactly.
+
+    Parameters
+    ----------
+    message : str
+        The full, human-readable explanation (it names the file and, where there is
+        one, the node).
+    source : str, optional
+        The file or model the error is about.
+    node : str, optional
+        The name of the offending node (``""`` for an unnamed one), if any.
+    op_type : str, optional
+        The offending node's op type, if any.
+    """
+
+    def __init__(self, message, *, source=None, node=None, op_type=None):
+        super().__init__(message)
+        self.source = source
+        self.node = node
+        self.op_type = op_type
+
+
+# --------------------------------------------------------------------------- symbols
+
+
+class _BatchSize:
+    """The symbolic batch size inside shape values (``Shape(x)[0]``)."""
+
+    _instance = None
+
+    def __new__(cls):
+        # One instance, so that identity comparison says "this is the batch axis".
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self):
+        return "N"
+
+
+BATCH = _BatchSize()
+
+
+def _has_batch(value):
+    if value is BATCH:
+        return True
+    return isinstance(value, np.ndarray) and value.dtype == object and any(v is BATCH for v in value.flat)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+@dataclasses.dataclass
+class _DenseStep:
+    weight: np.ndarray  # (n_out, n_in)
+    bias: np.ndarray  # (n_out,)
+    name: str
+    where: str
+
+
+@dataclasses.dataclass
+class _ScaleStep:
+    # Element-wise y = x * scale + shift over the flattened per-sample vector.
+    scale: np.ndarray
+    shift: np.ndarray
+    name: str
+    where: str
+
+
+@dataclasses.dataclass
+class _ActivationStep:
+    kind: str
+    name: str
+    where: str
+
+
+@dataclasses.dataclass
+class _FinalStep:
+    # A trailing Softmax / LogSoftmax: dropped, it does not change the argmax.
+    op_type: str
+    name: str
+    where: str
+
+
+# --------------------------------------------------------------------------- importer
+
+
+class _Importer:
+    """State of one import: constants, the data chain and the steps produced so far."""
+
+    def __init__(self, model: onnx.ModelProto, source: str):
+        self.model = model
+        self.source = source
+        self.graph = model.graph
+        self.opset = _default_opset(model, source)
+        self.consts: dict[str, np.ndarray] = {}
+        self.data_shapes: dict[str, tuple] = {}  # data value name -> per-sample shape
+        self.data: str | None = None  # the current end of the chain
+        self.steps: list = []
+        self.graph_inputs = {i.name for i in self.graph.input}
+        self.graph_outputs = [o.name for o in self.graph.output]
+        self.consumers: dict[str, list[int]] = {}
+        for idx, node in enumerate(self.graph.node):
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(idx)
+        self.fixed_batch: int | None = None
+
+    # --- naming -------------------------------------------------------------------
+
+    @staticmethod
+    def layer_name(node):
+        """The IR name of the layer a node becomes: its name, else its output's."""
+        return node.name or node.output[0]
+
+    def where(self, node, idx=None):
+        """Describe ``node`` for a message, even when the exporter left it unnamed."""
+        if node.name:
+            return f"node {node.name!r} ({node.op_type})"
+        if idx is None:
+            idx = list(self.graph.node).index(node)
+        out = node.output[0] if node.output else "?"
+        return f"unnamed node #{idx} ({node.op_type}, output {out!r})"
+
+    def fail(self, message, node=None, idx=None):
+        if node is None:
+            raise OnnxImportError(f"{self.source}: {message}", source=self.source)
+        raise OnnxImportError(f"{self.source}: {self.where(node, idx)}: {message}",
+                              source=self.source, node=node.name, op_type=node.op_type)
+
+    # --- operands -----------------------------------------------------------------
+
+    def operand(self, node, slot):
+        """The value name in input ``slot`` of ``node``, or ``None`` if omitted."""
+        if slot < len(node.input) and node.input[slot]:
+            return node.input[slot]
+        return None
+
+    def const(self, node, slot, what, *, required=True, finite=True):
+        """The constant in input ``slot`` of ``node`` as float64 (``None`` if absent)."""
+        name = self.operand(node, slot)
+        if name is None:
+            if required:
+                self.fail(f"its {what} (input {slot}) is missing", node)
+            return None
+        if name not in self.consts:
+            self.fail(f"its {what} {name!r} (input {slot}) is not a constant: "
+                      f"{self.describe_nonconst(name)}; weights and parameters must be "
+                      f"initializers or Constant nodes", node)
+        value = self.consts[name]
+        if _has_batch(value):
+            self.fail(f"its {what} {name!r} (input {slot}) depends on the batch size", node)
+        try:
+            value = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            self.fail(f"its {what} {name!r} (input {slot}) is not numeric "
+                      f"(dtype {np.asarray(self.consts[name]).dtype})", node)
+        if finite and not np.all(np.isfinite(value)):
+            bad = np.argwhere(~np.isfinite(value))[0]
+            self.fail(f"its {what} {name!r} (input {slot}) holds {float(value[tuple(bad)])!r} at index "
+                      f"{bad.tolist()}; weights must be finite", node)
+        return value
+
+    def describe_nonconst(self, name):
+        if name in self.graph_inputs:
+            return "it is a graph input"
+        if name in self.data_shapes:
+            return "it is computed from the network input"
+        return "it is neither an initializer nor computed from constants"
+
+    def attrs(self, node):
+        """The node's attributes as a dict, refusing any the handler does not know."""
+        known = _ATTRIBUTES.get(node.op_type, ())
+        out = {}
+        for a in node.attribute:
+            if a.name not in known:
+                allowed = ", ".join(known) if known else "none"
+                self.fail(f"attribute {a.name!r} is not supported (supported attributes: {allowed})", node)
+            out[a.name] = onnx.helper.get_attribute_value(a)
+        return out
+
+    # --- the walk -----------------------------------------------------------------
+
+    def run(self) -> Network:
+        sample_shape = self.start()
+        live = self.live_nodes()
+        for idx, node in enumerate(self.graph.node):
+            if idx not in live:
+                continue
+            if node.domain not in ("", "ai.onnx"):
+                self.unsupported(node, idx, f"op type {node.op_type!r} of domain {node.domain!r} is not supported")
+            inputs = [n for n in node.input if n]
+            if node.op_type == "Shape" and inputs and inputs[0] in self.data_shapes:
+                # Reading the data's shape is not a use of its values: no branching.
+                self.consts[node.output[0]] = _shape_of(self, node, self.data_shapes[inputs[0]])
+            elif self.data in inputs:
+                self.advance(node, idx)
+            elif all(n in self.consts for n in inputs):
+                self.fold(node, idx)
+            else:
+                bad = next(n for n in inputs if n not in self.consts)
+                self.fail(f"input {bad!r} is not a constant ({self.describe_nonconst(bad)}) and not "
+                          f"the value flowing through the network; pwlnet imports a single chain "
+                          f"of layers from one graph input", node, idx)
+        out = self.graph_outputs[0]
+        if out != self.data:
+            if out in self.consts:
+                self.fail(f"the graph output {out!r} does not depend on the graph input")
+            self.fail(f"the graph output {out!r} is not the end of the layer chain "
+                      f"(which ends at {self.data!r})")
+        self.check_output_shape()
+        try:
+            layers, notices = _lower(self)
+            return Network(layers=layers, input_shape=sample_shape,
+                           metadata={p.key: p.value for p in self.model.metadata_props},
+                           notices=notices, source=self.source)
+        except IRError as e:
+            # The IR's own checks, as a last line: name the file once.
+            msg = str(e) if str(e).startswith(f"{self.source}:") else f"{self.source}: {e}"
+            raise OnnxImportError(msg, source=self.source) from e
+
+    def start(self):
+        """Check the graph's interface; set up the data value; return the sample shape."""
+        inits = {t.name for t in self.graph.initializer}
+        for t in self.graph.initializer:
+            self.consts[t.name] = _tensor(self, t, f"initializer {t.name!r}")
+        if self.graph.sparse_initializer:
+            self.fail("sparse initializers are not supported")
+        # Old exporters list initializers among the graph inputs as overridable defaults.
+        inputs = [i for i in self.graph.input if i.name not in inits]
+        if not inputs:
+            self.fail("the graph has no input")
+        if len(inputs) > 1:
+            names = [i.name for i in inputs]
+            for idx, node in enumerate(self.graph.node):
+                for slot, name in enumerate(node.input):
+                    if name in names[1:]:
+                        self.fail(f"its input {slot} {name!r} is a graph input, not a constant "
+                                  f"(the graph has {len(inputs)} inputs: {names}); pwlnet takes one "
+                                  f"input, the sample, and needs weights stored as initializers or "
+                                  f"Constant nodes (torch.onnx.export(..., export_params=True))",
+                                  node, idx)
+            self.fail(f"the graph has {len(inputs)} inputs {names}; pwlnet imports models "
+                      f"with exactly one input, the sample")
+        if len(self.graph.output) != 1:
+            self.fail(f"the graph has {len(self.graph.output)} outputs "
+                      f"{[o.name for o in self.graph.output]}; pwlnet imports models with exactly one")
+        inp = inputs[0]
+        ttype = inp.type.tensor_type if inp.type.HasField("tensor_type") else None
+        if ttype is None:
+            self.fail(f"graph input {inp.name!r} is not a tensor")
+        if ttype.elem_type not in _FLOAT_TYPES:
+            self.fail(f"graph input {inp.name!r} has element type "
+                      f"{onnx.TensorProto.DataType.Name(ttype.elem_type)}; a floating-point input is needed")
+        if not ttype.HasField("shape"):
+            self.fail(f"graph input {inp.name!r} has no shape; its per-sample shape must be known")
+        dims = list(ttype.shape.dim)
+        if len(dims) < 2:
+            self.fail(f"graph input {inp.name!r} has rank {len(dims)}; pwlnet needs a batch axis "
+                      f"followed by the per-sample axes, e.g. (N, features)")
+        if dims[0].HasField("dim_value"):
+            # A batch axis fixed at export time is still the batch axis.
+            self.fixed_batch = dims[0].dim_value
+        sample = []
+        for axis, d in enumerate(dims[1:], start=1):
+            if not d.HasField("dim_value") or d.dim_value <= 0:
+                shown = d.dim_param if d.HasField("dim_param") else "unknown"
+                self.fail(f"graph input {inp.name!r}: axis {axis} has size {shown!r}; only the batch "
+                          f"axis (axis 0) may be dynamic, the per-sample shape must be fixed")
+            sample.append(d.dim_value)
+        self.data = inp.name
+        self.data_shapes[inp.name] = tuple(sample)
+        return tuple(sample)
+
+    def live_nodes(self):
+        """Indices of the nodes the graph output depends on.
+
+        Nodes nothing depends on are skipped, so a stray constant computation cannot
+        make a good model fail; a stray node reading the *data* still counts as a second
+        use of that value and is refused as branching.
+        """
+        producer = {}
+        for idx, node in enumerate(self.graph.node):
+            for name in node.output:
+                if name:
+                    producer[name] = idx
+        live, todo = set(), list(self.graph_outputs)
+        while todo:
+            idx = producer.get(todo.pop())
+            if idx is not None and idx not in live:
+                live.add(idx)
+                todo.extend(n for n in self.graph.node[idx].input if n)
+        return live
+
+    def advance(self, node, idx):
+        """Translate the node that consumes the current data value."""
+        data = self.data
+        users = [i for i in dict.fromkeys(self.consumers.get(data, []))
+                 if self.graph.node[i].op_type != "Shape"]
+        uses = sum(1 for i in users for n in self.graph.node[i].input if n == data)
+        if uses > 1 or data in self.graph_outputs:
+            described = [self.where(self.graph.node[i], i) for i in users]
+            if data in self.graph_outputs:
+                described.append("the graph output")
+            self.fail(f"value {data!r} is used {uses + (data in self.graph_outputs)} times "
+                      f"(by {', '.join(described)}); pwlnet imports a plain chain of layers, "
+                      f"not branching graphs (residual connections, several heads)", node, idx)
+        handler = _HANDLERS.get(node.op_type)
+        if handler is None:
+            self.unsupported(node, idx, f"op type {node.op_type!r} is not supported")
+        for extra in node.output[1:]:
+            if extra and (extra in self.consumers or extra in self.graph_outputs):
+                self.fail(f"its extra output {extra!r} is used; only the first output of a "
+                          f"{node.op_type} node can be imported (is the model in training mode?)",
+                          node, idx)
+        shape = handler(self, node)
+        self.data = node.output[0]
+        self.data_shapes[self.data] = tuple(shape)
+
+    def fold(self, node, idx):
+        """Evaluate a node whose inputs are all constants."""
+        folder = _FOLDERS.get(node.op_type)
+        if folder is None:
+            self.unsupported(node, idx, f"op type {node.op_type!r} cannot be evaluated on constants")
+        values = [self.consts[n] if n else None for n in node.input]
+        try:
+            outs = folder(self, node, values)
+        except OnnxImportError:
+            raise
+        except (ValueError, TypeError, IndexError, np.exceptions.AxisError) as e:
+            self.fail(f"cannot evaluate it on its constant inputs: {e}", node, idx)
+        for name, value in zip(node.output, outs):
+            if name:
+                # Indexing a shape can give a bare element (even BATCH): keep arrays only.
+                self.consts[name] = value if isinstance(value, np.ndarray) else np.asarray(value)
+
+    def unsupported(self, node, idx, what):
+        self.fail(f"{what}. Supported ops: {', '.join(SUPPORTED_OPS)} "
+                  f"(on constants and shapes also: {', '.join(FOLDABLE_OPS)})", node, idx)
+
+    def check_output_shape(self):
+        shape = self.data_shapes[self.data]
+        if len(shape) != 1:
+            self.fail(f"the network's output has per-sample shape {shape}; a (batch, features) "
+                      f"output is needed")
+        out = self.graph.output[0]
+        if out.type.HasField("tensor_type") and out.type.tensor_type.HasField("shape"):
+            dims = out.type.tensor_type.shape.dim
+            declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+            if len(declared) != 2 or declared[1] not in (None, shape[0]):
+                shown = ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+                                  for d in dims)
+                self.fail(f"graph output {out.name!r} is declared with shape ({shown}) but the "
+                          f"layers compute (N, {shape[0]})")
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+def _default_opset(model, source):
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not versions:
+        raise OnnxImportError(f"{source}: the model imports no version of the default ONNX "
+                              f"operator set", source=source)
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= versions[0] <= newest:
+        raise OnnxImportError(f"{source}: opset {versions[0]} is not supported; pwlnet imports "
+                              f"opsets {MIN_OPSET} to {newest} (re-export with "
+                              f"torch.onnx.export(..., opset_version=17))", source=source)
+    return versions[0]
+
+
+def _tensor(imp, tensor, what):
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        imp.fail(f"{what} has data type {onnx.TensorProto.DataType.Name(tensor.data_type)}")
+    try:
+        return onnx.numpy_helper.to_array(tensor)
+    except Exception as e:  # noqa: BLE001 - any decoding failure means a broken tensor
+        imp.fail(f"{what} cannot be read: {e}")
+
+
+# --------------------------------------------------------------------------- handlers
+#
+# A handler gets the node consuming the data value (already checked for branching and
+# for used extra outputs), appends steps and returns the per-sample output shape.
+
+
+def _data_slot(imp, node, slots=(0,)):
+    for slot in range(len(node.input)):
+        if node.input[slot] == imp.data:
+            if slot not in slots:
+                return slot, False
+            return slot, True
+    raise AssertionError("handler called for a node that does not read the data")
+
+
+def _vector_input(imp, node):
+    shape = imp.data_shapes[imp.data]
+    if len(shape) != 1:
+        imp.fail(f"it needs a (batch, features) input but receives (N, "
+                 f"{', '.join(map(str, shape))}); flatten the input first (nn.Flatten)", node)
+    return shape[0]
+
+
+def _handle_gemm(imp, node):
+    a = imp.attrs(node)
+    slot, ok = _data_slot(imp, node)
+    if not ok:
+        imp.fail(f"the network input enters as operand {'ABC'[slot]}; pwlnet needs it as operand A "
+                 f"(y = x @ W + b), a weight as operand A would compute W @ x with the batch "
+                 f"along the columns", node)
+    if a.get("transA", 0):
+        imp.fail("transA=1 on the network input would transpose the (batch, features) matrix and "
+                 "mix samples; only transA=0 is supported", node)
+    n_in = _vector_input(imp, node)
+    w = imp.const(node, 1, "weight B")
+    if w.ndim != 2:
+        imp.fail(f"its weight B has shape {w.shape}; a matrix is needed", node)
+    if a.get("transB", 0):
+        w = w.T  # now (K, n_out) in both cases
+    if w.shape[0] != n_in:
+        imp.fail(f"shape mismatch: its weight B{'^T' if a.get('transB', 0) else ''} is "
+                 f"{w.shape[0]}x{w.shape[1]} but the input has {n_in} features", node)
+    n_out = w.shape[1]
+    c = imp.const(node, 2, "bias C", required=False)
+    bias = np.zeros(n_out) if c is None else _per_row(imp, node, c, n_out, "bias C")
+    weight = float(a.get("alpha", 1.0)) * w.T
+    bias = float(a.get("beta", 1.0)) * bias
+    imp.steps.append(_DenseStep(weight, bias, imp.layer_name(node), imp.where(node)))
+    return (n_out,)
+
+
+def _per_row(imp, node, c, n, what):
+    """Broadcast a Gemm bias to one value per output; refuse one that varies per sample."""
+    if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1) or (c.ndim >= 1 and c.shape[-1] not in (1, n)):
+        imp.fail(f"its {what} has shape {c.shape}, which does not broadcast to one value per "
+                 f"output (({n},) or (1, {n}) expected)", node)
+    return np.broadcast_to(c.reshape(-1) if c.ndim else c, (n,)).copy()
+
+
+def _handle_matmul(imp, node):
+    imp.attrs(node)
+    slot, ok = _data_slot(imp, node)
+    if not ok:
+        imp.fail("the network input enters as the second operand (W @ x); pwlnet needs "
+                 "x @ W with the input first", node)
+    n_in = _vector_input(imp, node)
+    w = imp.const(node, 1, "weight")
+    if w.ndim != 2:
+        imp.fail(f"its weight has shape {w.shape}; a 2-D (in, out) matrix is needed", node)
+    if w.shape[0] != n_in:
+        imp.fail(f"shape mismatch: its weight is {w.shape[0]}x{w.shape[1]} but the input has "
+                 f"{n_in} features", node)
+    imp.steps.append(_DenseStep(w.T, np.zeros(w.shape[1]), imp.layer_name(node), imp.where(node)))
+    return (w.shape[1],)
+
+
+def _elementwise_constant(imp, node, c, what):
+    """Broadcast a constant operand over one sample; refuse one that grows the data."""
+    shape = imp.data_shapes[imp.data]
+    rank = len(shape) + 1
+    if c.ndim > rank or (c.ndim == rank and c.shape[0] != 1):
+        imp.fail(f"its {what} has shape {c.shape}, which varies along the batch axis or adds "
+                 f"axes; the input is (N, {', '.join(map(str, shape))})", node)
+    if c.ndim == rank:
+        c = c[0]
+    try:
+        full = np.broadcast_shapes(c.shape, shape)
+    except ValueError:
+        full = None
+    if full != shape:
+        imp.fail(f"shape mismatch: its {what} has shape {c.shape}, which does not broadcast "
+                 f"over a sample of shape {shape}", node)
+    return np.broadcast_to(c, shape).reshape(-1).copy()
+
+
+def _handle_arith(imp, node):
+    imp.attrs(node)
+    slot, _ = _data_slot(imp, node, slots=(0, 1))
+    other = 1 - slot
+    c = imp.const(node, other, "constant operand")
+    c = _elementwise_constant(imp, node, c, "constant operand")
+    op = node.op_type
+    if op == "Add":
+        scale, shift = np.ones_like(c), c
+    elif op == "Sub":
+        scale, shift = (np.ones_like(c), -c) if slot == 0 else (-np.ones_like(c), c)
+    elif op == "Mul":
+        scale, shift = c, np.zeros_like(c)
+    else:  # Div
+        if slot == 1:
+            imp.fail("the network input is the divisor (c / x), which is not piecewise linear", node)
+        if np.any(c == 0):
+            imp.fail(f"its divisor holds a zero at index {np.argwhere(c == 0)[0].tolist()}", node)
+        scale, shift = 1.0 / c, np.zeros_like(c)
+    imp.steps.append(_ScaleStep(scale, shift, imp.layer_name(node), imp.where(node)))
+    return imp.data_shapes[imp.data]
+
+
+def _handle_batchnorm(imp, node):
+    a = imp.attrs(node)
+    slot, ok = _data_slot(imp, node)
+    if not ok:
+        imp.fail(f"the network input enters as parameter input {slot}", node)
+    if a.get("training_mode", 0):
+        imp.fail("training_mode=1 normalises with the batch statistics; export the model "
+                 "in eval mode (model.eval())", node)
+    shape = imp.data_shapes[imp.data]
+    channels = shape[0]
+    params = []
+    for s, what in enumerate(("scale", "bias B", "running mean", "running variance"), start=1):
+        p = imp.const(node, s, what)
+        if p.shape != (channels,):
+            imp.fail(f"shape mismatch: its {what} has shape {p.shape} but the input has "
+                     f"{channels} channels (axis 1)", node)
+        params.append(p)
+    gamma, beta, mean, var = params
+    denom = var + float(a.get("epsilon", 1e-5))
+    if np.any(denom <= 0):
+        imp.fail(f"running variance + epsilon is not positive at channel "
+                 f"{int(np.argwhere(denom <= 0)[0][0])}", node)
+    scale = gamma / np.sqrt(denom)
+    shift = beta - mean * scale
+    # Channels are axis 1 of the data: broadcast over any axes after it.
+    tail = (1,) * (len(shape) - 1)
+    scale = np.broadcast_to(scale.reshape((channels,) + tail), shape).reshape(-1).copy()
+    shift = np.broadcast_to(shift.reshape((channels,) + tail), shape).reshape(-1).copy()
+    imp.steps.append(_ScaleStep(scale, shift, imp.layer_name(node), imp.where(node)))
+    return shape
+
+
+def _handle_relu(imp, node):
+    imp.attrs(node)
+    imp.steps.append(_ActivationStep("relu", imp.layer_name(node), imp.where(node)))
+    return imp.data_shapes[imp.data]
+
+
+def _handle_identity(imp, node):
+    imp.attrs(node)
+    return imp.data_shapes[imp.data]
+
+
+def _handle_dropout(imp, node):
+    imp.attrs(node)
+    slot, ok = _data_slot(imp, node)
+    if not ok:
+        imp.fail(f"the network input enters as input {slot}", node)
+    # From opset 12 a third input switches training on; absent means inference.
+    if imp.operand(node, 2) is not None:
+        name = node.input[2]
+        if name not in imp.consts or _has_batch(imp.consts[name]):
+            imp.fail(f"its training_mode input {name!r} is not a constant", node)
+        if np.any(np.asarray(imp.consts[name]).astype(bool)):
+            imp.fail("training_mode is true, so it drops values at random; export the model in "
+                     "eval mode (model.eval(), training=TrainingMode.EVAL)", node)
+    return imp.data_shapes[imp.data]
+
+
+def _handle_flatten(imp, node):
+    a = imp.attrs(node)
+    shape = imp.data_shapes[imp.data]
+    rank = len(shape) + 1
+    axis = a.get("axis", 1)
+    if axis < 0:
+        axis += rank
+    if axis != 1:
+        imp.fail(f"axis={a.get('axis')} would not give (batch, features) for an input of shape "
+                 f"(N, {', '.join(map(str, shape))}); only axis=1 is supported", node)
+    return (math.prod(shape),)
+
+
+def _handle_reshape(imp, node):
+    a = imp.attrs(node)
+    slot, ok = _data_slot(imp, node)
+    if not ok:
+        imp.fail("the network input is used as the target shape", node)
+    name = imp.operand(node, 1)
+    if name is None or name not in imp.consts:
+        imp.fail(f"its target shape {name!r} is not a constant or a computation on shapes", node)
+    shape = imp.data_shapes[imp.data]
+    features = math.prod(shape)
+    target = list(np.asarray(imp.consts[name]).reshape(-1))
+    allowzero = a.get("allowzero", 0)
+    in_dims = [BATCH] + list(shape)
+    out = []
+    for i, t in enumerate(target):
+        if t is not BATCH:
+            t = int(t)
+            if t == 0 and not allowzero:
+                # 0 copies the input's size on that axis
+                t = in_dims[i] if i < len(in_dims) else None
+        out.append(t)
+    batch_ok = lambda t: t is BATCH or (imp.fixed_batch is not None and t == imp.fixed_batch)  # noqa: E731
+    good = len(out) == 2 and (
+        (batch_ok(out[0]) and out[1] in (-1, features))
+        or (out[0] == -1 and out[1] == features))
+    if not good:
+        shown = ", ".join("N" if t is BATCH else str(t) for t in target)
+        imp.fail(f"reshapes (N, {', '.join(map(str, shape))}) to [{shown}]; only a reshape to "
+                 f"(batch, {features}) is supported", node)
+    return (features,)
+
+
+def _handle_softmax(imp, node):
+    a = imp.attrs(node)
+    shape = imp.data_shapes[imp.data]
+    if len(shape) != 1:
+        imp.fail(f"it acts on (N, {', '.join(map(str, shape))}); only a {node.op_type} over the "
+                 f"features of a (batch, features) output can be dropped", node)
+    axis = a.get("axis", 1 if imp.opset < 13 else -1)
+    if axis not in (1, -1):
+        imp.fail(f"axis={axis} normalises across the batch, not across the classes of each "
+                 f"sample; only axis=1 or -1 is supported", node)
+    imp.steps.append(_FinalStep(node.op_type, imp.layer_name(node), imp.where(node)))
+    return shape
+
+
+#: Handlers for the node that consumes the data value.  The order is the order the
+#: ops are listed in messages.
+_HANDLERS = {
+    "Gemm": _handle_gemm,
+    "MatMul": _handle_matmul,
+    "Relu": _handle_relu,
+    "BatchNormalization": _handle_batchnorm,
+    "Add": _handle_arith,
+    "Sub": _handle_arith,
+    "Mul": _handle_arith,
+    "Div": _handle_arith,
+    "Flatten": _handle_flatten,
+    "Reshape": _handle_reshape,
+    "Identity": _handle_identity,
+    "Dropout": _handle_dropout,
+    "Softmax": _handle_softmax,
+    "LogSoftmax": _handle_softmax,
+}
+
+#: Attributes each op may carry; any other attribute is refused rather than ignored.
+_ATTRIBUTES = {
+    "Gemm": ("alpha", "beta", "transA", "transB"),
+    "BatchNormalization": ("epsilon", "momentum", "training_mode"),
+    "Flatten": ("axis",),
+    "Reshape": ("allowzero",),
+    "Dropout": ("ratio", "seed"),
+    "Softmax": ("axis",),
+    "LogSoftmax": ("axis",),
+    "Constant": ("value", "value_float", "value_floats", "value_int", "value_ints"),
+    "Shape": ("start", "end"),
+    "Gather": ("axis",),
+    "Unsqueeze": ("axes",),
+    "Squeeze": ("axes",),
+    "Concat": ("axis",),
+    "Cast": ("to", "saturate"),
+    "Transpose": ("perm",),
+}
+
+
+# --------------------------------------------------------------------------- folding
+#
+# A folder gets the node and its input values (``None`` for omitted optional inputs)
+# and returns the output values.  Values are numpy arrays; shape values may be object
+# arrays holding the symbolic BATCH, which only the indexing ops below let through.
+
+
+def _shape_of(imp, node, sample_shape):
+    a = imp.attrs(node)
+    full = np.array([BATCH, *sample_shape], dtype=object)
+    # Shape's start/end (opset 15) slice the shape, clamped like Python slices.
+    return full[a.get("start", 0):a.get("end", len(full))]
+
+
+def _fold_constant(imp, node, values):
+    a = imp.attrs(node)
+    if "value" in a:
+        return [_tensor(imp, a["value"], f"{imp.where(node)} value")]
+    if "value_float" in a:
+        return [np.array(a["value_float"], dtype=np.float32)]
+    if "value_floats" in a:
+        return [np.array(a["value_floats"], dtype=np.float32)]
+    if "value_int" in a:
+        return [np.array(a["value_int"], dtype=np.int64)]
+    if "value_ints" in a:
+        return [np.array(a["value_ints"], dtype=np.int64)]
+    imp.fail("it holds no value", node)
+
+
+def _ints(imp, node, value, what):
+    if value is None:
+        return None
+    if _has_batch(value):
+        imp.fail(f"its {what} depends on the batch size", node)
+    return [int(v) for v in np.asarray(value).reshape(-1)]
+
+
+def _fold_shape(imp, node, values):
+    a = imp.attrs(node)
+    shape = np.array(np.shape(values[0]), dtype=np.int64)
+    return [shape[a.get("start", 0):a.get("end", len(shape))]]
+
+
+def _fold_gather(imp, node, values):
+    a = imp.attrs(node)
+    data, idx = values
+    if _has_batch(idx):
+        imp.fail("its indices depend on the batch size", node)
+    return [np.take(np.asarray(data), np.asarray(idx).astype(np.int64), axis=a.get("axis", 0))]
+
+
+def _fold_unsqueeze(imp, node, values):
+    a = imp.attrs(node)
+    axes = a.get("axes") if "axes" in a else _ints(imp, node, values[1] if len(values) > 1 else None, "axes")
+    if axes is None:
+        imp.fail("it has no axes", node)
+    return [np.expand_dims(np.asarray(values[0]), tuple(axes))]
+
+
+def _fold_squeeze(imp, node, values):
+    a = imp.attrs(node)
+    axes = a.get("axes") if "axes" in a else _ints(imp, node, values[1] if len(values) > 1 else None, "axes")
+    return [np.squeeze(np.asarray(values[0]), axis=None if axes is None else tuple(axes))]
+
+
+def _fold_concat(imp, node, values):
+    a = imp.attrs(node)
+    return [np.concatenate([np.asarray(v) for v in values if v is not None], axis=a["axis"])]
+
+
+def _fold_slice(imp, node, values):
+    imp.attrs(node)
+    data = np.asarray(values[0])
+    starts = _ints(imp, node, values[1], "starts")
+    ends = _ints(imp, node, values[2], "ends")
+    axes = _ints(imp, node, values[3] if len(values) > 3 else None, "axes") or list(range(len(starts)))
+    steps = _ints(imp, node, values[4] if len(values) > 4 else None, "steps") or [1] * len(starts)
+    index = [slice(None)] * data.ndim
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        # Python slices clamp out-of-range bounds the way ONNX Slice specifies.
+        index[ax] = slice(s, e, st)
+    return [data[tuple(index)]]
+
+
+def _fold_cast(imp, node, values):
+    a = imp.attrs(node)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(a["to"])
+    value = values[0]
+    if _has_batch(value):
+        if not np.issubdtype(dtype, np.integer):
+            imp.fail(f"it casts a shape holding the batch size to {dtype}", node)
+        return [value]
+    return [np.asarray(value).astype(dtype)]
+
+
+def _fold_reshape(imp, node, values):
+    a = imp.attrs(node)
+    data = np.asarray(values[0])
+    target = _ints(imp, node, values[1], "target shape")
+    if not a.get("allowzero", 0):
+        target = [data.shape[i] if t == 0 else t for i, t in enumerate(target)]
+    return [data.reshape(target)]
+
+
+def _fold_transpose(imp, node, values):
+    a = imp.attrs(node)
+    return [np.transpose(np.asarray(values[0]), a.get("perm"))]
+
+
+def _fold_identity(imp, node, values):
+    imp.attrs(node)
+    return [values[0]]
+
+
+def _fold_arith(imp, node, values):
+    imp.attrs(node)
+    x, y = values
+    if _has_batch(x) or _has_batch(y):
+        imp.fail("it computes with the batch size; only indexing and concatenation of shapes "
+                 "holding the batch size are supported", node)
+    x, y = np.asarray(x), np.asarray(y)
+    if node.op_type == "Add":
+        return [x + y]
+    if node.op_type == "Sub":
+        return [x - y]
+    if node.op_type == "Mul":
+        return [x * y]
+    if np.issubdtype(x.dtype, np.integer):
+        if np.any(y == 0):
+            imp.fail("it divides by zero", node)
+        return [np.trunc(x / y).astype(x.dtype)]  # ONNX integer Div truncates toward zero
+    return [x / y]
+
+
+#: Folders for nodes whose inputs are all constants (or shapes).
+_FOLDERS = {
+    "Constant": _fold_constant,
+    "Identity": _fold_identity,
+    "Shape": _fold_shape,
+    "Gather": _fold_gather,
+    "Unsqueeze": _fold_unsqueeze,
+    "Squeeze": _fold_squeeze,
+    "Concat": _fold_concat,
+    "Slice": _fold_slice,
+    "Cast": _fold_cast,
+    "Reshape": _fold_reshape,
+    "Transpose": _fold_transpose,
+    "Add": _fold_arith,
+    "Sub": _fold_arith,
+    "Mul": _fold_arith,
+    "Div": _fold_arith,
+}
+
+#: Op types accepted on the path from the graph input to the graph output.
+SUPPORTED_OPS = tuple(_HANDLERS)
+#: Op types additionally accepted in subgraphs that compute constants or shapes.
+FOLDABLE_OPS = tuple(op for op in _FOLDERS if op not in _HANDLERS)
+
+
+# --------------------------------------------------------------------------- lowering
+
+
+def _lower(imp):
+    """Turn the steps into IR layers, folding element-wise affine maps into dense layers."""
+    layers, notices = [], []
+    pending = None  # a _ScaleStep waiting for the next dense layer
+    final = None
+    for step in imp.steps:
+        if final is not None:
+            imp.fail(f"{final.where} can only be dropped as the last operation, but "
+                     f"{step.where} follows it")
+        if isinstance(step, _DenseStep):
+            w, b = step.weight, step.bias
+            if pending is not None:
+                # W (s * x + t) + b = (W * s) x + (W t + b)
+                w, b = w * pending.scale[None, :], w @ pending.shift + b
+                pending = None
+            layers.append(Dense(w, b, name=step.name))
+        elif isinstance(step, _ScaleStep):
+            if pending is None and layers and isinstance(layers[-1], Dense):
+                # s * (W x + b) + t = (s W) x + (s b + t)
+                d = layers[-1]
+                layers[-1] = Dense(step.scale[:, None] * d.weight, step.scale * d.bias + step.shift,
+                                   name=d.name)
+            elif pending is None:
+                pending = step
+            else:
+                pending = _ScaleStep(pending.scale * step.scale,
+                                     pending.shift * step.scale + step.shift,
+                                     pending.name, f"{pending.where} and {step.where}")
+        elif isinstance(step, _ActivationStep):
+            if pending is not None:
+                before = "an activation" if layers else "the network input"
+                imp.fail(f"{pending.where} cannot be folded into a dense layer: it sits between "
+                         f"{before} and {step.where}, and an element-wise scale and shift does not "
+                         f"commute with the activation; put it directly before or after a dense layer")
+            if not layers:
+                imp.fail(f"the network must start with a dense layer, but {step.where} comes first")
+            if isinstance(layers[-1], Activation) and layers[-1].kind == step.kind == "relu":
+                continue  # relu(relu(x)) == relu(x)
+            layers.append(Activation(step.kind, name=step.name))
+        elif isinstance(step, _FinalStep):
+            final = step
+            notices.append(f"dropped the trailing {step.where}: the imported "
+                           f"network outputs the scores before it, which have the same argmax "
+                           f"(predicted class) but are not probabilities")
+        else:  # pragma: no cover - a step class without a lowering rule
+            raise AssertionError(f"unknown step {step!r}")
+    if pending is not None:
+        imp.fail(f"{pending.where} cannot be folded into a dense layer: no dense layer is next "
+                 f"to it (it follows an activation and ends the network)")
+    return layers, notices
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def import_model(model: onnx.ModelProto, source: str = "<model>") -> Network:
+    """Translate an in-memory ONNX model into a :class:`~pwlnet.ir.Network`.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        The model, for example from ``onnx.load``.
+    source : str, optional
+        How messages and ``Network.source`` refer to the model.
+
+    Returns
+    -------
+    pwlnet.ir.Network
+        The network; its float forward pass matches the model's output (before any
+        dropped trailing Softmax, see ``Network.notices``).
+
+    Raises
+    ------
+    OnnxImportError
+        If the model is not valid ONNX or holds anything that cannot be imported exactly.
+    """
+    source = str(source)
+    if not isinstance(model, onnx.ModelProto):
+        raise OnnxImportError(f"{source}: expected an onnx.ModelProto, not {type(model).__name__}",
+                              source=source)
+    if not model.HasField("graph") or (model.ir_version == 0 and not model.graph.node):
+        raise OnnxImportError(f"{source}: is not an ONNX model (it holds no graph)", source=source)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OnnxImportError(f"{source}: is not a valid ONNX model: {first}", source=source) from e
+    return _Importer(model, source).run()
+
+
+def load_onnx(path) -> Network:
+    """Read an ONNX file into a :class:`~pwlnet.ir.Network`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.onnx`` file.  External tensor data is read from beside it.
+
+    Returns
+    -------
+    pwlnet.ir.Network
+        The network, with ``source`` set to ``path``, ``metadata`` holding the model's
+        ``metadata_props`` and ``input_shape`` the per-sample shape of the graph input.
+
+    Raises
+    ------
+    OnnxImportError
+        If the file is missing, unreadable or not ONNX, or if the model holds anything
+        pwlnet cannot import exactly; the message names the file, the node and the op.
+
+    Examples
+    --------
+    >>> net = load_onnx("model.onnx")  # doctest: +SKIP
+    >>> net(x_batch).argmax(axis=1)     # doctest: +SKIP
+    """
+    source = os.fspath(path)
+    p = pathlib.Path(source)
+    if not p.exists():
+        raise OnnxImportError(f"{source}: no such file", source=source)
+    if p.is_dir():
+        raise OnnxImportError(f"{source}: is a directory, not an ONNX file", source=source)
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as e:
+        raise OnnxImportError(f"{source}: cannot be read: {e.strerror or e}", source=source) from e
+    try:
+        model = onnx.load(source)
+    except OSError as e:  # the file itself was readable: external tensor data is not
+        raise OnnxImportError(f"{source}: cannot be read: {e}", source=source) from e
+    except Exception as e:  # noqa: BLE001 - protobuf and onnx raise many types for bad bytes
+        raise OnnxImportError(f"{source}: is not an ONNX model ({type(e).__name__}: {e})",
+                              source=source) from e
+    return import_model(model, source)
