@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.pwlnet-installed
 
 BOARD   ?= icebreaker
-MODEL   ?= boards/models/basicmotions.onnx
+MODEL   ?= boards/models/basicmotions_h64x64.onnx
 LANES   ?= 8
 SIM     ?= verilator
 VECTORS ?= 2000

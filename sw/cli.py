@@ -49,8 +49,10 @@ def build_parser():
     s.add_argument("--calib", default=None,
                    help="calibration data: a data set name or a .npy of float inputs "
                         "(default: the data set recorded in the model by 'pwlnet train')")
-    s.add_argument("--requant", choices=("shift", "multiply"), default="shift",
-                   help="requantization: per-channel rounding shift (default) or integer multiplier and shift")
+    s.add_argument("--requant", choices=("shift", "multiply"), default="multiply",
+                   help="requantization per output channel: integer multiplier and rounding shift "
+                        "(default; one shared multiplier in hardware) or a rounding shift alone "
+                        "(no multiplier; costs up to one bit of weight precision)")
     s.add_argument("--multiplier-bits", type=int, default=8, help="multiplier width for --requant multiply (default 8)")
     s.set_defaults(handler="pwlnet.compile:cli_compile")
 

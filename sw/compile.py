@@ -20,7 +20,7 @@ class CalibrationError(ValueError):
 
 
 def load_calibration(spec, metadata):
-    """Return ``(calib_inputs, eval_inputs_or_None, eval_labels_or_None, class_names, what)``.
+    """Return ``(calib_inputs, eval_inputs, eval_labels_or_None, class_names, provenance)``.
 
     ``spec`` is a data set name, a path to a ``.npy`` of float inputs, or ``None`` to use the
     data set the model was trained on (ONNX metadata ``pwlnet.dataset``).
@@ -39,12 +39,12 @@ def load_calibration(spec, metadata):
             raise CalibrationError(f"{path}: cannot read calibration inputs: {e}") from None
         if not np.issubdtype(x.dtype, np.number):
             raise CalibrationError(f"{path}: calibration inputs must be numbers, not {x.dtype}")
-        return x, x, None, None, str(path)
+        return x, x, None, None, {"npy": str(path)}
     if spec not in datasets.DATASETS:
         raise CalibrationError(f"--calib {spec!r} is neither a .npy file nor a data set "
                                f"(data sets: {', '.join(datasets.DATASETS)})")
     ds = datasets.load(spec)
-    return ds.x_train, ds.x_test, ds.y_test, list(ds.class_names), f"data set {spec} (train split)"
+    return ds.x_train, ds.x_test, ds.y_test, list(ds.class_names), {"dataset": spec, "split": "train"}
 
 
 def _float_reference(onnx_path, net, x):
@@ -74,7 +74,7 @@ def evaluate(model, x, y=None, float_out=None):
     return res
 
 
-def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, requant="shift",
+def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, requant="multiply",
                  multiplier_bits=8, log=print):
     """Import, quantize, evaluate and write; nothing is written if any step fails."""
     from .onnx_import import load_onnx
@@ -91,7 +91,8 @@ def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, r
     fout, ref = _float_reference(onnx_path, net, ex)
     summary = evaluate(model, ex, ey, fout)
     summary["float_reference"] = ref
-    summary["evaluated_on"] = what.replace("train split", "test split") if ey is not None else what
+    summary["evaluated_on"] = (f"{what['dataset']} test split" if "dataset" in what
+                               else f"calibration inputs {what['npy']}")
     summary["notices"] = list(net.notices)
     model.summary = summary
     save(model, out_dir)

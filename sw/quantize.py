@@ -144,7 +144,7 @@ def quantize_dense(w, b, s_x, s_y, *, weight_bits, act_bits, requant="shift", mu
                  out_scale=s_y, requant=requant, name=name)
 
 
-def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="shift", multiplier_bits=8,
+def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="multiply", multiplier_bits=8,
              class_names=None, source=None) -> CompiledModel:
     """Quantize ``net`` with calibration inputs ``calib`` (float, ``(N, *input_shape)`` or ``(N, d)``).
 
