@@ -1,0 +1,298 @@
+"""Hardware cache golden model: integer hits are never false, entries, slots, streams."""
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from pwlnet import fixedpoint as fx, golden, ir, regions
+from pwlnet.hwcache import (MAGIC, EntryError, HwCache, HwEntry, code_blocks, distance, make_entry,
+                            distance_bits, max_distance, preload, radius_bound, run_stream)
+from pwlnet.quantize import QuantizeError, quantize
+
+from test_regions import random_blocks
+
+
+def compiled(seed, d, hidden, n_out=3, requant="shift"):
+    """A random float ReLU MLP, its compiled model and its code-space blocks."""
+    layers = []
+    for w, b, act in random_blocks(seed, d, hidden, n_out):
+        layers.append(ir.Dense(w, b))
+        if act == "relu":
+            layers.append(ir.Activation("relu"))
+    net = ir.Network(layers, (d,))
+    calib = np.random.default_rng(seed + 1).normal(size=(256, d))
+    model = quantize(net, calib, requant=requant)
+    return net, model, code_blocks(model, net)
+
+
+def ball_points(rng, c, bound, metric, n=24):
+    """Integer points at integer distance <= bound from c, most of them on the bound itself."""
+    d = c.size
+    pts = [c.copy()]
+    for _ in range(n):
+        v = rng.normal(size=d)
+        if metric == "linf":
+            q = np.round(v / np.abs(v).max() * bound).astype(np.int64)
+            q[np.argmax(np.abs(v))] = np.sign(v[np.argmax(np.abs(v))]) * bound
+            pts += [c + q, c + rng.choice([-1, 1], size=d) * bound]      # and a corner
+        elif metric == "l1":
+            q = np.trunc(v / np.abs(v).sum() * bound).astype(np.int64)
+            k = np.argmax(np.abs(v))
+            q[k] += (np.sign(v[k]) or 1) * (bound - np.abs(q).sum())
+            pts += [c + q]
+        else:
+            q = np.trunc(v / np.linalg.norm(v) * np.sqrt(bound)).astype(np.int64)
+            for k in rng.permutation(d):          # push outward while still inside
+                step = 1 if v[k] >= 0 else -1
+                while ((q + step * np.eye(d, dtype=np.int64)[k]) ** 2).sum() <= bound:
+                    q[k] += step
+            pts += [c + q]
+    pts = np.array(pts)
+    assert np.all(distance(pts, c, metric) <= bound)
+    return pts
+
+
+def assert_float_exact(blocks, lin, q):
+    q = np.asarray(q, dtype=np.float64)
+    assert regions.same_pattern(blocks, q, lin.pattern).all()
+    out = regions.evaluate(blocks, q).outputs
+    scale = 1.0 + np.abs(q) @ np.abs(lin.W).T + np.abs(lin.b)
+    np.testing.assert_array_less(np.abs(out - lin(q)), 1e-9 * scale)
+
+
+models = st.builds(lambda seed, d, hidden: (seed, d, hidden), st.integers(0, 2**20), st.integers(2, 6),
+                   st.lists(st.integers(8, 32), min_size=1, max_size=3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(models, st.integers(0, 2**31 - 1), st.sampled_from(regions.METRICS))
+def test_integer_hits_are_float_exact(spec, seed, metric):
+    try:
+        net, model, blocks = compiled(*spec)
+    except QuantizeError:
+        assume(False)
+    rng = np.random.default_rng(seed)
+    lo, hi = fx.signed_range(model.input_bits)
+    for c in rng.integers(lo, hi + 1, size=(4, model.input_dim)):
+        lin = regions.linearize(blocks, c.astype(np.float64))
+        r = lin.radii[metric]
+        bound = radius_bound(r, metric, dim=c.size, bits=model.input_bits)
+        # the integer bound never reaches the float radius (0 = the center alone, always exact)
+        t = r * r if metric == "l2" else r
+        assert bound < t or bound == 0
+        assert_float_exact(blocks, lin, ball_points(rng, c, bound, metric))
+        try:
+            entry = make_entry(model, blocks, c, metric)
+        except EntryError:
+            continue
+        assert entry.bound == bound and entry.hits(c)
+
+
+def test_exhaustive_integer_balls_in_two_dimensions():
+    net, model, blocks = compiled(7, 2, [16])
+    rng = np.random.default_rng(0)
+    bounds = {m: [] for m in regions.METRICS}
+    for c in rng.integers(-128, 128, size=(40, 2)):
+        lin = regions.linearize(blocks, c.astype(np.float64))
+        for m in regions.METRICS:
+            bound = radius_bound(lin.radii[m], m, dim=2, bits=8)
+            reach = int(np.sqrt(bound)) if m == "l2" else bound
+            reach = min(reach, 255)
+            grid = np.array(list(itertools.product(range(-reach, reach + 1), repeat=2))) + c
+            grid = grid[distance(grid, c, m) <= bound]
+            assert_float_exact(blocks, lin, grid)
+            bounds[m].append(bound)
+    # the test means something only if balls hold many points
+    assert np.median(bounds["linf"]) >= 3 and np.median(bounds["l2"]) >= 9
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0, 1e5), st.sampled_from(regions.METRICS), st.integers(1, 8), st.integers(2, 16),
+       st.sampled_from([0.0, 1e-6, 1e-3]))
+def test_radius_bound_rounds_toward_miss(r, metric, dim, bits, margin):
+    bound = radius_bound(r, metric, dim=dim, bits=bits, margin=margin)
+    t = r * r if metric == "l2" else r
+    cap = max_distance(metric, dim, bits)
+    assert 0 <= bound <= cap
+    assert bound < t or bound == 0
+    # and gives away at most one integer step beyond the margin
+    safe = r * (1 - margin)
+    assert bound == cap or bound + 1 >= (safe * safe if metric == "l2" else safe) * (1 - 1e-12)
+
+
+def test_radius_bound_values():
+    assert radius_bound(3.0, "linf", dim=2, bits=8, margin=0) == 2      # strictly below
+    assert radius_bound(3.2, "linf", dim=2, bits=8) == 3
+    assert radius_bound(3.0000001, "linf", dim=2, bits=8) == 2          # inside the margin
+    assert radius_bound(2.0, "l2", dim=2, bits=8, margin=0) == 3        # sum of squares < 4
+    assert radius_bound(0.0, "l1", dim=2, bits=8) == 0                  # the center alone
+    assert radius_bound(np.inf, "l2", dim=3, bits=4) == 3 * 15 * 15
+    with pytest.raises(ValueError, match="radius must be a non-negative number, not -1.0"):
+        radius_bound(-1.0, "l2", dim=2, bits=8)
+    with pytest.raises(ValueError, match="metric must be one of l2, linf, l1, not 'l0'"):
+        distance([1], [2], "l0")
+    assert distance([[3, -4], [0, 0]], [0, 0], "l2").tolist() == [25, 0]
+    assert distance([3, -4], [1, 1], "linf") == 5 and distance([3, -4], [1, 1], "l1") == 7
+    # register widths of the comparator: 8-bit codes, d = 16
+    assert [distance_bits(m, 16, 8) for m in ("linf", "l1", "l2")] == [8, 12, 20]
+
+
+@pytest.mark.parametrize("requant", ["shift", "multiply"])
+@pytest.mark.parametrize("metric", regions.METRICS)
+def test_entry_words_round_trip(requant, metric):
+    net, model, blocks = compiled(3, 4, [24, 12], n_out=5, requant=requant)
+    rng = np.random.default_rng(1)
+    for c in rng.integers(-128, 128, size=(5, 4)):
+        e = make_entry(model, blocks, c, metric)
+        words = e.to_words()
+        assert words.dtype == np.uint32 and words[0] == MAGIC
+        assert len(words) == 6 + 4 + 5 * (4 + 4)
+        back = HwEntry.from_words(words, out_scale=model.output_scale)
+        assert np.array_equal(back.to_words(), words)
+        assert (back.metric, back.bound) == (e.metric, e.bound)
+        assert np.array_equal(back.center, e.center)
+        for f in ("weight", "bias", "multiplier", "shift"):
+            assert np.array_equal(getattr(back.layer, f), getattr(e.layer, f))
+        for f in ("weight_bits", "in_bits", "out_bits", "acc_bits", "requant", "out_scale"):
+            assert getattr(back.layer, f) == getattr(e.layer, f)
+        q = rng.integers(-128, 128, size=(6, 4))
+        assert np.array_equal(back.evaluate(q), e.evaluate(q))
+
+
+def test_entry_words_are_checked():
+    net, model, blocks = compiled(3, 3, [8])
+    words = make_entry(model, blocks, [1, -2, 3], "linf").to_words()
+    bad = words.copy()
+    bad[0] ^= 1
+    with pytest.raises(EntryError, match="not the entry magic 0x70774345"):
+        HwEntry.from_words(bad)
+    with pytest.raises(EntryError, match=r"has \d+ words, not \d+"):
+        HwEntry.from_words(words[:-1])
+    bad = words.copy()
+    bad[1] = (bad[1] & ~np.uint32(0xFF)) | 7
+    with pytest.raises(EntryError, match="entry layout version 7 is not supported"):
+        HwEntry.from_words(bad)
+    bad = words.copy()
+    bad[6 + 3] = 0x7FFF        # first weight, far outside 8 bits
+    with pytest.raises(EntryError, match="a weight does not fit 8 bits"):
+        HwEntry.from_words(bad)
+
+
+def test_steep_map_is_uncacheable():
+    net, model, blocks = compiled(5, 2, [8])
+    last = model.layers[-1]
+    steep = dataclasses.replace(model, layers=[*model.layers[:-1], dataclasses.replace(last, out_scale=1e-9)])
+    with pytest.raises(EntryError, match="cache entry at codes \\[0, 0\\]"):
+        make_entry(steep, blocks, [0, 0], "linf")
+    res = run_stream(steep, blocks, np.zeros((3, 2), dtype=np.int64), 4, "linf")
+    assert res.uncacheable == 3 and not res.hit.any() and (res.written == -1).all()
+
+
+def _far_apart(model, blocks, metric, n, rng):
+    """``n`` entries none of whose balls holds another's center."""
+    chosen = []
+    while len(chosen) < n:
+        e = make_entry(model, blocks, rng.integers(-128, 128, size=model.input_dim), metric)
+        if all(not a.hits(e.center) and not e.hits(a.center) for a in chosen):
+            chosen.append(e)
+    return chosen
+
+
+def test_lookup_priority_outputs_and_counters():
+    net, model, blocks = compiled(11, 3, [16, 16])
+    cache = HwCache(model, 4, "l2")
+    rng = np.random.default_rng(2)
+    a, b = _far_apart(model, blocks, "l2", 2, rng)
+    cache.write_entry(3, a)
+    cache.write_entry(1, a)
+    cache.write_entry(2, b)
+    q = np.stack([a.center, b.center, fx.saturate(-a.center - 1, 8)])
+    res = cache.lookup(q)
+    assert res.slot.tolist()[:2] == [1, 2]          # the lowest hitting slot wins
+    for i, s in enumerate(res.slot):
+        want = cache.entries[s].evaluate(q[i:i + 1]) if s >= 0 else golden.forward(model, q[i:i + 1])
+        assert np.array_equal(res.outputs[i], want[0])
+    assert cache.hits + cache.misses == 3 and cache.hits == int(res.hit.sum())
+    # against a plain loop over random codes
+    q = rng.integers(-128, 128, size=(300, 3))
+    q[:50] = a.center + rng.integers(-2, 3, size=(50, 3))
+    q = fx.saturate(q, 8)
+    res = cache.lookup(q)
+    want = [next((s for s in range(4) if cache.entries[s] is not None and cache.entries[s].hits(x)), -1) for x in q]
+    assert res.slot.tolist() == want
+    cache.clear()
+    assert not cache.valid.any() and not cache.lookup(a.center).hit[0]
+    assert cache.misses > 0
+    cache.reset_counters()
+    assert (cache.hits, cache.misses) == (0, 0)
+
+
+def test_write_entry_is_checked():
+    net, model, blocks = compiled(11, 3, [16])
+    cache = HwCache(model, 2, "linf")
+    e = make_entry(model, blocks, [0, 0, 0], "l2")
+    with pytest.raises(EntryError, match="entry metric 'l2' differs from the cache's 'linf'"):
+        cache.write_entry(0, e)
+    with pytest.raises(IndexError, match="slot must be an integer in 0..1, not 2"):
+        cache.write_entry(2, make_entry(model, blocks, [0, 0, 0], "linf"))
+    with pytest.raises(ValueError, match="n_entries must be a positive integer, not 0"):
+        HwCache(model, 0, "linf")
+    with pytest.raises(golden.InputError, match="outside the 8-bit range"):
+        cache.lookup([0, 0, 300])
+
+
+@pytest.mark.parametrize("policy, slot_for_c", [("round_robin", 0), ("lru", 1)])
+def test_full_cache_replacement(policy, slot_for_c):
+    net, model, blocks = compiled(11, 3, [32, 32])
+    a, b, c = _far_apart(model, blocks, "linf", 3, np.random.default_rng(4))
+    stream = np.stack([a.center, b.center, a.center, c.center, a.center])
+    res = run_stream(model, net, stream, 2, "linf", policy)
+    # a, b fill both slots; a hits; c must evict: FIFO takes slot 0 (a), LRU slot 1 (b)
+    assert res.hit.tolist()[:4] == [False, False, True, False]
+    assert res.written.tolist()[:4] == [0, 1, -1, slot_for_c]
+    # LRU kept the recently used a; FIFO threw it out
+    assert res.hit[4] == (policy == "lru")
+    assert res.written[4] == (-1 if policy == "lru" else 1)
+    assert res.hits == int(res.hit.sum()) and res.misses == len(stream) - res.hits
+
+
+@pytest.mark.parametrize("metric", regions.METRICS)
+def test_stream_against_the_full_network(metric):
+    net, model, blocks = compiled(13, 3, [24, 16])
+    t = np.linspace(0, 4, 400)[:, None]
+    path = np.hstack([np.sin(t), np.cos(1.7 * t), np.sin(0.6 * t)]) * 1.5
+    codes = golden.quantize_inputs(model, path)
+    res = run_stream(model, net, codes, 8, metric, "lru")
+    assert 0.2 < res.hit_rate < 1.0          # enough hits to compare
+    assert res.n_false_hits == 0
+    assert np.array_equal(res.full, golden.forward(model, codes))
+    assert np.array_equal(res.outputs[~res.hit], res.full[~res.hit])
+    assert np.array_equal(res.code_diff, np.abs(res.outputs - res.full).max(axis=1))
+    assert res.max_code_diff <= 4            # one rounding versus one per layer
+    for i in np.flatnonzero(res.hit)[:40]:
+        assert distance(codes[i], res.center[i], metric) <= res.bounds[i]
+    # the code-space blocks may be given instead of the float network
+    again = run_stream(model, blocks, codes, 8, metric, "lru")
+    assert np.array_equal(again.hit, res.hit) and np.array_equal(again.outputs, res.outputs)
+
+
+def test_preload_covers_the_calibration_set_greedily():
+    net, model, blocks = compiled(17, 2, [16])
+    rng = np.random.default_rng(5)
+    calib = golden.quantize_inputs(model, rng.normal(size=(300, 2)) * 0.5)
+    entries = preload(model, net, calib, 6, "linf")
+    assert 1 <= len(entries) <= 6
+    cache = HwCache(model, 6, "linf")
+    covered = np.zeros(len(calib), dtype=bool)
+    gains = []
+    for s, e in enumerate(entries):
+        cache.write_entry(s, e)
+        new = e.hits(calib) & ~covered
+        gains.append(int(new.sum()))
+        covered |= new
+    assert gains == sorted(gains, reverse=True) and gains[-1] > 0
+    assert np.array_equal(cache.lookup(calib).hit, covered)
+    assert preload(model, net, calib, 6, "linf", max_candidates=20, seed=1)
