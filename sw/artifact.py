@@ -9,7 +9,15 @@ A compiled model directory holds
 ``arrays.npz``
     the integer arrays named in ``model.json``: per-feature input scale and zero
     point, and for each layer ``l<i>.weight`` ``(n_out, n_in)``, ``l<i>.bias``,
-    ``l<i>.multiplier`` and ``l<i>.shift`` (per output channel).
+    ``l<i>.multiplier`` and ``l<i>.shift`` (per output channel); a LERP layer adds
+    ``l<i>.table`` ``(n_out, 2**index_bits + 1)`` (int64 output codes) and
+    ``l<i>.lerp_range`` ``(n_out, 2)`` (float64, informational: the float pre-activation
+    range each table spans).
+
+A layer's ``activation`` is ``"none"``, ``"relu"`` or ``"lerp"``; only LERP layers carry
+the ``lerp`` entry (``index_bits``, ``frac_bits`` and the two array names), so a model
+without LERP layers is written exactly as before.  Readers that predate LERP refuse a
+LERP model by its activation name rather than misreading it.
 
 The arithmetic these numbers drive is :mod:`pwlnet.golden`.  :func:`load` validates
 everything it reads, so a damaged or foreign directory gives an error naming the file
@@ -33,7 +41,7 @@ __all__ = ["FORMAT", "VERSION", "ArtifactError", "Layer", "CompiledModel", "load
 
 FORMAT = "pwlnet-compiled-model"
 VERSION = 1
-ACTIVATIONS = ("none", "relu")
+ACTIVATIONS = ("none", "relu", "lerp")
 
 
 class ArtifactError(ValueError):
@@ -46,7 +54,11 @@ class Layer:
 
     ``acc = weight @ x + bias`` (int64, fits ``acc_bits``);
     ``y = saturate(round_shift(acc * multiplier, shift), out_bits)``;
-    ``relu``: ``y = max(y, 0)``.  ``out_scale`` is the float value of one output code.
+    ``relu``: ``y = max(y, 0)``; ``lerp``:
+    ``y = fixedpoint.lerp(y, table, index_bits, out_bits)`` with ``table`` of shape
+    ``(n_out, 2**index_bits + 1)``.  ``out_scale`` is the float value of one output code.
+    ``lerp_range`` (``(n_out, 2)``, float) records the pre-activation range of each
+    table; the arithmetic does not use it.
     """
 
     weight: np.ndarray
@@ -61,6 +73,14 @@ class Layer:
     out_scale: float
     requant: str = "shift"
     name: str = ""
+    table: np.ndarray | None = None
+    index_bits: int | None = None
+    lerp_range: np.ndarray | None = None
+
+    @property
+    def frac_bits(self) -> int | None:
+        """Fraction width of a LERP layer's input code split (``out_bits - index_bits``)."""
+        return None if self.index_bits is None else self.out_bits - self.index_bits
 
     @property
     def n_in(self) -> int:
@@ -145,10 +165,28 @@ class CompiledModel:
                 fail(f"{name}: activation {l.activation!r} is not one of {ACTIVATIONS}")
             if not (np.isfinite(l.out_scale) and l.out_scale > 0):
                 fail(f"{name}: out_scale must be finite and positive, not {l.out_scale}")
+            if l.activation == "lerp":
+                self._validate_lerp(l, name, fail)
+            elif l.table is not None or l.index_bits is not None:
+                fail(f"{name}: a LERP table on a layer whose activation is {l.activation!r}")
             n, bits = l.n_out, l.out_bits
         if not self.layers:
             fail("holds no layer")
         return self
+
+    @staticmethod
+    def _validate_lerp(l, name, fail):
+        k = l.index_bits
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= l.out_bits:
+            fail(f"{name}: LERP index_bits must be an integer in 0..{l.out_bits} (out_bits), not {k!r}")
+        if l.table is None or l.table.shape != (l.n_out, (1 << k) + 1):
+            fail(f"{name}: LERP table shape {None if l.table is None else l.table.shape}, expected "
+                 f"({l.n_out}, {(1 << k) + 1})")
+        lo, hi = fx.signed_range(l.out_bits)
+        if l.table.min(initial=0) < lo or l.table.max(initial=0) > hi:
+            fail(f"{name}: LERP table entries outside the {l.out_bits}-bit range [{lo}, {hi}]")
+        if l.lerp_range is not None and l.lerp_range.shape != (l.n_out, 2):
+            fail(f"{name}: LERP range shape {l.lerp_range.shape}, expected ({l.n_out}, 2)")
 
 
 _INT_ARRAYS = ("weight", "bias", "multiplier", "shift")
@@ -177,6 +215,13 @@ def save(model: CompiledModel, out_dir) -> Path:
         for f in _INT_ARRAYS:
             entry[f] = f"l{i}.{f}"
             arrays[f"l{i}.{f}"] = np.asarray(getattr(l, f), dtype=np.int64)
+        if l.activation == "lerp":
+            entry["lerp"] = {"index_bits": int(l.index_bits), "frac_bits": int(l.frac_bits),
+                             "table": f"l{i}.table"}
+            arrays[f"l{i}.table"] = np.asarray(l.table, dtype=np.int64)
+            if l.lerp_range is not None:
+                entry["lerp"]["range"] = f"l{i}.lerp_range"
+                arrays[f"l{i}.lerp_range"] = np.asarray(l.lerp_range, dtype=np.float64)
         desc["layers"].append(entry)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -228,6 +273,15 @@ def load(path) -> CompiledModel:
         layers = []
         for i, e in enumerate(desc["layers"]):
             ints = {f: arr(e[f], f"layers[{i}].{f}").astype(np.int64) for f in _INT_ARRAYS}
+            lerp = e.get("lerp")
+            if lerp is not None:
+                ints["table"] = arr(lerp["table"], f"layers[{i}].lerp.table").astype(np.int64)
+                ints["index_bits"] = int(lerp["index_bits"])
+                if int(lerp["frac_bits"]) != int(e["out_bits"]) - ints["index_bits"]:
+                    raise ArtifactError(f"{jpath}: layers[{i}].lerp: frac_bits {lerp['frac_bits']} + "
+                                        f"index_bits {lerp['index_bits']} must equal out_bits {e['out_bits']}")
+                if "range" in lerp:
+                    ints["lerp_range"] = arr(lerp["range"], f"layers[{i}].lerp.range").astype(np.float64)
             layers.append(Layer(**ints, weight_bits=int(e["weight_bits"]), in_bits=int(e["in_bits"]),
                                 out_bits=int(e["out_bits"]), acc_bits=int(e["acc_bits"]),
                                 activation=e["activation"], out_scale=float(e["out_scale"]),

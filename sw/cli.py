@@ -39,6 +39,14 @@ def build_parser():
     s.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--batch-size", type=_positive_int, default=None, help="mini-batch size")
+    s.add_argument("--activation", choices=("relu", "lerp"), default="relu",
+                   help="hidden-layer activation: ReLU (default) or a learnable per-channel LERP table")
+    s.add_argument("--grid", type=_positive_int, default=None,
+                   help="LERP: segments per table, a power of two (default 64)")
+    s.add_argument("--lerp-range", default=None, metavar="LO,HI",
+                   help="LERP: the tables' input range, written --lerp-range=LO,HI (default -4,4)")
+    s.add_argument("--smoothness", type=float, default=None,
+                   help="LERP: weight of the tables' roughness penalty in the loss (default 0.1; 0 for none)")
     s.set_defaults(handler="pwlnet.train:cli_train")
 
     s = sub.add_parser("compile", help="quantize an ONNX model into a compiled-model directory")
@@ -54,6 +62,12 @@ def build_parser():
                         "(default; one shared multiplier in hardware) or a rounding shift alone "
                         "(no multiplier; costs up to one bit of weight precision)")
     s.add_argument("--multiplier-bits", type=int, default=8, help="multiplier width for --requant multiply (default 8)")
+    s.add_argument("--lerp-grid", type=_positive_int, default=None,
+                   help="segments per LERP table for imported 1-D functions (Tanh, GELU, ...), "
+                        "a power of two (default 64)")
+    s.add_argument("--lerp-range", default=None, metavar="LO,HI",
+                   help="fixed input range of those tables, written --lerp-range=LO,HI "
+                        "(default: each channel's calibrated range)")
     s.set_defaults(handler="pwlnet.compile:cli_compile")
 
     s = sub.add_parser("predict", help="run the golden model (integer reference) on float inputs")

@@ -53,7 +53,10 @@ def _float_reference(onnx_path, net, x):
         import onnxruntime as ort
     except ImportError:
         return net(x), "pwlnet IR (float64)"
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - e.g. a custom-domain node without its function body
+        return net(x), "pwlnet IR (float64; onnxruntime cannot run the model)"
     inp = sess.get_inputs()[0]
     shape = (len(x),) + tuple(net.input_shape)
     return sess.run(None, {inp.name: np.asarray(x, np.float32).reshape(shape)})[0], "onnxruntime"
@@ -75,11 +78,18 @@ def evaluate(model, x, y=None, float_out=None):
 
 
 def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, requant="multiply",
-                 multiplier_bits=8, log=print):
-    """Import, quantize, evaluate and write; nothing is written if any step fails."""
+                 multiplier_bits=8, lerp_grid=None, lerp_range=None, log=print):
+    """Import, quantize, evaluate and write; nothing is written if any step fails.
+
+    ``lerp_grid`` and ``lerp_range`` say how imported element-wise functions (Tanh,
+    GELU, ...) become LERP tables (see :func:`pwlnet.onnx_import.import_model`); by
+    default 64 segments on the calibrated pre-activation range of each channel.
+    """
+    from . import lerp
     from .onnx_import import load_onnx
     onnx_path = Path(onnx_path)
-    net = load_onnx(onnx_path)
+    net = load_onnx(onnx_path, lerp_grid=lerp.DEFAULT_GRID if lerp_grid is None else lerp_grid,
+                    lerp_range=lerp_range)
     for n in net.notices:
         log(f"notice: {n}")
     cx, ex, ey, names, what = load_calibration(calib, net.metadata)
@@ -88,12 +98,14 @@ def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, r
                      source={"onnx": onnx_path.name,
                              "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
                              "metadata": net.metadata, "calibration": what})
+    for n in model.summary.get("notices", []):
+        log(f"notice: {n}")
     fout, ref = _float_reference(onnx_path, net, ex)
     summary = evaluate(model, ex, ey, fout)
     summary["float_reference"] = ref
     summary["evaluated_on"] = (f"{what['dataset']} test split" if "dataset" in what
                                else f"calibration inputs {what['npy']}")
-    summary["notices"] = list(net.notices)
+    summary["notices"] = list(net.notices) + list(model.summary.get("notices", []))
     model.summary = summary
     save(model, out_dir)
     return model
@@ -104,8 +116,13 @@ def _pct(v):
 
 
 def cli_compile(args):
+    from .lerp import parse_range
+    # --lerp-grid / --lerp-range are optional in the parser: absent means the defaults.
+    lerp_range = getattr(args, "lerp_range", None)
     model = compile_onnx(args.model, args.out, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                         calib=args.calib, requant=args.requant, multiplier_bits=args.multiplier_bits)
+                         calib=args.calib, requant=args.requant, multiplier_bits=args.multiplier_bits,
+                         lerp_grid=getattr(args, "lerp_grid", None),
+                         lerp_range=None if lerp_range is None else parse_range(lerp_range))
     s = model.summary
     dims = [model.input_dim] + [l.n_out for l in model.layers]
     print(f"compiled {args.model} -> {args.out}: layers {'-'.join(map(str, dims))}, "

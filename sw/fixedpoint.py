@@ -15,7 +15,7 @@ import numpy as np
 __all__ = [
     "MIN_BITS", "MAX_BITS", "check_bits", "signed_range", "saturate", "wraps",
     "round_shift", "round_half_up", "signed_width", "accumulator_bits",
-    "requantize", "GOLDEN_MAX_BITS",
+    "requantize", "GOLDEN_MAX_BITS", "lerp",
 ]
 
 #: Allowed widths of weights and activations.
@@ -111,3 +111,59 @@ def requantize(acc, multiplier, shift, out_bits):
     """
     acc = np.asarray(acc, dtype=np.int64)
     return saturate(round_shift(acc * np.asarray(multiplier, dtype=np.int64), shift), out_bits)
+
+
+def lerp(codes, table, index_bits, bits):
+    """The LERP activation: per-channel linear interpolation in an integer table.
+
+    Parameters
+    ----------
+    codes : array_like of int, shape (..., C)
+        Pre-activation codes, signed ``bits``-wide (the requantized accumulators).
+    table : array_like of int, shape (C, 2**index_bits + 1)
+        Per-channel table of output codes, each a signed ``bits``-wide value.
+    index_bits : int
+        ``k``, ``0 <= k <= bits``: the segment index width.  The fraction has
+        ``f = bits - k`` bits.
+    bits : int
+        Width of the pre-activation codes and of the output codes.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (..., C)
+
+    Notes
+    -----
+    With ``u = code + 2**(bits-1)`` (the code as an unsigned offset, ``0 .. 2**bits - 1``),
+    ``i = u >> f`` (the top ``k`` bits) and ``r = u & (2**f - 1)`` (the low ``f`` bits)::
+
+        out = saturate(T[i] + round_shift((T[i+1] - T[i]) * r, f), bits)
+
+    i.e. ``T[i] + (T[i+1] - T[i]) * r / 2**f`` rounded to nearest, ties toward
+    +infinity.  Because ``0 <= r < 2**f`` the result always lies between ``T[i]`` and
+    ``T[i+1]``, so the saturation never acts (it is kept to state the width, and the
+    hardware may leave it out); a monotone table gives a monotone function of the
+    code.  The entry ``T[2**k]`` is reached only through interpolation: the largest
+    code is one fraction step below it.  Widths in hardware: the difference has
+    ``bits + 1`` bits, the product ``bits + 1 + f``.
+    """
+    bits = check_bits(bits, "LERP width")
+    if isinstance(index_bits, bool) or not isinstance(index_bits, (int, np.integer)) \
+            or not 0 <= index_bits <= bits:
+        raise ValueError(f"LERP index bits must be an integer in 0..{bits}, not {index_bits!r}")
+    index_bits = int(index_bits)
+    frac_bits = bits - index_bits
+    codes = np.asarray(codes, dtype=np.int64)
+    table = np.asarray(table, dtype=np.int64)
+    channels = codes.shape[-1] if codes.ndim else 0
+    if table.shape != (channels, (1 << index_bits) + 1):
+        raise ValueError(f"LERP table has shape {table.shape}; expected ({channels}, "
+                         f"{(1 << index_bits) + 1}) for {channels} channels and {index_bits} index bits")
+    if np.any(wraps(codes, bits)) or np.any(wraps(table, bits)):
+        raise ValueError(f"LERP codes and table entries must fit {bits} bits")
+    u = codes + (1 << (bits - 1))
+    i = u >> frac_bits
+    r = u & ((1 << frac_bits) - 1)
+    ch = np.arange(channels)
+    lo, hi = table[ch, i], table[ch, i + 1]
+    return saturate(lo + round_shift((hi - lo) * r, frac_bits), bits)

@@ -9,7 +9,8 @@ Pipeline for one input vector ``x`` (float, the original model's input):
    per feature (done by the host: :func:`quantize_inputs`);
 2. per layer: ``acc = W @ q + bias`` (exact, int64, fits ``acc_bits``);
    ``y = saturate(round_shift(acc * multiplier, shift), out_bits)``; ReLU layers then
-   take ``max(y, 0)``; ``y`` feeds the next layer;
+   take ``max(y, 0)``, LERP layers look ``y`` up in their per-channel tables
+   (:func:`pwlnet.fixedpoint.lerp`); the result feeds the next layer;
 3. the last layer's codes are the output codes; ``argmax`` picks the first maximum;
    dequantized outputs are ``codes * output_scale``.
 """
@@ -76,6 +77,8 @@ def layer_forward(layer, codes):
     out = fx.requantize(acc, layer.multiplier, layer.shift, layer.out_bits)
     if layer.activation == "relu":
         out = np.maximum(out, 0)
+    elif layer.activation == "lerp":
+        out = fx.lerp(out, layer.table, layer.index_bits, layer.out_bits)
     return acc, out
 
 

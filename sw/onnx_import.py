@@ -31,14 +31,27 @@ cheaper in hardware than the merged product).
 Anything the importer cannot translate exactly is refused with
 :class:`OnnxImportError`, naming the file, the node, its op type and what was wrong.
 
+LERP activations
+----------------
+A ``Lerp`` node of domain ``"pwlnet"`` (what :class:`pwlnet.models.Lerp` exports, see
+:mod:`pwlnet.lerp`) becomes an ``Activation("lerp")`` with its table and range as they
+are.  Non-linear element-wise functions (:data:`FUNCTION_OPS`: Tanh, Sigmoid, GELU, ...)
+become *function steps*, evaluated in float64 numpy (``_FUNCTIONS``).  When the data
+value feeds several nodes, :meth:`_Importer.match_region` tries to read the nodes from
+there on as one element-wise subgraph of that single variable whose branches join
+again -- GELU's ``x * Phi(x)`` at opset < 20, SiLU, Mish -- and makes it one function
+step; anything else that branches is refused as before.  Lowering merges neighbouring
+function steps (and a ReLU or element-wise scale between them) into one function and
+tabulates it as a :class:`pwlnet.lerp.FunctionActivation` on ``lerp_range`` with
+``lerp_grid`` segments, noting the approximation error in ``Network.notices``; the
+compiler may tabulate it again on the calibrated range.
+
 Adding an op
 ------------
 Write ``_handle_<op>(imp, node)`` returning the per-sample shape of the node's
 output after appending its steps to ``imp.steps``, list its accepted attributes in
-``_ATTRIBUTES`` and register it in ``_HANDLERS``.  A new kind of element-wise function
-(a tanh or sigmoid imported as a LERP table, a learnable LERP activation) becomes a
-new step class lowered to an :class:`~pwlnet.ir.Activation` in
-:func:`_lower`; nothing else needs to change.
+``_ATTRIBUTES`` and register it in ``_HANDLERS``.  A new element-wise function needs
+only an entry in ``_FUNCTIONS`` (and in :data:`FUNCTION_OPS` to accept it on its own).
 """
 
 from __future__ import annotations
@@ -55,6 +68,7 @@ import onnx.defs
 import onnx.helper
 import onnx.numpy_helper
 
+from . import lerp
 from .ir import Activation, Dense, IRError, Network
 
 __all__ = [
@@ -63,8 +77,15 @@ __all__ = [
     "import_model",
     "SUPPORTED_OPS",
     "FOLDABLE_OPS",
+    "FUNCTION_OPS",
     "MIN_OPSET",
+    "DEFAULT_LERP_RANGE",
 ]
+
+#: Input range of the LERP tables that imported functions (Tanh, GELU, ...) become unless
+#: the caller gives one.  ``pwlnet compile`` replaces it by the pre-activation range it
+#: measures on calibration data; it matters for the float network the importer returns.
+DEFAULT_LERP_RANGE = (-8.0, 8.0)
 
 #: Oldest default-domain opset accepted.  Older opsets spell several of the ops below
 #: with different attributes (BatchNormalization ``spatial``, Dropout ``is_test``),
@@ -150,6 +171,26 @@ class _ActivationStep:
 
 
 @dataclasses.dataclass
+class _FunctionStep:
+    # A 1-D element-wise function (Tanh, a GELU subgraph, ...) on flattened samples:
+    # ``function`` maps float64 (M, features) to (M, features).
+    function: object
+    description: str
+    name: str
+    where: str
+
+
+@dataclasses.dataclass
+class _LerpStep:
+    # A pwlnet.Lerp node: the table (features, G+1) over [lo, hi].
+    table: np.ndarray
+    lo: float
+    hi: float
+    name: str
+    where: str
+
+
+@dataclasses.dataclass
 class _FinalStep:
     # A trailing Softmax / LogSoftmax: dropped, it does not change the argmax.
     op_type: str
@@ -163,8 +204,10 @@ class _FinalStep:
 class _Importer:
     """State of one import: constants, the data chain and the steps produced so far."""
 
-    def __init__(self, model: onnx.ModelProto, source: str):
+    def __init__(self, model: onnx.ModelProto, source: str, lerp_grid=lerp.DEFAULT_GRID, lerp_range=None):
         self.model = model
+        self.lerp_grid = lerp_grid
+        self.lerp_range = lerp_range
         self.source = source
         self.graph = model.graph
         self.opset = _default_opset(model, source)
@@ -180,6 +223,8 @@ class _Importer:
                 if name:
                     self.consumers.setdefault(name, []).append(idx)
         self.fixed_batch: int | None = None
+        self.done: set[int] = set()  # nodes already handled out of order (regions, constants)
+        self.live: set[int] = set()
 
     # --- naming -------------------------------------------------------------------
 
@@ -258,11 +303,11 @@ class _Importer:
 
     def run(self) -> Network:
         sample_shape = self.start()
-        live = self.live_nodes()
+        live = self.live = self.live_nodes()
         for idx, node in enumerate(self.graph.node):
-            if idx not in live:
+            if idx not in live or idx in self.done:
                 continue
-            if node.domain not in ("", "ai.onnx"):
+            if node.domain not in ("", "ai.onnx") and (node.domain, node.op_type) != (lerp.ONNX_DOMAIN, lerp.ONNX_OP):
                 self.unsupported(node, idx, f"op type {node.op_type!r} of domain {node.domain!r} is not supported")
             inputs = [n for n in node.input if n]
             if node.op_type == "Shape" and inputs and inputs[0] in self.data_shapes:
@@ -373,6 +418,8 @@ class _Importer:
         users = [i for i in dict.fromkeys(self.consumers.get(data, []))
                  if self.graph.node[i].op_type != "Shape"]
         uses = sum(1 for i in users for n in self.graph.node[i].input if n == data)
+        if uses > 1 and data not in self.graph_outputs and self.match_region(idx):
+            return  # an element-wise function of the data, such as GELU's x * Phi(x)
         if uses > 1 or data in self.graph_outputs:
             described = [self.where(self.graph.node[i], i) for i in users]
             if data in self.graph_outputs:
@@ -380,7 +427,7 @@ class _Importer:
             self.fail(f"value {data!r} is used {uses + (data in self.graph_outputs)} times "
                       f"(by {', '.join(described)}); pwlnet imports a plain chain of layers, "
                       f"not branching graphs (residual connections, several heads)", node, idx)
-        handler = _HANDLERS.get(node.op_type)
+        handler = _HANDLERS.get(node.op_type) if node.domain in ("", "ai.onnx") else _handle_lerp
         if handler is None:
             self.unsupported(node, idx, f"op type {node.op_type!r} is not supported")
         for extra in node.output[1:]:
@@ -391,6 +438,82 @@ class _Importer:
         shape = handler(self, node)
         self.data = node.output[0]
         self.data_shapes[self.data] = tuple(shape)
+
+    def uses(self, name):
+        """How many input slots of live nodes (other than Shape) read ``name``, plus 1 for a graph output."""
+        n = sum(1 for i in self.consumers.get(name, []) if i in self.live and self.graph.node[i].op_type != "Shape")
+        return n + (name in self.graph_outputs)
+
+    def ensure_const(self, name):
+        """Fold the constant computation behind ``name`` now if it has not been yet.
+
+        Returns whether ``name`` is a constant.  Exporters interleave ``Constant`` nodes
+        with the nodes that use them, so a region matched at its first node may need
+        constants the walk has not reached.
+        """
+        if name in self.consts:
+            return True
+        idx = next((i for i, node in enumerate(self.graph.node) if name in node.output), None)
+        if idx is None or idx in self.done:
+            return False
+        node = self.graph.node[idx]
+        inputs = [n for n in node.input if n]
+        if node.op_type == "Shape" and inputs and inputs[0] in self.data_shapes:
+            self.consts[node.output[0]] = _shape_of(self, node, self.data_shapes[inputs[0]])
+        elif node.op_type in _FOLDERS and all(self.ensure_const(n) for n in inputs):
+            self.fold(node, idx)
+        else:
+            return False
+        self.done.add(idx)
+        return name in self.consts
+
+    def match_region(self, first):
+        """Import the element-wise subgraph of one variable that starts at the data value.
+
+        From node ``first`` on, collect every node reading a value computed from the
+        data; each must be an element-wise op of :data:`_FUNCTIONS` whose other inputs
+        are constants.  The region ends where all its branches have joined into a single
+        value.  It becomes one function step (a LERP table) if it holds a non-affine op.
+        Returns whether it matched; on ``False`` nothing has changed but folded constants.
+        """
+        start = self.data
+        open_uses = {start: self.uses(start)}
+        region, nonlinear = [], False
+        for idx in range(first, len(self.graph.node)):
+            if idx not in self.live or idx in self.done:
+                continue
+            node = self.graph.node[idx]
+            inside = [n for n in node.input if n in open_uses]
+            if not inside:
+                continue
+            if node.domain not in ("", "ai.onnx") or node.op_type not in _FUNCTIONS:
+                return False
+            if not all(n in open_uses or self.ensure_const(n) for n in node.input if n):
+                return False
+            if any(o and self.uses(o) for o in node.output[1:]):
+                return False
+            region.append(idx)
+            for n in inside:
+                open_uses[n] -= 1
+            open_uses = {n: k for n, k in open_uses.items() if k > 0}
+            nonlinear |= _is_nonlinear(node, open_uses.keys() | set(inside))
+            out = node.output[0]
+            open_uses[out] = self.uses(out)
+            if list(open_uses) == [out]:
+                if not nonlinear:
+                    return False
+                shape = self.data_shapes[start]
+                nodes = [self.graph.node[i] for i in region]
+                function = _program(self, start, nodes, out)
+                self.steps.append(_FunctionStep(function, ", ".join(n.op_type for n in nodes),
+                                                self.layer_name(nodes[-1]),
+                                                f"{self.where(nodes[0], region[0])} .. "
+                                                f"{self.where(nodes[-1], region[-1])}"))
+                self.done.update(region)
+                self.data = out
+                self.data_shapes[out] = shape
+                return True
+        return False
 
     def fold(self, node, idx):
         """Evaluate a node whose inputs are all constants."""
@@ -691,6 +814,41 @@ def _handle_softmax(imp, node):
     return shape
 
 
+def _handle_function(imp, node):
+    """A non-linear element-wise op on the data alone: a function step (a LERP table)."""
+    if node.op_type == "Clip":
+        lo = imp.const(node, 1, "minimum", required=False)
+        hi = imp.const(node, 2, "maximum", required=False)
+        if hi is None and lo is not None and lo.size == 1 and float(lo) == 0.0:
+            imp.steps.append(_ActivationStep("relu", imp.layer_name(node), imp.where(node)))
+            return imp.data_shapes[imp.data]
+    for slot, name in enumerate(node.input):
+        if name and name != imp.data and not imp.ensure_const(name):
+            imp.fail(f"its input {slot} {name!r} is not a constant ({imp.describe_nonconst(name)})", node)
+    function = _program(imp, imp.data, [node], node.output[0])
+    imp.steps.append(_FunctionStep(function, node.op_type, imp.layer_name(node), imp.where(node)))
+    return imp.data_shapes[imp.data]
+
+
+def _handle_lerp(imp, node):
+    """A ``pwlnet.Lerp`` node (see :mod:`pwlnet.lerp`): the table and range as they are."""
+    imp.attrs(node)
+    slot, ok = _data_slot(imp, node)
+    if not ok:
+        imp.fail(f"the network input enters as input {slot}; it must be input 0 (X)", node)
+    features = math.prod(imp.data_shapes[imp.data])
+    table = imp.const(node, 1, "table T")
+    bounds = imp.const(node, 2, "range R")
+    if table.ndim != 2 or table.shape[0] != features or table.shape[1] < 2:
+        imp.fail(f"its table T has shape {table.shape}; ({features}, G+1) with G >= 1 is needed "
+                 f"for an input of {features} features", node)
+    if bounds.shape != (2,) or not bounds[0] < bounds[1]:
+        imp.fail(f"its range R is {bounds.tolist()}; [lo, hi] with lo < hi is needed", node)
+    imp.steps.append(_LerpStep(table, float(bounds[0]), float(bounds[1]), imp.layer_name(node),
+                               imp.where(node)))
+    return imp.data_shapes[imp.data]
+
+
 #: Handlers for the node that consumes the data value.  The order is the order the
 #: ops are listed in messages.
 _HANDLERS = {
@@ -728,6 +886,144 @@ _ATTRIBUTES = {
     "Cast": ("to", "saturate"),
     "Transpose": ("perm",),
 }
+
+
+# --------------------------------------------------------------------------- functions
+#
+# Element-wise ops evaluated in float64 numpy, for 1-D functions that become LERP
+# tables.  Each entry takes the node's attributes and returns the op as a function of
+# its input values (arrays, or None for omitted optional inputs), ONNX defaults applied.
+
+
+def _erf(x):
+    try:
+        from scipy.special import erf
+    except ImportError:  # scipy comes with scikit-learn, but the compiler does not need it
+        return np.vectorize(math.erf, otypes=[np.float64])(x)
+    return erf(x)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _gelu(approximate):
+    if approximate == "tanh":
+        return lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def _clip(x, lo=None, hi=None):
+    return np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+
+
+_SELU = (1.6732632423543772, 1.0507009873554805)
+
+#: op type -> (attributes with defaults, factory(attrs) -> function of the inputs)
+_FUNCTIONS = {
+    "Add": ({}, lambda a: np.add),
+    "Sub": ({}, lambda a: np.subtract),
+    "Mul": ({}, lambda a: np.multiply),
+    "Div": ({}, lambda a: np.divide),
+    "Neg": ({}, lambda a: np.negative),
+    "Identity": ({}, lambda a: lambda x: x),
+    "Abs": ({}, lambda a: np.abs),
+    "Exp": ({}, lambda a: np.exp),
+    "Log": ({}, lambda a: np.log),
+    "Sqrt": ({}, lambda a: np.sqrt),
+    "Reciprocal": ({}, lambda a: np.reciprocal),
+    "Pow": ({}, lambda a: np.power),
+    "Max": ({}, lambda a: lambda *v: np.maximum.reduce(np.broadcast_arrays(*v))),
+    "Min": ({}, lambda a: lambda *v: np.minimum.reduce(np.broadcast_arrays(*v))),
+    "Relu": ({}, lambda a: lambda x: np.maximum(x, 0.0)),
+    "Tanh": ({}, lambda a: np.tanh),
+    "Sigmoid": ({}, lambda a: _sigmoid),
+    "Erf": ({}, lambda a: _erf),
+    "Softplus": ({}, lambda a: _softplus),
+    "Softsign": ({}, lambda a: lambda x: x / (1.0 + np.abs(x))),
+    "Mish": ({}, lambda a: lambda x: x * np.tanh(_softplus(x))),
+    "Gelu": ({"approximate": "none"}, lambda a: _gelu(a["approximate"])),
+    "LeakyRelu": ({"alpha": 0.01}, lambda a: lambda x: np.where(x >= 0, x, a["alpha"] * x)),
+    "PRelu": ({}, lambda a: lambda x, slope: np.where(x >= 0, x, slope * x)),
+    "Elu": ({"alpha": 1.0}, lambda a: lambda x: np.where(x > 0, x, a["alpha"] * np.expm1(np.minimum(x, 0)))),
+    "Celu": ({"alpha": 1.0}, lambda a: lambda x: np.maximum(x, 0) + np.minimum(
+        0, a["alpha"] * np.expm1(np.minimum(x, 0) / a["alpha"]))),
+    "Selu": ({"alpha": _SELU[0], "gamma": _SELU[1]}, lambda a: lambda x: a["gamma"] * np.where(
+        x > 0, x, a["alpha"] * np.expm1(np.minimum(x, 0)))),
+    "ThresholdedRelu": ({"alpha": 1.0}, lambda a: lambda x: np.where(x > a["alpha"], x, 0.0)),
+    "HardSigmoid": ({"alpha": 0.2, "beta": 0.5}, lambda a: lambda x: np.clip(a["alpha"] * x + a["beta"], 0, 1)),
+    "HardSwish": ({}, lambda a: lambda x: x * np.clip(x / 6.0 + 0.5, 0, 1)),
+    "Clip": ({}, lambda a: _clip),
+}
+
+#: Non-linear element-wise ops accepted on the data alone (other inputs constant); each
+#: becomes a LERP table.  Add, Sub, Mul and Div by constants stay affine steps.
+FUNCTION_OPS = ("Tanh", "Sigmoid", "LeakyRelu", "PRelu", "HardSigmoid", "HardSwish", "Clip", "Elu",
+                "Celu", "Selu", "Softplus", "Softsign", "Gelu", "Erf", "Mish", "ThresholdedRelu",
+                "Exp", "Abs", "Pow", "Max", "Min")
+for _op in FUNCTION_OPS:
+    _HANDLERS[_op] = _handle_function
+_ATTRIBUTES.update({op: tuple(defaults) for op, (defaults, _) in _FUNCTIONS.items() if defaults})
+
+
+def _is_nonlinear(node, region):
+    """Whether ``node`` is not affine in the region values ``region`` it reads."""
+    reads = [n in region for n in node.input]
+    if node.op_type in ("Add", "Sub", "Neg", "Identity"):
+        return False
+    if node.op_type == "Mul":
+        return sum(reads) > 1
+    if node.op_type == "Div":
+        return len(reads) > 1 and reads[1]  # x / c is affine, c / x and x / x are not
+    return True
+
+
+def _program(imp, start, nodes, out):
+    """``nodes`` (element-wise, reading ``start`` and constants) as a numpy function of ``start``.
+
+    The function maps float64 ``(M, features)`` to ``(M, features)``; constants are
+    broadcast to one value per feature, so per-channel constants give per-channel
+    functions.
+    """
+    features = math.prod(imp.data_shapes[start])
+    steps = []
+    computed = {start}
+    for node in nodes:
+        defaults, factory = _FUNCTIONS[node.op_type]
+        attrs = {**defaults, **imp.attrs(node)}
+        args = []
+        for slot, name in enumerate(node.input):
+            if not name:
+                args.append(None)
+            elif name in computed:
+                args.append(name)
+            else:
+                c = imp.const(node, slot, f"constant input {slot}")
+                data = imp.data
+                imp.data = start  # broadcast against the sample shape of the region's input
+                try:
+                    args.append(_elementwise_constant(imp, node, c, f"constant input {slot}"))
+                finally:
+                    imp.data = data
+        steps.append((factory(attrs), args, node.output[0]))
+        computed.add(node.output[0])
+
+    def function(z):
+        z = np.asarray(z, dtype=np.float64)
+        if z.shape[-1] != features:
+            raise ValueError(f"expected (M, {features}) values, not shape {z.shape}")
+        env = {start: z}
+        with np.errstate(all="ignore"):  # a table samples far tails; inf/nan are caught later
+            for op, args, name in steps:
+                env[name] = np.asarray(op(*[env[a] if isinstance(a, str) else a for a in args]),
+                                       dtype=np.float64)
+        return np.broadcast_to(env[out], z.shape).copy()
+
+    return function
 
 
 # --------------------------------------------------------------------------- folding
@@ -920,17 +1216,35 @@ def _lower(imp):
                 pending = _ScaleStep(pending.scale * step.scale,
                                      pending.shift * step.scale + step.shift,
                                      pending.name, f"{pending.where} and {step.where}")
-        elif isinstance(step, _ActivationStep):
-            if pending is not None:
+        elif isinstance(step, (_ActivationStep, _FunctionStep, _LerpStep)):
+            prev = layers[-1] if layers and not isinstance(layers[-1], Dense) else None
+            # A function next to another activation (or a scale between them) is one
+            # function of one variable, and so one table; two ReLUs around a scale are not
+            # merged, the hardware has no table for them.
+            compose = prev is not None and (not isinstance(step, _ActivationStep)
+                                             or isinstance(prev, _Function) or prev.kind == "lerp")
+            if pending is not None and not compose:
                 before = "an activation" if layers else "the network input"
                 imp.fail(f"{pending.where} cannot be folded into a dense layer: it sits between "
                          f"{before} and {step.where}, and an element-wise scale and shift does not "
                          f"commute with the activation; put it directly before or after a dense layer")
             if not layers:
                 imp.fail(f"the network must start with a dense layer, but {step.where} comes first")
-            if isinstance(layers[-1], Activation) and layers[-1].kind == step.kind == "relu":
+            if compose:
+                inner, outer = _step_function(prev), _step_function(step)
+                s, t = (1.0, 0.0) if pending is None else (pending.scale, pending.shift)
+                layers[-1] = _Function(lambda z, f=inner, g=outer, s=s, t=t: g(s * f(z) + t),
+                                       f"{_describe(prev)}, {_describe(step)}", prev.name,
+                                       f"{_where(prev)} .. {step.where}")
+                pending = None
+            elif isinstance(prev, Activation) and prev.kind == step.kind == "relu":
                 continue  # relu(relu(x)) == relu(x)
-            layers.append(Activation(step.kind, name=step.name))
+            elif isinstance(step, _FunctionStep):
+                layers.append(_Function(step.function, step.description, step.name, step.where))
+            elif isinstance(step, _LerpStep):
+                layers.append(Activation("lerp", name=step.name, table=step.table, lo=step.lo, hi=step.hi))
+            else:
+                layers.append(Activation(step.kind, name=step.name))
         elif isinstance(step, _FinalStep):
             final = step
             notices.append(f"dropped the trailing {step.where}: the imported "
@@ -941,13 +1255,88 @@ def _lower(imp):
     if pending is not None:
         imp.fail(f"{pending.where} cannot be folded into a dense layer: no dense layer is next "
                  f"to it (it follows an activation and ends the network)")
+    for i, layer in enumerate(layers):
+        if isinstance(layer, _Function):
+            # An activation always follows a dense layer, whose outputs are its channels.
+            layers[i] = _tabulate(imp, layer, layers[i - 1].n_out, notices)
     return layers, notices
+
+
+@dataclasses.dataclass
+class _Function:
+    # A function activation during lowering, before it is tabulated.
+    function: object
+    description: str
+    name: str
+    where: str
+
+
+def _step_function(step):
+    """The numpy function of an activation step or layer."""
+    if isinstance(step, (_Function, _FunctionStep)):
+        return step.function
+    if isinstance(step, _LerpStep):
+        return lambda z, s=step: lerp.interpolate(s.table, s.lo, s.hi, z)
+    if isinstance(step, Activation) and step.kind == "lerp":
+        return lambda z, s=step: lerp.interpolate(s.table, s.lo, s.hi, z)
+    return lambda z: np.maximum(z, 0.0)
+
+
+def _describe(step):
+    if isinstance(step, (_Function, _FunctionStep)):
+        return step.description
+    if isinstance(step, (_LerpStep, Activation)) and getattr(step, "kind", "lerp") == "lerp":
+        return "Lerp"
+    return "Relu"
+
+
+def _where(layer):
+    return layer.where if isinstance(layer, _Function) else f"activation {layer.name!r}"
+
+
+def _tabulate(imp, fn, channels, notices):
+    """A function activation as a LERP table on the import range, with a notice of its error."""
+    lo, hi = (DEFAULT_LERP_RANGE if imp.lerp_range is None else imp.lerp_range)
+    grid = imp.lerp_grid
+    span = hi - lo
+    z = np.repeat(np.linspace(lo - span / 2, hi + span / 2, 8193)[:, None], channels, axis=1)
+    exact = fn.function(z)
+    inside = (z[:, 0] >= lo) & (z[:, 0] <= hi)
+    if not np.all(np.isfinite(exact[inside])):
+        bad = float(z[inside][~np.all(np.isfinite(exact[inside]), axis=1)][0, 0])
+        imp.fail(f"{fn.where}: the function ({fn.description}) is not finite at {bad:g}, inside "
+                 f"the LERP range [{lo:g}, {hi:g}]; import with a range where it is defined")
+    table = lerp.tabulate(fn.function, lo, hi, grid, channels)
+    approx = lerp.interpolate(table, lo, hi, z)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(np.where(np.isfinite(exact), exact, np.inf) - approx).max(axis=1)
+    e_in, e_out = float(err[inside].max()), float(err[~inside].max())
+    notices.append(f"{fn.where}: {fn.description} imported as a LERP table of {grid} segments per "
+                   f"channel over [{lo:g}, {hi:g}]: max abs error {e_in:.2g} inside the range; outside "
+                   f"it the table holds its end values, off by up to {e_out:.2g} within "
+                   f"{span / 2:g} beyond either end"
+                   + (" (pwlnet compile moves the range onto the calibration pre-activations)"
+                      if imp.lerp_range is None else ""))
+    return lerp.FunctionActivation("lerp", name=fn.name, table=table, lo=lo, hi=hi, function=fn.function,
+                                   description=fn.description, calibrate=imp.lerp_range is None)
 
 
 # --------------------------------------------------------------------------- entry points
 
 
-def import_model(model: onnx.ModelProto, source: str = "<model>") -> Network:
+def _check_lerp_options(source, lerp_grid, lerp_range):
+    if not lerp.is_power_of_two(lerp_grid) or lerp_grid < 2:
+        raise ValueError(f"{source}: the LERP grid must be a power of two of at least 2, not {lerp_grid!r}")
+    if lerp_range is not None:
+        lo, hi = (float(v) for v in lerp_range)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"{source}: the LERP range must be finite with lo < hi, not {lerp_range!r}")
+        lerp_range = (lo, hi)
+    return int(lerp_grid), lerp_range
+
+
+def import_model(model: onnx.ModelProto, source: str = "<model>", *, lerp_grid=lerp.DEFAULT_GRID,
+                 lerp_range=None) -> Network:
     """Translate an in-memory ONNX model into a :class:`~pwlnet.ir.Network`.
 
     Parameters
@@ -956,6 +1345,14 @@ def import_model(model: onnx.ModelProto, source: str = "<model>") -> Network:
         The model, for example from ``onnx.load``.
     source : str, optional
         How messages and ``Network.source`` refer to the model.
+    lerp_grid : int, optional
+        Segments per channel (a power of two) of the LERP tables that non-linear
+        element-wise functions (Tanh, Sigmoid, GELU, ...; :data:`FUNCTION_OPS` and
+        element-wise subgraphs of one variable) are imported as.
+    lerp_range : (float, float), optional
+        The input range of those tables.  By default :data:`DEFAULT_LERP_RANGE`, and
+        the tables remember their function so that the compiler can tabulate it again
+        on the calibrated pre-activation range; a range given here is kept.
 
     Returns
     -------
@@ -979,16 +1376,19 @@ def import_model(model: onnx.ModelProto, source: str = "<model>") -> Network:
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OnnxImportError(f"{source}: is not a valid ONNX model: {first}", source=source) from e
-    return _Importer(model, source).run()
+    lerp_grid, lerp_range = _check_lerp_options(source, lerp_grid, lerp_range)
+    return _Importer(model, source, lerp_grid, lerp_range).run()
 
 
-def load_onnx(path) -> Network:
+def load_onnx(path, *, lerp_grid=lerp.DEFAULT_GRID, lerp_range=None) -> Network:
     """Read an ONNX file into a :class:`~pwlnet.ir.Network`.
 
     Parameters
     ----------
     path : str or os.PathLike
         The ``.onnx`` file.  External tensor data is read from beside it.
+    lerp_grid, lerp_range
+        How imported functions become LERP tables, see :func:`import_model`.
 
     Returns
     -------
@@ -1025,4 +1425,4 @@ def load_onnx(path) -> Network:
     except Exception as e:  # noqa: BLE001 - protobuf and onnx raise many types for bad bytes
         raise OnnxImportError(f"{source}: is not an ONNX model ({type(e).__name__}: {e})",
                               source=source) from e
-    return import_model(model, source)
+    return import_model(model, source, lerp_grid=lerp_grid, lerp_range=lerp_range)

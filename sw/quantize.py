@@ -17,6 +17,12 @@ The scheme (documented for users in docs/arithmetic.md):
   ``S[o]`` whose weights still fit (no multiplier in hardware; costs at most one bit of
   weight precision); in ``"multiply"`` mode ``m[o] ≈ M[o] * 2**-S[o]`` with an unsigned
   ``multiplier_bits``-wide ``M[o]`` in ``[2**(mb-1), 2**mb)``.
+* **LERP layers**: each channel's pre-activation is requantized so that its table's
+  range ``[lo, hi]`` spans the whole code range (the midpoint is folded into the bias),
+  the table is resampled to a power-of-two grid of at most ``2**act_bits`` segments and
+  quantized at the layer's calibrated output scale; imported functions are tabulated
+  again on each channel's calibrated pre-activation range.  See
+  :func:`pwlnet.fixedpoint.lerp` for the integer rule and docs/arithmetic.md.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 
 from . import fixedpoint as fx
 from .artifact import CompiledModel, Layer
+from . import lerp
 from .ir import Activation, Dense, Network
 
 __all__ = ["QuantizeError", "REQUANT_MODES", "MAX_SHIFT", "input_quantizer", "code_space_blocks",
@@ -35,6 +42,9 @@ __all__ = ["QuantizeError", "REQUANT_MODES", "MAX_SHIFT", "input_quantizer", "co
 REQUANT_MODES = ("shift", "multiply")
 #: Largest rounding shift the compiler emits; beyond it every output rounds to zero anyway.
 MAX_SHIFT = 48
+#: An imported function's table range drops the tails where the function stays within
+#: this fraction of its largest magnitude of its end value (see :func:`quantize`).
+CALIBRATION_FLAT_TOLERANCE = 1e-3
 
 
 class QuantizeError(ValueError):
@@ -55,18 +65,23 @@ def input_quantizer(calib, bits):
 
 
 def _blocks(net: Network):
-    """Fold consecutive dense layers and yield ``(W, b, activation_kind)``."""
+    """Fold consecutive dense layers: ``[(W, b, activation_kind, activation_or_None), ...]``."""
     out = []
     for dense, act in net.blocks():
         w, b = dense.weight, dense.bias
         if out and out[-1][2] == "none":
-            pw, pb, _ = out.pop()
+            pw, pb, _, _ = out.pop()
             w, b = w @ pw, w @ pb + b
-        if act is not None and act.kind != "relu":
-            raise QuantizeError(f"{net.source or 'network'}: activation {act.name!r} of kind "
-                                f"{act.kind!r} is not supported by this compiler yet (supported: relu)")
-        out.append((w, b, "relu" if act is not None else "none"))
+        out.append((w, b, "none" if act is None else act.kind, act))
     return out
+
+
+def _code_space(net: Network, in_scale, in_zero):
+    blocks = _blocks(net)
+    w0, b0, k0, a0 = blocks[0]
+    w0 = w0 * np.asarray(in_scale, dtype=np.float64)
+    blocks[0] = (w0, b0 - w0 @ np.asarray(in_zero, dtype=np.float64), k0, a0)
+    return blocks
 
 
 def _pow2_shift(ratio):
@@ -85,24 +100,29 @@ def code_space_blocks(net: Network, in_scale, in_zero):
     Consecutive dense layers are folded, and the input quantizer ``x = scale * (q - zero)``
     is folded into the first layer, so the first ``W`` multiplies raw codes.
     """
-    blocks = _blocks(net)
-    w0, b0, a0 = blocks[0]
-    w0 = w0 * np.asarray(in_scale, dtype=np.float64)
-    blocks[0] = (w0, b0 - w0 @ np.asarray(in_zero, dtype=np.float64), a0)
-    return blocks
+    return [(w, b, kind) for w, b, kind, _ in _code_space(net, in_scale, in_zero)]
 
 
 def quantize_dense(w, b, s_x, s_y, *, weight_bits, act_bits, requant="shift", multiplier_bits=8,
-                   activation="none", name="", where="layer") -> Layer:
+                   activation="none", name="", where="layer", out_scale=None) -> Layer:
     """Quantize one float dense layer ``y = w @ x + b`` whose input codes stand for
-    ``s_x`` each and whose output codes shall stand for ``s_y`` each (see module docs)."""
+    ``s_x`` each and whose output codes shall stand for ``s_y`` each (see module docs).
+
+    ``s_y`` may also be one scale per output channel: LERP layers requantize each channel
+    onto its own table's input range.  ``out_scale`` (default ``s_y``) is what the
+    returned layer records as the value of one output code.
+    """
     qmax_w = (1 << (weight_bits - 1)) - 1
     wmax = np.abs(w).max(axis=1)
     n_out = w.shape[0]
+    if out_scale is None:
+        out_scale = float(s_y)
+    s_ys = np.broadcast_to(np.asarray(s_y, dtype=np.float64), (n_out,))
     shift = np.zeros(n_out, dtype=np.int64)
     mult = np.ones(n_out, dtype=np.int64)
     s_w = np.ones(n_out)
     for o in range(n_out):
+        s_y = s_ys[o]
         if wmax[o] == 0:
             s_w[o] = s_y / s_x
             continue
@@ -141,7 +161,7 @@ def quantize_dense(w, b, s_x, s_y, *, weight_bits, act_bits, requant="shift", mu
                             f"at most {fx.GOLDEN_MAX_BITS - int(mult.max()).bit_length()} are allowed")
     return Layer(weight=wq, bias=bq, multiplier=mult, shift=shift, weight_bits=weight_bits,
                  in_bits=act_bits, out_bits=act_bits, acc_bits=acc_bits, activation=activation,
-                 out_scale=s_y, requant=requant, name=name)
+                 out_scale=out_scale, requant=requant, name=name)
 
 
 def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="multiply", multiplier_bits=8,
@@ -169,14 +189,21 @@ def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="multipl
         raise QuantizeError("the calibration inputs hold NaN or Inf values")
 
     in_scale, in_zero = input_quantizer(calib, act_bits)
-    blocks = code_space_blocks(net, in_scale, in_zero)
+    blocks = _code_space(net, in_scale, in_zero)
     codes = fx.saturate(fx.round_half_up(calib / in_scale) + in_zero, act_bits).astype(np.float64)
 
     qmax_a = (1 << (act_bits - 1)) - 1
     s_x = 1.0          # the first layer's inputs are codes
     x = codes          # float activations of the calibration set, for output ranges
-    layers = []
-    for li, (w, b, act) in enumerate(blocks):
+    layers, notices = [], []
+    for li, (w, b, act, activation) in enumerate(blocks):
+        if act == "lerp":
+            layer, y = _quantize_lerp(w, b, s_x, x, activation, weight_bits=weight_bits, act_bits=act_bits,
+                                      requant=requant, multiplier_bits=multiplier_bits, name=f"dense{li}",
+                                      where=f"{where}: layer {li}", notices=notices)
+            layers.append(layer)
+            x, s_x = y, layer.out_scale
+            continue
         y = x @ w.T + b
         if act == "relu":
             y = np.maximum(y, 0.0)
@@ -188,5 +215,92 @@ def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="multipl
         x, s_x = y, s_y
     model = CompiledModel(input_shape=net.input_shape, input_bits=act_bits, input_scale=in_scale,
                           input_zero_point=in_zero, layers=layers, class_names=class_names,
-                          source=dict(source or {}))
+                          source=dict(source or {}), summary={"notices": notices} if notices else {})
     return model.validate(where=where)
+
+
+def _calibrated_range(function, z, rel_tol=CALIBRATION_FLAT_TOLERANCE):
+    """Per-channel ``(lo, hi)`` for tabulating ``function`` on pre-activations ``z (N, C)``.
+
+    The calibration minimum and maximum of each channel, with tails where the function
+    is flat (within ``rel_tol`` of the layer's largest ``|f|``) cut off, since the table
+    is constant beyond its range anyway: a saturating Tanh needs no codes spent on its
+    plateaus.
+    """
+    lo, hi = z.min(axis=0), z.max(axis=0)
+    narrow = hi - lo <= 1e-9 * np.maximum(1.0, np.abs(lo))
+    lo, hi = np.where(narrow, lo - 1.0, lo), np.where(narrow, hi + 1.0, hi)
+    pts = lerp.grid_points(lo, hi, 1024)
+    v = function(pts)
+    if not np.all(np.isfinite(v)):
+        return lo, hi, v
+    tol = rel_tol * max(float(np.abs(v).max()), 1e-300)
+    moves_hi = np.abs(v - v[-1]) > tol          # (1025, C)
+    moves_lo = np.abs(v - v[0]) > tol
+    new_lo, new_hi = lo.copy(), hi.copy()
+    for c in range(z.shape[1]):
+        if not moves_hi[:, c].any():
+            continue                             # constant over the whole range
+        first = int(np.argmax(moves_lo[:, c]))
+        last = len(pts) - 1 - int(np.argmax(moves_hi[::-1, c]))
+        new_lo[c] = pts[max(first - 1, 0), c]
+        new_hi[c] = pts[min(last + 1, len(pts) - 1), c]
+    return new_lo, new_hi, v
+
+
+def _quantize_lerp(w, b, s_x, x, act, *, weight_bits, act_bits, requant, multiplier_bits, name, where,
+                   notices):
+    """Quantize a dense layer followed by a LERP activation; return ``(layer, float outputs)``.
+
+    The pre-activation of channel ``o`` is requantized so that its table's input range
+    ``[lo_o, hi_o]`` spans the ``act_bits`` code range: one code is
+    ``s_z = (hi_o - lo_o) / 2**act_bits`` and code ``y`` stands for
+    ``(lo_o + hi_o) / 2 + y * s_z``.  That midpoint is subtracted from the bias before
+    quantization, so an asymmetric range costs nothing in hardware.  The table is
+    resampled to ``2**k`` segments (``k <= act_bits``) and quantized at the layer's
+    output scale (calibrated like a ReLU layer's: the largest ``|LERP(z)|``).
+    """
+    z = x @ w.T + b
+    channels = z.shape[1]
+    table = np.asarray(act.table, dtype=np.float64)
+    grid = table.shape[1] - 1
+    if isinstance(act, lerp.FunctionActivation) and act.calibrate:
+        lo, hi, v = _calibrated_range(act.function, z)
+        if not np.all(np.isfinite(v)):
+            raise QuantizeError(f"{where}: the imported function ({act.description}) of activation "
+                                f"{act.name!r} is not finite on the calibration pre-activations "
+                                f"[{z.min():.4g}, {z.max():.4g}]")
+        table = lerp.tabulate(act.function, lo, hi, grid, channels)
+        err = float(np.abs(act.function(z) - lerp.interpolate(table, lo, hi, z)).max())
+        notices.append(f"{where}: {act.description} tabulated with {grid} segments on each channel's "
+                       f"calibrated pre-activation range (within [{lo.min():.3g}, {hi.max():.3g}]): "
+                       f"max abs error {err:.2g} on the calibration pre-activations")
+    else:
+        lo, hi = np.full(channels, float(act.lo)), np.full(channels, float(act.hi))
+    # The hardware splits a code into a k-bit segment index and an f-bit fraction,
+    # k + f = act_bits, so the grid must be a power of two of at most 2**act_bits.
+    target = min(1 << max(grid - 1, 0).bit_length(), 1 << act_bits)
+    if target != grid:
+        old, table = table, lerp.resample(table, lo, hi, target)
+        if target == 1 << act_bits:
+            how = f"exact at every one of the {target} input codes"
+        else:
+            probe = lerp.grid_points(lo, hi, 8 * target * grid)
+            err = float(np.abs(lerp.interpolate(old, lo, hi, probe) - lerp.interpolate(table, lo, hi, probe)).max())
+            how = f"max abs change {err:.2g}"
+        notices.append(f"{where}: LERP table of activation {act.name!r} resampled from {grid} to "
+                       f"{target} segments ({how}): the hardware needs a power of two of at most "
+                       f"2**{act_bits}")
+        grid = target
+    index_bits = grid.bit_length() - 1
+    s_z = (hi - lo) / (1 << act_bits)
+    y = lerp.interpolate(table, lo, hi, z)
+    peak = float(np.max(np.abs(y)))
+    s_y = (peak if peak > 0 else 1.0) / ((1 << (act_bits - 1)) - 1)
+    layer = quantize_dense(w, b - (lo + hi) / 2, s_x, s_z, weight_bits=weight_bits, act_bits=act_bits,
+                           requant=requant, multiplier_bits=multiplier_bits, activation="lerp", name=name,
+                           where=where, out_scale=s_y)
+    layer.table = fx.saturate(fx.round_half_up(table / s_y), act_bits)
+    layer.index_bits = index_bits
+    layer.lerp_range = np.stack([lo, hi], axis=1)
+    return layer, y

@@ -27,7 +27,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
-#: name -> (data set, hidden widths, training epochs, requantization mode, stored vectors)
+#: name -> (data set, hidden widths, training epochs, requantization mode, stored vectors[, train kwargs])
 REFERENCE_MODELS = {
     # one hidden layer whose width (10) is not a multiple of 8 lanes; shift-only requant
     "iris_h10": ("iris", (10,), 1000, "shift", 45),
@@ -37,19 +37,24 @@ REFERENCE_MODELS = {
     "basicmotions_h64x64": ("basicmotions", (64, 64), None, "multiply", 200),
     # three hidden layers of odd widths on the Daphnet recording (sensor placement)
     "daphnet_h24x20x12": ("daphnet", (24, 20, 12), None, "shift", 300),
+    # learnable LERP activations: 64-entry tables (6/2 index/fraction split) ...
+    "digits_lerp_h32x32": ("digits", (32, 32), None, "multiply", 300, {"activation": "lerp", "grid": 64}),
+    # ... and 16-entry tables (4/4 split) with shift-only requantization
+    "basicmotions_lerp_h16x16": ("basicmotions", (16, 16), None, "shift", 200, {"activation": "lerp", "grid": 16}),
 }
 
 
 def generate(name, retrain=False):
     from pwlnet import compile as pcompile, data, golden
 
-    dataset, hidden, epochs, requant, count = REFERENCE_MODELS[name]
+    dataset, hidden, epochs, requant, count, *kw = REFERENCE_MODELS[name]
+    kw = kw[0] if kw else {}
     out = HERE / name
     out.mkdir(exist_ok=True)
     onnx_path = out / "model.onnx"
     if retrain or not onnx_path.exists():
         from pwlnet import train
-        result = train.train(dataset, hidden, epochs=epochs, seed=0, verbose=False)
+        result = train.train(dataset, hidden, epochs=epochs, seed=0, verbose=False, **kw)
         train.export_onnx(result, onnx_path)
     model = pcompile.compile_onnx(onnx_path, out / "compiled", calib=dataset, requant=requant,
                                   log=lambda *_: None)
