@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from pwlnet import artifact, fixedpoint as fx, golden
+from pwlnet.hw.engine import ENGINE_ACTIVATIONS
 from pwlnet.synth import random_model
 from pwlnet.sim import runner
 from pwlnet.sim.simulate import simulate
 
 __all__ = ["SYNTH_MODELS", "RegressionCase", "regression_dir", "find_cases", "left_out",
-           "unsupported_reason", "ENGINE_ACTIVATIONS", "random_codes",
+           "unsupported_reason", "random_codes",
            "run_case", "stored_mismatches", "main"]
 
 #: Stand-in models ``(name, seed, dims, options)``: different depths and widths, one
@@ -92,10 +93,6 @@ def _stored_codes(case_dir: Path, model):
     if np.issubdtype(x.dtype, np.integer):
         return np.asarray(x, dtype=np.int64).reshape(len(x), model.input_dim), None
     return golden.quantize_inputs(model, x), None
-
-
-#: Activations the engine implements today.
-ENGINE_ACTIVATIONS = ("none", "relu")
 
 
 def unsupported_reason(model):

@@ -42,3 +42,6 @@ def test_compiler_output_unchanged(name, tmp_path):
         for f in ("weight", "bias", "multiplier", "shift"):
             assert np.array_equal(getattr(a, f), getattr(b, f)), f"{name}: {a.name}.{f} changed"
         assert (a.acc_bits, a.out_scale, a.activation) == (b.acc_bits, b.out_scale, b.activation)
+        assert (a.table is None) == (b.table is None)
+        if a.table is not None:
+            assert a.index_bits == b.index_bits and np.array_equal(a.table, b.table), f"{name}: {a.name} table changed"

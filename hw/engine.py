@@ -1,0 +1,877 @@
+"""The folded MLP engine: P multiply-accumulate lanes run a compiled model layer by layer.
+
+Data path (one *pass* computes ``P`` outputs of one layer)::
+
+    input stream -> input buffer (2 banks) --.
+                                             +--> x[i] broadcast --> P lanes: w*x (DSP), acc
+    activation buffer (ping/pong) ----------'         ^                      |
+                                                      |                      v  (pass end)
+    weight memory: word = P packed weights -----------'        hold register (shifts out)
+                                                                             |
+              bias, multiplier, shift (per channel, EBR) --> shared requant pipeline
+                                                                             |
+              activation buffer (next layer)  <--  saturate + ReLU  <--------'
+              output buffer (2 banks) --> output stream (+ argmax on the last beat)
+
+The sequencer runs *programs*: a program is a run of consecutive entries of a layer
+descriptor table (weight base address, fan-in, number of passes, source and destination
+buffers, parameter base, gap).  Program 0 is the whole network; a later block (the
+hypersphere cache) can add one-layer programs ``W x + b`` to the same table and weight
+memory and ask for them instead.
+
+Schedule (``c`` = cycle a read is issued; every arrow is a register, and no path goes
+through more than one carry chain or through a memory and a DSP at once):
+
+* ``c+1`` memory outputs (registered in the EBR/SPRAM); ``c+2`` operands registered in
+  fabric (x forced to 0 on bubble cycles); ``c+3`` DSP input registers; ``c+4`` product
+  register; ``c+5`` lane accumulator (``acc += p``, never cleared: it runs modulo
+  ``2**acc_bits`` and a pass's sum is ``acc_end - acc_end_of_previous_pass``).
+* At a pass end the ``P`` accumulators (and their previous values) are copied into a hold
+  register that shifts one lane per cycle into one shared requantization pipeline:
+  difference, ``acc * m + off`` (``off = bias * m + 2**(s-1)`` folded at build time; the
+  multiply is an adder tree of partial products, only if some layer uses ``multiply``),
+  flooring shift in two stages, saturation in two stages (overflow = the bits above the
+  sign are not all equal), ReLU, then the write into the destination buffer.  The last
+  layer's codes also feed a two-stage running argmax (first maximum wins).
+* Cycles: each pass issues ``L = max(n_in, min(P, max n_out))`` cycles (so the hold
+  register has drained before the next pass ends); after each layer the sequencer spends
+  ``max(gap, 1)`` cycles without reads, where ``gap = max(0, write_delay - (G-1)*P)``
+  makes sure the next layer never reads an activation before it is written and the one
+  cycle is the descriptor LOAD.  Program cycles = ``sum(G*L + max(gap, 1))``.
+* Nothing inside an inference ever stalls: input availability and output back-pressure
+  only decide when the next inference *starts*, which keeps the schedule static and the
+  analytic cycle count exact.  Inputs are double-buffered (the next one loads while the
+  current one computes), outputs too (the next inference writes while the consumer still
+  reads the previous one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from pwlnet import fixedpoint as fx
+from pwlnet.artifact import CompiledModel, Layer
+
+from .mac import MUL_LATENCY, LaneMultiplier
+from .memory import SPRAM_DEPTH, WeightMemory
+
+__all__ = ["MLPEngine", "TARGETS", "WEIGHT_MEMORIES", "ENGINE_ACTIVATIONS", "output_layout"]
+
+#: Implementations the engine can be built for.
+TARGETS = ("generic", "ice40")
+#: Weight storage choices: ``"auto"`` picks ``"rom"`` (EBR) when it fits, else ``"ram"`` (SPRAM).
+WEIGHT_MEMORIES = ("auto", "rom", "ram")
+
+#: EBR bits the weights may take before ``"auto"`` moves them to SPRAM (of 30 x 4 Kbit
+#: on the UP5K; the rest is left for buffers, parameters and the rest of the design).
+_EBR_WEIGHT_BUDGET = 22 * 4096
+
+
+def output_layout(model):
+    """Payload layout of the engine's (and the board's) output stream for ``model``."""
+    n_out = model.layers[-1].n_out
+    return data.StructLayout({
+        "data": signed(model.layers[-1].out_bits),
+        "last": 1,
+        "argmax": unsigned(max(1, ceil_log2(n_out))),
+    })
+
+
+def _width(lo, hi):
+    return fx.signed_width(min(int(lo), 0), max(int(hi), 0))
+
+
+class _Plan:
+    """Everything the engine derives from the model and the lane count (pure Python).
+
+    Kept apart from the hardware so the cycle formula, memory images and widths can be
+    inspected and tested without elaborating anything.
+    """
+
+    def __init__(self, model, lanes, programs):
+        P = self.lanes = lanes
+        self.programs = []          # (first table index, number of layers)
+        table = []
+        for prog in programs:
+            self.programs.append((len(table), len(prog)))
+            table.extend(prog)
+        self.table = table
+        self.d = model.input_dim
+        self.in_bits = model.input_bits
+        last = model.layers[-1]
+        self.n_out = last.n_out
+        self.out_bits = last.out_bits
+        self.weight_bits = max(l.weight_bits for l in table)
+        hidden = [l for prog in programs for l in prog[:-1]]
+        self.act_bits = max((l.out_bits for l in hidden), default=0)
+        self.act_depth = max((l.n_out for l in hidden), default=0)
+        self.x_bits = max(self.in_bits, self.act_bits)
+        nv_max = min(P, max(l.n_out for l in table))
+
+        # Lane accumulators hold partial sums W x (bias is added later), so size them for
+        # the reach of W x alone as well as for the layer's declared acc_bits.
+        acc = 2
+        for l in table:
+            reach = int(np.abs(l.weight).sum(axis=1).max(initial=0)) << (l.in_bits - 1)
+            acc = max(acc, l.acc_bits, _width(-reach, reach))
+        self.acc_bits = acc
+        self.has_multiply = any(np.any(l.multiplier != 1) for l in table)
+        mb = max(int(l.multiplier.max(initial=1)).bit_length() for l in table)
+        self.mult_bits = mb if self.has_multiply else 0
+        self.max_shift = max(int(l.shift.max(initial=0)) for l in table)
+        self.shift_bits = max(1, self.max_shift.bit_length())
+        # Per channel: off = bias * m + round(2**(s-1)), so that the requantizer computes
+        # (acc * m + off) >> s == round_shift((acc + bias) * m, s) with one add.
+        params = []
+        for l in table:
+            for o in range(l.n_out):
+                b, mu, sh = int(l.bias[o]), int(l.multiplier[o]), int(l.shift[o])
+                params.append((b * mu + ((1 << (sh - 1)) if sh else 0), mu, sh))
+        self.params = params
+        offs = [p[0] for p in params] or [0]
+        self.off_bits = _width(min(offs), max(offs))
+        mmax = (1 << self.mult_bits) - 1 if self.has_multiply else 1
+        amax = 1 << (acc - 1)
+        self.pre_bits = _width(-amax * mmax + min(min(offs), 0), amax * mmax + max(max(offs), 0)) + 1
+        min_shift = min((p[2] for p in params), default=0)
+        max_ob = max(l.out_bits for l in table)
+        self.post_bits = max(self.pre_bits - min_shift, max_ob + 1)
+        # Requant stages after the hold register: param fetch, [partial products, adder
+        # tree levels | offset add], shift (1 or 2), saturate (2).
+        if self.has_multiply:
+            terms = self.mult_bits + 1
+            levels = (terms - 1).bit_length()
+            self.req_stages = 2 + levels + 1 + (self.shift_bits > 3) + 2
+        else:
+            self.req_stages = 2 + 1 + (self.shift_bits > 3) + 2
+        #: Cycles from the last read of a pass to the first cycle its first result can be
+        #: read back: memory 1, operand register 1, multiplier, accumulate 1, hold copy 1,
+        #: serializer 1, requant stages.
+        self.write_delay = 2 + MUL_LATENCY + 2 + self.req_stages
+
+        self.layers = []
+        words = []
+        chan = 0
+        for t, l in enumerate(table):
+            prog_idx = next(k for k, (f, n) in enumerate(self.programs) if f <= t < f + n)
+            first, count = self.programs[prog_idx]
+            pos = t - first
+            is_last = pos == count - 1
+            G = -(-l.n_out // P)
+            L = max(l.n_in, nv_max)
+            gap = 0 if is_last else max(0, self.write_delay - (G - 1) * P)
+            self.layers.append(dict(
+                w_base=len(words), n_in=l.n_in, G=G, L=L, nv_last=l.n_out - (G - 1) * P,
+                chan_base=chan, src_in=int(pos == 0), src_base=(pos - 1) % 2 * self.act_depth,
+                dst_out=int(is_last), dst_base=pos % 2 * self.act_depth if not is_last else 0,
+                gap=gap, last=int(is_last),
+                lo=0 if l.activation == "relu" else fx.signed_range(l.out_bits)[0],
+                hi=fx.signed_range(l.out_bits)[1], n_out=l.n_out, ob=l.out_bits))
+            wmask = (1 << self.weight_bits) - 1
+            for g in range(G):
+                for i in range(l.n_in):
+                    word = 0
+                    for p in range(P):
+                        o = g * P + p
+                        if o < l.n_out:
+                            word |= (int(l.weight[o, i]) & wmask) << (p * self.weight_bits)
+                    words.append(word)
+            chan += l.n_out
+        self.words = words
+
+    @property
+    def ideal_cycles(self):
+        f, n = self.programs[0]
+        return sum(-(-l.n_out // self.lanes) * l.n_in for l in self.table[f:f + n])
+
+    def program_cycles(self, k=0):
+        # Each layer: G passes of L cycles, then max(gap, 1) cycles without reads (the
+        # gap, which includes the one-cycle descriptor LOAD).
+        f, n = self.programs[k]
+        return sum(d["G"] * d["L"] + max(d["gap"], 1) for d in self.layers[f:f + n])
+
+
+#: Activations the engine implements (the LERP unit is a later per-layer choice).
+ENGINE_ACTIVATIONS = ("none", "relu")
+
+
+def _check_activations(layers, where):
+    # Refuse rather than compute something else: a layer whose activation the datapath
+    # does not implement would otherwise come out silently wrong.
+    for i, l in enumerate(layers):
+        if l.activation not in ENGINE_ACTIVATIONS:
+            name = f" ({l.name!r})" if l.name else ""
+            raise ValueError(f"{where}layer {i}{name}: activation {l.activation!r} is not supported "
+                             f"by MLPEngine (supported: {', '.join(ENGINE_ACTIVATIONS)})")
+
+
+def _check_program(model, k, layers):
+    """An extra program: layers from the model's input codes to its output codes."""
+    if isinstance(layers, CompiledModel):
+        layers = layers.layers
+    layers = list(layers)
+    where = f"program {k}"
+    if not layers or not all(isinstance(l, Layer) for l in layers):
+        raise TypeError(f"{where} must be a non-empty list of pwlnet.artifact.Layer, not {layers!r}")
+    probe = CompiledModel(input_shape=model.input_shape, input_bits=model.input_bits,
+                          input_scale=model.input_scale, input_zero_point=model.input_zero_point,
+                          layers=layers)
+    try:
+        probe.validate(where=where)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    _check_activations(layers, f"{where}: ")
+    last, want = layers[-1], model.layers[-1]
+    if (last.n_out, last.out_bits) != (want.n_out, want.out_bits):
+        raise ValueError(f"{where} gives {last.n_out} outputs of {last.out_bits} bits; the output "
+                         f"stream carries {want.n_out} of {want.out_bits} bits")
+    return layers
+
+
+def _check_model(model):
+    if not isinstance(model, CompiledModel):
+        raise TypeError(f"model must be a pwlnet.artifact.CompiledModel, not {model!r}")
+    model.validate()
+    _check_activations(model.layers, "")
+
+
+class MLPEngine(wiring.Component):
+    """Folded MLP engine for a compiled model: bit-exact :func:`pwlnet.golden.forward`.
+
+    Parameters
+    ----------
+    model : pwlnet.artifact.CompiledModel
+        The network (program 0).
+    lanes : int
+        Number of parallel multiply-accumulate lanes ``P`` (1 .. any; ``P`` larger than
+        the widest layer is fully parallel).
+    target : str
+        ``"generic"`` (Amaranth memories and ``*``; runs in Amaranth's simulator) or
+        ``"ice40"`` (``SB_MAC16`` lanes and, for ``"ram"`` weights, ``SB_SPRAM256KA``;
+        simulate with yosys' ``ice40/cells_sim.v``).
+    weight_memory : str
+        ``"rom"``: weights initialised in the bitstream (EBR on iCE40); ``"ram"``: weights
+        loaded at run time through the ``w_wr`` port (SPRAM on iCE40; see
+        :attr:`weight_words`); ``"auto"`` (default): ``"rom"`` unless the weights exceed
+        the EBR budget on the ``"ice40"`` target.
+    programs : sequence of (list of Layer or CompiledModel)
+        Extra programs (1, 2, ...) stored beside the network (program 0) in the same
+        descriptor table and weight memory, e.g. the hypersphere cache's one-layer affine
+        maps ``W x + b``.  Each takes the model's input codes and gives its output codes.
+        With extra programs the engine has a ``prog`` port.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(signed(model.input_bits)))
+        Input codes, ``model.input_dim`` beats per inference.
+    o : Out(stream.Signature(output_layout(model)))
+        Output codes in order, ``last`` on the final beat, ``argmax`` (index of the first
+        largest code) valid on the final beat.
+    prog : In(stream.Signature(range(1 + len(programs))))
+        Only with extra programs: the program to run, one beat per inference, taken when
+        that inference starts (after its input has been loaded).
+    w_wr : In(stream.Signature(StructLayout({"addr", "data"})))
+        Only with ``"ram"`` weights: word writes, always ready.  Load every word of
+        :attr:`weight_words` before the first input.
+    ideal_cycles : int
+        Sum over layers of ``ceil(n_out / P) * n_in``.
+    cycles_per_inference : int
+        Steady-state cycles between inferences with back-to-back inputs (exact).
+
+    Notes
+    -----
+    Hold ``rst`` for at least four cycles after power-up in simulation (the lane
+    accumulators are only ever reset, never cleared, and the DSP pipeline must flush);
+    on the FPGA the configuration values already are the reset values.  The engine
+    never stalls inside an inference, so the cycle counts above are exact, and latency
+    from the first input beat to the last output beat is about
+    ``d + cycles_per_inference + write_delay + P + n_out``.
+    """
+
+    def __init__(self, model, lanes, *, target="generic", weight_memory="auto", programs=()):
+        _check_model(model)
+        programs = [_check_program(model, k + 1, p) for k, p in enumerate(programs)]
+        if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)):
+            raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
+        if lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+        if weight_memory not in WEIGHT_MEMORIES:
+            raise ValueError(f"weight_memory must be one of {WEIGHT_MEMORIES}, not {weight_memory!r}")
+        self._model = model
+        self._target = target
+        self._plan = plan = _Plan(model, int(lanes), [list(model.layers)] + programs)
+        wbits = plan.lanes * plan.weight_bits * len(plan.words)
+        if weight_memory == "auto":
+            weight_memory = "ram" if target == "ice40" and wbits > _EBR_WEIGHT_BUDGET else "rom"
+        if weight_memory == "ram" and target == "ice40" and len(plan.words) > SPRAM_DEPTH:
+            raise ValueError(f"the model needs {len(plan.words)} weight words at {lanes} lanes; "
+                             f"SPRAM holds {SPRAM_DEPTH}")
+        self._weight_memory = weight_memory
+        members = {
+            "i": In(stream.Signature(signed(model.input_bits))),
+            "o": Out(stream.Signature(output_layout(model))),
+        }
+        if programs:
+            members["prog"] = In(stream.Signature(range(len(plan.programs))))
+        if weight_memory == "ram":
+            members["w_wr"] = In(stream.Signature(data.StructLayout({
+                "addr": range(max(2, len(plan.words))),
+                "data": unsigned(plan.lanes * plan.weight_bits)})))
+        super().__init__(members)
+
+    # -- read-only facts -------------------------------------------------------------
+    @property
+    def lanes(self):
+        """Number of lanes ``P``."""
+        return self._plan.lanes
+
+    @property
+    def ideal_cycles(self):
+        """Sum over layers of ``ceil(n_out / P) * n_in``."""
+        return self._plan.ideal_cycles
+
+    @property
+    def cycles_per_inference(self):
+        """Exact steady-state interval between inferences (back-to-back inputs, no back-pressure)."""
+        return self._plan.program_cycles(0)
+
+    def program_cycles(self, k):
+        """Exact cycles program ``k`` occupies the lanes (0 = the network)."""
+        return self._plan.program_cycles(k)
+
+    @property
+    def weight_memory(self):
+        """The weight storage actually used: ``"rom"`` or ``"ram"``."""
+        return self._weight_memory
+
+    @property
+    def weight_words(self):
+        """Weight memory image: one int per word, lane ``p`` in bits ``[p*wb, (p+1)*wb)``."""
+        return list(self._plan.words)
+
+    @property
+    def weight_word_bits(self):
+        """Width of one weight word (``P * weight_bits``)."""
+        return self._plan.lanes * self._plan.weight_bits
+
+    @property
+    def write_delay(self):
+        """Cycles from a pass's last read to the write of its first result."""
+        return self._plan.write_delay
+
+    # -- hardware ----------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        pl = self._plan
+        P, d, n_out = pl.lanes, pl.d, pl.n_out
+        descs = pl.layers
+        n_layers = len(descs)
+        wb, xb = pl.weight_bits, pl.x_bits
+        n_words = max(1, len(pl.words))
+        max_L = max(x["L"] for x in descs)
+        max_G = max(x["G"] for x in descs)
+        max_gap = max(x["gap"] for x in descs)
+        n_chan = len(pl.params)
+
+        # ---- memories -------------------------------------------------------------
+        m.submodules.wmem = wmem = WeightMemory(
+            P * wb, n_words, init=pl.words if self._weight_memory == "rom" else (),
+            kind=self._weight_memory, target=self._target)
+        if self._weight_memory == "ram":
+            m.d.comb += [self.w_wr.ready.eq(1), wmem.wr_addr.eq(self.w_wr.payload.addr),
+                         wmem.wr_data.eq(self.w_wr.payload.data), wmem.wr_en.eq(self.w_wr.valid)]
+
+        m.submodules.in_mem = in_mem = Memory(shape=signed(pl.in_bits), depth=2 * d, init=[])
+        in_wr = in_mem.write_port()
+        in_rd = in_mem.read_port(transparent_for=())
+
+        has_act = pl.act_depth > 0
+        if has_act:
+            m.submodules.act_mem = act_mem = Memory(shape=signed(pl.act_bits), depth=2 * pl.act_depth, init=[])
+            act_wr = act_mem.write_port()
+            act_rd = act_mem.read_port(transparent_for=())
+
+        m.submodules.out_mem = out_mem = Memory(shape=signed(pl.out_bits), depth=2 * n_out, init=[])
+        out_wr = out_mem.write_port()
+        out_rd = out_mem.read_port(transparent_for=())
+
+        param_layout = data.StructLayout({
+            "off": signed(pl.off_bits),
+            "mult": unsigned(max(1, pl.mult_bits)),
+            "shift": unsigned(pl.shift_bits),
+        })
+        m.submodules.par_mem = par_mem = Memory(
+            shape=param_layout, depth=max(1, n_chan),
+            init=[{"off": o, "mult": mu if pl.has_multiply else 0, "shift": s} for o, mu, s in pl.params])
+        par_rd = par_mem.read_port(transparent_for=())
+
+        # Layer descriptor table: a small LUT ROM read combinationally by the sequencer,
+        # whose outputs are registered into `cur` when a layer starts.
+        # Besides the plain fields, the table holds the constants the sequencer compares
+        # its counters with ("x_m2" = x - 2, or a never-reached sentinel), so every
+        # terminal-count flag is an equality into a register, not a subtract-and-compare
+        # on the path that restarts the counters.
+        never_L, never_G = max_L, max_G
+        desc_layout = data.StructLayout({
+            "w_base": range(n_words + 1),
+            "n_in_m2": range(max_L + 1),
+            "n_in_is1": 1,
+            "L_m2": range(max_L + 1),
+            "L_is1": 1,
+            "G_m2": range(max_G + 1),
+            "G_is1": 1,
+            "nv_last_m1": range(P),
+            "chan_base": range(n_chan + 1),
+            "src_in": 1,
+            "src_base": range(2 * pl.act_depth + 1),
+            "dst_out": 1,
+            "dst_base": range(2 * pl.act_depth + 1),
+            "gap_m2": range(max_gap + 1),
+            "gap_is2": 1,
+            "to_wait": 1,
+            "last": 1,
+        })
+
+        def encode(x):
+            return {
+                "w_base": x["w_base"],
+                "n_in_m2": x["n_in"] - 2 if x["n_in"] >= 2 else never_L, "n_in_is1": x["n_in"] == 1,
+                "L_m2": x["L"] - 2 if x["L"] >= 2 else never_L, "L_is1": x["L"] == 1,
+                "G_m2": x["G"] - 2 if x["G"] >= 2 else never_G, "G_is1": x["G"] == 1,
+                "nv_last_m1": x["nv_last"] - 1, "chan_base": x["chan_base"],
+                "src_in": x["src_in"], "src_base": x["src_base"],
+                "dst_out": x["dst_out"], "dst_base": x["dst_base"],
+                "gap_m2": max(0, x["gap"] - 2), "gap_is2": x["gap"] == 2, "to_wait": x["gap"] >= 2,
+                "last": x["last"],
+            }
+        m.submodules.desc_rom = desc_rom = Memory(
+            shape=desc_layout, depth=n_layers, init=[encode(x) for x in descs])
+        desc_rd = desc_rom.read_port(domain="comb")
+
+        # ---- input loader: fills one bank while the engine reads the other -----------
+        # Verilog-simulation robustness rule used throughout: no combinational signal is
+        # assigned inside `m.If` and no Array is *read* with a signal index.  yosys writes
+        # both as `always @*` blocks, which Icarus in -g2012 mode (cocotb's default) does
+        # not run at time 0, so they would stay x until an input happens to change.
+        in_full = Array([Signal(name=f"in_full{b}") for b in range(2)])
+        cb = Signal()            # bank (input and output) of the current inference
+        ld_bank = Signal()
+        ld_cnt = Signal(range(d))
+        ld_last = Signal(init=int(d == 1))   # ld_cnt == d - 1, registered
+        ld_addr = Signal(range(2 * d))       # ld_bank * d + ld_cnt, as its own counter
+        # `ready` is a register holding exactly ~in_full[ld_bank] of this cycle, computed
+        # from the next-state values, so the handshake drives no logic chain.
+        rdy = Signal(init=1)
+        take = Signal()
+        ld_done = Signal()
+        in_clear = Signal()       # driven by the sequencer: input bank cb fully read
+        m.d.comb += [
+            self.i.ready.eq(rdy),
+            take.eq(self.i.valid & rdy),
+            ld_done.eq(take & ld_last),
+            in_wr.addr.eq(ld_addr),
+            in_wr.data.eq(self.i.payload),
+            in_wr.en.eq(take),
+        ]
+        with m.If(take):
+            m.d.sync += ld_addr.eq(Mux(ld_addr == 2 * d - 1, 0, ld_addr + 1))
+            with m.If(ld_last):
+                m.d.sync += [ld_cnt.eq(0), ld_last.eq(d == 1)]
+            with m.Else():
+                m.d.sync += [ld_cnt.eq(ld_cnt + 1), ld_last.eq(ld_cnt == d - 2)]
+        full_next = []
+        for b_ in range(2):
+            fn = Signal(name=f"in_full_next{b_}")
+            m.d.comb += fn.eq((in_full[b_] & ~(in_clear & (cb == b_))) | (ld_done & (ld_bank == b_)))
+            m.d.sync += in_full[b_].eq(fn)
+            full_next.append(fn)
+        bank_next = ld_bank ^ ld_done
+        m.d.sync += [ld_bank.eq(bank_next), rdy.eq(~Mux(bank_next, full_next[1], full_next[0]))]
+
+        # ---- sequencer -------------------------------------------------------------
+        # One-hot states: IDLE (no inference), RUN (issuing reads), WAIT (gap before the
+        # next layer), LOAD (descriptor of the next layer into `cur`).  LOAD is a cycle of
+        # its own so that no combinational path runs from the end-of-layer decision
+        # through the descriptor ROM into the many `cur`/counter registers; it costs one
+        # cycle per layer, absorbed by the gap where there is one.  Every decision input is
+        # a register (terminal-count flags are computed a cycle ahead), so the control
+        # logic is two or three LUTs deep.
+        st_idle = Signal(init=1)
+        st_run, st_wait, st_load = Signal(), Signal(), Signal()
+        gap_cnt = Signal(range(max_gap + 1))
+        gap_z = Signal()         # gap_cnt == 0, registered
+        nb = Signal()            # bank of the next inference
+        out_busy = Array([Signal(name=f"out_busy{b}") for b in range(2)])
+        out_full = Array([Signal(name=f"out_full{b}") for b in range(2)])
+        nidx = Signal(range(max(2, n_layers)))   # table entry of the next layer
+        firsts = Array([Const(f, range(max(2, n_layers))) for f, _ in pl.programs])
+        cur = Signal(desc_layout, reset_less=True)
+        i = Signal(range(max_L))
+        g = Signal(range(max_G))
+        gp = Signal(range(max_G * P + 1))     # g * P, kept as a counter (no multiplier)
+        waddr = Signal(range(n_words + 1))
+        # Registered flags about the current (i, g): read valid, last read of the pass,
+        # last cycle of the pass, last pass of the layer, last cycle of the layer (and of
+        # the program).
+        f_iv, f_il, f_li, f_lg, f_end, f_endl = (Signal(name=n) for n in (
+            "f_iv", "f_il", "f_li", "f_lg", "f_end", "f_endl"))
+        xbase = Signal(range(max(2 * d, 2 * pl.act_depth)))
+        xa = Signal.like(xbase)
+
+        # Program select: one `prog` beat per inference when extra programs exist.
+        if len(pl.programs) > 1:
+            sel_valid, sel = self.prog.valid, self.prog.payload
+        else:
+            sel_valid, sel = Const(1), Const(0)
+        m.d.comb += [desc_rd.addr.eq(nidx)]
+        issue = st_run
+        iss_valid = Signal()
+        layer_end = Signal()
+        m.d.comb += [iss_valid.eq(st_run & f_iv), layer_end.eq(st_run & f_end),
+                     # every read of the input bank has been issued: it may be refilled
+                     in_clear.eq(st_run & f_end & cur.src_in)]
+
+        # Registered: it can only fall by our own start (which toggles nb), and the cycle
+        # after a start is a LOAD, where no start can happen, so one cycle of staleness
+        # is harmless and keeps the flag logic off the start decision path.
+        can_start = Signal()
+        m.d.sync += can_start.eq(Mux(nb, in_full[1] & ~out_busy[1], in_full[0] & ~out_busy[0]))
+        start_inf = Signal()
+        m.d.comb += start_inf.eq(can_start & sel_valid & (st_idle | (st_run & f_endl)))
+        if len(pl.programs) > 1:
+            m.d.comb += self.prog.ready.eq(start_inf)
+
+        with m.If(issue):
+            with m.If(f_li):
+                nxt_end = cur.L_is1 & (g == cur.G_m2)
+                m.d.sync += [i.eq(0), g.eq(g + 1), gp.eq(gp + P),
+                             f_iv.eq(1), f_il.eq(cur.n_in_is1), f_li.eq(cur.L_is1),
+                             f_lg.eq(g == cur.G_m2), f_end.eq(nxt_end), f_endl.eq(nxt_end & cur.last)]
+            with m.Else():
+                nxt_end = f_lg & (i == cur.L_m2)
+                m.d.sync += [i.eq(i + 1), f_iv.eq(f_iv & ~f_il),
+                             f_il.eq(i == cur.n_in_m2), f_li.eq(i == cur.L_m2),
+                             f_end.eq(nxt_end), f_endl.eq(nxt_end & cur.last)]
+            # The last read of a layer does not step the address (LOAD sets the next
+            # layer's base): it never leaves the memory, whose size stays the exact sum
+            # of the layers' words (EBR/SPRAM granularity), and never reads an address a
+            # Verilog simulation would answer with x.
+            with m.If(iss_valid & ~(f_il & f_lg)):
+                m.d.sync += waddr.eq(waddr + 1)
+            # Activation read address: a register, restarted every pass and frozen on the
+            # bubble cycles of a pass (so it always stays inside the buffer).
+            with m.If(f_li):
+                m.d.sync += xa.eq(xbase)
+            with m.Elif(f_iv & ~f_il):
+                m.d.sync += xa.eq(xa + 1)
+        with m.If(layer_end):
+            m.d.sync += st_run.eq(0)
+            with m.If(cur.last):
+                m.d.sync += st_idle.eq(1)
+            with m.Elif(cur.to_wait):
+                # gap - 1 WAIT cycles, then the LOAD cycle: `gap` cycles without reads.
+                m.d.sync += [st_wait.eq(1), gap_cnt.eq(cur.gap_m2), gap_z.eq(cur.gap_is2)]
+            with m.Else():
+                m.d.sync += st_load.eq(1)
+        with m.If(st_wait):
+            with m.If(gap_z):
+                m.d.sync += [st_wait.eq(0), st_load.eq(1)]
+            with m.Else():
+                m.d.sync += [gap_cnt.eq(gap_cnt - 1), gap_z.eq(gap_cnt == 1)]
+        with m.If(start_inf):
+            m.d.sync += [st_idle.eq(0), st_load.eq(1), cb.eq(nb), nb.eq(~nb), out_busy[nb].eq(1),
+                         nidx.eq(firsts[sel])]
+        lidx = Signal(range(max(2, n_layers)))
+        with m.If(st_load):
+            new = desc_rd.data
+            base = Mux(new.src_in, Mux(cb, d, 0), new.src_base)
+            m.d.sync += [st_load.eq(0), st_run.eq(1), cur.eq(new), i.eq(0), g.eq(0), gp.eq(0),
+                         waddr.eq(new.w_base), nidx.eq(nidx + 1), lidx.eq(nidx),
+                         xbase.eq(base), xa.eq(base),
+                         f_iv.eq(1), f_il.eq(new.n_in_is1), f_li.eq(new.L_is1), f_lg.eq(new.G_is1),
+                         f_end.eq(new.L_is1 & new.G_is1), f_endl.eq(new.L_is1 & new.G_is1 & new.last)]
+
+        m.d.comb += [wmem.rd_addr.eq(waddr), in_rd.addr.eq(xa)]
+        if has_act:
+            m.d.comb += act_rd.addr.eq(xa)
+
+        # Per-pass facts, captured at the pass's last read and carried to the hold register.
+        pass_layout = data.StructLayout({
+            "chan": range(n_chan + P + 1),
+            "wbase": range(max(2 * pl.act_depth, 2 * n_out) + max_G * P + 1),
+            "obase": range(max_G * P + 1),
+            "nv_m1": range(P),
+            "lidx": range(max(2, n_layers)),
+            "to_out": 1,
+            "lastpass": 1,
+            "obank": 1,
+        })
+        flag_layout = data.StructLayout({
+            "valid": 1, "last": 1, "src_in": 1, "pinfo": pass_layout})
+        f0 = Signal(flag_layout)
+        m.d.comb += [
+            f0.valid.eq(iss_valid), f0.last.eq(f_il),
+            f0.src_in.eq(cur.src_in),
+            f0.pinfo.chan.eq(cur.chan_base + gp),
+            f0.pinfo.wbase.eq(Mux(cur.dst_out, Mux(cb, n_out, 0), cur.dst_base) + gp),
+            f0.pinfo.obase.eq(gp),
+            f0.pinfo.nv_m1.eq(Mux(f_lg, cur.nv_last_m1, P - 1)),
+            f0.pinfo.lidx.eq(lidx),
+            f0.pinfo.to_out.eq(cur.dst_out),
+            f0.pinfo.lastpass.eq(cur.last & f_lg),
+            f0.pinfo.obank.eq(cb),
+        ]
+        f1 = Signal(flag_layout)
+        f2 = Signal(flag_layout)
+        f3 = Signal(flag_layout)
+        fa = Signal(flag_layout)     # accumulate stage
+        m.d.sync += [f1.eq(f0), f2.eq(f1), f3.eq(f2), fa.eq(f3)]
+
+        # ---- lanes ----------------------------------------------------------------
+        # x is forced to 0 on cycles without a read, so the lanes' products are 0 there.
+        # Operands are registered in fabric between the memories and the DSPs: the DSP
+        # columns sit at the die edge, so the broadcast of x is a long route that must
+        # not share a cycle with the memory output and the source mux.
+        x = Signal(signed(xb))
+        w = Signal(P * wb, reset_less=True)
+        if has_act:
+            m.d.sync += x.eq(Mux(f1.valid, Mux(f1.src_in, in_rd.data, act_rd.data), 0))
+        else:
+            m.d.sync += x.eq(Mux(f1.valid, in_rd.data, 0))
+        m.d.sync += w.eq(wmem.rd_data)
+        accw = pl.acc_bits
+        # Accumulators and `prev` keep their reset: they are never overwritten by a
+        # definite value otherwise, and a Verilog simulation starts them at x.
+        accs = [Signal(signed(accw), name=f"acc{p}") for p in range(P)]
+        hold = [Signal(signed(accw), name=f"hold{p}", reset_less=True) for p in range(P)]
+        # The accumulators never clear: they run modulo 2**accw and a pass's sum is the
+        # difference between the value at its end and at the previous pass's end (`prev`).
+        # That keeps the lane adder a bare register + product carry chain (no clear mux in
+        # front of it), and the one subtraction happens once, in the shared pipeline.
+        prev = [Signal(signed(accw), name=f"prev{p}") for p in range(P)]
+        hbase = [Signal(signed(accw), name=f"hbase{p}", reset_less=True) for p in range(P)]
+        ser_act = Signal()
+        ser_j = Signal(range(P))
+        sinfo = Signal(pass_layout, reset_less=True)
+        # The hold register copies the accumulators the cycle *after* their last add (not
+        # from the adder output), so no path runs through a carry chain and then a mux.
+        f4 = Signal(flag_layout)
+        pass_end = Signal()
+        m.d.sync += [f4.eq(fa), pass_end.eq(fa.valid & fa.last)]
+        for p in range(P):
+            mul = LaneMultiplier(wb, xb, target=self._target)
+            m.submodules[f"mul{p}"] = mul
+            m.d.comb += [mul.a.eq(w[p * wb:(p + 1) * wb].as_signed()), mul.b.eq(x)]
+            # The enable (not only the zero products of bubble cycles) keeps a Verilog
+            # simulation exact: x * an undefined weight (SPRAM being loaded) is x there.
+            with m.If(fa.valid):
+                m.d.sync += accs[p].eq(accs[p] + mul.p)
+            with m.If(pass_end):
+                m.d.sync += [hold[p].eq(accs[p]), hbase[p].eq(prev[p]), prev[p].eq(accs[p])]
+            with m.Else():
+                # Shift towards lane 0, which feeds the shared requant pipeline.
+                m.d.sync += [hold[p].eq(hold[p + 1] if p + 1 < P else 0),
+                             hbase[p].eq(hbase[p + 1] if p + 1 < P else 0)]
+
+        with m.If(pass_end):
+            m.d.sync += [ser_act.eq(1), ser_j.eq(0), sinfo.eq(f4.pinfo)]
+        with m.Elif(ser_act):
+            m.d.sync += ser_j.eq(ser_j + 1)
+            with m.If(ser_j == sinfo.nv_m1):
+                m.d.sync += ser_act.eq(0)
+
+        # ---- shared requantization pipeline ------------------------------------------
+        # y = saturate((acc * m + off) >> s) with off = bias * m + 2**(s-1) folded at build
+        # time (exactly fixedpoint.requantize: (acc + b) * m + half = acc * m + off).
+        # One carry chain per stage at most; the multiply is an adder tree of partial
+        # products; the shift and the saturation take two stages each.
+        meta_layout = data.StructLayout({
+            "valid": 1, "waddr": pass_layout["wbase"].shape, "o": pass_layout["obase"].shape,
+            "lidx": pass_layout["lidx"].shape, "to_out": 1, "lastchan": 1, "obank": 1,
+            "ofirst": 1})
+        m.d.comb += par_rd.addr.eq(sinfo.chan + ser_j)
+        stages = []
+
+        def stage(prev_meta):
+            s = Signal(meta_layout, name=f"s{len(stages) + 1}")
+            m.d.sync += s.eq(prev_meta)
+            stages.append(s)
+            return s
+
+        # s1: accumulator and meta registered, parameters arrive from the EBR
+        meta0 = Signal(meta_layout)
+        m.d.comb += [
+            meta0.valid.eq(ser_act), meta0.waddr.eq(sinfo.wbase + ser_j), meta0.o.eq(sinfo.obase + ser_j),
+            meta0.lidx.eq(sinfo.lidx), meta0.to_out.eq(sinfo.to_out),
+            meta0.lastchan.eq(sinfo.lastpass & (ser_j == sinfo.nv_m1)), meta0.obank.eq(sinfo.obank),
+            meta0.ofirst.eq((sinfo.obase == 0) & (ser_j == 0)),
+        ]
+        s = stage(meta0)
+        a1 = Signal(signed(accw))
+        m.d.sync += a1.eq((hold[0] - hbase[0])[:accw].as_signed())
+        prm = par_rd.data
+        pw = pl.pre_bits
+        sh = Signal(unsigned(pl.shift_bits))
+        if pl.has_multiply:
+            # partial products acc * m[k] * 2**k (an AND, no carry chain), plus the offset,
+            # summed by a tree of registered adders (one carry chain per stage)
+            terms = []
+            for k in range(pl.mult_bits):
+                t = Signal(signed(pw), name=f"pp{k}")
+                m.d.sync += t.eq(Mux(prm.mult[k], a1 << k, 0))
+                terms.append(t)
+            off = Signal(signed(pw), name="off_d")
+            m.d.sync += [off.eq(prm.off), sh.eq(prm.shift)]
+            terms.append(off)
+            s = stage(s)
+            while len(terms) > 1:
+                nxt = []
+                for k in range(0, len(terms) - 1, 2):
+                    t = Signal(signed(pw), name=f"sum{len(stages)}_{k}")
+                    m.d.sync += t.eq(terms[k] + terms[k + 1])
+                    nxt.append(t)
+                if len(terms) % 2:
+                    t = Signal(signed(pw), name=f"sum{len(stages)}_{len(terms) - 1}")
+                    m.d.sync += t.eq(terms[-1])
+                    nxt.append(t)
+                terms = nxt
+                sh_n = Signal.like(sh)
+                m.d.sync += sh_n.eq(sh)
+                sh = sh_n
+                s = stage(s)
+            pre = terms[0]
+        else:
+            pre = Signal(signed(pw))
+            m.d.sync += [pre.eq(a1 + prm.off), sh.eq(prm.shift)]
+            s = stage(s)
+        # arithmetic (flooring) shift: low three bits of the shift, then the rest
+        v = Signal(signed(pw), name="shr_lo")
+        m.d.sync += v.eq(pre >> sh[:3])
+        sh_hi = Signal(unsigned(pl.shift_bits), name="sh_hi")
+        m.d.sync += sh_hi.eq(sh & ~7)
+        s = stage(s)
+        if pl.shift_bits > 3:
+            v2 = Signal(signed(pl.post_bits), name="shr_hi")
+            m.d.sync += v2.eq((v >> sh_hi)[:pl.post_bits])
+            v = v2
+            s = stage(s)
+        else:
+            v = v[:pl.post_bits].as_signed()
+        # Every channel shifts by at least min_shift, so the shifted value fits
+        # post_bits = pre_bits - min_shift: the truncation above is exact and keeps the
+        # overflow test below narrow (a LUT or two, not a long reduction).
+        # saturation: overflow = the bits from the layer's sign position up are not all
+        # equal (a LUT tree, not a compare); ReLU layers clamp at 0.
+        yb = max(pl.act_bits, pl.out_bits)
+        out_bits_set = sorted({x["ob"] for x in descs})
+        # Per-layer saturation constants in a small LUT ROM (a Memory read port, not an
+        # Array of constants: that becomes an `always @*` case block in Verilog, which
+        # Icarus never evaluates while the index keeps its initial value).
+        sat_layout = data.StructLayout({"relu": 1, "lo": signed(yb), "hi": signed(yb),
+                                        "obsel": len(out_bits_set)})
+        m.submodules.sat_rom = sat_rom = Memory(
+            shape=sat_layout, depth=n_layers,
+            init=[{"relu": x["lo"] == 0, "lo": x["lo"], "hi": x["hi"],
+                   "obsel": 1 << out_bits_set.index(x["ob"])} for x in descs])
+        sat_rd = sat_rom.read_port(domain="comb")
+        ovfs = []
+        for b in out_bits_set:
+            top = v[b - 1:]
+            ovfs.append(~((top == 0) | (top == (1 << len(top)) - 1)))
+        ovf = Signal()
+        neg = Signal()
+        vlow = Signal(signed(yb))
+        m.d.comb += sat_rd.addr.eq(s.lidx)
+        ovf_sel = 0
+        for k, o in enumerate(ovfs):
+            ovf_sel = ovf_sel | (o & sat_rd.data.obsel[k])
+        relu, lo, hi = Signal(), Signal(signed(yb)), Signal(signed(yb))
+        m.d.sync += [ovf.eq(ovf_sel), neg.eq(v[-1]), vlow.eq(v[:yb]),
+                     relu.eq(sat_rd.data.relu), lo.eq(sat_rd.data.lo), hi.eq(sat_rd.data.hi)]
+        s = stage(s)
+        y = Signal(signed(yb), name="y")
+        y_next = Mux(relu & neg, 0, Mux(ovf, Mux(neg, lo, hi), vlow))
+        m.d.sync += y.eq(y_next)
+        s6 = stage(s)
+        y6 = y
+        assert len(stages) == pl.req_stages, (len(stages), pl.req_stages)
+
+        if has_act:
+            m.d.comb += [act_wr.addr.eq(s6.waddr), act_wr.data.eq(y6),
+                         act_wr.en.eq(s6.valid & ~s6.to_out)]
+        m.d.comb += [out_wr.addr.eq(s6.waddr), out_wr.data.eq(y6),
+                     out_wr.en.eq(s6.valid & s6.to_out)]
+
+        # ---- argmax (first maximum, in channel order) --------------------------------
+        # The running maximum is a recurrence (compare, then update), which would put a
+        # carry chain and the update logic in one cycle.  Instead a code is compared, in
+        # stage X, both with the running maximum B and with the code one stage ahead (in Y,
+        # whose update of B lands at the end of this cycle); in stage Y the registered
+        # "did Y's predecessor update B" flag picks the right comparison.  Codes are
+        # compared in offset binary (sign flipped: an unsigned compare is a bare carry
+        # chain).  The final index is copied to the bank's argmax one cycle later.
+        am_w = max(1, ceil_log2(n_out))
+        ob = pl.out_bits
+        sign_flip = 1 << (ob - 1)
+        best_b = Signal(ob, reset_less=True)      # offset-binary running maximum
+        best_idx = Signal(am_w, reset_less=True)
+        argmax = Array([Signal(am_w, name=f"argmax{b}", reset_less=True) for b in range(2)])
+        x_layout = data.StructLayout({"code": ob, "en": 1, "first": 1, "last": 1,
+                                      "o": am_w, "obank": 1})
+        y_pre = Signal(signed(yb))
+        m.d.comb += y_pre.eq(y_next)
+        ax = Signal(x_layout)                     # stage X (beside s6)
+        m.d.sync += [ax.code.eq(y_pre[:ob] ^ sign_flip), ax.en.eq(s.valid & s.to_out),
+                     ax.first.eq(s.valid & s.to_out & s.ofirst),
+                     ax.last.eq(s.valid & s.to_out & s.lastchan),
+                     ax.o.eq(s.o), ax.obank.eq(s.obank)]
+        ay = Signal(x_layout)                     # stage Y
+        gt_best, gt_prev, upd = Signal(), Signal(), Signal()
+        m.d.sync += [ay.eq(ax), gt_best.eq(ax.code > best_b), gt_prev.eq(ax.code > ay.code)]
+        better = Signal()
+        m.d.comb += better.eq(ay.first | (ay.en & Mux(upd, gt_prev, gt_best)))
+        m.d.sync += upd.eq(better)
+        with m.If(better):
+            m.d.sync += [best_b.eq(ay.code), best_idx.eq(ay.o)]
+        fin, fin_bank = Signal(), Signal()
+        m.d.sync += [fin.eq(ay.last), fin_bank.eq(ay.obank)]
+        with m.If(fin):
+            m.d.sync += [argmax[fin_bank].eq(best_idx), out_full[fin_bank].eq(1)]
+
+        # ---- output streamer -----------------------------------------------------
+        # The read port's output register is the payload register: it only advances when
+        # the current beat is taken (or there is none), so the payload is stable.
+        st_bank = Signal()
+        st_ptr = Signal(range(n_out))
+        st_all = Signal()
+        st_addr = Signal(range(2 * n_out))    # st_bank * n_out + st_ptr, as its own counter
+        o_last = Signal()
+        adv = ~self.o.valid | self.o.ready
+        m.d.comb += [
+            out_rd.en.eq(adv),
+            out_rd.addr.eq(st_addr),
+            self.o.payload.data.eq(out_rd.data),
+            self.o.payload.last.eq(o_last),
+            self.o.payload.argmax.eq(Mux(st_bank, argmax[1], argmax[0])),
+        ]
+        with m.If(adv):
+            with m.If(Mux(st_bank, out_full[1], out_full[0]) & ~st_all):
+                m.d.sync += [self.o.valid.eq(1), o_last.eq(st_ptr == n_out - 1),
+                             st_addr.eq(Mux(st_addr == 2 * n_out - 1, 0, st_addr + 1))]
+                with m.If(st_ptr == n_out - 1):
+                    m.d.sync += [st_ptr.eq(0), st_all.eq(1)]
+                with m.Else():
+                    m.d.sync += st_ptr.eq(st_ptr + 1)
+            with m.Else():
+                m.d.sync += self.o.valid.eq(0)
+        with m.If(self.o.valid & self.o.ready & o_last):
+            m.d.sync += [out_full[st_bank].eq(0), out_busy[st_bank].eq(0),
+                         st_bank.eq(~st_bank), st_all.eq(0)]
+        return m

@@ -1,0 +1,754 @@
+"""The framed host protocol: a byte-stream link between the UART and the MLP engine.
+
+Frame format (both directions; multi-byte fields little-endian)::
+
+    SYNC  CMD  LEN_LO LEN_HI  PAYLOAD[LEN]  CRC_LO CRC_HI
+
+``SYNC`` is :data:`REQ_SYNC` (``0xA5``) host to device and :data:`REP_SYNC` (``0x5A``)
+device to host, so a looped-back cable or an echoing adapter is recognised at once.
+The CRC is CRC-16/CCITT-FALSE (polynomial ``0x1021``, initial value ``0xFFFF``, no
+reflection, no final XOR) over ``CMD``, ``LEN`` and ``PAYLOAD``.  A successful reply
+carries ``CMD | 0x80``; an error reply carries :data:`ERROR_REPLY` with the two-byte
+payload ``(error code, offending command)``.
+
+The device handles one request at a time: it receives a whole frame, checks it,
+executes it and sends the reply before it looks at the next byte.  Bytes that arrive
+meanwhile wait in a receive FIFO.  Outside a frame every byte other than ``REQ_SYNC`` is
+discarded, which is how the link resynchronises after garbage.  A length above the
+largest payload the device accepts is answered at once with ``BAD_LENGTH`` (so a
+corrupted length cannot stall the link); a frame that stops arriving mid-way is
+answered with ``TIMEOUT``.
+
+Commands (:class:`Command`): ``INFO``, ``INFER``, ``COUNTERS``, ``CLEAR_COUNTERS``,
+``LOAD_WEIGHTS`` (only when the engine's weights live in SPRAM: the words are staged
+and written to the engine after the CRC has checked out); ``0x10``-``0x1F`` are kept
+for the hypersphere cache.  Error codes: :class:`ErrorCode`.
+
+This module also holds the Python side of the protocol (:func:`crc16`,
+:func:`encode_frame`, :class:`LinkInfo`), which the host driver uses, so each rule is
+written once.
+"""
+
+import dataclasses
+import enum
+import struct
+import zlib
+
+import numpy as np
+from amaranth import *
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+__all__ = [
+    "PROTOCOL_VERSION", "REQ_SYNC", "REP_SYNC", "ERROR_REPLY", "REPLY_FLAG",
+    "Command", "ErrorCode", "RESERVED_COMMANDS",
+    "crc16", "encode_frame", "code_bytes", "model_fingerprint",
+    "LinkInfo", "COUNTER_NAMES", "engine_output_layout", "Link",
+]
+
+PROTOCOL_VERSION = 1
+REQ_SYNC = 0xA5
+REP_SYNC = 0x5A
+REPLY_FLAG = 0x80
+ERROR_REPLY = 0xFF
+#: Gateware version reported by INFO (major, minor, patch).
+GATEWARE_VERSION = (0, 1, 0)
+
+
+class Command(enum.IntEnum):
+    """Request commands.  ``0x10``-``0x1F`` are reserved for the hypersphere cache."""
+
+    INFO = 0x01            #: no payload; reply: :class:`LinkInfo`
+    INFER = 0x02           #: payload: input codes; reply: output codes, argmax (u16), cycles (u32)
+    COUNTERS = 0x03        #: no payload; reply: :data:`COUNTER_NAMES` as u32 each
+    CLEAR_COUNTERS = 0x04  #: no payload; reply: empty
+    LOAD_WEIGHTS = 0x05    #: payload: u16 first word address, then whole weight words; reply: empty
+    CACHE_WRITE = 0x10     #: reserved: write one cache entry
+    CACHE_CLEAR = 0x11     #: reserved: invalidate all cache entries
+    CACHE_STATS = 0x12     #: reserved: read hit / miss counters
+
+
+#: Command codes kept for later features; a device without them answers ``UNSUPPORTED``.
+RESERVED_COMMANDS = range(0x10, 0x20)
+
+
+class ErrorCode(enum.IntEnum):
+    """First payload byte of an error reply."""
+
+    BAD_CRC = 0x01          #: the frame's CRC does not match
+    BAD_LENGTH = 0x02       #: LEN is wrong for the command, or above ``max_payload``
+    UNKNOWN_COMMAND = 0x03  #: CMD is not a command at all
+    TIMEOUT = 0x04          #: the frame stopped arriving mid-way
+    UNSUPPORTED = 0x05      #: a command this bitstream does not implement (reserved, or
+                            #: LOAD_WEIGHTS when the weights are built in)
+
+
+#: Order of the u32 counters in a COUNTERS reply.
+COUNTER_NAMES = ("frames", "inferences", "errors", "busy_cycles", "uart_errors")
+
+_CRC_POLY = 0x1021
+
+
+def crc16(buf, crc=0xFFFF):
+    """CRC-16/CCITT-FALSE of ``buf`` (bytes), continuing from ``crc``."""
+    for byte in bytes(buf):
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ _CRC_POLY) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
+def encode_frame(cmd, payload=b"", *, sync=REQ_SYNC):
+    """A complete frame: sync, command, length, payload and CRC."""
+    payload = bytes(payload)
+    if not 0 <= cmd <= 0xFF:
+        raise ValueError(f"command must be a byte, not {cmd!r}")
+    if len(payload) > 0xFFFF:
+        raise ValueError(f"payload of {len(payload)} bytes does not fit the 16-bit length")
+    body = bytes([cmd]) + struct.pack("<H", len(payload)) + payload
+    return bytes([sync]) + body + struct.pack("<H", crc16(body))
+
+
+def code_bytes(bits):
+    """Bytes per code on the wire: 1 up to 8 bits, else 2 (little-endian two's complement)."""
+    return 1 if bits <= 8 else 2
+
+
+def model_fingerprint(model):
+    """CRC-32 of a compiled model's integer arrays, so the host can tell which model a board holds."""
+    crc = zlib.crc32(struct.pack("<HB", model.input_dim, model.input_bits))
+    for layer in model.layers:
+        for arr in (layer.weight, layer.bias, layer.multiplier, layer.shift):
+            crc = zlib.crc32(np.ascontiguousarray(arr, dtype="<i8").tobytes(), crc)
+        crc = zlib.crc32(struct.pack("<BBB", layer.out_bits, layer.weight_bits,
+                                     layer.activation == "relu"), crc)
+    return crc
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkInfo:
+    """The INFO reply: what the bitstream holds and how fast it runs.
+
+    Wire layout (35 bytes, little-endian): ``u8 protocol, u8 major, u8 minor, u8 patch,
+    u16 input_dim, u8 input_bits, u16 output_dim, u8 output_bits, u8 n_layers, u8 lanes,
+    u32 clk_hz, u32 baud, u32 cycles_per_inference, u32 model_crc, u16 max_payload,
+    u32 weight_words, u8 weight_word_bytes``.  ``model_crc`` is :func:`model_fingerprint`
+    of the model built in.  ``weight_words`` is 0 when the weights are part of the
+    bitstream; otherwise that many words of ``weight_word_bytes`` bytes must be sent with
+    ``LOAD_WEIGHTS`` after every configuration.
+    """
+
+    protocol: int
+    version: tuple
+    input_dim: int
+    input_bits: int
+    output_dim: int
+    output_bits: int
+    n_layers: int
+    lanes: int
+    clk_hz: int
+    baud: int
+    cycles_per_inference: int
+    model_crc: int
+    max_payload: int
+    weight_words: int = 0
+    weight_word_bytes: int = 0
+
+    _FORMAT = "<BBBBHBHBBBIIIIHIB"
+
+    def pack(self):
+        return struct.pack(self._FORMAT, self.protocol, *self.version, self.input_dim,
+                           self.input_bits, self.output_dim, self.output_bits, self.n_layers,
+                           self.lanes, self.clk_hz, self.baud, self.cycles_per_inference,
+                           self.model_crc, self.max_payload, self.weight_words, self.weight_word_bytes)
+
+    @classmethod
+    def unpack(cls, buf):
+        if len(buf) != struct.calcsize(cls._FORMAT):
+            raise ValueError(f"INFO payload has {len(buf)} bytes, expected {struct.calcsize(cls._FORMAT)}")
+        f = struct.unpack(cls._FORMAT, bytes(buf))
+        return cls(f[0], tuple(f[1:4]), *f[4:])
+
+
+def engine_output_layout(model):
+    """The engine's output payload layout (see the engine contract)."""
+    n_out = model.output_dim
+    return data.StructLayout({
+        "data":   signed(model.layers[-1].out_bits),
+        "last":   1,
+        "argmax": unsigned(max(1, ceil_log2(n_out))),
+    })
+
+
+def _crc16_step(crc, byte):
+    # The bit-serial definition unrolled over one byte; yosys flattens it to XOR trees.
+    for i in reversed(range(8)):
+        fb = crc[15] ^ byte[i]
+        crc = Cat(C(0, 1), crc[:15]) ^ Mux(fb, C(_CRC_POLY, 16), C(0, 16))
+    return crc
+
+
+class Link(wiring.Component):
+    """Frame parser, command executor and reply generator between a UART and the engine.
+
+    Parameters
+    ----------
+    model : CompiledModel
+        The model the engine computes (widths and dimensions of the payloads).
+    lanes : int
+        Engine lanes, reported by INFO.
+    clk_freq : float
+        Clock in Hz, reported by INFO.
+    baud : int
+        Bit rate, reported by INFO.
+    cycles_per_inference : int
+        The engine's analytic figure, reported by INFO.
+    timeout : int
+        Clock cycles without a byte after which a partial frame is dropped with
+        ``TIMEOUT``.
+    fifo_depth : int
+        Receive FIFO bytes; requests the host sends while a reply is going out wait here.
+    counter_bits : int
+        Width of each counter (the reply always carries u32).
+    weight_words : int
+        Words of run-time loaded weight memory (0: the weights are in the bitstream and
+        ``LOAD_WEIGHTS`` is answered ``UNSUPPORTED``).
+    weight_word_bits : int
+        Width of one weight word.
+    chunk_words : int
+        Most words one ``LOAD_WEIGHTS`` frame may carry (they are staged and written to the
+        engine only after the frame's CRC has checked out).
+
+    Attributes
+    ----------
+    rx : In(stream.Signature(8))
+        Bytes from the UART receiver.
+    tx : Out(stream.Signature(8))
+        Bytes to the UART transmitter.
+    eng_i : Out(stream.Signature(signed(input_bits)))
+        Input codes to the engine.
+    eng_o : In(stream.Signature(engine_output_layout(model)))
+        Output codes from the engine.
+    uart_error : In(1)
+        Pulse per receiver framing error or overrun (counted).
+    busy : Out(1)
+        High while a frame is being handled.
+    error : Out(1)
+        Pulse per error reply.
+    w_wr : Out(stream.Signature(StructLayout({"addr", "data"})))
+        Weight word writes to the engine (only when ``weight_words`` > 0).
+    """
+
+    def __init__(self, model, *, lanes, clk_freq, baud, cycles_per_inference=0, timeout,
+                 fifo_depth=256, counter_bits=32, weight_words=0, weight_word_bits=0, chunk_words=32):
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+            self._MustUse__silence = True   # a rejected object is not an unused design
+            raise ValueError(f"timeout must be a positive number of cycles, not {timeout!r}")
+        if not 1 <= counter_bits <= 32:
+            self._MustUse__silence = True
+            raise ValueError(f"counter_bits must be in 1..32, not {counter_bits!r}")
+        self._model = model
+        self._timeout = timeout
+        self._fifo_depth = fifo_depth
+        self._counter_bits = counter_bits
+        self._in_bytes = code_bytes(model.input_bits)
+        self._out_bytes = code_bytes(model.layers[-1].out_bits)
+        self._weight_words = int(weight_words)
+        self._word_bits = int(weight_word_bits)
+        self._word_bytes = -(-self._word_bits // 8) if self._weight_words else 0
+        self._chunk_words = int(chunk_words)
+        max_payload = max(model.input_dim * self._in_bytes, 64)
+        if self._weight_words:
+            max_payload = max(max_payload, 2 + self._chunk_words * self._word_bytes)
+        self.info = LinkInfo(
+            protocol=PROTOCOL_VERSION, version=GATEWARE_VERSION,
+            input_dim=model.input_dim, input_bits=model.input_bits,
+            output_dim=model.output_dim, output_bits=model.layers[-1].out_bits,
+            n_layers=len(model.layers), lanes=lanes, clk_hz=int(round(clk_freq)), baud=int(baud),
+            cycles_per_inference=int(cycles_per_inference), model_crc=model_fingerprint(model),
+            max_payload=max_payload, weight_words=self._weight_words,
+            weight_word_bytes=self._word_bytes)
+        members = {
+            "rx":         In(stream.Signature(8)),
+            "tx":         Out(stream.Signature(8)),
+            "eng_i":      Out(stream.Signature(signed(model.input_bits))),
+            "eng_o":      In(stream.Signature(engine_output_layout(model))),
+            "uart_error": In(1),
+            "busy":       Out(1),
+            "error":      Out(1),
+        }
+        if self._weight_words:
+            # Same layout as the engine's w_wr port.
+            members["w_wr"] = Out(stream.Signature(data.StructLayout({
+                "addr": range(max(2, self._weight_words)),
+                "data": unsigned(self._word_bits)})))
+        super().__init__(members)
+
+    @property
+    def infer_len(self):
+        """Payload bytes of an INFER request."""
+        return self._model.input_dim * self._in_bytes
+
+    @property
+    def infer_reply_len(self):
+        """Payload bytes of an INFER reply: output codes, u16 argmax, u32 cycles."""
+        return self._model.output_dim * self._out_bytes + 6
+
+    def elaborate(self, platform):
+        m = Module()
+        model = self._model
+        d, n_out = model.input_dim, model.output_dim
+        bi, bo = self._in_bytes, self._out_bytes
+        max_payload = self.info.max_payload
+
+        # --- receive FIFO -------------------------------------------------------------
+        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self._fifo_depth)
+        m.d.comb += [
+            rx_fifo.w_data.eq(self.rx.payload),
+            rx_fifo.w_en.eq(self.rx.valid),
+            self.rx.ready.eq(rx_fifo.w_rdy),
+        ]
+        # One more register after the FIFO: the parser's byte and its valid flag come
+        # straight from flip-flops, and the FIFO's read enable is a flip-flop too, so the
+        # parser's state logic never reaches into the FIFO.  It refills only when empty:
+        # one byte per two cycles, against a UART byte every 40 or more.
+        byte = Signal(8)
+        byte_valid = Signal()
+        take = Signal()
+        m.d.comb += rx_fifo.r_en.eq(~byte_valid)
+        byte_is_sync = Signal()   # precomputed so IDLE's test is one flip-flop
+        with m.If(~byte_valid):
+            m.d.sync += [byte_valid.eq(rx_fifo.r_rdy), byte.eq(rx_fifo.r_data),
+                         byte_is_sync.eq(rx_fifo.r_data == REQ_SYNC)]
+        with m.Elif(take):
+            m.d.sync += byte_valid.eq(0)
+
+        # --- buffers: input codes of the request, output codes of the reply -----------
+        m.submodules.in_mem = in_mem = Memory(shape=signed(model.input_bits), depth=d, init=[])
+        in_wr = in_mem.write_port()
+        in_rd = in_mem.read_port(transparent_for=())
+        m.submodules.out_mem = out_mem = Memory(shape=signed(model.layers[-1].out_bits),
+                                                depth=n_out, init=[])
+        out_wr = out_mem.write_port()
+        out_rd = out_mem.read_port(transparent_for=())
+        if self._weight_words:
+            # LOAD_WEIGHTS payloads wait here until their CRC is known.
+            m.submodules.stage_mem = stage_mem = Memory(
+                shape=8, depth=self._chunk_words * self._word_bytes, init=[])
+            stage_wr = stage_mem.write_port()
+            stage_rd = stage_mem.read_port(transparent_for=())
+            waddr = Signal(16)
+            word = Signal(8 * self._word_bytes)
+            commit_idx = Signal(16)
+            m.d.comb += stage_rd.addr.eq(commit_idx)
+
+        # --- counters -----------------------------------------------------------------
+        cb = self._counter_bits
+        cnt = {name: Signal(cb, name=f"cnt_{name}") for name in COUNTER_NAMES}
+        clear = Signal()
+        inc = {name: Signal(name=f"inc_{name}") for name in COUNTER_NAMES}
+        clear_q = Signal()
+        m.d.sync += clear_q.eq(clear)
+        for name in COUNTER_NAMES:
+            # Registered enables keep the counters' adders off the parser's paths.
+            inc_q = Signal(name=f"inc_{name}_q")
+            m.d.sync += inc_q.eq(inc[name])
+            with m.If(clear_q):
+                m.d.sync += cnt[name].eq(0)
+            with m.Elif(inc_q):
+                m.d.sync += cnt[name].eq(cnt[name] + 1)
+        m.d.comb += inc["uart_errors"].eq(self.uart_error)
+
+        # --- request state ------------------------------------------------------------
+        cmd = Signal(8)
+        length = Signal(16)
+        idx = Signal(16)
+        crc = Signal(16)
+        crc_lo = Signal(8)
+        code_lo = Signal(8)
+        idle_time = Signal(range(self._timeout + 1))
+        err_code = Signal(8)
+
+        # --- engine run state ---------------------------------------------------------
+        feed_addr = Signal(range(d + 1))
+        feed_valid = Signal()
+        started = Signal()
+        cyc = Signal(32)
+        cycles = Signal(32)
+        argmax = Signal(16)
+        out_idx = Signal(range(n_out + 1))
+
+        # --- reply state --------------------------------------------------------------
+        r_kind = Signal(3)
+        R_INFO, R_INFER, R_COUNTERS, R_EMPTY, R_ERROR, R_LOADED = range(6)
+        r_cmd = Signal(8)
+        r_len = Signal(16)
+        hpos = Signal(2)        # header byte: SYNC, CMD, LEN_LO, LEN_HI
+        bidx = Signal(16)       # body byte index
+        remaining = Signal(16)  # body bytes still to send
+        body_last = Signal()
+        is_code = Signal()
+        tail_idx = Signal(3)
+        tcrc = Signal(16)
+        tbyte = Signal(8)
+        crc_hi = Signal()
+
+        r_empty = Signal()
+
+        # Two state machines: the request side (parse, check, run the engine) hands a
+        # reply kind to the reply side (serialise, CRC) and waits for it to finish.
+        # Decisions come from registered flags, and each machine writes a register from
+        # few states: with one 25-state machine the state decode into the reply
+        # registers' enables alone held fmax under 40 MHz.
+        req_kind = Signal(3)
+        req_valid = Signal()
+        tx_done = Signal()
+        exec_start = Signal()
+        exec_done = Signal()
+        commit_byte = Signal(range(max(1, self._word_bytes)))
+        m.d.sync += exec_done.eq(0)    # a one-cycle pulse unless set below
+
+        def start_reply(kind):
+            m.d.sync += req_kind.eq(kind)
+            m.next = "REPLY"
+
+        def fail(code):
+            m.d.sync += err_code.eq(code)
+            m.d.comb += inc["errors"].eq(1)
+            start_reply(R_ERROR)
+
+        # Command decode and length checks, registered while the frame is still arriving.
+        is_info, is_infer, is_counters, is_clear, is_reserved, is_load = (Signal(name=n) for n in (
+            "is_info", "is_infer", "is_counters", "is_clear", "is_reserved", "is_load"))
+        loadable = bool(self._weight_words)
+        wb = max(1, self._word_bytes)
+        max_chunk = self._chunk_words * wb
+        word_byte = Signal(range(wb))       # byte position within the weight word being staged
+        staged = Signal(16)                 # weight bytes staged by this frame
+        len_ok, len_big, len_zero, crc_ok = Signal(), Signal(), Signal(), Signal()
+        left = Signal(16)
+        m.d.sync += [
+            is_info.eq(cmd == Command.INFO),
+            is_infer.eq(cmd == Command.INFER),
+            is_counters.eq(cmd == Command.COUNTERS),
+            is_clear.eq(cmd == Command.CLEAR_COUNTERS),
+            is_reserved.eq(((cmd >= RESERVED_COMMANDS.start) & (cmd < RESERVED_COMMANDS.stop))
+                           | ((cmd == Command.LOAD_WEIGHTS) if not loadable else C(0))),
+            is_load.eq((cmd == Command.LOAD_WEIGHTS) if loadable else C(0)),
+            len_ok.eq(Mux(is_infer, length == d * bi,
+                          Mux(is_load, (length >= 2 + wb) & (length <= 2 + max_chunk) & (word_byte == 0),
+                              length == 0))),
+            len_big.eq(length > max_payload),
+            len_zero.eq(length == 0),
+        ]
+        # Where the next payload byte goes, registered ahead of it (bytes come at most
+        # every other cycle, see the FIFO above).
+        code_ok, stage_ok = Signal(), Signal()
+        m.d.sync += [code_ok.eq(is_infer & (idx < d * bi)),
+                     stage_ok.eq(is_load & (idx >= 2) & (staged < max_chunk))]
+        # The dispatch decision, registered (a priority chain of seven tests took six
+        # LUT levels when evaluated in the DISPATCH state itself).
+        d_err, d_code, d_kind = Signal(), Signal(8), Signal(3)
+        known = is_info | is_infer | is_counters | is_clear | is_load
+        m.d.sync += [
+            d_err.eq(~crc_ok | is_reserved | ~known | ~len_ok),
+            d_code.eq(Mux(~crc_ok, ErrorCode.BAD_CRC,
+                          Mux(is_reserved, ErrorCode.UNSUPPORTED,
+                              Mux(~known, ErrorCode.UNKNOWN_COMMAND, ErrorCode.BAD_LENGTH)))),
+            d_kind.eq(Mux(is_info, R_INFO, Mux(is_counters, R_COUNTERS, R_EMPTY))),
+        ]
+
+        # Engine input: the read port's data register is the stream's payload register;
+        # it loads the next code whenever it is empty or being taken.
+        m.d.comb += [
+            in_rd.addr.eq(feed_addr),
+            in_rd.en.eq(~feed_valid | self.eng_i.ready),
+            self.eng_i.payload.eq(in_rd.data),
+            self.eng_i.valid.eq(feed_valid),
+        ]
+
+        # Body bytes of each reply kind.  Every selector below comes straight from a
+        # register (bidx, r_kind, is_code, tail_idx): the reply path is pipelined over
+        # several cycles per byte, which costs nothing next to a UART byte time.
+        info_bytes = self.info.pack()
+        info_const = C(int.from_bytes(info_bytes, "little"), 8 * len(info_bytes))
+        counters_vec = Cat(*(cnt[name] if cb == 32 else Cat(cnt[name], C(0, 32 - cb))
+                             for name in COUNTER_NAMES))
+        tail = Cat(argmax, cycles)
+        codes_len = n_out * bo
+        out_byte = Signal(8)
+        if bo == 1:
+            m.d.comb += [out_rd.addr.eq(bidx), out_byte.eq(out_rd.data.as_unsigned())]
+        else:
+            # The high byte of a code narrower than 16 bits is its sign extension.
+            wide = Signal(signed(16))
+            m.d.comb += [out_rd.addr.eq(bidx >> 1), wide.eq(out_rd.data),
+                         out_byte.eq(Mux(bidx[0], wide[8:], wide[:8]))]
+        # Two register stages narrow each source to one byte (word, then byte within the
+        # word) before the kind is chosen; one big mux took six LUT levels.
+        info_word, cnt_word = Signal(32), Signal(32)
+        b_info, b_cnt, b_tail, b_err, b_out = (Signal(8, name=n) for n in (
+            "b_info", "b_cnt", "b_tail", "b_err", "b_out"))
+        word_sel_bits = ceil_log2(-(-max(len(info_bytes), 4 * len(COUNTER_NAMES)) // 4))
+        info_padded = Cat(info_const, C(0, (32 << word_sel_bits) - len(info_const)))
+        cnt_padded = Cat(counters_vec, C(0, (32 << word_sel_bits) - len(counters_vec)))
+        body_byte = Signal(8)
+        with m.Switch(r_kind):
+            with m.Case(R_INFO):
+                m.d.comb += body_byte.eq(b_info)
+            with m.Case(R_COUNTERS):
+                m.d.comb += body_byte.eq(b_cnt)
+            with m.Case(R_ERROR):
+                m.d.comb += body_byte.eq(b_err)
+            with m.Case(R_INFER):
+                m.d.comb += body_byte.eq(Mux(is_code, b_out, b_tail))
+        hdr_byte = Array([C(REP_SYNC, 8), r_cmd, r_len[:8], r_len[8:]])[hpos]
+
+        # Every receiving state takes the FIFO's byte when there is one, and drops the
+        # frame with TIMEOUT when none has come for `timeout` cycles, so a lost byte
+        # cannot wedge the link.
+        in_frame = Signal()
+        got = Signal()
+        m.d.comb += got.eq(byte_valid)
+        with m.If(in_frame & ~byte_valid):
+            m.d.sync += idle_time.eq(idle_time + 1)
+        with m.Else():
+            m.d.sync += idle_time.eq(0)
+        timed_out = Signal()
+        m.d.sync += timed_out.eq(in_frame & ~byte_valid & (idle_time == self._timeout - 1))
+
+        def receiving():
+            m.d.comb += [in_frame.eq(1), take.eq(byte_valid)]
+            with m.If(timed_out):
+                fail(ErrorCode.TIMEOUT)
+
+        with m.FSM(name="link") as fsm:
+            with m.State("IDLE"):
+                # Outside a frame anything but SYNC is garbage: skip it.
+                m.d.comb += take.eq(byte_valid)
+                with m.If(byte_valid & byte_is_sync):
+                    m.d.sync += crc.eq(0xFFFF)
+                    m.next = "CMD"
+            with m.State("CMD"):
+                receiving()
+                with m.If(got):
+                    m.d.sync += [cmd.eq(byte), crc.eq(_crc16_step(crc, byte))]
+                    m.next = "LEN_LO"
+            with m.State("LEN_LO"):
+                receiving()
+                with m.If(got):
+                    m.d.sync += [length[:8].eq(byte), crc.eq(_crc16_step(crc, byte))]
+                    m.next = "LEN_HI"
+            with m.State("LEN_HI"):
+                receiving()
+                with m.If(got):
+                    m.d.sync += [length[8:].eq(byte), crc.eq(_crc16_step(crc, byte)), idx.eq(0)]
+                    m.next = "LEN_WAIT"
+            with m.State("LEN_WAIT"):
+                # One cycle for the length flags to be computed from the full length.
+                m.d.sync += left.eq(length - 1)
+                m.next = "LEN_CHECK"
+            with m.State("LEN_CHECK"):
+                m.d.sync += [staged.eq(0), word_byte.eq(0)]
+                with m.If(len_big):
+                    # Don't wait for a body this long: the length itself is corrupt.
+                    fail(ErrorCode.BAD_LENGTH)
+                with m.Elif(len_zero):
+                    m.next = "CRC_LO"
+                with m.Else():
+                    m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                receiving()
+                with m.If(got):
+                    m.d.sync += [crc.eq(_crc16_step(crc, byte)), idx.eq(idx + 1), left.eq(left - 1)]
+                    with m.If(code_ok):
+                        if bi == 1:
+                            m.d.comb += [in_wr.addr.eq(idx), in_wr.data.eq(byte), in_wr.en.eq(1)]
+                        else:
+                            m.d.sync += code_lo.eq(byte)
+                            m.d.comb += [in_wr.addr.eq(idx >> 1), in_wr.data.eq(Cat(code_lo, byte)),
+                                         in_wr.en.eq(idx[0])]
+                    if loadable:
+                        with m.If(is_load & (idx == 0)):
+                            m.d.sync += waddr[:8].eq(byte)
+                        with m.If(is_load & (idx == 1)):
+                            m.d.sync += waddr[8:].eq(byte)
+                        with m.If(stage_ok):
+                            m.d.comb += [stage_wr.addr.eq(staged), stage_wr.data.eq(byte),
+                                         stage_wr.en.eq(1)]
+                            m.d.sync += [staged.eq(staged + 1),
+                                         word_byte.eq(Mux(word_byte == wb - 1, 0, word_byte + 1))]
+                    with m.If(left == 0):
+                        m.next = "CRC_LO"
+            with m.State("CRC_LO"):
+                receiving()
+                with m.If(got):
+                    m.d.sync += crc_lo.eq(byte)
+                    m.next = "CRC_HI"
+            with m.State("CRC_HI"):
+                receiving()
+                with m.If(got):
+                    m.d.sync += crc_ok.eq(Cat(crc_lo, byte) == crc)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                # One cycle for the decision registers below to see `crc_ok`.
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                with m.If(d_err):
+                    fail(d_code)
+                with m.Elif(is_infer | is_load):
+                    m.d.comb += [inc["frames"].eq(1), exec_start.eq(1)]
+                    m.next = "EXECUTE"
+                with m.Else():
+                    m.d.comb += [inc["frames"].eq(~is_clear), clear.eq(is_clear)]
+                    start_reply(d_kind)
+            with m.State("EXECUTE"):
+                with m.If(exec_done):
+                    start_reply(Mux(is_infer, R_INFER, R_LOADED))
+            with m.State("REPLY"):
+                m.d.comb += req_valid.eq(1)
+                m.next = "WAIT_TX"
+            with m.State("WAIT_TX"):
+                with m.If(tx_done):
+                    # So a timeout before the next command byte reports command 0.
+                    m.d.sync += cmd.eq(0)
+                    m.next = "IDLE"
+
+        # The executor: runs the engine for INFER and commits staged weights for
+        # LOAD_WEIGHTS.  A separate machine so the parser's state logic stays small; it
+        # starts on a pulse from DISPATCH and answers with a registered `exec_done`.
+        with m.FSM(name="execute"):
+            with m.State("IDLE"):
+                with m.If(exec_start & is_infer):
+                    m.d.sync += [feed_addr.eq(0), started.eq(0), out_idx.eq(0)]
+                    m.next = "RUN"
+                if loadable:
+                    with m.Elif(exec_start):
+                        m.d.sync += [commit_idx.eq(0), commit_byte.eq(0)]
+                        m.next = "COMMIT_RD"
+            with m.State("RUN"):
+                m.d.comb += [self.eng_o.ready.eq(1), inc["busy_cycles"].eq(1)]
+                with m.If(in_rd.en):
+                    m.d.sync += feed_valid.eq(feed_addr < d)
+                    with m.If(feed_addr < d):
+                        m.d.sync += feed_addr.eq(feed_addr + 1)
+                with m.If(self.eng_i.valid & self.eng_i.ready & ~started):
+                    m.d.sync += [started.eq(1), cyc.eq(1)]
+                with m.Elif(started):
+                    m.d.sync += cyc.eq(cyc + 1)
+                with m.If(self.eng_o.valid):
+                    m.d.comb += [out_wr.addr.eq(out_idx), out_wr.data.eq(self.eng_o.payload.data),
+                                 out_wr.en.eq(1)]
+                    m.d.sync += out_idx.eq(out_idx + 1)
+                    with m.If(self.eng_o.payload.last):
+                        m.d.comb += inc["inferences"].eq(1)
+                        m.d.sync += [argmax.eq(self.eng_o.payload.argmax), cycles.eq(cyc),
+                                     exec_done.eq(1)]
+                        m.next = "IDLE"
+            if loadable:
+                # Staged words go to the engine only now that the CRC has checked out,
+                # so a corrupted frame never reaches the weight memory.
+                with m.State("COMMIT_RD"):
+                    m.next = "COMMIT_SHIFT"
+                with m.State("COMMIT_SHIFT"):
+                    # Little-endian: the first byte ends up in the word's low bits.
+                    m.d.sync += [word.eq(Cat(word[8:], stage_rd.data)), commit_idx.eq(commit_idx + 1)]
+                    with m.If(commit_byte == wb - 1):
+                        m.d.sync += commit_byte.eq(0)
+                        m.next = "COMMIT_WRITE"
+                    with m.Else():
+                        m.d.sync += commit_byte.eq(commit_byte + 1)
+                        m.next = "COMMIT_RD"
+                with m.State("COMMIT_WRITE"):
+                    m.d.comb += [self.w_wr.valid.eq(1), self.w_wr.payload.addr.eq(waddr),
+                                 self.w_wr.payload.data.eq(word)]
+                    with m.If(self.w_wr.ready):
+                        m.d.sync += waddr.eq(waddr + 1)
+                        with m.If(commit_idx == staged):
+                            m.d.sync += exec_done.eq(1)
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "COMMIT_RD"
+
+        # Reply command byte and length per kind.
+        kind_cmd = Array([C(Command.INFO | REPLY_FLAG, 8), C(Command.INFER | REPLY_FLAG, 8),
+                          C(Command.COUNTERS | REPLY_FLAG, 8), C(Command.CLEAR_COUNTERS | REPLY_FLAG, 8),
+                          C(ERROR_REPLY, 8), C(Command.LOAD_WEIGHTS | REPLY_FLAG, 8)])
+        kind_len = Array([C(len(info_bytes), 16), C(self.infer_reply_len, 16),
+                          C(4 * len(COUNTER_NAMES), 16), C(0, 16), C(2, 16), C(0, 16)])
+
+        with m.FSM(name="reply"):
+            with m.State("IDLE"):
+                with m.If(req_valid):
+                    m.d.sync += [r_kind.eq(req_kind), r_cmd.eq(kind_cmd[req_kind]),
+                                 r_len.eq(kind_len[req_kind]), remaining.eq(kind_len[req_kind]),
+                                 r_empty.eq((req_kind == R_EMPTY) | (req_kind == R_LOADED)),
+                                 hpos.eq(0), bidx.eq(0), tcrc.eq(0xFFFF)]
+                    m.next = "HDR_LOAD"
+            # Reply.  Each byte is loaded into `tbyte`, folded into the CRC in the next
+            # cycle, then offered to the transmitter (stable while valid).
+            with m.State("HDR_LOAD"):
+                m.d.sync += tbyte.eq(hdr_byte)
+                m.next = "HDR_CRC"
+            with m.State("HDR_CRC"):
+                with m.If(hpos != 0):
+                    m.d.sync += tcrc.eq(_crc16_step(tcrc, tbyte))
+                m.next = "HDR_SEND"
+            with m.State("HDR_SEND"):
+                m.d.comb += [self.tx.payload.eq(tbyte), self.tx.valid.eq(1)]
+                with m.If(self.tx.ready):
+                    m.d.sync += hpos.eq(hpos + 1)
+                    with m.If(hpos != 3):
+                        m.next = "HDR_LOAD"
+                    with m.Elif(r_empty):
+                        m.d.sync += crc_hi.eq(0)
+                        m.next = "CRC_LOAD"
+                    with m.Else():
+                        m.next = "BODY_PREP"
+            with m.State("BODY_PREP"):
+                # The output buffer's read port answers for `bidx` in the next cycle.
+                m.d.sync += [is_code.eq(bidx < codes_len), tail_idx.eq(bidx - codes_len),
+                             body_last.eq(remaining == 1),
+                             info_word.eq(info_padded.word_select(bidx[2:2 + word_sel_bits], 32)),
+                             cnt_word.eq(cnt_padded.word_select(bidx[2:2 + word_sel_bits], 32))]
+                m.next = "BODY_SEL"
+            with m.State("BODY_SEL"):
+                m.d.sync += [b_info.eq(info_word.word_select(bidx[:2], 8)),
+                             b_cnt.eq(cnt_word.word_select(bidx[:2], 8)),
+                             b_tail.eq(tail.word_select(tail_idx, 8)),
+                             b_err.eq(Mux(bidx[0], cmd, err_code)),
+                             b_out.eq(out_byte)]
+                m.next = "BODY_LOAD"
+            with m.State("BODY_LOAD"):
+                m.d.sync += tbyte.eq(body_byte)
+                m.next = "BODY_CRC"
+            with m.State("BODY_CRC"):
+                m.d.sync += tcrc.eq(_crc16_step(tcrc, tbyte))
+                m.next = "BODY_SEND"
+            with m.State("BODY_SEND"):
+                m.d.comb += [self.tx.payload.eq(tbyte), self.tx.valid.eq(1)]
+                with m.If(self.tx.ready):
+                    m.d.sync += [bidx.eq(bidx + 1), remaining.eq(remaining - 1)]
+                    with m.If(body_last):
+                        m.d.sync += crc_hi.eq(0)
+                        m.next = "CRC_LOAD"
+                    with m.Else():
+                        m.next = "BODY_PREP"
+            with m.State("CRC_LOAD"):
+                m.d.sync += tbyte.eq(Mux(crc_hi, tcrc[8:], tcrc[:8]))
+                m.next = "CRC_SEND"
+            with m.State("CRC_SEND"):
+                m.d.comb += [self.tx.payload.eq(tbyte), self.tx.valid.eq(1)]
+                with m.If(self.tx.ready):
+                    m.d.sync += crc_hi.eq(1)
+                    with m.If(crc_hi):
+                        m.d.comb += tx_done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "CRC_LOAD"
+
+        m.d.sync += [self.busy.eq(~fsm.ongoing("IDLE")), self.error.eq(inc["errors"])]
+        return m

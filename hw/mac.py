@@ -1,0 +1,101 @@
+"""Lane multiplier of the folded MLP engine: generic ``*`` or an iCE40 ``SB_MAC16``.
+
+The engine's lanes accumulate in fabric; this module only supplies the product
+``p = a * b`` of a signed weight and a signed activation, with a fixed latency of
+:data:`MUL_LATENCY` clock cycles (input register, then product register).  Both
+implementations have exactly the same latency and result, so the engine's schedule and
+the golden-model tests do not depend on the target.
+
+Why the accumulator is not inside the DSP: ``SB_MAC16`` accumulates in 32 bits, but a
+layer's accumulator may be wider, and loading/clearing the DSP accumulator between passes
+couples the sequencer to DSP control pins.  A registered 16x16 multiplier is the most
+predictable use of the block (both registers are inside the DSP, so the path from a
+memory output register goes into a DSP input register and nothing else).
+"""
+
+from amaranth.hdl import ClockSignal, Instance, Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MUL_LATENCY", "TARGETS", "LaneMultiplier"]
+
+#: Clock cycles from ``a``/``b`` to ``p``.
+MUL_LATENCY = 2
+#: Implementations a :class:`LaneMultiplier` can be built for.
+TARGETS = ("generic", "ice40")
+
+_DSP_BITS = 16
+
+
+class LaneMultiplier(wiring.Component):
+    """Pipelined signed multiplier ``p = a * b`` with :data:`MUL_LATENCY` cycles of latency.
+
+    Parameters
+    ----------
+    a_bits, b_bits : int
+        Signed widths of the operands (1..16 for the ``"ice40"`` target).
+    target : str
+        ``"generic"`` (registers and ``*``; yosys may still map it to a DSP) or
+        ``"ice40"`` (one ``SB_MAC16`` instance with its A/B input registers and its
+        16x16 product register; simulate with yosys' ``ice40/cells_sim.v``).
+
+    Attributes
+    ----------
+    a : In(signed(a_bits))
+    b : In(signed(b_bits))
+    p : Out(signed(a_bits + b_bits))
+        Product of the ``a`` and ``b`` presented :data:`MUL_LATENCY` cycles earlier.
+    """
+
+    def __init__(self, a_bits, b_bits, *, target="generic"):
+        for name, v in (("a_bits", a_bits), ("b_bits", b_bits)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an integer, not {v!r}")
+            if v < 1:
+                raise ValueError(f"{name} must be at least 1, not {v}")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+        if target == "ice40" and max(a_bits, b_bits) > _DSP_BITS:
+            raise ValueError(f"SB_MAC16 operands are at most {_DSP_BITS} bits, not "
+                             f"{max(a_bits, b_bits)}")
+        self._a_bits, self._b_bits, self._target = a_bits, b_bits, target
+        super().__init__({
+            "a": In(signed(a_bits)),
+            "b": In(signed(b_bits)),
+            "p": Out(signed(a_bits + b_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if self._target == "generic":
+            a_r = Signal.like(self.a)
+            b_r = Signal.like(self.b)
+            m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), self.p.eq(a_r * b_r)]
+        else:
+            a16 = Signal(signed(_DSP_BITS))
+            b16 = Signal(signed(_DSP_BITS))
+            o32 = Signal(32)
+            m.d.comb += [a16.eq(self.a), b16.eq(self.b),
+                         self.p.eq(o32.as_signed()[:len(self.p)].as_signed())]
+            zero = 0
+            m.submodules.dsp = Instance(
+                "SB_MAC16",
+                # A/B input registers, 16x16 product register (rH), outputs taken from rH:
+                # two register stages and no adder/accumulator in the path.
+                p_A_REG=1, p_B_REG=1, p_C_REG=0, p_D_REG=0,
+                p_TOP_8x8_MULT_REG=0, p_BOT_8x8_MULT_REG=0,
+                p_PIPELINE_16x16_MULT_REG1=0, p_PIPELINE_16x16_MULT_REG2=1,
+                p_TOPOUTPUT_SELECT=3, p_BOTOUTPUT_SELECT=3,
+                p_TOPADDSUB_LOWERINPUT=0, p_TOPADDSUB_UPPERINPUT=0, p_TOPADDSUB_CARRYSELECT=0,
+                p_BOTADDSUB_LOWERINPUT=0, p_BOTADDSUB_UPPERINPUT=0, p_BOTADDSUB_CARRYSELECT=0,
+                p_MODE_8x8=0, p_A_SIGNED=1, p_B_SIGNED=1, p_NEG_TRIGGER=0,
+                i_CLK=ClockSignal("sync"), i_CE=1,
+                i_A=a16, i_B=b16, i_C=zero, i_D=zero,
+                i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0,
+                i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
+                i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
+                i_OHOLDTOP=0, i_OHOLDBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
+                o_O=o32,
+            )
+        return m
+

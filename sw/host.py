@@ -1,0 +1,506 @@
+"""Host driver: talk to a pwlnet board (or to the simulated board) over the framed UART link.
+
+Layers, as in Glasgow's applets:
+
+* :class:`Transport` moves bytes.  :class:`SerialTransport` uses a serial port;
+  :class:`SimTransport` runs the board's own top level
+  (:class:`pwlnet.boards.icebreaker.ICEBreakerTop`) in Amaranth's simulator and drives its
+  UART pins bit by bit, so everything above it is tested against the real gateware.
+* :class:`Device` speaks the protocol of :mod:`pwlnet.hw.link` (frames, CRC, error
+  replies) and offers :meth:`Device.info`, :meth:`Device.infer`, :meth:`Device.counters`.
+* :func:`cli_run` is ``pwlnet run``.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+import sys
+import time
+
+import numpy as np
+
+from . import artifact, golden
+from .hw.link import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REPLY_FLAG, Command, ErrorCode,
+                      LinkInfo, code_bytes, crc16, encode_frame, model_fingerprint)
+
+__all__ = ["Transport", "SerialTransport", "SimTransport", "Device", "DeviceError", "LinkError",
+           "weight_image", "add_run_arguments", "cli_run"]
+
+
+class LinkError(IOError):
+    """No reply, or a reply that is not a valid frame."""
+
+
+class DeviceError(RuntimeError):
+    """The device answered with an error frame.
+
+    Attributes
+    ----------
+    code : ErrorCode or int
+        What went wrong.
+    command : int
+        The command byte the device was handling (0 if it had not read one).
+    """
+
+    def __init__(self, code, command):
+        try:
+            code = ErrorCode(code)
+            what = code.name
+        except ValueError:
+            what = f"error 0x{code:02x}"
+        self.code = code
+        self.command = command
+        super().__init__(f"device replied {what} to command 0x{command:02x}")
+
+
+class Transport:
+    """A byte pipe to the device.  Subclasses implement :meth:`write` and :meth:`read`."""
+
+    def write(self, data: bytes):
+        """Send ``data``."""
+        raise NotImplementedError
+
+    def read(self, n: int, timeout: float) -> bytes:
+        """Up to ``n`` bytes; fewer if ``timeout`` seconds pass first."""
+        raise NotImplementedError
+
+    def close(self):
+        """Release the transport."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SerialTransport(Transport):
+    """A serial port (the iCEBreaker's FTDI channel B is usually ``/dev/ttyUSB1``).
+
+    Parameters
+    ----------
+    port : str
+        Device name.
+    baud : int
+        Must equal the baud the bitstream was built for.
+    """
+
+    def __init__(self, port, baud=115200):
+        import serial
+        try:
+            self._port = serial.Serial(port, baud, timeout=0.1)
+        except serial.SerialException as e:
+            raise LinkError(f"cannot open {port}: {e}") from None
+        self._port.reset_input_buffer()
+
+    def write(self, data):
+        self._port.write(bytes(data))
+        self._port.flush()
+
+    def read(self, n, timeout):
+        self._port.timeout = timeout
+        return self._port.read(n)
+
+    def close(self):
+        self._port.close()
+
+
+class SimTransport(Transport):
+    """The board's top level in Amaranth's simulator, driven through its UART pins.
+
+    The engine is built for target ``"generic"`` (the ``"ice40"`` target's SPRAM and DSP
+    primitives do not run in Amaranth's simulator); everything else is the board's
+    gateware.  Time is simulated: ``read``'s ``timeout`` is ignored in favour of
+    ``idle_bytes``.
+
+    Parameters
+    ----------
+    model : CompiledModel
+        The network.
+    lanes : int
+        Engine lanes.
+    divisor : int
+        Clock cycles per UART bit; small values keep the simulation fast.
+    clk_freq : float
+        Nominal clock (only reported by INFO and used for the LED timers).
+    frame_timeout : int
+        The link's mid-frame timeout, in byte times.
+    idle_bytes : int
+        :meth:`read` gives up after this many byte times without a byte from the device.
+    engine : callable or None
+        Engine factory, as for :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`.
+    vcd : str or None
+        Write a waveform file (slow).
+    """
+
+    def __init__(self, model, *, lanes=8, divisor=8, clk_freq=1e6, frame_timeout=16, idle_bytes=48,
+                 engine=None, vcd=None):
+        from amaranth.sim import Simulator
+
+        from .boards.icebreaker import ICEBreakerTop
+
+        self.divisor = divisor
+        self.byte_cycles = 10 * divisor
+        self.idle_bytes = idle_bytes
+        self.top = ICEBreakerTop(model, lanes=lanes, clk_freq=clk_freq, divisor=divisor,
+                                 target="generic", timeout=frame_timeout * self.byte_cycles,
+                                 engine=engine)
+        self._to_dev = collections.deque()
+        self._from_dev = collections.deque()
+        self.frame_errors = 0
+        self._period = 1 / clk_freq
+        self.cycles = 0
+        self.sim = Simulator(self.top)
+        self.sim.add_clock(self._period)
+        self.sim.add_testbench(self._drive, background=True)
+        self.sim.add_testbench(self._sample, background=True)
+        self._vcd = None
+        if vcd:
+            self._vcd = self.sim.write_vcd(vcd)
+            self._vcd.__enter__()
+
+    # Both testbenches wait with `ctx.delay` / `ctx.negedge` rather than counting ticks:
+    # far fewer Python wake-ups per bit, and nothing to finalise when the transport is
+    # dropped in the middle of a byte.
+
+    async def _drive(self, ctx):
+        # Host -> device: 8N1, LSB first, one bit every `divisor` cycles.
+        pin, bit_time = self.top.uart_rx, self.divisor * self._period
+        while True:
+            if not self._to_dev:
+                await ctx.delay(bit_time)
+                continue
+            byte = self._to_dev.popleft()
+            for bit in [0, *((byte >> i) & 1 for i in range(8)), 1]:
+                ctx.set(pin, bit)
+                await ctx.delay(bit_time)
+
+    async def _sample(self, ctx):
+        # Device -> host: find the start edge, then sample in the middle of each bit
+        # (a quarter cycle off the middle, so never on a clock edge).
+        pin, bit_time = self.top.uart_tx, self.divisor * self._period
+        while True:
+            await ctx.negedge(pin)
+            await ctx.delay(bit_time / 2 + self._period / 4)
+            if ctx.get(pin):
+                continue
+            byte = 0
+            for i in range(8):
+                await ctx.delay(bit_time)
+                byte |= ctx.get(pin) << i
+            await ctx.delay(bit_time)
+            if ctx.get(pin):
+                self._from_dev.append(byte)
+            else:
+                self.frame_errors += 1
+
+    def run(self, cycles):
+        """Advance the simulation by ``cycles`` clock cycles."""
+        self.cycles += cycles
+        self.sim.run_until(self.cycles * self._period)
+
+    def write(self, data):
+        self._to_dev.extend(bytes(data))
+
+    def poll(self, byte_times=1):
+        """Advance by ``byte_times`` UART byte times; return whatever the device sent meanwhile."""
+        self.run(byte_times * self.byte_cycles)
+        out = bytes(self._from_dev)
+        self._from_dev.clear()
+        return out
+
+    def read(self, n, timeout=None):
+        out = bytearray()
+        idle = 0
+        while len(out) < n:
+            if self._from_dev:
+                out.append(self._from_dev.popleft())
+                idle = 0
+                continue
+            if idle >= self.idle_bytes:
+                break
+            self.run(self.byte_cycles)
+            # Silence counts only once the request has left the host.
+            idle = 0 if self._to_dev else idle + 1
+        return bytes(out)
+
+    def close(self):
+        if self._vcd is not None:
+            self._vcd.__exit__(None, None, None)
+            self._vcd = None
+
+
+class Device:
+    """A pwlnet board behind a :class:`Transport`.
+
+    Parameters
+    ----------
+    transport : Transport
+        Byte pipe.
+    model : CompiledModel or None
+        If given, :meth:`info` is checked against it (dimensions, widths and the
+        fingerprint of the weights), so a board holding another model is caught.
+    timeout : float
+        Seconds to wait for a reply.
+    """
+
+    def __init__(self, transport, *, model=None, timeout=2.0):
+        self.transport = transport
+        self.timeout = timeout
+        self._model = model
+        self._info = None
+
+    # --- frames -------------------------------------------------------------------------
+
+    def send(self, cmd, payload=b""):
+        """Send one request frame."""
+        self.transport.write(encode_frame(cmd, payload))
+
+    def _read_exact(self, n):
+        buf = self.transport.read(n, self.timeout)
+        if len(buf) < n:
+            raise LinkError(f"timed out: {len(buf)} of {n} bytes after {self.timeout} s "
+                            f"(is the bitstream loaded and the baud right?)")
+        return buf
+
+    def receive(self):
+        """Read one reply frame; return ``(cmd, payload)``.  Bytes before its SYNC are skipped."""
+        skipped = 0
+        while True:
+            b = self._read_exact(1)[0]
+            if b == REP_SYNC:
+                break
+            skipped += 1
+            if skipped > 4096:
+                raise LinkError("no reply frame in 4096 bytes of line noise")
+        header = self._read_exact(3)
+        cmd, length = header[0], struct.unpack("<H", header[1:])[0]
+        rest = self._read_exact(length + 2)
+        payload, crc = rest[:length], struct.unpack("<H", rest[length:])[0]
+        if crc16(header + payload) != crc:
+            raise LinkError(f"reply to command 0x{cmd:02x} has a bad CRC")
+        return cmd, payload
+
+    def request(self, cmd, payload=b""):
+        """Send a request and return the payload of its reply.
+
+        Raises
+        ------
+        DeviceError
+            If the device answers with an error frame.
+        LinkError
+            If there is no valid reply.
+        """
+        self.send(cmd, payload)
+        rcmd, rpayload = self.receive()
+        if rcmd == ERROR_REPLY:
+            if len(rpayload) != 2:
+                raise LinkError(f"error reply with {len(rpayload)} payload bytes")
+            raise DeviceError(rpayload[0], rpayload[1])
+        if rcmd != (cmd | REPLY_FLAG):
+            raise LinkError(f"reply 0x{rcmd:02x} does not answer command 0x{cmd:02x}")
+        return rpayload
+
+    def resync(self, quiet=0.2):
+        """Drop whatever the device still sends, e.g. after an interrupted exchange."""
+        while self.transport.read(4096, quiet):
+            pass
+
+    # --- commands -----------------------------------------------------------------------
+
+    def info(self) -> LinkInfo:
+        """What the bitstream holds: dimensions, widths, lanes, clock, baud, model fingerprint."""
+        info = LinkInfo.unpack(self.request(Command.INFO))
+        if self._model is not None:
+            m = self._model
+            want = (m.input_dim, m.input_bits, m.output_dim, m.layers[-1].out_bits, model_fingerprint(m))
+            got = (info.input_dim, info.input_bits, info.output_dim, info.output_bits, info.model_crc)
+            if want != got:
+                raise LinkError(f"the board holds another model: (input_dim, input_bits, output_dim, "
+                                f"output_bits, fingerprint) is {got}, this model has {want}")
+        self._info = info
+        return info
+
+    def _layout(self):
+        if self._info is None:
+            self.info()
+        return self._info
+
+    def infer(self, codes):
+        """One inference.
+
+        Parameters
+        ----------
+        codes : array_like of int, shape (input_dim,)
+            Input codes (see :func:`pwlnet.golden.quantize_inputs`).
+
+        Returns
+        -------
+        outputs : ndarray of int64, shape (output_dim,)
+            Output codes.
+        argmax : int
+            Index of the first largest output code.
+        cycles : int
+            Clock cycles from the engine's first input beat to its last output beat.
+        """
+        info = self._layout()
+        codes = np.asarray(codes).reshape(-1)
+        if codes.shape != (info.input_dim,):
+            raise ValueError(f"expected {info.input_dim} input codes, not {codes.shape[0]}")
+        lo, hi = -(1 << (info.input_bits - 1)), (1 << (info.input_bits - 1)) - 1
+        if codes.min() < lo or codes.max() > hi:
+            raise ValueError(f"input codes must be in [{lo}, {hi}] ({info.input_bits} bits)")
+        bi, bo = code_bytes(info.input_bits), code_bytes(info.output_bits)
+        payload = b"".join(int(c).to_bytes(bi, "little", signed=True) for c in codes)
+        reply = self.request(Command.INFER, payload)
+        n = info.output_dim * bo
+        if len(reply) != n + 6:
+            raise LinkError(f"INFER reply has {len(reply)} bytes, expected {n + 6}")
+        outputs = np.array([int.from_bytes(reply[i:i + bo], "little", signed=True)
+                            for i in range(0, n, bo)], dtype=np.int64)
+        argmax, cycles = struct.unpack("<HI", reply[n:])
+        return outputs, argmax, cycles
+
+    def infer_batch(self, codes):
+        """:meth:`infer` over the rows of ``codes``; returns stacked outputs, argmaxes and cycles."""
+        outs, amax, cyc = [], [], []
+        for row in np.asarray(codes):
+            o, a, c = self.infer(row)
+            outs.append(o)
+            amax.append(a)
+            cyc.append(c)
+        return np.array(outs, dtype=np.int64), np.array(amax), np.array(cyc)
+
+    def counters(self):
+        """Counters since power-up or :meth:`clear_counters`: a dict keyed by :data:`COUNTER_NAMES`."""
+        reply = self.request(Command.COUNTERS)
+        values = struct.unpack(f"<{len(COUNTER_NAMES)}I", reply)
+        return dict(zip(COUNTER_NAMES, values))
+
+    def clear_counters(self):
+        """Zero every counter."""
+        self.request(Command.CLEAR_COUNTERS)
+
+    def load_weights(self, words, *, start=0):
+        """Write weight words into a board whose weights live in SPRAM (``info().weight_words > 0``).
+
+        Parameters
+        ----------
+        words : sequence of int
+            The engine's weight memory image (:func:`weight_image`), one int per word.
+        start : int
+            Address of the first word.
+
+        Each frame carries as many words as ``max_payload`` allows; the board writes them
+        only after the frame's CRC checks out, so a frame that fails is simply re-sent.
+        """
+        info = self._layout()
+        if not info.weight_words:
+            raise LinkError("this bitstream holds its weights; there is nothing to load")
+        words = [int(w) for w in words]
+        if start < 0 or start + len(words) > info.weight_words:
+            raise ValueError(f"words {start}..{start + len(words) - 1} are outside the board's "
+                             f"{info.weight_words}-word weight memory")
+        nb = info.weight_word_bytes
+        per_frame = (info.max_payload - 2) // nb
+        for i in range(0, len(words), per_frame):
+            chunk = words[i:i + per_frame]
+            payload = struct.pack("<H", start + i) + b"".join(w.to_bytes(nb, "little") for w in chunk)
+            for attempt in range(3):
+                try:
+                    self.request(Command.LOAD_WEIGHTS, payload)
+                    break
+                except DeviceError as e:
+                    if e.code != ErrorCode.BAD_CRC or attempt == 2:
+                        raise
+
+
+def weight_image(model, lanes):
+    """The weight memory image the engine expects for ``model`` at ``lanes`` (for :meth:`Device.load_weights`)."""
+    from .hw.engine import MLPEngine
+    engine = MLPEngine(model, lanes, target="ice40", weight_memory="ram")
+    engine._MustUse__silence = True   # built only to read its memory image
+    return engine.weight_words
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def add_run_arguments(parser):
+    """Add ``pwlnet run``'s arguments to an ``argparse`` parser."""
+    parser.add_argument("model_dir", metavar="DIR", help="compiled model directory")
+    parser.add_argument("--inputs", required=True, help=".npy of float inputs (N, ...) or, with --codes, input codes")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB1")
+    where.add_argument("--sim", action="store_true", help="run the board's gateware in the simulator (slow)")
+    parser.add_argument("--baud", type=int, default=None, help="baud the bitstream was built for (default 115200)")
+    parser.add_argument("--codes", action="store_true", help="--inputs already holds integer input codes")
+    parser.add_argument("--outputs", help="write dequantized outputs (N, n_out) to this .npy")
+    parser.add_argument("--lanes", type=int, default=8, help="engine lanes (--sim only)")
+    parser.add_argument("--limit", type=int, default=None, help="run only the first N inputs")
+    return parser
+
+
+def cli_run(args):
+    """``pwlnet run``: run inputs on the board (or the simulated board), compare with the golden model.
+
+    Returns the process exit status: 0 if every output matches the golden model bit for
+    bit, 1 if any differs, 2 on a usage or link error.
+    """
+    # Options the `pwlnet run` parser of sw/cli.py may not define take their defaults.
+    as_codes = getattr(args, "codes", False)
+    limit = getattr(args, "limit", None)
+    lanes = getattr(args, "lanes", None) or 8
+    baud = getattr(args, "baud", None) or 115200
+    try:
+        model = artifact.load(args.model_dir)
+        x = np.load(args.inputs)
+        if as_codes:
+            if not np.issubdtype(x.dtype, np.integer):
+                raise golden.InputError(f"{args.inputs}: --codes needs integers, not {x.dtype}")
+            codes = golden._check_codes(golden._as_batch(model, x, "input codes"), model.input_bits,
+                                        f"{args.inputs}")
+        else:
+            codes = golden.quantize_inputs(model, x)
+    except (artifact.ArtifactError, golden.InputError, OSError, ValueError) as e:
+        print(f"pwlnet run: {e}", file=sys.stderr)
+        return 2
+    if limit is not None:
+        codes = codes[:limit]
+    expect = golden.forward(model, codes)
+
+    try:
+        if args.sim:
+            transport = SimTransport(model, lanes=lanes)
+        else:
+            transport = SerialTransport(args.port, baud)
+        with transport:
+            dev = Device(transport, model=model)
+            info = dev.info()
+            print(f"board: {info.input_dim} -> {info.output_dim}, {info.lanes} lanes, "
+                  f"{info.clk_hz / 1e6:.3f} MHz, {info.baud} baud, "
+                  f"{info.cycles_per_inference} cycles/inference")
+            if info.weight_words:
+                print(f"loading {info.weight_words} weight words ...")
+                dev.load_weights(weight_image(model, info.lanes))
+            t0 = time.monotonic()
+            outs, amax, cycles = dev.infer_batch(codes)
+            elapsed = time.monotonic() - t0
+    except (LinkError, DeviceError) as e:
+        print(f"pwlnet run: {e}", file=sys.stderr)
+        return 2
+
+    bad = np.flatnonzero(np.any(outs != expect, axis=1) | (amax != golden.argmax(expect)))
+    for i in bad[:20]:
+        print(f"mismatch at input {i}: board {outs[i].tolist()} argmax {amax[i]}, "
+              f"golden {expect[i].tolist()} argmax {golden.argmax(expect[i])}")
+    if len(bad) > 20:
+        print(f"... and {len(bad) - 20} more")
+    n = len(codes)
+    if n:
+        print(f"{n} inferences, {n - len(bad)} match the golden model, {len(bad)} differ; "
+              f"engine {int(cycles.mean())} cycles each "
+              f"({cycles.mean() / info.clk_hz * 1e6:.2f} us); link {n / elapsed:.1f} inferences/s")
+    if args.outputs:
+        np.save(args.outputs, golden.dequantize_outputs(model, outs))
+    return 1 if len(bad) else 0

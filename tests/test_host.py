@@ -1,0 +1,207 @@
+"""End to end: host driver -> simulated UART pins -> board top level (link + real engine)."""
+
+import argparse
+
+import numpy as np
+import pytest
+
+from pwlnet import artifact, golden
+from pwlnet.host import (Device, DeviceError, LinkError, SimTransport, add_run_arguments, cli_run)
+from pwlnet.hw.link import Command, ErrorCode, encode_frame
+from pwlnet.synth import random_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(11, [4, 8, 3])
+
+
+@pytest.fixture(scope="module")
+def device(model):
+    transport = SimTransport(model, lanes=8, divisor=6)
+    yield Device(transport, model=model)
+    transport.close()
+
+
+def test_info(device, model):
+    info = device.info()
+    assert (info.input_dim, info.output_dim, info.lanes, info.input_bits) == (4, 3, 8, 8)
+    assert info.clk_hz == 1_000_000 and info.baud == round(1e6 / 6)
+    assert info.cycles_per_inference > 0
+
+
+def test_infer_matches_golden(device, model):
+    rng = np.random.default_rng(3)
+    codes = rng.integers(-128, 128, size=(3, model.input_dim))
+    codes[0] = 127    # extremes saturate somewhere
+    outs, amax, cycles = device.infer_batch(codes)
+    expect = golden.forward(model, codes)
+    np.testing.assert_array_equal(outs, expect)
+    np.testing.assert_array_equal(amax, golden.argmax(expect))
+    assert len(set(cycles.tolist())) == 1 and cycles[0] > 0
+
+
+def _error_reply(device):
+    cmd, payload = device.receive()
+    assert cmd == 0xFF, f"expected an error reply, got 0x{cmd:02x}"
+    return ErrorCode(payload[0]), payload[1]
+
+
+def test_bad_frames_then_good(device, model):
+    x = np.array([1, -2, 3, -4])
+    expect = golden.forward(model, x[None])[0]
+    good = encode_frame(Command.INFER, x.astype(np.int8).tobytes())
+
+    bad = bytearray(good)
+    bad[-1] ^= 0x80
+    device.transport.write(bytes(bad))
+    assert _error_reply(device) == (ErrorCode.BAD_CRC, Command.INFER)
+    np.testing.assert_array_equal(device.infer(x)[0], expect)
+
+    with pytest.raises(DeviceError, match="BAD_LENGTH") as e:
+        device.request(Command.INFER, b"\x01\x02")
+    assert e.value.code == ErrorCode.BAD_LENGTH
+    np.testing.assert_array_equal(device.infer(x)[0], expect)
+
+    with pytest.raises(DeviceError, match="UNKNOWN_COMMAND"):
+        device.request(0x66)
+    with pytest.raises(DeviceError, match="UNSUPPORTED"):
+        device.request(Command.CACHE_CLEAR)
+    np.testing.assert_array_equal(device.infer(x)[0], expect)
+
+
+def test_garbage_and_timeout(device, model):
+    x = np.array([5, 6, 7, 8])
+    expect = golden.forward(model, x[None])[0]
+    device.transport.write(b"\x00\x11\x22noise\xff")
+    np.testing.assert_array_equal(device.infer(x)[0], expect)
+    # Half a frame, then silence: the device gives up and says so.
+    device.transport.write(encode_frame(Command.INFER, bytes(4))[:5])
+    assert _error_reply(device) == (ErrorCode.TIMEOUT, Command.INFER)
+    np.testing.assert_array_equal(device.infer(x)[0], expect)
+
+
+def test_counters(device):
+    device.clear_counters()
+    device.infer([0, 0, 0, 0])
+    with pytest.raises(DeviceError):
+        device.request(0x70)
+    c = device.counters()
+    assert (c["inferences"], c["errors"], c["uart_errors"]) == (1, 1, 0)
+    assert c["frames"] == 2 and c["busy_cycles"] > 0
+
+
+def test_wrong_model_detected(device):
+    other = random_model(12, [4, 8, 3])
+    with pytest.raises(LinkError, match="another model"):
+        Device(device.transport, model=other).info()
+
+
+def test_no_reply_is_a_link_error(model):
+    class Dead:
+        def write(self, data):
+            pass
+
+        def read(self, n, timeout):
+            return b""
+
+    with pytest.raises(LinkError, match="timed out"):
+        Device(Dead(), timeout=0.01).info()
+
+
+def test_cli_run_sim(tmp_path, model, capsys):
+    artifact.save(model, tmp_path / "m")
+    x = np.random.default_rng(0).uniform(-1, 1, size=(2, model.input_dim))
+    np.save(tmp_path / "x.npy", x)
+    parser = add_run_arguments(argparse.ArgumentParser())
+    args = parser.parse_args([str(tmp_path / "m"), "--inputs", str(tmp_path / "x.npy"), "--sim",
+                              "--outputs", str(tmp_path / "y.npy")])
+    assert cli_run(args) == 0
+    out = capsys.readouterr().out
+    assert "2 inferences, 2 match the golden model, 0 differ" in out
+    y = np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(y, golden.predict(model, x)[0])
+
+
+def test_cli_run_bad_inputs(tmp_path, model, capsys):
+    artifact.save(model, tmp_path / "m")
+    np.save(tmp_path / "x.npy", np.zeros((2, 7)))
+    args = add_run_arguments(argparse.ArgumentParser()).parse_args(
+        [str(tmp_path / "m"), "--inputs", str(tmp_path / "x.npy"), "--sim"])
+    assert cli_run(args) == 2
+    assert "expected (N, 4)" in capsys.readouterr().err
+
+
+def test_spram_weights_loaded_over_the_link():
+    # Weights held in (simulated) SPRAM arrive with LOAD_WEIGHTS before the first inference.
+    from pwlnet.host import weight_image
+    from pwlnet.hw.engine import MLPEngine
+
+    m = random_model(13, [4, 12, 3])
+    ram_engine = lambda model, lanes, target: MLPEngine(model, lanes, target=target, weight_memory="ram")  # noqa: E731
+    with SimTransport(m, lanes=8, divisor=6, engine=ram_engine) as transport:
+        dev = Device(transport, model=m)
+        info = dev.info()
+        words = weight_image(m, 8)
+        assert info.weight_words == len(words) and info.weight_word_bytes == 8
+        # A payload that is not whole words is refused, and nothing is written.
+        with pytest.raises(DeviceError, match="BAD_LENGTH"):
+            dev.request(Command.LOAD_WEIGHTS, b"\0\0" + bytes(11))
+        dev.load_weights(words)
+        # A corrupted LOAD_WEIGHTS frame is refused before anything reaches the engine.
+        bad = bytearray(encode_frame(Command.LOAD_WEIGHTS, b"\0\0" + b"\xff" * 64))
+        bad[-1] ^= 1
+        transport.write(bytes(bad))
+        assert _error_reply(dev) == (ErrorCode.BAD_CRC, Command.LOAD_WEIGHTS)
+        x = np.array([[100, -100, 50, -7], [-128, 127, 0, 1]])
+        outs, amax, _ = dev.infer_batch(x)
+        expect = golden.forward(m, x)
+        np.testing.assert_array_equal(outs, expect)
+        np.testing.assert_array_equal(amax, golden.argmax(expect))
+        with pytest.raises(ValueError, match="outside the board's"):
+            dev.load_weights(words, start=1)
+
+
+def test_load_weights_unsupported_when_built_in(device):
+    with pytest.raises(DeviceError, match="UNSUPPORTED"):
+        device.request(Command.LOAD_WEIGHTS, b"\0\0" + bytes(8))
+    with pytest.raises(LinkError, match="nothing to load"):
+        device.load_weights([0])
+
+
+def test_serial_transport_through_a_pty(model):
+    # pyserial on one end of a pseudo-terminal, the simulated board on the other: the
+    # SerialTransport code path (open, write, timed reads) without hardware.
+    import os
+    import select
+    import threading
+
+    from pwlnet.host import SerialTransport
+
+    master, slave = os.openpty()
+    sim = SimTransport(model, lanes=8, divisor=6)
+    stop = threading.Event()
+
+    def bridge():
+        while not stop.is_set():
+            ready, _, _ = select.select([master], [], [], 0.005)
+            if ready:
+                sim.write(os.read(master, 4096))
+            out = sim.poll(4)
+            if out:
+                os.write(master, out)
+
+    thread = threading.Thread(target=bridge, daemon=True)
+    thread.start()
+    try:
+        with SerialTransport(os.ttyname(slave), 115200) as transport:
+            dev = Device(transport, model=model, timeout=20)
+            assert dev.info().input_dim == model.input_dim
+            x = np.array([9, -9, 90, -90])
+            out, amax, _ = dev.infer(x)
+            np.testing.assert_array_equal(out, golden.forward(model, x[None])[0])
+    finally:
+        stop.set()
+        thread.join()
+        os.close(master)
+        os.close(slave)

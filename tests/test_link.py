@@ -1,0 +1,239 @@
+"""The framed link at the byte-stream level (no UART), with the real engine behind it."""
+
+import struct
+
+import numpy as np
+import pytest
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from pwlnet import golden
+from pwlnet.hw.engine import MLPEngine
+from pwlnet.hw.link import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REQ_SYNC, Command, ErrorCode, Link,
+                            LinkInfo, crc16, encode_frame, model_fingerprint)
+from pwlnet.synth import random_model
+
+TIMEOUT = 300
+
+
+def test_crc16_check_value():
+    # The catalogue check value of CRC-16/CCITT-FALSE.
+    assert crc16(b"123456789") == 0x29B1
+
+
+def test_encode_frame():
+    f = encode_frame(Command.INFO)
+    assert f[0] == REQ_SYNC and f[1] == Command.INFO and f[2:4] == b"\0\0"
+    assert struct.unpack("<H", f[4:])[0] == crc16(f[1:4])
+    with pytest.raises(ValueError, match="command must be a byte"):
+        encode_frame(256)
+
+
+def test_info_roundtrip():
+    info = LinkInfo(1, (0, 1, 0), 16, 8, 10, 8, 2, 8, 48_000_000, 115200, 123, 0xDEADBEEF, 64)
+    assert LinkInfo.unpack(info.pack()) == info
+    with pytest.raises(ValueError, match="INFO payload has 3 bytes"):
+        LinkInfo.unpack(b"abc")
+
+
+def test_timeout_checked():
+    with pytest.raises(ValueError, match="timeout must be a positive number of cycles, not 0"):
+        Link(random_model(0, [2, 2]), lanes=8, clk_freq=1e6, baud=1, timeout=0)
+
+
+class _Bench(Elaboratable):
+    def __init__(self, model, lanes=8, engine=MLPEngine):
+        self.engine = engine(model, lanes, target="generic")
+        self.link = Link(model, lanes=lanes, clk_freq=1e6, baud=100_000,
+                         cycles_per_inference=self.engine.cycles_per_inference, timeout=TIMEOUT)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine, m.submodules.link = self.engine, self.link
+        wiring.connect(m, self.link.eng_i, self.engine.i)
+        wiring.connect(m, self.engine.o, self.link.eng_o)
+        return m
+
+
+def run_link(model, actions, *, settle=600, engine=MLPEngine):
+    """Feed `actions` (bytes, or an int = idle cycles) to the link; return its reply frames."""
+    dut = _Bench(model, engine=engine)
+    link = dut.link
+    out = bytearray()
+
+    async def producer(ctx):
+        for act in actions:
+            if isinstance(act, int):
+                for _ in range(act):
+                    await ctx.tick()
+                continue
+            for b in act:
+                ctx.set(link.rx.payload, b)
+                ctx.set(link.rx.valid, 1)
+                await ctx.tick()
+                while not ctx.get(link.rx.ready):
+                    await ctx.tick()
+            ctx.set(link.rx.valid, 0)
+        quiet = 0
+        while quiet < settle:
+            await ctx.tick()
+            quiet = 0 if ctx.get(link.tx.valid) or ctx.get(link.busy) else quiet + 1
+
+    async def consumer(ctx):
+        ctx.set(link.tx.ready, 1)
+        while True:
+            await ctx.tick()
+            if ctx.get(link.tx.valid):
+                out.append(ctx.get(link.tx.payload))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer, background=True)
+    sim.run()
+    return parse(bytes(out))
+
+
+def parse(buf):
+    frames = []
+    i = 0
+    while i < len(buf):
+        assert buf[i] == REP_SYNC, f"byte {i} of the reply stream is 0x{buf[i]:02x}, not SYNC"
+        cmd, length = buf[i + 1], struct.unpack("<H", buf[i + 2:i + 4])[0]
+        payload = buf[i + 4:i + 4 + length]
+        crc = struct.unpack("<H", buf[i + 4 + length:i + 6 + length])[0]
+        assert crc == crc16(buf[i + 1:i + 4 + length]), "reply CRC"
+        frames.append((cmd, bytes(payload)))
+        i += 6 + length
+    return frames
+
+
+def error(code, cmd):
+    return (ERROR_REPLY, bytes([code, cmd]))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(7, [5, 9, 4])
+
+
+def infer_frame(codes, nbytes=1):
+    return encode_frame(Command.INFER, b"".join(int(c).to_bytes(nbytes, "little", signed=True) for c in codes))
+
+
+def check_infer(model, frame, codes):
+    cmd, payload = frame
+    assert cmd == Command.INFER | 0x80
+    n = model.output_dim
+    out = np.frombuffer(payload[:n], dtype=np.int8).astype(np.int64)
+    argmax, cycles = struct.unpack("<HI", payload[n:])
+    expect = golden.forward(model, np.array([codes]))[0]
+    np.testing.assert_array_equal(out, expect)
+    assert argmax == golden.argmax(expect)
+    assert cycles > 0
+    return cycles
+
+
+def test_info_and_infer(model):
+    rng = np.random.default_rng(1)
+    xs = rng.integers(-128, 128, size=(3, model.input_dim))
+    frames = run_link(model, [encode_frame(Command.INFO)] + [infer_frame(x) for x in xs])
+    assert len(frames) == 4
+    info = LinkInfo.unpack(frames[0][1])
+    assert frames[0][0] == Command.INFO | 0x80
+    assert (info.input_dim, info.output_dim, info.lanes) == (model.input_dim, model.output_dim, 8)
+    assert info.model_crc == model_fingerprint(model)
+    cycles = {check_infer(model, f, x) for f, x in zip(frames[1:], xs)}
+    assert len(cycles) == 1, "latency is static"
+
+
+def test_errors_then_good_frame(model):
+    x = np.arange(model.input_dim) * 7 - 10
+    good = infer_frame(x)
+    bad_crc = bytearray(good)
+    bad_crc[-1] ^= 0x01
+    corrupt_payload = bytearray(good)
+    corrupt_payload[5] ^= 0x40
+    frames = run_link(model, [
+        bytes(bad_crc), good,                                   # CRC byte flipped
+        bytes(corrupt_payload),                                 # payload bit flipped
+        infer_frame(x[:-1]),                                    # one code short
+        encode_frame(Command.INFO, b"\x00"),                    # INFO takes no payload
+        encode_frame(0x7E),                                     # no such command
+        encode_frame(Command.CACHE_WRITE, b"\x01\x02"),         # reserved for the cache
+        good,
+    ])
+    assert frames[0] == error(ErrorCode.BAD_CRC, Command.INFER)
+    check_infer(model, frames[1], x)
+    assert frames[2] == error(ErrorCode.BAD_CRC, Command.INFER)
+    assert frames[3] == error(ErrorCode.BAD_LENGTH, Command.INFER)
+    assert frames[4] == error(ErrorCode.BAD_LENGTH, Command.INFO)
+    assert frames[5] == error(ErrorCode.UNKNOWN_COMMAND, 0x7E)
+    assert frames[6] == error(ErrorCode.UNSUPPORTED, Command.CACHE_WRITE)
+    check_infer(model, frames[7], x)
+    assert len(frames) == 8
+
+
+def test_huge_length_answered_at_once(model):
+    # A corrupt length must not make the link wait for 60 KB: it answers after the header.
+    x = np.zeros(model.input_dim, dtype=int)
+    frames = run_link(model, [bytes([REQ_SYNC, Command.INFER, 0x00, 0xF0]), infer_frame(x)])
+    assert frames[0] == error(ErrorCode.BAD_LENGTH, Command.INFER)
+    check_infer(model, frames[1], x)
+
+
+def test_garbage_resync_and_timeout(model):
+    x = np.full(model.input_dim, 3)
+    good = infer_frame(x)
+    frames = run_link(model, [
+        b"\x00\xff\x13\x37garbage", good,           # garbage without SYNC is skipped
+        # A frame that stops mid-way (the wait counts from when the link has answered
+        # the previous frame and started on this one).
+        good[:4], 2 * TIMEOUT,
+        good,
+    ])
+    check_infer(model, frames[0], x)
+    assert frames[1] == error(ErrorCode.TIMEOUT, Command.INFER)
+    check_infer(model, frames[2], x)
+    assert len(frames) == 3
+
+
+def test_counters(model):
+    x = np.zeros(model.input_dim, dtype=int)
+    bad = bytearray(infer_frame(x))
+    bad[-2] ^= 0xFF
+    frames = run_link(model, [infer_frame(x), infer_frame(x), bytes(bad), encode_frame(Command.COUNTERS),
+                              encode_frame(Command.CLEAR_COUNTERS), encode_frame(Command.COUNTERS)])
+    assert frames[3][0] == Command.COUNTERS | 0x80
+    c = dict(zip(COUNTER_NAMES, struct.unpack("<5I", frames[3][1])))
+    # `frames` counts good requests, the COUNTERS request itself included.
+    assert c["frames"] == 3 and c["inferences"] == 2 and c["errors"] == 1 and c["uart_errors"] == 0
+    ideal = sum(-(-l.n_out // 8) * l.n_in for l in model.layers)
+    assert c["busy_cycles"] >= 2 * ideal
+    assert frames[4] == (Command.CLEAR_COUNTERS | 0x80, b"")
+    assert struct.unpack("<5I", frames[5][1]) == (1, 0, 0, 0, 0)
+
+
+def test_wide_codes():
+    # 12-bit codes travel as two bytes each, sign-extended.
+    m = random_model(5, [3, 4, 2], act_bits=12, weight_bits=8)
+    rng = np.random.default_rng(2)
+    x = rng.integers(-2048, 2048, size=m.input_dim)
+    frames = run_link(m, [infer_frame(x, 2)])
+    cmd, payload = frames[0]
+    n = 2 * m.output_dim
+    out = np.frombuffer(payload[:n], dtype="<i2").astype(np.int64)
+    expect = golden.forward(m, x[None])[0]
+    np.testing.assert_array_equal(out, expect)
+    assert struct.unpack("<HI", payload[n:])[0] == golden.argmax(expect)
+
+
+def test_standin_engine_matches_golden(model):
+    # The stand-in the board top was first developed against keeps the engine's contract.
+    from standin_engine import StandInEngine
+    rng = np.random.default_rng(4)
+    xs = rng.integers(-128, 128, size=(2, model.input_dim))
+    frames = run_link(model, [infer_frame(x) for x in xs], engine=StandInEngine)
+    for f, x in zip(frames, xs):
+        check_infer(model, f, x)
