@@ -41,7 +41,7 @@ bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebr
 	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES)
 
 program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL
-	$(PY) -m pwlnet.boards.build --program --board $(BOARD) $(MODEL)
+	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) --lanes $(LANES) $(MODEL)
 
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf build sim_build .pytest_cache .hypothesis
