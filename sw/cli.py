@@ -83,22 +83,14 @@ def build_parser():
     s.set_defaults(handler="pwlnet.sim.simulate:cli_simulate")
 
     s = sub.add_parser("run", help="run inputs on a board over UART (or on the simulated board)")
-    s.add_argument("model_dir", metavar="DIR", help="compiled-model directory the board was built from")
-    s.add_argument("--inputs", required=True, help=".npy of float inputs")
-    g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--port", help="serial port, for example /dev/ttyUSB1")
-    g.add_argument("--sim", action="store_true", help="talk to the board top level in simulation")
-    s.add_argument("--baud", type=_positive_int, default=None, help="UART baud rate")
-    s.add_argument("--outputs", help="write dequantized outputs to this .npy")
+    from .host import add_run_arguments
+    add_run_arguments(s)
     s.set_defaults(handler="pwlnet.host:cli_run")
 
-    s = sub.add_parser("bitstream", help="build a bitstream and report for a board")
-    s.add_argument("model", help="ONNX file or compiled-model directory")
-    s.add_argument("--board", default="icebreaker")
-    s.add_argument("--lanes", type=_positive_int, default=8)
-    s.add_argument("--out-root", default="build")
-    s.add_argument("--target-mhz", type=float, default=None)
-    s.set_defaults(handler="pwlnet.boards.build:cli_bitstream")
+    s = sub.add_parser("bitstream", help="build a bitstream and report for a board (or program it)")
+    from pwlnet.boards.build import add_build_arguments
+    add_build_arguments(s)
+    s.set_defaults(handler="pwlnet.boards.build:cli_build")
     return p
 
 
