@@ -5,18 +5,20 @@ import json
 import pytest
 
 from pwlnet import artifact
-from pwlnet.boards.build import DEVICE_LIMITS, FitError, ProgramError, build_bitstream, program
+from pwlnet.boards.build import DEVICE_LIMITS, FitError, ProgramError, program
+from pwlnet.cli import main
 from pwlnet.synth import random_model
 
 
 @pytest.mark.slow
-def test_icebreaker_build(tmp_path):
+def test_icebreaker_build(tmp_path, capsys):
+    """Through the command line that `make bitstream` runs."""
     model_dir = artifact.save(random_model(3, [16, 32, 10]), tmp_path / "mlp16")
-    report = build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=(48, 40),
-                             out_root=tmp_path / "build")
+    assert main(["bitstream", str(model_dir), "--board", "icebreaker", "--lanes", "8",
+                 "--target-mhz", "48", "40", "--out", str(tmp_path / "build")]) == 0
     out = tmp_path / "build" / "icebreaker" / "mlp16"
-    on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk == json.loads(json.dumps(report))
+    report = json.loads((out / "report.json").read_text())
+    assert capsys.readouterr().out == (out / "report.txt").read_text()
     for key in ("board", "device", "target_mhz", "fmax_mhz", "resources", "lanes",
                 "cycles_per_inference", "inferences_per_second"):
         assert key in report, key
