@@ -94,6 +94,8 @@ from amaranth.utils import ceil_log2
 from pwlnet import fixedpoint as fx
 from pwlnet import hwcache
 
+from .params import check_int
+
 __all__ = ["ComparatorBank", "LOOKUP_LATENCY", "SQUARERS"]
 
 #: How an ``l2`` bank squares ``|q_i - c_i|``: ``"logic"`` (a LUT multiplier per entry
@@ -102,15 +104,6 @@ SQUARERS = ("logic", "ebr")
 
 #: Cycles from taking a query's last beat to its result on ``o`` (see the module docs).
 LOOKUP_LATENCY = 4
-
-
-def _check_int(value, what, lo, hi=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{what} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        rng = f"at least {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ValueError(f"{what} must be {rng}, not {value!r}")
-    return int(value)
 
 
 class ComparatorBank(wiring.Component):
@@ -156,15 +149,15 @@ class ComparatorBank(wiring.Component):
     """
 
     def __init__(self, entries, dim, code_bits, metric, *, lanes_per_cycle=1, squarer="logic"):
-        self._entries = _check_int(entries, "entries", 1)
-        self._dim = _check_int(dim, "dim", 1)
+        self._entries = check_int(entries, "entries", 1)
+        self._dim = check_int(dim, "dim", 1)
         if isinstance(code_bits, bool) or not isinstance(code_bits, (int, np.integer)):
             raise TypeError(f"code_bits must be an integer, not {code_bits!r}")
         self._bits = fx.check_bits(int(code_bits), "code_bits")
         if not isinstance(metric, str) or metric not in hwcache.METRICS:
             raise ValueError(f"metric must be one of {', '.join(hwcache.METRICS)}, not {metric!r}")
         self._metric = metric
-        self._lanes = _check_int(lanes_per_cycle, "lanes_per_cycle", 1, self._dim)
+        self._lanes = check_int(lanes_per_cycle, "lanes_per_cycle", 1, self._dim)
         if squarer not in SQUARERS:
             raise ValueError(f"squarer must be one of {SQUARERS}, not {squarer!r}")
         if squarer == "ebr" and metric != "l2":

@@ -70,6 +70,8 @@ from amaranth.utils import ceil_log2
 
 from pwlnet import fixedpoint as fx
 
+from .params import check_int
+
 __all__ = ["LerpUnit", "TARGETS", "STORAGES", "LUT_ROM_MAX_BITS", "lerp_latency", "bank_images"]
 
 #: Implementations a :class:`LerpUnit` can be built for.
@@ -103,15 +105,6 @@ def bank_images(tables, index_bits):
     even = t[:, 0:seg:2].reshape(-1)
     odd = t[:, 1:seg:2].reshape(-1)
     return [int(v) for v in even], [int(v) for v in odd], [int(v) for v in t[:, seg]]
-
-
-def _check_int(value, what, lo, hi=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{what} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        rng = f"at least {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ValueError(f"{what} must be {rng}, not {value!r}")
-    return int(value)
 
 
 def _check_tables(tables, channels, bits, index_bits):
@@ -181,9 +174,9 @@ class LerpUnit(wiring.Component):
 
     def __init__(self, channels, bits, index_bits, tables, *, meta=0, target="generic",
                  storage="auto", backpressure=True):
-        channels = _check_int(channels, "channels", 1)
+        channels = check_int(channels, "channels", 1)
         bits = fx.check_bits(bits, "bits")
-        index_bits = _check_int(index_bits, "index_bits", 0, bits)
+        index_bits = check_int(index_bits, "index_bits", 0, bits)
         self._tables = _check_tables(tables, channels, bits, index_bits)
         if isinstance(meta, bool):
             raise TypeError(f"meta must be a width or a shape, not {meta!r}")

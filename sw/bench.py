@@ -4,6 +4,12 @@
 default epochs), compiles it at 8 bits with both requantization modes, and prints a
 Markdown table of float and quantized test accuracy and argmax agreement with
 onnxruntime's float outputs.
+
+``python -m pwlnet.bench compression`` measures the LERP compression claim: ReLU MLPs at
+hidden width h and h/2 against LERP MLPs at h/2 and h/4 (two hidden layers each), float
+and 8-bit test accuracy (mean and spread over seeds), weights, LERP table bits, cycles
+per inference of the P = 8 engine and its iCE40UP5K resources after yosys synthesis
+(the engine alone, without the board's UART link).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["accuracy_table", "main"]
+__all__ = ["accuracy_table", "compression_table", "main"]
 
 
 def accuracy_table(datasets=None, hidden="64,64", bits=8, seed=0, out=sys.stdout):
@@ -50,6 +56,57 @@ def accuracy_table(datasets=None, hidden="64,64", bits=8, seed=0, out=sys.stdout
     return rows
 
 
+def _mean_std(values):
+    v = 100 * np.asarray(values)
+    return f"{v.mean():.2f} ± {v.std():.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+
+
+def compression_table(datasets=("digits", "basicmotions"), h=64, seeds=(0,), grid=64, lanes=8,
+                      synth=True, out=sys.stdout):
+    from . import compile as pcompile, data, golden, train
+    from .hw.engine import MLPEngine
+
+    configs = [("ReLU", h), ("ReLU", h // 2), ("LERP", h // 2), ("LERP", h // 4)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in datasets:
+            ds = data.load(name)
+            for kind, width in configs:
+                fl, q8, model = [], [], None
+                for seed in seeds:
+                    kw = {"activation": "lerp", "grid": grid} if kind == "LERP" else {}
+                    res = train.train(name, (width, width), seed=seed, verbose=False, **kw)
+                    path = Path(tmp) / f"{name}-{kind}-{width}-{seed}.onnx"
+                    train.export_onnx(res, path)
+                    m = pcompile.compile_onnx(path, Path(tmp) / path.stem, calib=name, log=lambda *_: None)
+                    fl.append(m.summary["float_accuracy"])
+                    q8.append(m.summary["quantized_accuracy"])
+                    model = model or m
+                engine = MLPEngine(model, lanes, target="ice40")
+                row = {"dataset": name, "model": f"{kind} {width},{width}", "float": _mean_std(fl),
+                       "q8": _mean_std(q8), "weights": sum(l.weight.size for l in model.layers),
+                       "table_bits": sum(l.table.size * l.out_bits for l in model.layers
+                                         if getattr(l, "table", None) is not None),
+                       "cycles": engine.cycles_per_inference}
+                if synth:
+                    from .hw.synth_report import synth_ice40
+                    r = synth_ice40(engine)
+                    row.update(lut=r["lut"], dsp=r["dsp"], ebr=r["ebr"], spram=r["spram"])
+                rows.append(row)
+                print(f"measured {row['dataset']} {row['model']}", file=sys.stderr)
+    cols = ["data set", "model", "float %", "8-bit %", "weights", "LERP table bits", f"cycles (P={lanes})"]
+    if synth:
+        cols += ["LUT", "DSP", "EBR", "SPRAM"]
+    print("| " + " | ".join(cols) + " |", file=out)
+    print("|" + "---|" * len(cols), file=out)
+    for r in rows:
+        cells = [r["dataset"], r["model"], r["float"], r["q8"], r["weights"], r["table_bits"], r["cycles"]]
+        if synth:
+            cells += [r["lut"], r["dsp"], r["ebr"], r["spram"]]
+        print("| " + " | ".join(map(str, cells)) + " |", file=out)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m pwlnet.bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -57,9 +114,17 @@ def main(argv=None):
     a.add_argument("--hidden", default="64,64")
     a.add_argument("--bits", type=int, default=8)
     a.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("compression", help="ReLU at h and h/2 against LERP at h/2 and h/4")
+    c.add_argument("--h", type=int, default=64, help="the ReLU reference width (default 64)")
+    c.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated (default 0,1,2)")
+    c.add_argument("--grid", type=int, default=64, help="LERP table segments (default 64)")
+    c.add_argument("--no-synth", action="store_true", help="skip the yosys resource counts")
     args = p.parse_args(argv)
     if args.what == "accuracy":
         accuracy_table(hidden=args.hidden, bits=args.bits, seed=args.seed)
+    else:
+        compression_table(h=args.h, seeds=[int(s) for s in args.seeds.split(",")], grid=args.grid,
+                          synth=not args.no_synth)
     return 0
 
 
