@@ -150,3 +150,35 @@ def test_cli_simulate(tmp_path, capsys):
     np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), c_ref)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), y_ref)
     assert np.load(tmp_path / "y.npy").shape == (30, case.model.output_dim)
+
+
+@pytest.fixture(scope="module")
+def imported_tanh_sigmoid(tmp_path_factory):
+    """A torch model with Tanh and Sigmoid activations, exported, imported as LERP tables, compiled."""
+    import torch
+    from pwlnet import compile as pcompile
+
+    tmp = tmp_path_factory.mktemp("tanh")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 20), torch.nn.Tanh(), torch.nn.Linear(20, 12),
+                              torch.nn.Sigmoid(), torch.nn.Linear(12, 3)).eval()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (torch.zeros(1, 6),), str(tmp / "m.onnx"), dynamo=False,
+                          input_names=["input"], dynamic_axes={"input": {0: "n"}})
+    np.save(tmp / "calib.npy", np.random.default_rng(0).normal(0, 1.5, (500, 6)).astype(np.float32))
+    model = pcompile.compile_onnx(tmp / "m.onnx", tmp / "compiled", calib=str(tmp / "calib.npy"),
+                                  log=lambda *_: None)
+    assert [l.activation for l in model.layers] == ["lerp", "lerp", "none"]
+    return model
+
+
+@pytest.mark.parametrize("simulator", SIMS)
+def test_imported_tanh_sigmoid_network_matches_golden(imported_tanh_sigmoid, simulator):
+    model = imported_tanh_sigmoid
+    codes = regress.random_codes(model, VECTORS, seed=11)
+    res = simulate(model, codes, simulator=simulator, lanes=8, seed=11)
+    assert res.mismatches == 0, "\n".join(res.details)
+    np.testing.assert_array_equal(res.outputs, golden.forward(model, codes))
+    assert res.cycles_per_inference == res.engine_cycles
