@@ -10,6 +10,9 @@ hidden width h and h/2 against LERP MLPs at h/2 and h/4 (two hidden layers each)
 and 8-bit test accuracy (mean and spread over seeds), weights, LERP table bits, cycles
 per inference of the P = 8 engine and its iCE40UP5K resources after yosys synthesis
 (the engine alone, without the board's UART link).
+
+``python -m pwlnet.bench cache`` runs the hypersphere cache's golden model on the sensor
+streams and synthesises the comparator bank (see :mod:`pwlnet.bench_cache`).
 """
 
 from __future__ import annotations
@@ -119,7 +122,13 @@ def main(argv=None):
     c.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated (default 0,1,2)")
     c.add_argument("--grid", type=int, default=64, help="LERP table segments (default 64)")
     c.add_argument("--no-synth", action="store_true", help="skip the yosys resource counts")
+    k = sub.add_parser("cache", help="hypersphere cache on sensor streams, comparator bank cost, 2-D figure")
+    from .bench_cache import add_bench_arguments
+    add_bench_arguments(k)
     args = p.parse_args(argv)
+    if args.what == "cache":
+        from .bench_cache import cli_bench_cache
+        return cli_bench_cache(args)
     if args.what == "accuracy":
         accuracy_table(hidden=args.hidden, bits=args.bits, seed=args.seed)
     else:

@@ -82,6 +82,11 @@ def build_parser():
     simulate_arguments(s)
     s.set_defaults(handler="pwlnet.sim.simulate:cli_simulate")
 
+    s = sub.add_parser("cache", help="run an input stream through the hypersphere cache (golden model)")
+    from .cache_run import add_cache_arguments
+    add_cache_arguments(s)
+    s.set_defaults(handler="pwlnet.cache_run:cli_cache")
+
     s = sub.add_parser("run", help="run inputs on a board over UART (or on the simulated board)")
     from .host import add_run_arguments
     add_run_arguments(s)

@@ -121,9 +121,15 @@ def quantize_dense(w, b, s_x, s_y, *, weight_bits, act_bits, requant="shift", mu
     shift = np.zeros(n_out, dtype=np.int64)
     mult = np.ones(n_out, dtype=np.int64)
     s_w = np.ones(n_out)
+    # A channel whose weights can move its output by less than 2**-20 of an output code
+    # (a dead neuron whose weights decayed towards 0) is quantized as weights of exactly 0:
+    # scaling such weights up to the integer range would blow its bias out of any width.
+    reach = wmax * s_x * w.shape[1] * float(1 << (act_bits - 1))
+    negligible = reach < s_ys * 2.0 ** -20
+    w = np.where(negligible[:, None], 0.0, w)
     for o in range(n_out):
         s_y = s_ys[o]
-        if wmax[o] == 0:
+        if negligible[o]:
             s_w[o] = s_y / s_x
             continue
         if requant == "shift":
@@ -152,7 +158,13 @@ def quantize_dense(w, b, s_x, s_y, *, weight_bits, act_bits, requant="shift", mu
                 s = MAX_SHIFT
             shift[o], mult[o] = s, mm
     wq = np.clip(fx.round_half_up(w / s_w[:, None]), -qmax_w, qmax_w)
-    bq = fx.round_half_up(b / (s_x * s_w))
+    bias_units = b / (s_x * s_w)
+    too_big = ~(np.abs(bias_units) < 2.0 ** (fx.GOLDEN_MAX_BITS - 2))
+    if np.any(too_big):
+        o = int(np.argmax(too_big))
+        raise QuantizeError(f"{where}, output channel {o}: bias {b[o]:.4g} is {bias_units[o]:.4g} in "
+                            f"accumulator units (weight scale {s_w[o]:.4g}), beyond any accumulator width")
+    bq = fx.round_half_up(bias_units)
     acc_bits = fx.accumulator_bits(wq, bq, act_bits)
     if acc_bits + int(mult.max()).bit_length() > fx.GOLDEN_MAX_BITS:
         big = int(np.argmax(np.abs(bq)))

@@ -99,3 +99,20 @@ def test_bad_options(kwargs, error, message):
 def test_bad_calibration(calib, message):
     with pytest.raises(q.QuantizeError, match=message):
         q.quantize(_net(0, [3, 2]), calib)
+
+
+@pytest.mark.parametrize("mode", q.REQUANT_MODES)
+def test_dead_neuron_with_vanishing_weights_keeps_its_bias(mode):
+    # Weight decay can leave a neuron with weights around 1e-200 and an ordinary bias;
+    # it must quantize as a constant output, not overflow the bias.
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 4))
+    w[1] = 1e-200
+    net = Network([Dense(w, np.array([0.1, 0.7, -0.2]))], (4,))
+    x = rng.normal(size=(200, 4))
+    model = q.quantize(net, x, requant=mode)
+    layer = model.layers[0]
+    assert (layer.weight[1] == 0).all()
+    y, _ = golden.predict(model, x)
+    assert np.allclose(y[:, 1], 0.7, atol=model.output_scale)
+    assert np.abs(y - net(x)).max() < 4 * model.output_scale

@@ -1,0 +1,350 @@
+"""``pwlnet cache``: run an input stream through the hardware cache's golden model.
+
+The stream is quantized with the compiled model's input quantizer and looked up in
+order by :func:`pwlnet.hwcache.run_stream`, which fills a slot on every miss exactly as
+the host would (it linearizes the float network at the missed codes and writes the
+entry).  So the result is what the comparator bank and the engine will produce once the
+bank is wired into the engine: which inputs hit, the entry that answered, and the output
+codes returned.
+
+Cycle figures are the engine's exact analytic counts (:class:`pwlnet.hw.engine.MLPEngine`
+never stalls inside an inference): a miss costs the whole network, a hit the entry's
+one-layer program ``W x + b``, and both add the comparator bank's lookup latency
+(:data:`pwlnet.hw.cache.LOOKUP_LATENCY`), since the engine can only choose the program
+once the bank has answered.  They are *not* measured on RTL: the bank is not integrated
+into the engine yet, and ``--simulator`` says so instead of pretending.
+
+Why the float network is needed.  A compiled model keeps only quantized weights, and the
+safe radius of an entry must be the float network's (the one whose linear regions the
+guarantee is about, :mod:`pwlnet.hwcache`).  The ONNX file the model was compiled from is
+therefore an input; when the model records the file's SHA-256 (``pwlnet compile`` does),
+the file is checked against it, because radii computed from another network would make
+hits that are not exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import artifact, golden, hwcache, ir
+from .artifact import CompiledModel
+
+__all__ = ["CacheRunError", "CacheRun", "DEFAULT_LANES", "SIMULATORS", "SIMULATOR_UNAVAILABLE",
+           "load_float_network", "engine_cycles", "run_cache", "save_result", "add_cache_arguments",
+           "cli_cache"]
+
+#: Engine lanes ``P`` the cycle figures assume unless told otherwise (the bench's default).
+DEFAULT_LANES = 8
+#: Simulators ``pwlnet cache --simulator`` names (none of them can run the cache yet).
+SIMULATORS = ("verilator", "icarus")
+#: What ``--simulator`` prints, and why the command then exits with status 2.
+SIMULATOR_UNAVAILABLE = ("RTL cache simulation is not available yet: the comparator bank is not "
+                         "integrated into the engine")
+
+# Keys of the result file, in the order they are written.
+_NPZ_KEYS = ("hit", "hit_center", "inputs", "outputs")
+
+
+class CacheRunError(ValueError):
+    """A cache run that cannot be made: a missing or mismatched float network, bad arguments."""
+
+
+@dataclasses.dataclass
+class CacheRun:
+    """One stream through the golden cache model.
+
+    Attributes
+    ----------
+    hit : numpy.ndarray of bool, shape (N,)
+    slot : numpy.ndarray of int64, shape (N,)
+        The answering slot, ``-1`` on a miss.
+    hit_center : numpy.ndarray of float64, shape (N, d)
+        The dequantized center of the answering entry on a hit; ``nan`` rows on a miss.
+    inputs : numpy.ndarray of float64, shape (N, d)
+        The dequantized input codes: what the cache saw (inputs after quantization).
+    codes : numpy.ndarray of int64, shape (N, n_out)
+        Output codes the cache returned (the entry's layer on a hit, the full network on
+        a miss).
+    outputs : numpy.ndarray of float64, shape (N, n_out)
+        ``codes * output_scale``, the format of ``pwlnet predict``.
+    full_codes : numpy.ndarray of int64, shape (N, n_out)
+        The full quantized network's output codes (:func:`pwlnet.golden.forward`).
+    stream : pwlnet.hwcache.StreamResult
+        Everything :func:`pwlnet.hwcache.run_stream` recorded.
+    lanes : int
+        Engine lanes ``P`` of the cycle figures.
+    cycles_full : int
+        The network's cycles per inference (program 0).
+    cycles_hit : int or None
+        An entry's one-layer program's cycles (``None`` if no entry could be made).
+    lookup_latency : int
+        The comparator bank's cycles from the last query beat to its answer.
+    """
+
+    hit: np.ndarray
+    slot: np.ndarray
+    hit_center: np.ndarray
+    inputs: np.ndarray
+    codes: np.ndarray
+    outputs: np.ndarray
+    full_codes: np.ndarray
+    stream: hwcache.StreamResult
+    lanes: int
+    cycles_full: int
+    cycles_hit: int | None
+    lookup_latency: int
+
+    @property
+    def n(self) -> int:
+        return int(len(self.hit))
+
+    @property
+    def hit_rate(self) -> float:
+        return self.stream.hit_rate
+
+    @property
+    def n_argmax_disagree(self) -> int:
+        """Inputs whose cached answer has another argmax than the full quantized network."""
+        return self.stream.n_argmax_disagree
+
+    @property
+    def n_false_hits(self) -> int:
+        """Hits whose float ReLU pattern differs from their entry's (must be 0)."""
+        return self.stream.n_false_hits
+
+    @property
+    def max_code_diff(self) -> int:
+        """Largest ``|cached - full|`` output code difference (hits only; misses are equal)."""
+        return self.stream.max_code_diff
+
+    @property
+    def mean_cycles_without(self) -> float:
+        """Engine cycles per inference without a cache: the network every time (analytic, exact)."""
+        return float(self.cycles_full)
+
+    @property
+    def mean_cycles_with(self) -> float:
+        """Mean engine cycles per inference with the cache (analytic, exact; see the module docs).
+
+        A hit costs the entry's program plus the lookup latency, a miss the network plus
+        the lookup latency.
+        """
+        hits = int(self.hit.sum())
+        hit_cost = 0 if self.cycles_hit is None else self.cycles_hit
+        total = hits * (hit_cost + self.lookup_latency) + (self.n - hits) * (self.cycles_full + self.lookup_latency)
+        return total / self.n
+
+    @property
+    def speedup(self) -> float:
+        return self.mean_cycles_without / self.mean_cycles_with
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_float_network(model: CompiledModel, onnx_path) -> ir.Network:
+    """The float network ``model`` was compiled from, read from ``onnx_path`` and checked.
+
+    Raises
+    ------
+    CacheRunError
+        When the file cannot be read, or its SHA-256 differs from the one the model
+        recorded at compile time (radii from another network would give inexact hits).
+    """
+    from .onnx_import import load_onnx
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise CacheRunError(f"{path}: no such ONNX file")
+    want = (model.source or {}).get("sha256")
+    if want and _sha256(path) != want:
+        raise CacheRunError(f"{path} is not the network this model was compiled from (its SHA-256 differs "
+                            f"from the {model.source.get('onnx', 'ONNX file')!r} recorded in the model)")
+    return load_onnx(path)
+
+
+def _as_model(model_dir_or_model) -> CompiledModel:
+    if isinstance(model_dir_or_model, CompiledModel):
+        return model_dir_or_model
+    if isinstance(model_dir_or_model, (str, os.PathLike)):
+        return artifact.load(model_dir_or_model)
+    raise TypeError(f"model must be a CompiledModel or a compiled-model directory, not {model_dir_or_model!r}")
+
+
+def _as_blocks(model: CompiledModel, net):
+    """Code-space blocks of the float network, whatever form it was given in."""
+    if net is None:
+        raise CacheRunError("the cache needs the float network the model was compiled from (for the safe "
+                            "radii); give net= (a pwlnet.ir.Network or an ONNX path), or --onnx MODEL.onnx")
+    if isinstance(net, (str, os.PathLike)):
+        net = load_float_network(model, net)
+    try:
+        blocks = hwcache.code_blocks(model, net)
+    except (TypeError, ValueError) as e:
+        raise CacheRunError(f"float network: {e}") from None
+    if blocks[0][0].shape[1] != model.input_dim or blocks[-1][0].shape[0] != model.output_dim:
+        raise CacheRunError(f"the float network maps {blocks[0][0].shape[1]} inputs to {blocks[-1][0].shape[0]} "
+                            f"outputs; the compiled model maps {model.input_dim} to {model.output_dim}")
+    return blocks
+
+
+def engine_cycles(model: CompiledModel, lanes: int, entry_layer=None) -> tuple:
+    """``(network cycles, one-layer program cycles or None)`` of ``MLPEngine(model, lanes)``.
+
+    The second figure is ``program_cycles(1)`` of an engine built with
+    ``programs=[[entry_layer]]`` (program 0 is the network, extra programs count from 1).
+    Both are the engine's exact analytic counts, not simulation results.
+    """
+    from .hw.engine import MLPEngine
+    # Building the engine elaborates nothing; it only derives the cycle plan (milliseconds).
+    eng = MLPEngine(model, lanes, programs=[] if entry_layer is None else [[entry_layer]])
+    eng._MustUse__silence = True   # built only to read its cycle counts, never meant to be elaborated
+    return eng.cycles_per_inference, None if entry_layer is None else eng.program_cycles(1)
+
+
+def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net=None,
+              lanes=DEFAULT_LANES, margin=hwcache.DEFAULT_MARGIN) -> CacheRun:
+    """Run float inputs through the golden hardware cache in order.
+
+    Parameters
+    ----------
+    model_dir_or_model : CompiledModel or path
+        The compiled model (full network, input quantizer, output scale).
+    x_float : array_like, shape (N, d) or (N, *input_shape)
+        Float inputs, in arrival order.
+    entries : int
+        Slots of the comparator bank.
+    metric : {"l2", "linf", "l1"}
+    policy : {"lru", "round_robin"}
+        The host's slot choice on a miss (:func:`pwlnet.hwcache.run_stream`).
+    net : pwlnet.ir.Network, list of blocks or path to ONNX
+        The float network the model was compiled from; it gives the safe radii.  A path
+        is checked against the model's recorded SHA-256.
+    lanes : int
+        Engine lanes ``P`` for the cycle figures.
+    margin : float
+        Relative shrink of each radius (:func:`pwlnet.hwcache.radius_bound`).
+
+    Returns
+    -------
+    CacheRun
+        Cycle figures in it are the engine's exact analytic counts; the cache is not yet
+        wired into the engine, so nothing here comes from RTL.
+
+    Raises
+    ------
+    CacheRunError
+        No or a mismatched float network, no inputs, bad ``entries``/``metric``/``policy``.
+    pwlnet.golden.InputError
+        Inputs of the wrong shape or with non-finite values.
+    """
+    model = _as_model(model_dir_or_model)
+    if isinstance(entries, bool) or not isinstance(entries, (int, np.integer)) or entries < 1:
+        raise CacheRunError(f"entries must be a positive integer, not {entries!r}")
+    if metric not in hwcache.METRICS:
+        raise CacheRunError(f"metric must be one of {', '.join(hwcache.METRICS)}, not {metric!r}")
+    if policy not in hwcache.POLICIES:
+        raise CacheRunError(f"policy must be one of {', '.join(hwcache.POLICIES)}, not {policy!r}")
+    if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
+        raise CacheRunError(f"lanes must be a positive integer, not {lanes!r}")
+    blocks = _as_blocks(model, net)
+    q = golden.quantize_inputs(model, x_float)
+    if len(q) == 0:
+        raise CacheRunError("the input stream holds no rows")
+    res = hwcache.run_stream(model, blocks, q, int(entries), metric, policy, margin=margin, verify=True)
+    hit = res.hit
+    centers = golden.dequantize_inputs(model, res.center)
+    hit_center = np.where(hit[:, None], centers, np.nan)
+
+    # Any entry gives the program shape; make one at the first input if the stream wrote
+    # none that survived (e.g. every entry uncacheable), so the figure is still defined.
+    from .hw.cache import LOOKUP_LATENCY
+    layer = None
+    try:
+        layer = hwcache.make_entry(model, blocks, q[0], metric, margin=margin).layer
+    except hwcache.EntryError:
+        pass
+    cycles_full, cycles_hit = engine_cycles(model, int(lanes), layer)
+    return CacheRun(hit=hit, slot=res.slot, hit_center=hit_center, inputs=golden.dequantize_inputs(model, q),
+                    codes=res.outputs, outputs=golden.dequantize_outputs(model, res.outputs), full_codes=res.full,
+                    stream=res, lanes=int(lanes), cycles_full=int(cycles_full),
+                    cycles_hit=None if cycles_hit is None else int(cycles_hit), lookup_latency=LOOKUP_LATENCY)
+
+
+def save_result(path, run: CacheRun) -> Path:
+    """Write ``hit``, ``hit_center``, ``inputs`` and ``outputs`` to ``path`` (``.npz``), atomically.
+
+    The arrays go to a temporary file in the same directory that then replaces ``path``,
+    so an interrupted write never leaves a partial result under the final name.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CacheRunError(f"{path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # Through a file object, so that numpy does not append ".npz" to the name.
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{k: getattr(run, k) for k in _NPZ_KEYS})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def add_cache_arguments(parser):
+    """Add the ``pwlnet cache`` arguments to ``parser`` (the one definition of the CLI)."""
+    from .cli import _positive_int   # the CLI's own rule for counts, not a second copy
+    parser.add_argument("model_dir", metavar="DIR", help="compiled-model directory")
+    parser.add_argument("--inputs", required=True, help=".npy of float inputs (N, *input_shape), in stream order")
+    parser.add_argument("--entries", required=True, type=_positive_int, help="cache slots N")
+    parser.add_argument("--metric", required=True, choices=hwcache.METRICS,
+                        help="ball metric of the comparator bank: l2, linf (no multiplier) or l1")
+    parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                        help="the ONNX file DIR was compiled from (needed: the safe radii are the float "
+                             "network's; checked against the SHA-256 recorded in DIR)")
+    parser.add_argument("--policy", choices=hwcache.POLICIES, default="lru",
+                        help="slot the host overwrites on a miss (default lru)")
+    parser.add_argument("--lanes", type=_positive_int, default=DEFAULT_LANES,
+                        help=f"engine lanes P for the cycle figures (default {DEFAULT_LANES})")
+    parser.add_argument("--simulator", choices=SIMULATORS, default=None,
+                        help="run the RTL instead of the golden model (not available yet)")
+    parser.add_argument("--out", required=True, metavar="RESULT.npz",
+                        help="write hit, hit_center, inputs and outputs here")
+    return parser
+
+
+def cli_cache(args) -> int:
+    """``pwlnet cache``: returns the exit status (2 when ``--simulator`` is asked for)."""
+    if args.simulator is not None:
+        # Refuse before reading anything: no result file may suggest an RTL run took place.
+        print(f"pwlnet cache: error: {SIMULATOR_UNAVAILABLE}", file=sys.stderr)
+        return 2
+    from .predict import load_inputs
+    model = artifact.load(args.model_dir)
+    if args.onnx is None:
+        raise CacheRunError("the cache needs the float network the model was compiled from, for the safe "
+                            f"radii: give --onnx {(model.source or {}).get('onnx', 'MODEL.onnx')}")
+    x = load_inputs(args.inputs)
+    try:
+        run = run_cache(model, x, args.entries, args.metric, policy=args.policy, net=args.onnx, lanes=args.lanes)
+    except golden.InputError as e:
+        raise golden.InputError(f"{args.inputs}: {e}") from None
+    save_result(args.out, run)
+    hits = int(run.hit.sum())
+    print(f"{run.n} inputs, {args.entries} entries, {args.metric}, {args.policy}: hit rate "
+          f"{100 * run.hit_rate:.2f} % ({hits} hits, {run.n - hits} misses); argmax differs from the full "
+          f"network on {run.n_argmax_disagree}; false hits {run.n_false_hits}")
+    hit_cost = "n/a" if run.cycles_hit is None else f"{run.cycles_hit} + {run.lookup_latency}"
+    print(f"mean cycles per inference (engine P={run.lanes}, analytic): without cache {run.mean_cycles_without:.1f}, "
+          f"with cache {run.mean_cycles_with:.1f} (hit {hit_cost}, miss {run.cycles_full} + {run.lookup_latency})")
+    if run.stream.uncacheable:
+        print(f"note: {run.stream.uncacheable} misses left no entry (their affine piece does not quantize)")
+    return 0

@@ -1,0 +1,156 @@
+"""``pwlnet cache`` and :func:`pwlnet.cache_run.run_cache`: hits exact, misses the full network, files."""
+
+import argparse
+
+import numpy as np
+import pytest
+
+from pwlnet import golden, hwcache, regions, train
+from pwlnet.cache_run import (SIMULATOR_UNAVAILABLE, CacheRunError, add_cache_arguments, cli_cache, run_cache)
+from pwlnet.compile import compile_onnx
+from pwlnet.hw.cache import LOOKUP_LATENCY
+from pwlnet.hw.engine import MLPEngine
+from pwlnet.onnx_import import load_onnx
+
+pytestmark = [pytest.mark.filterwarnings(
+    "ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small ReLU MLP on iris, exported and compiled as the CLI would."""
+    root = tmp_path_factory.mktemp("cache_run")
+    res = train.train("iris", (16, 16), epochs=60, verbose=False)
+    onnx_path = train.export_onnx(res, root / "iris.onnx")
+    model_dir = root / "iris"
+    model = compile_onnx(onnx_path, model_dir, calib="iris", log=lambda *_: None)
+    return onnx_path, model_dir, model, load_onnx(onnx_path)
+
+
+def walk(model, n=300, seed=0):
+    """A slow random walk in input codes, dequantized: a stream with repeats and near misses."""
+    rng = np.random.default_rng(seed)
+    steps = rng.choice([-1, 0, 0, 0, 1], size=(n, model.input_dim))
+    codes = np.clip(np.cumsum(steps, axis=0), -100, 100)
+    return golden.dequantize_inputs(model, codes)
+
+
+@pytest.mark.parametrize("metric", hwcache.METRICS)
+@pytest.mark.parametrize("policy", hwcache.POLICIES)
+def test_hits_exact_misses_full_network(trained, metric, policy):
+    _, _, model, net = trained
+    x = walk(model)
+    run = run_cache(model, x, 4, metric, policy=policy, net=net)
+    hit = run.hit
+    assert hit.any() and (~hit).any()
+    assert run.n_false_hits == 0
+
+    q = golden.quantize_inputs(model, x)
+    np.testing.assert_array_equal(run.inputs, golden.dequantize_inputs(model, q))
+    # NaN rows exactly on the misses, finite centers on the hits.
+    np.testing.assert_array_equal(np.isnan(run.hit_center).all(axis=1), ~hit)
+    assert np.isfinite(run.hit_center[hit]).all()
+
+    # Every hit: the float pattern at the query equals the one at its center (checked here
+    # independently of run_stream), and the output is the center's entry's affine piece.
+    blocks = hwcache.code_blocks(model, net)
+    centers = golden.quantize_inputs(model, run.hit_center[hit])
+    for c, qi, out in zip(centers, q[hit], run.codes[hit]):
+        lin = regions.linearize(blocks, c.astype(np.float64))
+        assert regions.same_pattern(blocks, qi[None].astype(np.float64), lin.pattern)[0]
+        entry = hwcache.make_entry(model, blocks, c, metric)
+        assert entry.hits(qi)
+        np.testing.assert_array_equal(out, entry.evaluate(qi)[0])
+    np.testing.assert_array_equal(run.codes[~hit], golden.forward(model, q[~hit]))
+    np.testing.assert_array_equal(run.full_codes, golden.forward(model, q))
+    np.testing.assert_array_equal(run.outputs, run.codes * model.output_scale)
+    assert run.n_argmax_disagree == int((golden.argmax(run.codes) != golden.argmax(run.full_codes)).sum())
+
+
+def test_cycle_figures_are_the_engines(trained):
+    _, _, model, net = trained
+    run = run_cache(model, walk(model), 8, "linf", net=net, lanes=4)
+    eng = MLPEngine(model, 4)
+    eng._MustUse__silence = True
+    assert run.cycles_full == eng.cycles_per_inference == run.mean_cycles_without
+    assert run.lookup_latency == LOOKUP_LATENCY
+    assert 0 < run.cycles_hit < run.cycles_full
+    h = int(run.hit.sum())
+    want = (h * (run.cycles_hit + LOOKUP_LATENCY) + (run.n - h) * (run.cycles_full + LOOKUP_LATENCY)) / run.n
+    assert run.mean_cycles_with == pytest.approx(want)
+
+
+def parse(argv):
+    return add_cache_arguments(argparse.ArgumentParser()).parse_args(argv)
+
+
+def test_cli_writes_the_result(trained, tmp_path, capsys):
+    onnx_path, model_dir, model, _ = trained
+    x = walk(model, 120)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "result.npz"
+    args = parse([str(model_dir), "--inputs", str(tmp_path / "x.npy"), "--entries", "8", "--metric", "l2",
+                  "--onnx", str(onnx_path), "--out", str(out)])
+    assert cli_cache(args) == 0
+    text = capsys.readouterr().out
+    assert "hit rate" in text and "mean cycles per inference" in text
+    with np.load(out) as f:
+        assert sorted(f.files) == ["hit", "hit_center", "inputs", "outputs"]
+        assert f["hit"].shape == (120,) and f["hit"].dtype == bool
+        assert f["hit_center"].shape == f["inputs"].shape == (120, model.input_dim)
+        assert f["outputs"].shape == (120, model.output_dim)
+        np.testing.assert_array_equal(np.isnan(f["hit_center"]).all(axis=1), ~f["hit"])
+        # Same format as `pwlnet predict` on the inputs the cache saw, wherever it missed.
+        miss = ~f["hit"]
+        np.testing.assert_array_equal(f["outputs"][miss], golden.predict(model, f["inputs"][miss])[0])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temporary left
+
+
+def test_cli_simulator_refuses_and_writes_nothing(trained, tmp_path, capsys):
+    onnx_path, model_dir, model, _ = trained
+    np.save(tmp_path / "x.npy", walk(model, 10))
+    out = tmp_path / "result.npz"
+    for sim in ("verilator", "icarus"):
+        args = parse([str(model_dir), "--inputs", str(tmp_path / "x.npy"), "--entries", "8", "--metric", "linf",
+                      "--onnx", str(onnx_path), "--simulator", sim, "--out", str(out)])
+        assert cli_cache(args) == 2
+        assert SIMULATOR_UNAVAILABLE in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_named_errors(trained, tmp_path):
+    onnx_path, model_dir, model, net = trained
+    x = walk(model, 20)
+    np.save(tmp_path / "x.npy", x)
+    base = [str(model_dir), "--inputs", str(tmp_path / "x.npy"), "--entries", "4", "--metric", "linf"]
+    out = tmp_path / "r.npz"
+    with pytest.raises(CacheRunError, match="--onnx iris.onnx"):
+        cli_cache(parse(base + ["--out", str(out)]))
+    other = tmp_path / "other.onnx"
+    other.write_bytes(onnx_path.read_bytes() + b"\0")
+    with pytest.raises(CacheRunError, match="not the network this model was compiled from"):
+        cli_cache(parse(base + ["--onnx", str(other), "--out", str(out)]))
+    np.save(tmp_path / "bad.npy", x[:, :2])
+    with pytest.raises(golden.InputError, match=r"bad\.npy: inputs have shape \(20, 2\)"):
+        cli_cache(parse([str(model_dir), "--inputs", str(tmp_path / "bad.npy"), "--entries", "4", "--metric",
+                         "linf", "--onnx", str(onnx_path), "--out", str(out)]))
+    with pytest.raises(CacheRunError, match="directory .*nowhere does not exist"):
+        cli_cache(parse(base + ["--onnx", str(onnx_path), "--out", str(tmp_path / "nowhere" / "r.npz")]))
+    assert not out.exists()
+
+    with pytest.raises(CacheRunError, match="entries must be a positive integer, not 0"):
+        run_cache(model, x, 0, "l2", net=net)
+    with pytest.raises(CacheRunError, match="metric must be one of l2, linf, l1, not 'l3'"):
+        run_cache(model, x, 4, "l3", net=net)
+    with pytest.raises(CacheRunError, match="policy must be one of"):
+        run_cache(model, x, 4, "l2", net=net, policy="random")
+    with pytest.raises(CacheRunError, match="needs the float network"):
+        run_cache(model, x, 4, "l2")
+    with pytest.raises(CacheRunError, match="holds no rows"):
+        run_cache(model, x[:0], 4, "l2", net=net)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(golden.InputError, match=r"non-finite value nan at index \[3, 1\]"):
+        run_cache(model, bad, 4, "l2", net=net)
+    with pytest.raises(SystemExit):
+        parse(base + ["--entries", "0", "--out", str(out)])
