@@ -182,3 +182,31 @@ def test_imported_tanh_sigmoid_network_matches_golden(imported_tanh_sigmoid, sim
     assert res.mismatches == 0, "\n".join(res.details)
     np.testing.assert_array_equal(res.outputs, golden.forward(model, codes))
     assert res.cycles_per_inference == res.engine_cycles
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # torch's legacy-exporter notice
+@pytest.mark.parametrize("simulator", SIMS)
+@pytest.mark.parametrize("name", ["log_softmax", "matmul_add"])
+def test_cli_simulate_on_unseen_imported_models(name, simulator, tmp_path, capsys):
+    """``pwlnet simulate`` on models it has never seen: Flatten + BatchNorm + LogSoftmax,
+    and MatMul + Add, with layer widths 5 and 3 at P = 3 (no width a multiple of P)."""
+    from onnx_models import export_torch, torch_models
+    from pwlnet import compile as pcompile
+
+    factory, shape = torch_models()[name]
+    import torch
+    torch.manual_seed(1)
+    export_torch(factory(), tmp_path / "m.onnx", shape, 13)
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "calib.npy", rng.normal(0, 1, (400, *shape)).astype(np.float32))
+    model = pcompile.compile_onnx(tmp_path / "m.onnx", tmp_path / "model", calib=str(tmp_path / "calib.npy"),
+                                  log=lambda *_: None)
+    x = rng.normal(0, 1, (300, *shape)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    rc = simulate_main([str(tmp_path / "model"), "--inputs", str(tmp_path / "x.npy"), "--simulator", simulator,
+                        "--lanes", "3", "--outputs", str(tmp_path / "y.npy"), "--codes", str(tmp_path / "c.npy")])
+    assert rc == 0, capsys.readouterr()
+    y_gold, c_gold = golden.predict(model, x)
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), c_gold)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), y_gold)
+    assert "0 mismatches" in capsys.readouterr().out
