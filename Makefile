@@ -7,6 +7,8 @@ STAMP   := $(VENV)/.pwlnet-installed
 BOARD   ?= icebreaker
 MODEL   ?= boards/models/basicmotions_h64x64.onnx
 LANES   ?= 8
+CACHE   ?= 0
+METRIC  ?= linf
 SIM     ?= verilator
 VECTORS ?= 2000
 WAVES   ?= 0
@@ -16,7 +18,7 @@ JOBS    ?= 2
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: BOARD=$(BOARD) MODEL=$(MODEL) LANES=$(LANES) SIM=$(SIM) VECTORS=$(VECTORS) WAVES=$(WAVES)"
+	@echo "  variables: BOARD=$(BOARD) MODEL=$(MODEL) LANES=$(LANES) CACHE=$(CACHE) METRIC=$(METRIC) SIM=$(SIM) VECTORS=$(VECTORS) WAVES=$(WAVES)"
 
 # torch is pinned to the CPU build that pip finds locally (see README, "Set-up").
 $(STAMP): pyproject.toml
@@ -37,11 +39,11 @@ test-fast: $(STAMP)  ## the suite without slow tests (no bitstream build)
 sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [WAVES=1]
 	$(PY) -m pwlnet.sim.regress --simulator $(SIM) --vectors $(VECTORS) $(if $(filter 1,$(WAVES)),--waves,)
 
-bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=8]
-	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES)
+bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=8] [CACHE=16 METRIC=linf]
+	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC)
 
 program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL
-	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) --lanes $(LANES) $(MODEL)
+	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(MODEL)
 
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf build sim_build .pytest_cache .hypothesis

@@ -7,9 +7,12 @@ YoWASP packages, so no tool has to be installed outside Python.  It writes::
 
     <out_root>/<board>/<model>/
         <model>.bin     the bitstream
-        report.json     board, device, clocks, fmax, resources, cycles, throughput
+        report.json     board, device, clocks, fmax, resources, cycles, throughput, cache
         report.txt      the same for people
         gateware-<f>MHz/  Amaranth's build tree per clock tried (netlist, logs, constraints)
+
+With the hypersphere cache (``cache_entries > 0``) the model's directory name gets a
+``-cache<N>-<metric>`` suffix, so cached and plain builds of one model sit side by side.
 
 A design that does not fit raises :class:`FitError` naming the resource; one that misses
 timing at every requested clock raises :class:`TimingError` naming fmax and the target.
@@ -26,7 +29,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["BuildError", "FitError", "TimingError", "ProgramError", "BOARDS", "DEVICE_LIMITS",
-           "DEFAULT_TARGETS_MHZ", "build_bitstream", "program", "add_build_arguments", "cli_build"]
+           "DEFAULT_TARGETS_MHZ", "cache_suffix", "build_bitstream", "program", "add_build_arguments", "cli_build"]
 
 BOARDS = ("icebreaker",)
 #: Clocks tried in order (MHz) until one closes timing; after a miss, clocks above the
@@ -139,12 +142,23 @@ def _report_text(r):
     for key, v in r["resources"].items():
         pct = 100.0 * v["used"] / v["available"] if v["available"] else 0.0
         lines.append(f"    {key:<6} {v['used']:>5} / {v['available']:<5} ({pct:5.1f} %)")
+    c = r.get("cache")
+    if c:
+        lines.insert(4, f"  cache      {c['entries']} entries, {c['metric']}, {c['image_bytes']}-byte slot images; "
+                        f"hit {c['hit_cycles']} cycles, miss {c['miss_cycles']} cycles "
+                        f"({c['hits_per_second']:.0f} hits/s at the clock)")
     lines.append(f"  bitstream  {r['bitstream']}")
     return "\n".join(lines) + "\n"
 
 
+def cache_suffix(cache_entries, cache_metric):
+    """The output directory suffix of a cached build (empty without a cache)."""
+    return f"-cache{cache_entries}-{cache_metric}" if cache_entries else ""
+
+
 def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_TARGETS_MHZ,
-                    out_root="build", *, baud=115200, engine=None, name="top", model_name=None):
+                    out_root="build", *, baud=115200, engine=None, name="top", model_name=None,
+                    cache_entries=0, cache_metric="linf"):
     """Compile a model into a bitstream and write the report.
 
     Parameters
@@ -167,7 +181,12 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     name : str
         Top-level name of the netlist.
     model_name : str or None
-        Name of the output directory and bitstream; default the model directory's name.
+        Name of the output directory and bitstream; default the model directory's name
+        (with :func:`cache_suffix` for a cached build).
+    cache_entries : int
+        Slots of the hypersphere cache (0: none).
+    cache_metric : {"linf", "l2", "l1"}
+        The cache's distance.
 
     Returns
     -------
@@ -190,7 +209,12 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
         raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
     model_dir = Path(model_dir)
     model = artifact.load(model_dir)
-    model_name = model_name or model_dir.resolve().name
+    from ..hwcache import METRICS
+    if isinstance(cache_entries, bool) or not isinstance(cache_entries, int) or not 0 <= cache_entries <= 256:
+        raise ValueError(f"cache entries must be an integer in 0..256, not {cache_entries!r}")
+    if cache_metric not in METRICS:
+        raise ValueError(f"cache metric must be one of {', '.join(METRICS)}, not {cache_metric!r}")
+    model_name = model_name or model_dir.resolve().name + cache_suffix(cache_entries, cache_metric)
     out_dir = Path(out_root) / board / model_name
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = [target_mhz] if isinstance(target_mhz, (int, float)) else list(target_mhz)
@@ -201,7 +225,8 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     def attempt(mhz):
         """Place and route at `mhz`; return (result dict, bitstream bytes)."""
         pll = pll_config(mhz * 1e6)
-        top = ICEBreakerTop(model, lanes=lanes, pll=pll, baud=baud, target="ice40", engine=engine)
+        top = ICEBreakerTop(model, lanes=lanes, pll=pll, baud=baud, target="ice40", engine=engine,
+                            cache_entries=cache_entries, cache_metric=cache_metric)
         platform = ICEBreakerPlatform()
         platform.add_resources(platform.break_off_pmod)
         gw = out_dir / f"gateware-{mhz:g}MHz"
@@ -237,7 +262,20 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
             "link_inferences_per_second": baud / (10 * bytes_per_inf),
             "bitstream": f"{model_name}.bin",
             "gateware": gw.name,
+            "cache": None,
         }
+        if cache_entries:
+            hit = int(top.engine.hit_cycles)
+            result["cache"] = {
+                "entries": cache_entries,
+                "metric": cache_metric,
+                "image_bytes": int(top.engine.fmt.image_bytes),
+                "hit_cycles": hit,
+                "miss_cycles": cycles,
+                "hits_per_second": achieved * 1e6 / hit if hit else 0.0,
+            }
+            # The INFER reply carries two more bytes (cached, slot).
+            result["link_inferences_per_second"] = baud / (10 * (bytes_per_inf + 2))
         return result, products.get(f"{name}.bin")
 
     def finish(result, bitstream, tried):
@@ -326,6 +364,10 @@ def add_build_arguments(parser):
                         help="clock(s) to try in order; the first that closes timing is kept")
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--out", default="build", help="output root")
+    parser.add_argument("--cache-entries", type=int, default=0, metavar="N",
+                        help="hypersphere cache slots (default 0: no cache)")
+    parser.add_argument("--cache-metric", default="linf", choices=("linf", "l2", "l1"),
+                        help="the cache's distance (default linf)")
     parser.add_argument("--program", action="store_true",
                         help="program the board (with the existing bitstream, built first if missing)")
     parser.add_argument("--rebuild", action="store_true", help="with --program: build even if a bitstream exists")
@@ -336,11 +378,15 @@ def cli_build(args):
     """``pwlnet bitstream`` and ``python -m pwlnet.boards.build``: returns the exit status."""
     try:
         model_dir, model_name = _model_dir(args.model, args.board, args.out)
+        cache_entries = getattr(args, "cache_entries", 0) or 0
+        cache_metric = getattr(args, "cache_metric", "linf") or "linf"
+        model_name += cache_suffix(cache_entries, cache_metric)
         out_dir = Path(args.out) / args.board / model_name
         bitstream = out_dir / f"{model_name}.bin"
         if not (args.program and bitstream.is_file() and not getattr(args, "rebuild", False)):
             build_bitstream(model_dir, board=args.board, lanes=args.lanes, target_mhz=args.target_mhz,
-                            out_root=args.out, baud=args.baud, model_name=model_name)
+                            out_root=args.out, baud=args.baud, model_name=model_name,
+                            cache_entries=cache_entries, cache_metric=cache_metric)
         print((out_dir / "report.txt").read_text(), end="")
         if args.program:
             program(args.board, bitstream)

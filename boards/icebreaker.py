@@ -1,4 +1,5 @@
-"""The iCEBreaker top level: PLL, MLP engine, framed UART link and status LEDs.
+"""The iCEBreaker top level: PLL, MLP engine (optionally with the hypersphere cache),
+framed UART link and status LEDs.
 
 The same :class:`ICEBreakerTop` runs on the board and in Amaranth's simulator.  Elaborated
 for a platform it makes its clock with the PLL from the 12 MHz pad and drives the FTDI
@@ -52,9 +53,19 @@ class ICEBreakerTop(wiring.Component):
         Link frame timeout in cycles; default 50 ms.
     engine : callable or None
         ``engine(model, lanes, target=...)`` makes the engine; default the real
-        :class:`~pwlnet.hw.engine.MLPEngine` if present, else the stand-in.
+        :class:`~pwlnet.hw.engine.MLPEngine`.  With a cache it is called as
+        ``engine(model, lanes, cache_entries, cache_metric, target=..., preload=...)``;
+        default :class:`~pwlnet.hw.cached_engine.CachedEngine`.
     pll : PLLConfig or None
         PLL setting for board builds.
+    cache_entries : int
+        Slots of the hypersphere cache (0: no cache).  The link then implements the cache
+        commands (``CACHE_WRITE``, ``CACHE_CLEAR``, ``CACHE_STATS``, ``CACHE_INFO``, see
+        ``docs/protocol.md``).
+    cache_metric : {"linf", "l2", "l1"}
+        The comparator bank's distance.
+    cache_preload : sequence of HwEntry
+        Entries the slots hold at configuration (slots 0, 1, ...).
 
     Attributes
     ----------
@@ -67,12 +78,19 @@ class ICEBreakerTop(wiring.Component):
     """
 
     def __init__(self, model, *, lanes=8, clk_freq=48e6, baud=DEFAULT_BAUD, divisor=None,
-                 target="ice40", timeout=None, engine=None, pll=None):
+                 target="ice40", timeout=None, engine=None, pll=None, cache_entries=0,
+                 cache_metric="linf", cache_preload=()):
         if pll is not None:
             if not isinstance(pll, PLLConfig):
                 self._MustUse__silence = True   # a rejected object is not an unused design
                 raise TypeError(f"pll must be a PLLConfig, not {pll!r}")
             clk_freq = pll.f_out
+        if isinstance(cache_entries, bool) or not isinstance(cache_entries, int) or not 0 <= cache_entries <= 256:
+            self._MustUse__silence = True
+            raise ValueError(f"cache_entries must be an integer in 0..256, not {cache_entries!r}")
+        if not cache_entries and len(cache_preload):
+            self._MustUse__silence = True
+            raise ValueError("cache_preload needs a cache (cache_entries > 0)")
         self.model = model
         self.lanes = lanes
         self.clk_freq = float(clk_freq)
@@ -81,14 +99,26 @@ class ICEBreakerTop(wiring.Component):
         self.divisor = divisor if divisor is not None else baud_divisor(clk_freq, baud)
         self.target = target
         self.timeout = timeout if timeout is not None else max(1, int(0.05 * clk_freq))
-        self.engine = (engine or MLPEngine)(model, lanes, target=target)
+        self.cache_entries = cache_entries
+        self.cache_metric = cache_metric
+        if cache_entries:
+            if engine is None:
+                from ..hw.cached_engine import CachedEngine as engine
+            self.engine = engine(model, lanes, cache_entries, cache_metric, target=target,
+                                 preload=tuple(cache_preload))
+        else:
+            self.engine = (engine or MLPEngine)(model, lanes, target=target)
         # Weights too big for block RAM live in SPRAM and arrive over the link at run time.
         loads = "w_wr" in self.engine.signature.members
         self.link = Link(model, lanes=lanes, clk_freq=self.clk_freq, baud=round(clk_freq / self.divisor),
                          cycles_per_inference=getattr(self.engine, "cycles_per_inference", 0),
                          timeout=self.timeout,
                          weight_words=len(self.engine.weight_words) if loads else 0,
-                         weight_word_bits=self.engine.weight_word_bits if loads else 0)
+                         weight_word_bits=self.engine.weight_word_bits if loads else 0,
+                         cache_entries=cache_entries,
+                         cache_image_bytes=self.engine.fmt.image_bytes if cache_entries else 0,
+                         cache_metric=cache_metric,
+                         cache_hit_cycles=self.engine.hit_cycles if cache_entries else 0)
         super().__init__({
             "uart_rx": In(1, init=1),
             "uart_tx": Out(1, init=1),
@@ -117,6 +147,10 @@ class ICEBreakerTop(wiring.Component):
         wiring.connect(m, engine.o, link.eng_o)
         if "w_wr" in engine.signature.members:
             wiring.connect(m, link.w_wr, engine.w_wr)
+        if self.cache_entries:
+            wiring.connect(m, link.cw, engine.cw)
+            m.d.comb += [engine.clear.eq(link.cache_clear), engine.clear_stats.eq(link.clear_stats),
+                         link.hits.eq(engine.hits), link.misses.eq(engine.misses)]
         uart_err = Signal()
         m.d.sync += uart_err.eq(rx.frame_error | rx.overrun)
         m.d.comb += link.uart_error.eq(uart_err)

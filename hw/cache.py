@@ -20,7 +20,8 @@ Streams and ports
     ``{slot, index, codes, bound, valid, commit}`` writes ``codes`` as dimensions
     ``index*L .. index*L+L-1`` of ``slot``'s center (``index < beats``); a beat with
     ``commit`` also sets the slot's ``valid`` bit and its bound ``R`` (unsigned,
-    :func:`pwlnet.hwcache.distance_bits` wide).  A full entry write is ``beats`` beats
+    :func:`pwlnet.hwcache.distance_bits` wide).  ``bound`` must be the entry's on *every*
+    beat of a write: ``linf`` stores each code's window ``c +- R``.  A full entry write is ``beats`` beats
     with ``commit`` on the last one (so an entry becomes valid only once its whole center
     is in place); invalidating a slot is one beat with ``commit = 1, valid = 0`` (its
     center word is overwritten, which does not matter for an invalid slot).  One word per
@@ -30,6 +31,14 @@ Streams and ports
     A strobe: every slot is invalid from the next cycle on (it wins over a ``commit`` in
     the same cycle).  Like the host's "clear" command, issue it between queries: a query
     whose compare stage has not run yet sees the cleared bank.
+``idle``, ``at_first`` (out)
+    ``at_first``: the next query beat is a query's first; ``idle``: that, and no result
+    is owed.  A block that writes entries between queries (the cached engine) holds
+    off a query's first beat on them.
+
+Preload.  ``init`` gives slots their contents at configuration (and after reset):
+centers in the memory's initial image, bounds and valid bits as register reset values;
+``clear`` still empties them.
 
 Ordering.  ``w.ready`` is high only while the bank is idle -- no query partly received,
 no result waiting to be taken -- so a write can never tear a query: every query sees
@@ -45,10 +54,11 @@ Instead the centers live in *one* memory of ``beats`` rows, each row the ``N * L
 of one beat for every slot, written with a per-slot write enable (granularity ``L``
 codes) and read once per query beat at the beat index.  On the iCE40 this becomes
 ``ceil(N * L * code_bits / 16)`` EBR in 256 x 16 mode with bit masks (N/2 blocks for
-8-bit codes and ``L = 1``); a memory per entry would take ``N`` blocks for the same bits
+8-bit codes and ``L = 1``; twice that for ``linf``, which stores two codes per
+dimension); a memory per entry would take ``N`` blocks for the same bits
 (an EBR is at least 16 bits wide in the 256-deep mode, and 8-bit-wide modes are 512 deep,
-far more than ``dim``).  Valid bits and bounds are registers, ``N * (1 + distance_bits)``
-flip-flops, as are the per-entry accumulators (``distance_bits + 1`` bits, one bit for
+far more than ``dim``).  Valid bits and (``l1``, ``l2``) bounds are registers,
+``N * (1 + distance_bits)`` flip-flops, as are the per-entry accumulators (``distance_bits + 1`` bits, one bit for
 ``linf``): every entry reads its own on every beat.
 
 Datapath (all entries in parallel)
@@ -58,9 +68,11 @@ Datapath (all entries in parallel)
 2. per entry and lane ``|q_i - c_i|`` (``code_bits`` wide: at most ``2**code_bits - 1``),
    registered, so that the subtraction after the memory's clock-to-output delay is not
    chained with the accumulation;
-3. per entry: ``linf`` keeps one bit, "every ``|q_i - c_i| <= R`` so far" (a comparator
-   per lane; no running max and no final compare, since ``max_i |d_i| <= R`` iff every
-   ``|d_i| <= R``); ``l1`` and ``l2`` count the bound down, ``R - sum |q_i - c_i|`` or
+3. per entry: ``linf`` keeps one bit, "every ``|q_i - c_i| <= R`` so far" (no running
+   max and no final compare, since ``max_i |d_i| <= R`` iff every ``|d_i| <= R``); for
+   ``linf`` the memory holds each code's window ``[c_i - R, c_i + R]`` (clipped to the
+   code range, computed as the word is written), so stage 2 is two comparisons per lane
+   with no subtraction or absolute value; ``l1`` and ``l2`` count the bound down, ``R - sum |q_i - c_i|`` or
    ``R - sum (q_i - c_i)**2``, in a ``distance_bits + 1``-bit signed register and hit
    iff it ends non-negative (one subtractor, no final comparator).  The ``l2`` square
    cannot use a ``SB_MAC16`` (the MLP engine owns all eight of the UP5K's), so it is
@@ -148,7 +160,7 @@ class ComparatorBank(wiring.Component):
         is valid on ``o`` (:data:`LOOKUP_LATENCY`).
     """
 
-    def __init__(self, entries, dim, code_bits, metric, *, lanes_per_cycle=1, squarer="logic"):
+    def __init__(self, entries, dim, code_bits, metric, *, lanes_per_cycle=1, squarer="logic", init=()):
         self._entries = check_int(entries, "entries", 1)
         self._dim = check_int(dim, "dim", 1)
         if isinstance(code_bits, bool) or not isinstance(code_bits, (int, np.integer)):
@@ -166,6 +178,24 @@ class ComparatorBank(wiring.Component):
         self.beats = -(-self._dim // self._lanes)
         self.distance_bits = hwcache.distance_bits(metric, self._dim, self._bits)
         self.lookup_latency = LOOKUP_LATENCY
+        init = list(init)
+        if len(init) > self._entries:
+            raise ValueError(f"init has {len(init)} slots; the bank has {self._entries}")
+        self._init = []
+        lo, hi = fx.signed_range(self._bits)
+        cap = hwcache.max_distance(metric, self._dim, self._bits)
+        for s_, item in enumerate(init):
+            if item is None:
+                self._init.append(None)
+                continue
+            center, bnd = item
+            center = np.asarray(center, dtype=np.int64).reshape(-1)
+            if center.size != self._dim or np.any(center < lo) or np.any(center > hi):
+                raise ValueError(f"init slot {s_}: the center must be {self._dim} codes in [{lo}, {hi}]")
+            if isinstance(bnd, bool) or not isinstance(bnd, (int, np.integer)) or not 0 <= bnd <= cap:
+                raise ValueError(f"init slot {s_}: bound {bnd!r} is outside 0..{cap}")
+            self._init.append((center, int(bnd)))
+        self._init += [None] * (self._entries - len(self._init))
         codes = data.ArrayLayout(signed(self._bits), self._lanes)
         super().__init__({
             "q": In(stream.Signature(codes)),
@@ -180,6 +210,8 @@ class ComparatorBank(wiring.Component):
                 "commit": 1,
             }))),
             "clear": In(1),
+            "idle": Out(1),
+            "at_first": Out(1),
         })
 
     @property
@@ -212,9 +244,31 @@ class ComparatorBank(wiring.Component):
         dbits = self.distance_bits
 
         # ---- center memory: row = beat index, element e*L + j = slot e, lane j ----------
-        m.submodules.centers = mem = Memory(shape=data.ArrayLayout(signed(bits), n * lanes),
-                                            depth=beats, init=[])
-        wr = mem.write_port(granularity=lanes)
+        # linf stores the window [c - R, c + R] (clipped to the code range) instead of c:
+        # |q - c| <= R iff lo <= q <= hi for every code q, so a lane needs two compares
+        # and no subtractor, absolute value or bound register (about half the LUTs),
+        # for twice the memory bits.
+        win = self._metric == "linf"
+        per = 2 if win else 1
+        lo_code, hi_code = fx.signed_range(bits)
+
+        def stored(c, r):
+            return [max(c - r, lo_code), min(c + r, hi_code)] if win else [c]
+
+        rows = []
+        for r in range(beats):
+            row = []
+            for e in range(n):
+                for j in range(lanes):
+                    i = r * lanes + j
+                    if self._init[e] is not None and i < self._dim:
+                        row += stored(int(self._init[e][0][i]), self._init[e][1])
+                    else:
+                        row += [0] * per
+            rows.append(row)
+        m.submodules.centers = mem = Memory(shape=data.ArrayLayout(signed(bits), n * lanes * per),
+                                            depth=beats, init=rows)
+        wr = mem.write_port(granularity=lanes * per)
         rd = mem.read_port(transparent_for=())   # writes and reads never overlap (w.ready)
 
         # ---- control ----------------------------------------------------------------------
@@ -222,7 +276,7 @@ class ComparatorBank(wiring.Component):
         owed = Signal()                          # a result is in the pipeline or on o
         at_last = k == beats - 1
         idle = (k == 0) & ~owed
-        m.d.comb += self.w.ready.eq(idle)
+        m.d.comb += [self.w.ready.eq(idle), self.idle.eq(idle), self.at_first.eq(k == 0)]
         # The output register holds one result and the pipeline behind it cannot stall,
         # so a query's last beat waits until the previous query's result has been taken.
         m.d.comb += self.q.ready.eq(~(at_last & owed) & ~(idle & self.w.valid))
@@ -236,16 +290,30 @@ class ComparatorBank(wiring.Component):
             m.d.sync += owed.eq(0)
 
         # ---- entry writes ---------------------------------------------------------------
-        valid = Signal(n)
-        bound = [Signal(dbits, name=f"bound{e}") for e in range(n)]
+        valid = Signal(n, init=sum(1 << e for e in range(n) if self._init[e] is not None))
+        bound = [Signal(dbits, name=f"bound{e}", init=self._init[e][1] if self._init[e] is not None else 0)
+                 for e in range(n)]
         wp = self.w.payload
         wfire = self.w.valid & self.w.ready
+        if win:
+            # the window of each code of the word, from the bound sent with every beat
+            parts = []
+            for j in range(lanes):
+                c = wp.codes[j]
+                lo = c - wp.bound
+                hi = c + wp.bound
+                parts += [Mux(lo < lo_code, lo_code, lo)[:bits], Mux(hi > hi_code, hi_code, hi)[:bits]]
+            word = Cat(*parts)
+        else:
+            word = wp.codes.as_value()
         m.d.comb += [wr.addr.eq(wp.index),
-                     wr.data.eq(wp.codes.as_value().replicate(n)),
+                     wr.data.eq(word.replicate(n)),
                      wr.en.eq(Mux(wfire, Const(1, n) << wp.slot, 0))]
         for e in range(n):
             with m.If(wfire & wp.commit & (wp.slot == e)):
-                m.d.sync += [valid[e].eq(wp.valid), bound[e].eq(wp.bound)]
+                m.d.sync += valid[e].eq(wp.valid)
+                if not win:
+                    m.d.sync += bound[e].eq(wp.bound)
         with m.If(self.clear):
             m.d.sync += valid.eq(0)
 
@@ -265,6 +333,20 @@ class ComparatorBank(wiring.Component):
         v2, first2, last2 = Signal(), Signal(), Signal()
         m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
         for e in range(n):
+            if win:
+                # per lane: q inside the stored window (lanes past dim always inside)
+                ins = []
+                for j in range(lanes):
+                    lo = rd.data[(e * lanes + j) * 2]
+                    hi = rd.data[(e * lanes + j) * 2 + 1]
+                    t = (q1[j] >= lo) & (q1[j] <= hi)
+                    if j >= live_last:
+                        t = t | last1
+                    ins.append(t)
+                lane_ok = Signal(name=f"lane_ok{e}")
+                m.d.sync += lane_ok.eq(Cat(*ins).all())
+                ad[e] = lane_ok
+                continue
             for j in range(lanes):
                 diff = q1[j] - rd.data[e * lanes + j]
                 mag = abs(diff)[:bits]              # |diff| <= 2**bits - 1 always fits
@@ -292,8 +374,8 @@ class ComparatorBank(wiring.Component):
         m.d.sync += done3.eq(v2 & last2)
         inside = []
         for e in range(n):
-            if self._metric == "linf":
-                ok = Cat(*(a <= bound[e] for a in ad[e])).all()
+            if win:
+                ok = ad[e]
                 flag = Signal(name=f"inside{e}")
                 with m.If(v2):
                     m.d.sync += flag.eq(ok & (first2 | flag))

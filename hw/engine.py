@@ -82,14 +82,21 @@ WEIGHT_MEMORIES = ("auto", "rom", "ram")
 _EBR_WEIGHT_BUDGET = 22 * 4096
 
 
-def output_layout(model):
-    """Payload layout of the engine's (and the board's) output stream for ``model``."""
+def output_layout(model, programs=1):
+    """Payload layout of the engine's (and the board's) output stream for ``model``.
+
+    An engine with extra programs (``programs > 1``) adds ``program``: the program that
+    computed the inference, on every beat.
+    """
     n_out = model.layers[-1].n_out
-    return data.StructLayout({
+    fields = {
         "data": signed(model.layers[-1].out_bits),
         "last": 1,
         "argmax": unsigned(max(1, ceil_log2(n_out))),
-    })
+    }
+    if programs > 1:
+        fields["program"] = range(programs)
+    return data.StructLayout(fields)
 
 
 def _width(lo, hi):
@@ -103,7 +110,7 @@ class _Plan:
     inspected and tested without elaborating anything.
     """
 
-    def __init__(self, model, lanes, programs):
+    def __init__(self, model, lanes, programs, slots=None):
         P = self.lanes = lanes
         self.programs = []          # (first table index, number of layers)
         table = []
@@ -129,12 +136,18 @@ class _Plan:
         for l in table:
             reach = int(np.abs(l.weight).sum(axis=1).max(initial=0)) << (l.in_bits - 1)
             acc = max(acc, l.acc_bits, _width(-reach, reach))
+        # Writable cache slots (`slots`, a pwlnet.hwcache.SlotFormat): the widths must hold
+        # whatever entry the host may write later, not only the slots' initial contents.
+        if slots is not None:
+            acc = max(acc, slots.wx_bits)
         self.acc_bits = acc
-        self.has_multiply = any(np.any(l.multiplier != 1) for l in table)
+        self.has_multiply = any(np.any(l.multiplier != 1) for l in table) or bool(slots and slots.mult_bits)
         mb = max(int(l.multiplier.max(initial=1)).bit_length() for l in table)
+        if slots is not None:
+            mb = max(mb, slots.mult_bits)
         self.mult_bits = mb if self.has_multiply else 0
         self.max_shift = max(int(l.shift.max(initial=0)) for l in table)
-        self.shift_bits = max(1, self.max_shift.bit_length())
+        self.shift_bits = max(1, self.max_shift.bit_length(), slots.shift_bits if slots is not None else 1)
         # Per channel: off = bias * m + round(2**(s-1)), so that the requantizer computes
         # (acc * m + off) >> s == round_shift((acc + bias) * m, s) with one add.
         params = []
@@ -144,11 +157,15 @@ class _Plan:
                 params.append((b * mu + ((1 << (sh - 1)) if sh else 0), mu, sh))
         self.params = params
         offs = [p[0] for p in params] or [0]
+        if slots is not None:
+            offs += list(fx.signed_range(slots.off_bits))
         self.off_bits = _width(min(offs), max(offs))
         mmax = (1 << self.mult_bits) - 1 if self.has_multiply else 1
         amax = 1 << (acc - 1)
         self.pre_bits = _width(-amax * mmax + min(min(offs), 0), amax * mmax + max(max(offs), 0)) + 1
         min_shift = min((p[2] for p in params), default=0)
+        if slots is not None:
+            min_shift = min(min_shift, slots.min_shift)
         max_ob = max(l.out_bits for l in table)
         self.post_bits = max(self.pre_bits - min_shift, max_ob + 1)
         # Requant stages after the hold register: param fetch, [partial products, adder
@@ -264,6 +281,17 @@ def _check_program(model, k, layers):
     return layers
 
 
+def _empty_slot(model, fmt):
+    """The initial contents of an unwritten cache slot: ``W = 0, b = 0`` (never run: invalid)."""
+    last = model.layers[-1]
+    n_out, d = model.output_dim, model.input_dim
+    return Layer(weight=np.zeros((n_out, d), dtype=np.int64), bias=np.zeros(n_out, dtype=np.int64),
+                 multiplier=np.ones(n_out, dtype=np.int64), shift=np.full(n_out, fmt.min_shift, dtype=np.int64),
+                 weight_bits=fmt.weight_bits, in_bits=model.input_bits, out_bits=last.out_bits,
+                 acc_bits=2, activation="none", out_scale=last.out_scale, requant=last.requant,
+                 name="cache_slot")
+
+
 def _check_lerp_split(programs):
     """Refuse LERP layers of different ``(out_bits, index_bits)``: there is one LERP unit.
 
@@ -351,9 +379,29 @@ class MLPEngine(wiring.Component):
     ``d + cycles_per_inference + write_delay + P + n_out``.
     """
 
-    def __init__(self, model, lanes, *, target="generic", weight_memory="auto", programs=()):
+    def __init__(self, model, lanes, *, target="generic", weight_memory="auto", programs=(),
+                 cache_slots=0, slot_format=None, slot_layers=None):
         _check_model(model)
         programs = [_check_program(model, k + 1, p) for k, p in enumerate(programs)]
+        cache_slots = 0 if cache_slots is None else cache_slots
+        if isinstance(cache_slots, bool) or not isinstance(cache_slots, (int, np.integer)) or cache_slots < 0:
+            raise ValueError(f"cache_slots must be a non-negative integer, not {cache_slots!r}")
+        self._n_slots = int(cache_slots)
+        self._slots = slot_format if self._n_slots else None
+        if self._n_slots:
+            if slot_format is None:
+                raise ValueError("cache_slots needs slot_format (a pwlnet.hwcache.SlotFormat)")
+            if slot_format.lanes != lanes or slot_format.dim != model.input_dim or slot_format.n_out != model.output_dim:
+                raise ValueError(f"slot_format {slot_format!r} does not describe this model at {lanes} lanes")
+            slot_layers = list(slot_layers) if slot_layers is not None else [None] * self._n_slots
+            if len(slot_layers) != self._n_slots:
+                raise ValueError(f"slot_layers has {len(slot_layers)} items for {self._n_slots} slots")
+            self._first_slot = 1 + len(programs)
+            for k, l in enumerate(slot_layers):
+                l = _empty_slot(model, slot_format) if l is None else l
+                programs.append(_check_program(model, self._first_slot + k, [l]))
+        else:
+            self._first_slot = None
         _check_lerp_split([list(model.layers)] + programs)
         if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)):
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
@@ -365,7 +413,7 @@ class MLPEngine(wiring.Component):
             raise ValueError(f"weight_memory must be one of {WEIGHT_MEMORIES}, not {weight_memory!r}")
         self._model = model
         self._target = target
-        self._plan = plan = _Plan(model, int(lanes), [list(model.layers)] + programs)
+        self._plan = plan = _Plan(model, int(lanes), [list(model.layers)] + programs, self._slots)
         wbits = plan.lanes * plan.weight_bits * len(plan.words)
         if weight_memory == "auto":
             weight_memory = "ram" if target == "ice40" and wbits > _EBR_WEIGHT_BUDGET else "rom"
@@ -375,15 +423,54 @@ class MLPEngine(wiring.Component):
         self._weight_memory = weight_memory
         members = {
             "i": In(stream.Signature(signed(model.input_bits))),
-            "o": Out(stream.Signature(output_layout(model))),
+            "o": Out(stream.Signature(output_layout(model, len(plan.programs)))),
         }
         if programs:
             members["prog"] = In(stream.Signature(range(len(plan.programs))))
+        if self._n_slots:
+            members["cw"] = In(stream.Signature(self.slot_write_layout))
+            members["quiet"] = Out(1)
         if weight_memory == "ram":
             members["w_wr"] = In(stream.Signature(data.StructLayout({
                 "addr": range(max(2, len(plan.words))),
                 "data": unsigned(plan.lanes * plan.weight_bits)})))
         super().__init__(members)
+
+    # -- cache slots -----------------------------------------------------------------
+    @property
+    def cache_slots(self):
+        """Number of writable one-layer cache programs (0 without a cache)."""
+        return self._n_slots
+
+    @property
+    def first_slot_program(self):
+        """Program number of cache slot 0 (slot ``s`` is program ``first_slot_program + s``)."""
+        return self._first_slot
+
+    def slot_word_base(self, s):
+        """Weight-memory address of slot ``s``'s first weight word."""
+        return self._plan.layers[self._plan.programs[self._first_slot + s][0]]["w_base"]
+
+    def slot_chan_base(self, s):
+        """Parameter-memory index of slot ``s``'s first output channel."""
+        return self._plan.layers[self._plan.programs[self._first_slot + s][0]]["chan_base"]
+
+    @property
+    def slot_write_layout(self):
+        """Payload of the ``cw`` port: one weight word or one channel's parameters per beat.
+
+        ``kind`` 0 writes ``word`` to weight address ``addr``; ``kind`` 1 writes ``off``,
+        ``mult`` and ``shift`` (``pwlnet.hwcache.SlotFormat`` widths) to channel ``addr``.
+        """
+        f, pl = self._slots, self._plan
+        return data.StructLayout({
+            "kind": 1,
+            "addr": range(max(2, len(pl.words), len(pl.params))),
+            "word": unsigned(pl.lanes * pl.weight_bits),
+            "off": signed(f.off_bits),
+            "mult": unsigned(max(1, f.mult_bits)),
+            "shift": unsigned(f.shift_bits),
+        })
 
     # -- read-only facts -------------------------------------------------------------
     @property
@@ -440,12 +527,21 @@ class MLPEngine(wiring.Component):
         n_chan = len(pl.params)
 
         # ---- memories -------------------------------------------------------------
+        slots = self._n_slots > 0
         m.submodules.wmem = wmem = WeightMemory(
             P * wb, n_words, init=pl.words if self._weight_memory == "rom" else (),
-            kind=self._weight_memory, target=self._target)
+            kind=self._weight_memory, target=self._target, writable=slots)
         if self._weight_memory == "ram":
             m.d.comb += [self.w_wr.ready.eq(1), wmem.wr_addr.eq(self.w_wr.payload.addr),
                          wmem.wr_data.eq(self.w_wr.payload.data), wmem.wr_en.eq(self.w_wr.valid)]
+        if slots:
+            # Cache slot writes (the host only sends them while the engine is quiet); a
+            # weight load through w_wr wins, the slot write waits.
+            cwp = self.cw.payload
+            busy_wr = self.w_wr.valid if self._weight_memory == "ram" else Const(0)
+            m.d.comb += self.cw.ready.eq(~busy_wr)
+            with m.If(self.cw.valid & ~busy_wr & (cwp.kind == 0)):
+                m.d.comb += [wmem.wr_addr.eq(cwp.addr), wmem.wr_data.eq(cwp.word), wmem.wr_en.eq(1)]
 
         m.submodules.in_mem = in_mem = Memory(shape=signed(pl.in_bits), depth=2 * d, init=[])
         in_wr = in_mem.write_port()
@@ -470,6 +566,12 @@ class MLPEngine(wiring.Component):
             shape=param_layout, depth=max(1, n_chan),
             init=[{"off": o, "mult": mu if pl.has_multiply else 0, "shift": s} for o, mu, s in pl.params])
         par_rd = par_mem.read_port(transparent_for=())
+        if slots:
+            par_wr = par_mem.write_port()
+            m.d.comb += [par_wr.addr.eq(cwp.addr), par_wr.data.off.eq(cwp.off),
+                         par_wr.data.mult.eq(cwp.mult if pl.has_multiply else 0),
+                         par_wr.data.shift.eq(cwp.shift),
+                         par_wr.en.eq(self.cw.valid & self.cw.ready & (cwp.kind == 1))]
 
         # Layer descriptor table: a small LUT ROM read combinationally by the sequencer,
         # whose outputs are registered into `cur` when a layer starts.
@@ -652,6 +754,20 @@ class MLPEngine(wiring.Component):
         with m.If(start_inf):
             m.d.sync += [st_idle.eq(0), st_load.eq(1), cb.eq(nb), nb.eq(~nb), out_busy[nb].eq(1),
                          nidx.eq(firsts[sel])]
+        if len(pl.programs) > 1:
+            # Which program computed each output bank's inference (reported on `o`).
+            prog_of = [Signal(range(len(pl.programs)), name=f"prog_of{b}") for b in range(2)]
+            for b in range(2):
+                with m.If(start_inf & (nb == b)):
+                    m.d.sync += prog_of[b].eq(sel)
+        if self._n_slots:
+            # Nothing loaded, running or still being written back, and no input partly
+            # received: the cache slots' weights and parameters may be rewritten.
+            # Registered; one cycle stale is safe because only an input beat (which the
+            # writer holds off) can end quiescence.
+            computing = (out_busy[0] & ~out_full[0]) | (out_busy[1] & ~out_full[1])
+            m.d.sync += self.quiet.eq(st_idle & ~start_inf & ~in_full[0] & ~in_full[1] & ~computing
+                                      & (ld_cnt == 0) & ~take)
         lidx = Signal(range(max(2, n_layers)))
         with m.If(st_load):
             new = desc_rd.data
@@ -971,6 +1087,8 @@ class MLPEngine(wiring.Component):
             self.o.payload.last.eq(o_last),
             self.o.payload.argmax.eq(Mux(st_bank, argmax[1], argmax[0])),
         ]
+        if len(pl.programs) > 1:
+            m.d.comb += self.o.payload.program.eq(Mux(st_bank, prog_of[1], prog_of[0]))
         with m.If(adv):
             with m.If(Mux(st_bank, out_full[1], out_full[0]) & ~st_all):
                 m.d.sync += [self.o.valid.eq(1), o_last.eq(st_ptr == n_out - 1),

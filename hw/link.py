@@ -21,8 +21,11 @@ answered with ``TIMEOUT``.
 
 Commands (:class:`Command`): ``INFO``, ``INFER``, ``COUNTERS``, ``CLEAR_COUNTERS``,
 ``LOAD_WEIGHTS`` (only when the engine's weights live in SPRAM: the words are staged
-and written to the engine after the CRC has checked out); ``0x10``-``0x1F`` are kept
-for the hypersphere cache.  Error codes: :class:`ErrorCode`.
+and written to the engine after the CRC has checked out); ``0x10``-``0x1F`` belong to
+the hypersphere cache: ``CACHE_WRITE``, ``CACHE_CLEAR``, ``CACHE_STATS`` and
+``CACHE_INFO`` when the link is built for a cached engine
+(:class:`pwlnet.hw.cached_engine.CachedEngine`, ``cache_entries > 0``), otherwise
+``UNSUPPORTED`` like the rest of the range.  Error codes: :class:`ErrorCode`.
 
 This module also holds the Python side of the protocol (:func:`crc16`,
 :func:`encode_frame`, :class:`LinkInfo`), which the host driver uses, so each rule is
@@ -43,9 +46,10 @@ from amaranth.utils import ceil_log2
 
 __all__ = [
     "PROTOCOL_VERSION", "REQ_SYNC", "REP_SYNC", "ERROR_REPLY", "REPLY_FLAG",
-    "Command", "ErrorCode", "RESERVED_COMMANDS",
+    "Command", "ErrorCode", "RESERVED_COMMANDS", "CACHE_COMMANDS",
     "crc16", "encode_frame", "code_bytes", "model_fingerprint",
-    "LinkInfo", "COUNTER_NAMES", "engine_output_layout", "Link",
+    "LinkInfo", "CacheInfo", "CACHE_METRIC_CODES", "COUNTER_NAMES", "engine_output_layout",
+    "cached_output_layout", "cache_write_layout", "Link",
 ]
 
 PROTOCOL_VERSION = 1
@@ -58,20 +62,27 @@ GATEWARE_VERSION = (0, 1, 0)
 
 
 class Command(enum.IntEnum):
-    """Request commands.  ``0x10``-``0x1F`` are reserved for the hypersphere cache."""
+    """Request commands.  ``0x10``-``0x1F`` belong to the hypersphere cache; a bitstream
+    without a cache answers all of them ``UNSUPPORTED``."""
 
     INFO = 0x01            #: no payload; reply: :class:`LinkInfo`
     INFER = 0x02           #: payload: input codes; reply: output codes, argmax (u16), cycles (u32)
     COUNTERS = 0x03        #: no payload; reply: :data:`COUNTER_NAMES` as u32 each
     CLEAR_COUNTERS = 0x04  #: no payload; reply: empty
     LOAD_WEIGHTS = 0x05    #: payload: u16 first word address, then whole weight words; reply: empty
-    CACHE_WRITE = 0x10     #: reserved: write one cache entry
-    CACHE_CLEAR = 0x11     #: reserved: invalidate all cache entries
-    CACHE_STATS = 0x12     #: reserved: read hit / miss counters
+    CACHE_WRITE = 0x10     #: payload: u8 slot, then the slot image; reply: empty
+    CACHE_CLEAR = 0x11     #: no payload; invalidate every slot; reply: empty
+    CACHE_STATS = 0x12     #: payload: none or u8 flags (bit 0: zero the counters); reply: u32 hits, u32 misses
+    CACHE_INFO = 0x13      #: no payload; reply: :class:`CacheInfo`
 
 
-#: Command codes kept for later features; a device without them answers ``UNSUPPORTED``.
+#: Command codes of the cache; a device without one answers ``UNSUPPORTED`` to all of them.
 RESERVED_COMMANDS = range(0x10, 0x20)
+#: The cache commands a cached build implements (the rest of :data:`RESERVED_COMMANDS`
+#: stays ``UNSUPPORTED``).
+CACHE_COMMANDS = (Command.CACHE_WRITE, Command.CACHE_CLEAR, Command.CACHE_STATS, Command.CACHE_INFO)
+#: Metric codes of the CACHE_INFO reply (the same as :mod:`pwlnet.hwcache`'s entry words).
+CACHE_METRIC_CODES = {"l2": 0, "linf": 1, "l1": 2}
 
 
 class ErrorCode(enum.IntEnum):
@@ -81,8 +92,10 @@ class ErrorCode(enum.IntEnum):
     BAD_LENGTH = 0x02       #: LEN is wrong for the command, or above ``max_payload``
     UNKNOWN_COMMAND = 0x03  #: CMD is not a command at all
     TIMEOUT = 0x04          #: the frame stopped arriving mid-way
-    UNSUPPORTED = 0x05      #: a command this bitstream does not implement (reserved, or
-                            #: LOAD_WEIGHTS when the weights are built in)
+    UNSUPPORTED = 0x05      #: a command this bitstream does not implement (a cache command
+                            #: without a cache, or LOAD_WEIGHTS when the weights are built in)
+    BAD_ARGUMENT = 0x06     #: a field of the payload is out of range (CACHE_WRITE's slot,
+                            #: CACHE_STATS' flags)
 
 
 #: Order of the u32 counters in a COUNTERS reply.
@@ -173,6 +186,40 @@ class LinkInfo:
         return cls(f[0], tuple(f[1:4]), *f[4:])
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheInfo:
+    """The CACHE_INFO reply: the cache geometry the host needs to fill the slots.
+
+    Wire layout (9 bytes, little-endian): ``u16 entries, u8 metric, u16 image_bytes,
+    u32 hit_cycles``.  ``metric`` is a :data:`CACHE_METRIC_CODES` code (0 ``l2``,
+    1 ``linf``, 2 ``l1``); ``image_bytes`` is the length of one slot image
+    (:meth:`pwlnet.hwcache.SlotFormat.image`), so a CACHE_WRITE payload is
+    ``1 + image_bytes`` bytes; ``hit_cycles`` is the cycles an inference answered by an
+    entry occupies the engine (a miss takes INFO's ``cycles_per_inference``).
+    """
+
+    entries: int
+    metric: str
+    image_bytes: int
+    hit_cycles: int
+
+    _FORMAT = "<HBHI"
+
+    def pack(self):
+        return struct.pack(self._FORMAT, self.entries, CACHE_METRIC_CODES[self.metric],
+                           self.image_bytes, self.hit_cycles)
+
+    @classmethod
+    def unpack(cls, buf):
+        if len(buf) != struct.calcsize(cls._FORMAT):
+            raise ValueError(f"CACHE_INFO payload has {len(buf)} bytes, expected {struct.calcsize(cls._FORMAT)}")
+        entries, code, image_bytes, hit_cycles = struct.unpack(cls._FORMAT, bytes(buf))
+        names = {v: k for k, v in CACHE_METRIC_CODES.items()}
+        if code not in names:
+            raise ValueError(f"CACHE_INFO names metric code {code}; known are {sorted(names)}")
+        return cls(entries, names[code], image_bytes, hit_cycles)
+
+
 def engine_output_layout(model):
     """The engine's output payload layout (see the engine contract)."""
     n_out = model.output_dim
@@ -181,6 +228,27 @@ def engine_output_layout(model):
         "last":   1,
         "argmax": unsigned(max(1, ceil_log2(n_out))),
     })
+
+
+def _slot_shape(entries):
+    return unsigned(max(1, ceil_log2(entries)))
+
+
+def cached_output_layout(model, entries):
+    """The cached engine's output payload layout: the engine's, plus ``cached`` and ``slot``."""
+    n_out = model.output_dim
+    return data.StructLayout({
+        "data":   signed(model.layers[-1].out_bits),
+        "last":   1,
+        "argmax": unsigned(max(1, ceil_log2(n_out))),
+        "cached": 1,
+        "slot":   _slot_shape(entries),
+    })
+
+
+def cache_write_layout(entries):
+    """The cached engine's slot write payload: one image byte and the slot it goes to."""
+    return data.StructLayout({"slot": _slot_shape(entries), "data": 8})
 
 
 def _crc16_step(crc, byte):
@@ -220,7 +288,19 @@ class Link(wiring.Component):
         Width of one weight word.
     chunk_words : int
         Most words one ``LOAD_WEIGHTS`` frame may carry (they are staged and written to the
-        engine only after the frame's CRC has checked out).
+        engine only after the frame's CRC has checked out).  It is raised until a
+        ``LOAD_WEIGHTS`` payload is the longest payload (INFER's, or CACHE_WRITE's, which
+        is staged in the same buffer), so that ``max_payload`` is always
+        ``2 + chunk_words * weight word bytes`` when weights are loaded.
+    cache_entries : int
+        Slots of the cached engine behind the link (0: no cache; the cache commands are
+        answered ``UNSUPPORTED`` and the engine ports are those of the plain engine).
+    cache_image_bytes : int
+        Bytes of one slot image (:attr:`pwlnet.hwcache.SlotFormat.image_bytes`).
+    cache_metric : {"l2", "linf", "l1"}
+        The comparator bank's metric, reported by ``CACHE_INFO``.
+    cache_hit_cycles : int
+        Cycles of an inference answered by an entry, reported by ``CACHE_INFO``.
 
     Attributes
     ----------
@@ -231,7 +311,7 @@ class Link(wiring.Component):
     eng_i : Out(stream.Signature(signed(input_bits)))
         Input codes to the engine.
     eng_o : In(stream.Signature(engine_output_layout(model)))
-        Output codes from the engine.
+        Output codes from the engine (:func:`cached_output_layout` with a cache).
     uart_error : In(1)
         Pulse per receiver framing error or overrun (counted).
     busy : Out(1)
@@ -240,16 +320,41 @@ class Link(wiring.Component):
         Pulse per error reply.
     w_wr : Out(stream.Signature(StructLayout({"addr", "data"})))
         Weight word writes to the engine (only when ``weight_words`` > 0).
+    cw : Out(stream.Signature(cache_write_layout(cache_entries)))
+        Slot image bytes to the cached engine, a whole image per ``CACHE_WRITE`` (only
+        with a cache).
+    cache_clear : Out(1)
+        Strobe: invalidate every slot (only with a cache).
+    clear_stats : Out(1)
+        Strobe: zero the engine's hit and miss counters (only with a cache).
+    hits, misses : In(32)
+        The engine's counters (only with a cache).
     """
 
     def __init__(self, model, *, lanes, clk_freq, baud, cycles_per_inference=0, timeout,
-                 fifo_depth=256, counter_bits=32, weight_words=0, weight_word_bits=0, chunk_words=32):
+                 fifo_depth=256, counter_bits=32, weight_words=0, weight_word_bits=0, chunk_words=32,
+                 cache_entries=0, cache_image_bytes=0, cache_metric="linf", cache_hit_cycles=0):
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             self._MustUse__silence = True   # a rejected object is not an unused design
             raise ValueError(f"timeout must be a positive number of cycles, not {timeout!r}")
         if not 1 <= counter_bits <= 32:
             self._MustUse__silence = True
             raise ValueError(f"counter_bits must be in 1..32, not {counter_bits!r}")
+        if isinstance(cache_entries, bool) or not isinstance(cache_entries, int) or not 0 <= cache_entries <= 256:
+            self._MustUse__silence = True
+            raise ValueError(f"cache_entries must be an integer in 0..256 (the slot is one byte), "
+                             f"not {cache_entries!r}")
+        if cache_entries:
+            if cache_metric not in CACHE_METRIC_CODES:
+                self._MustUse__silence = True
+                raise ValueError(f"cache_metric must be one of {', '.join(CACHE_METRIC_CODES)}, "
+                                 f"not {cache_metric!r}")
+            if (isinstance(cache_image_bytes, bool) or not isinstance(cache_image_bytes, int)
+                    or not 1 <= cache_image_bytes <= 0xFFFE):
+                self._MustUse__silence = True
+                raise ValueError(f"cache_image_bytes must be in 1..65534 with a cache, not {cache_image_bytes!r}")
+        self._cache_entries = int(cache_entries)
+        self._image_bytes = int(cache_image_bytes) if cache_entries else 0
         self._model = model
         self._timeout = timeout
         self._fifo_depth = fifo_depth
@@ -261,8 +366,18 @@ class Link(wiring.Component):
         self._word_bytes = -(-self._word_bits // 8) if self._weight_words else 0
         self._chunk_words = int(chunk_words)
         max_payload = max(model.input_dim * self._in_bytes, 64)
+        if self._cache_entries:
+            max_payload = max(max_payload, 1 + self._image_bytes)
         if self._weight_words:
-            max_payload = max(max_payload, 2 + self._chunk_words * self._word_bytes)
+            # The longest LOAD_WEIGHTS payload is the longest payload, so the host can size
+            # its chunks from max_payload; a slot image shares the staging buffer.
+            self._chunk_words = max(self._chunk_words, -(-(max_payload - 2) // self._word_bytes))
+            max_payload = 2 + self._chunk_words * self._word_bytes
+        if self._cache_entries:
+            self.cache_info = CacheInfo(entries=self._cache_entries, metric=cache_metric,
+                                        image_bytes=self._image_bytes, hit_cycles=int(cache_hit_cycles))
+        else:
+            self.cache_info = None
         self.info = LinkInfo(
             protocol=PROTOCOL_VERSION, version=GATEWARE_VERSION,
             input_dim=model.input_dim, input_bits=model.input_bits,
@@ -275,7 +390,8 @@ class Link(wiring.Component):
             "rx":         In(stream.Signature(8)),
             "tx":         Out(stream.Signature(8)),
             "eng_i":      Out(stream.Signature(signed(model.input_bits))),
-            "eng_o":      In(stream.Signature(engine_output_layout(model))),
+            "eng_o":      In(stream.Signature(cached_output_layout(model, self._cache_entries)
+                                              if self._cache_entries else engine_output_layout(model))),
             "uart_error": In(1),
             "busy":       Out(1),
             "error":      Out(1),
@@ -285,6 +401,14 @@ class Link(wiring.Component):
             members["w_wr"] = Out(stream.Signature(data.StructLayout({
                 "addr": range(max(2, self._weight_words)),
                 "data": unsigned(self._word_bits)})))
+        if self._cache_entries:
+            members.update({
+                "cw":          Out(stream.Signature(cache_write_layout(self._cache_entries))),
+                "cache_clear": Out(1),
+                "clear_stats": Out(1),
+                "hits":        In(32),
+                "misses":      In(32),
+            })
         super().__init__(members)
 
     @property
@@ -294,8 +418,9 @@ class Link(wiring.Component):
 
     @property
     def infer_reply_len(self):
-        """Payload bytes of an INFER reply: output codes, u16 argmax, u32 cycles."""
-        return self._model.output_dim * self._out_bytes + 6
+        """Payload bytes of an INFER reply: output codes, u16 argmax, u32 cycles (and u8
+        cached, u8 slot with a cache)."""
+        return self._model.output_dim * self._out_bytes + (8 if self._cache_entries else 6)
 
     def elaborate(self, platform):
         m = Module()
@@ -334,16 +459,19 @@ class Link(wiring.Component):
                                                 depth=n_out, init=[])
         out_wr = out_mem.write_port()
         out_rd = out_mem.read_port(transparent_for=())
-        if self._weight_words:
-            # LOAD_WEIGHTS payloads wait here until their CRC is known.
+        loadable = bool(self._weight_words)
+        cached = bool(self._cache_entries)
+        if loadable or cached:
+            # LOAD_WEIGHTS and CACHE_WRITE payloads wait here until their CRC is known.
             m.submodules.stage_mem = stage_mem = Memory(
-                shape=8, depth=self._chunk_words * self._word_bytes, init=[])
+                shape=8, depth=max(self._chunk_words * self._word_bytes, self._image_bytes), init=[])
             stage_wr = stage_mem.write_port()
             stage_rd = stage_mem.read_port(transparent_for=())
-            waddr = Signal(16)
-            word = Signal(8 * self._word_bytes)
             commit_idx = Signal(16)
             m.d.comb += stage_rd.addr.eq(commit_idx)
+        if loadable:
+            waddr = Signal(16)
+            word = Signal(8 * self._word_bytes)
 
         # --- counters -----------------------------------------------------------------
         cb = self._counter_bits
@@ -383,7 +511,9 @@ class Link(wiring.Component):
 
         # --- reply state --------------------------------------------------------------
         r_kind = Signal(3)
-        R_INFO, R_INFER, R_COUNTERS, R_EMPTY, R_ERROR, R_LOADED = range(6)
+        # R_EMPTY: an empty reply; R_LOADED: an empty reply after the executor has run
+        # (LOAD_WEIGHTS, CACHE_WRITE); R_CINFO, R_STATS: the cache's replies.
+        R_INFO, R_INFER, R_COUNTERS, R_EMPTY, R_ERROR, R_LOADED, R_CINFO, R_STATS = range(8)
         r_cmd = Signal(8)
         r_len = Signal(16)
         hpos = Signal(2)        # header byte: SYNC, CMD, LEN_LO, LEN_HI
@@ -411,8 +541,12 @@ class Link(wiring.Component):
         commit_byte = Signal(range(max(1, self._word_bytes)))
         m.d.sync += exec_done.eq(0)    # a one-cycle pulse unless set below
 
+        # `req_valid` is a register, high in the cycle the request side is in REPLY, so the
+        # reply side's state logic does not decode the request side's state.
+        m.d.sync += req_valid.eq(0)
+
         def start_reply(kind):
-            m.d.sync += req_kind.eq(kind)
+            m.d.sync += [req_kind.eq(kind), req_valid.eq(1)]
             m.next = "REPLY"
 
         def fail(code):
@@ -423,7 +557,9 @@ class Link(wiring.Component):
         # Command decode and length checks, registered while the frame is still arriving.
         is_info, is_infer, is_counters, is_clear, is_reserved, is_load = (Signal(name=n) for n in (
             "is_info", "is_infer", "is_counters", "is_clear", "is_reserved", "is_load"))
-        loadable = bool(self._weight_words)
+        # The cache's commands (constant 0 without a cache).
+        is_cwrite, is_cclear, is_cstats, is_cinfo = (Signal(name=n) for n in (
+            "is_cwrite", "is_cclear", "is_cstats", "is_cinfo"))
         wb = max(1, self._word_bytes)
         max_chunk = self._chunk_words * wb
         word_byte = Signal(range(wb))       # byte position within the weight word being staged
@@ -435,31 +571,69 @@ class Link(wiring.Component):
             is_infer.eq(cmd == Command.INFER),
             is_counters.eq(cmd == Command.COUNTERS),
             is_clear.eq(cmd == Command.CLEAR_COUNTERS),
-            is_reserved.eq(((cmd >= RESERVED_COMMANDS.start) & (cmd < RESERVED_COMMANDS.stop))
+            is_reserved.eq(((cmd >= RESERVED_COMMANDS.start) & (cmd < RESERVED_COMMANDS.stop)
+                            & (((cmd > max(CACHE_COMMANDS)) | (cmd < min(CACHE_COMMANDS))) if cached else C(1)))
                            | ((cmd == Command.LOAD_WEIGHTS) if not loadable else C(0))),
             is_load.eq((cmd == Command.LOAD_WEIGHTS) if loadable else C(0)),
-            len_ok.eq(Mux(is_infer, length == d * bi,
-                          Mux(is_load, (length >= 2 + wb) & (length <= 2 + max_chunk) & (word_byte == 0),
-                              length == 0))),
             len_big.eq(length > max_payload),
             len_zero.eq(length == 0),
         ]
+        len_rest = length == 0
+        if cached:
+            m.d.sync += [
+                is_cwrite.eq(cmd == Command.CACHE_WRITE),
+                is_cclear.eq(cmd == Command.CACHE_CLEAR),
+                is_cstats.eq(cmd == Command.CACHE_STATS),
+                is_cinfo.eq(cmd == Command.CACHE_INFO),
+            ]
+            len_rest = Mux(is_cwrite, length == 1 + self._image_bytes,
+                           Mux(is_cstats, length <= 1, length == 0))
+        m.d.sync += len_ok.eq(
+            Mux(is_infer, length == d * bi,
+                Mux(is_load, (length >= 2 + wb) & (length <= 2 + max_chunk) & (word_byte == 0),
+                    len_rest)))
         # Where the next payload byte goes, registered ahead of it (bytes come at most
         # every other cycle, see the FIFO above).
         code_ok, stage_ok = Signal(), Signal()
         m.d.sync += [code_ok.eq(is_infer & (idx < d * bi)),
-                     stage_ok.eq(is_load & (idx >= 2) & (staged < max_chunk))]
+                     stage_ok.eq((is_load & (idx >= 2) & (staged < max_chunk))
+                                 | (is_cwrite & (idx >= 1) & (staged < self._image_bytes)))]
+        # The cache commands' one-byte argument: CACHE_WRITE's slot, CACHE_STATS' flags
+        # (0 when the payload is empty), checked while the rest of the frame arrives.
+        arg0 = Signal(8)
+        arg_bad = Signal()
+        if cached:
+            m.d.sync += arg_bad.eq(Mux(is_cwrite, arg0 >= self._cache_entries,
+                                       is_cstats & (arg0[1:] != 0)))
         # The dispatch decision, registered (a priority chain of seven tests took six
         # LUT levels when evaluated in the DISPATCH state itself).
         d_err, d_code, d_kind = Signal(), Signal(8), Signal(3)
         known = is_info | is_infer | is_counters | is_clear | is_load
-        m.d.sync += [
-            d_err.eq(~crc_ok | is_reserved | ~known | ~len_ok),
-            d_code.eq(Mux(~crc_ok, ErrorCode.BAD_CRC,
-                          Mux(is_reserved, ErrorCode.UNSUPPORTED,
-                              Mux(~known, ErrorCode.UNKNOWN_COMMAND, ErrorCode.BAD_LENGTH)))),
-            d_kind.eq(Mux(is_info, R_INFO, Mux(is_counters, R_COUNTERS, R_EMPTY))),
-        ]
+        if cached:
+            known = known | is_cwrite | is_cclear | is_cstats | is_cinfo
+            m.d.sync += [
+                d_err.eq(~crc_ok | is_reserved | ~known | ~len_ok | arg_bad),
+                d_code.eq(Mux(~crc_ok, ErrorCode.BAD_CRC,
+                              Mux(is_reserved, ErrorCode.UNSUPPORTED,
+                                  Mux(~known, ErrorCode.UNKNOWN_COMMAND,
+                                      Mux(~len_ok, ErrorCode.BAD_LENGTH, ErrorCode.BAD_ARGUMENT))))),
+                d_kind.eq(Mux(is_info, R_INFO, Mux(is_counters, R_COUNTERS,
+                                                   Mux(is_cinfo, R_CINFO, Mux(is_cstats, R_STATS, R_EMPTY))))),
+            ]
+        else:
+            m.d.sync += [
+                d_err.eq(~crc_ok | is_reserved | ~known | ~len_ok),
+                d_code.eq(Mux(~crc_ok, ErrorCode.BAD_CRC,
+                              Mux(is_reserved, ErrorCode.UNSUPPORTED,
+                                  Mux(~known, ErrorCode.UNKNOWN_COMMAND, ErrorCode.BAD_LENGTH)))),
+                d_kind.eq(Mux(is_info, R_INFO, Mux(is_counters, R_COUNTERS, R_EMPTY))),
+            ]
+        # Cache strobes, registered on their way to the engine.  CACHE_STATS' reply reads the
+        # engine's counters as it goes out (nothing is in flight meanwhile); with flag 0 set
+        # they are zeroed once the reply has been sent, so no count falls in between.
+        cclear_go, stats_reset, stats_reset_go = Signal(), Signal(), Signal()
+        if cached:
+            m.d.sync += [self.cache_clear.eq(cclear_go), self.clear_stats.eq(stats_reset_go)]
 
         # Engine input: the read port's data register is the stream's payload register;
         # it loads the next code whenever it is empty or being taken.
@@ -477,7 +651,21 @@ class Link(wiring.Component):
         info_const = C(int.from_bytes(info_bytes, "little"), 8 * len(info_bytes))
         counters_vec = Cat(*(cnt[name] if cb == 32 else Cat(cnt[name], C(0, 32 - cb))
                              for name in COUNTER_NAMES))
-        tail = Cat(argmax, cycles)
+        # The cache's replies share the INFO and COUNTERS byte paths: CACHE_INFO's bytes
+        # follow INFO's in one constant, the engine's hits and misses follow the counters,
+        # and those replies start their byte index there.
+        info_words = -(-len(info_bytes) // 4)
+        cinfo_start, stats_start = 4 * info_words, 4 * len(COUNTER_NAMES)
+        if cached:
+            cinfo_bytes = self.cache_info.pack()
+            info_const = Cat(info_const, C(0, 32 * info_words - len(info_const)),
+                             C(int.from_bytes(cinfo_bytes, "little"), 8 * len(cinfo_bytes)))
+            counters_vec = Cat(counters_vec, self.hits, self.misses)
+        if cached:
+            hit_flag, hit_slot = Signal(), Signal(self.eng_o.payload.slot.shape())
+            tail = Cat(argmax, cycles, hit_flag, C(0, 7), hit_slot, C(0, 8 - len(hit_slot)))
+        else:
+            tail = Cat(argmax, cycles)
         codes_len = n_out * bo
         out_byte = Signal(8)
         if bo == 1:
@@ -492,14 +680,14 @@ class Link(wiring.Component):
         info_word, cnt_word = Signal(32), Signal(32)
         b_info, b_cnt, b_tail, b_err, b_out = (Signal(8, name=n) for n in (
             "b_info", "b_cnt", "b_tail", "b_err", "b_out"))
-        word_sel_bits = ceil_log2(-(-max(len(info_bytes), 4 * len(COUNTER_NAMES)) // 4))
+        word_sel_bits = ceil_log2(-(-max(len(info_const) // 8, len(counters_vec) // 8) // 4))
         info_padded = Cat(info_const, C(0, (32 << word_sel_bits) - len(info_const)))
         cnt_padded = Cat(counters_vec, C(0, (32 << word_sel_bits) - len(counters_vec)))
         body_byte = Signal(8)
         with m.Switch(r_kind):
-            with m.Case(R_INFO):
+            with m.Case(*((R_INFO, R_CINFO) if cached else (R_INFO,))):
                 m.d.comb += body_byte.eq(b_info)
-            with m.Case(R_COUNTERS):
+            with m.Case(*((R_COUNTERS, R_STATS) if cached else (R_COUNTERS,))):
                 m.d.comb += body_byte.eq(b_cnt)
             with m.Case(R_ERROR):
                 m.d.comb += body_byte.eq(b_err)
@@ -552,7 +740,7 @@ class Link(wiring.Component):
                 m.d.sync += left.eq(length - 1)
                 m.next = "LEN_CHECK"
             with m.State("LEN_CHECK"):
-                m.d.sync += [staged.eq(0), word_byte.eq(0)]
+                m.d.sync += [staged.eq(0), word_byte.eq(0), arg0.eq(0)]
                 with m.If(len_big):
                     # Don't wait for a body this long: the length itself is corrupt.
                     fail(ErrorCode.BAD_LENGTH)
@@ -576,11 +764,16 @@ class Link(wiring.Component):
                             m.d.sync += waddr[:8].eq(byte)
                         with m.If(is_load & (idx == 1)):
                             m.d.sync += waddr[8:].eq(byte)
+                    if cached:
+                        with m.If(idx == 0):
+                            m.d.sync += arg0.eq(byte)
+                    if loadable or cached:
                         with m.If(stage_ok):
                             m.d.comb += [stage_wr.addr.eq(staged), stage_wr.data.eq(byte),
                                          stage_wr.en.eq(1)]
-                            m.d.sync += [staged.eq(staged + 1),
-                                         word_byte.eq(Mux(word_byte == wb - 1, 0, word_byte + 1))]
+                            m.d.sync += staged.eq(staged + 1)
+                            if loadable:
+                                m.d.sync += word_byte.eq(Mux(word_byte == wb - 1, 0, word_byte + 1))
                     with m.If(left == 0):
                         m.next = "CRC_LO"
             with m.State("CRC_LO"):
@@ -599,22 +792,24 @@ class Link(wiring.Component):
             with m.State("DISPATCH"):
                 with m.If(d_err):
                     fail(d_code)
-                with m.Elif(is_infer | is_load):
+                with m.Elif(is_infer | is_load | is_cwrite):
                     m.d.comb += [inc["frames"].eq(1), exec_start.eq(1)]
                     m.next = "EXECUTE"
                 with m.Else():
-                    m.d.comb += [inc["frames"].eq(~is_clear), clear.eq(is_clear)]
+                    m.d.comb += [inc["frames"].eq(~is_clear), clear.eq(is_clear),
+                                 cclear_go.eq(is_cclear)]
+                    m.d.sync += stats_reset.eq(is_cstats & arg0[0])
                     start_reply(d_kind)
             with m.State("EXECUTE"):
                 with m.If(exec_done):
                     start_reply(Mux(is_infer, R_INFER, R_LOADED))
             with m.State("REPLY"):
-                m.d.comb += req_valid.eq(1)
                 m.next = "WAIT_TX"
             with m.State("WAIT_TX"):
                 with m.If(tx_done):
                     # So a timeout before the next command byte reports command 0.
-                    m.d.sync += cmd.eq(0)
+                    m.d.sync += [cmd.eq(0), stats_reset.eq(0)]
+                    m.d.comb += stats_reset_go.eq(stats_reset)
                     m.next = "IDLE"
 
         # The executor: runs the engine for INFER and commits staged weights for
@@ -626,9 +821,13 @@ class Link(wiring.Component):
                     m.d.sync += [feed_addr.eq(0), started.eq(0), out_idx.eq(0)]
                     m.next = "RUN"
                 if loadable:
-                    with m.Elif(exec_start):
+                    with m.Elif(exec_start & is_load):
                         m.d.sync += [commit_idx.eq(0), commit_byte.eq(0)]
                         m.next = "COMMIT_RD"
+                if cached:
+                    with m.Elif(exec_start & is_cwrite):
+                        m.d.sync += commit_idx.eq(0)
+                        m.next = "CW_RD"
             with m.State("RUN"):
                 m.d.comb += [self.eng_o.ready.eq(1), inc["busy_cycles"].eq(1)]
                 with m.If(in_rd.en):
@@ -647,6 +846,9 @@ class Link(wiring.Component):
                         m.d.comb += inc["inferences"].eq(1)
                         m.d.sync += [argmax.eq(self.eng_o.payload.argmax), cycles.eq(cyc),
                                      exec_done.eq(1)]
+                        if cached:
+                            m.d.sync += [hit_flag.eq(self.eng_o.payload.cached),
+                                         hit_slot.eq(self.eng_o.payload.slot)]
                         m.next = "IDLE"
             if loadable:
                 # Staged words go to the engine only now that the CRC has checked out,
@@ -672,21 +874,45 @@ class Link(wiring.Component):
                             m.next = "IDLE"
                         with m.Else():
                             m.next = "COMMIT_RD"
+            if cached:
+                # A slot image goes to the engine byte by byte, only now that the CRC has
+                # checked out, so a corrupted frame never changes an entry.  The engine
+                # holds the first byte until no inference is in flight.
+                cw_last = Signal()
+                with m.State("CW_RD"):
+                    # The staging buffer's read port answers for `commit_idx` next cycle.
+                    m.d.sync += cw_last.eq(commit_idx == self._image_bytes - 1)
+                    m.next = "CW_SEND"
+                with m.State("CW_SEND"):
+                    m.d.comb += [self.cw.valid.eq(1), self.cw.payload.data.eq(stage_rd.data),
+                                 self.cw.payload.slot.eq(arg0)]
+                    with m.If(self.cw.ready):
+                        m.d.sync += commit_idx.eq(commit_idx + 1)
+                        with m.If(cw_last):
+                            m.d.sync += exec_done.eq(1)
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "CW_RD"
 
-        # Reply command byte and length per kind.
-        kind_cmd = Array([C(Command.INFO | REPLY_FLAG, 8), C(Command.INFER | REPLY_FLAG, 8),
-                          C(Command.COUNTERS | REPLY_FLAG, 8), C(Command.CLEAR_COUNTERS | REPLY_FLAG, 8),
-                          C(ERROR_REPLY, 8), C(Command.LOAD_WEIGHTS | REPLY_FLAG, 8)])
+        # Reply command byte and length per kind.  A successful reply answers the command
+        # held in `cmd` (`cmd | REPLY_FLAG`); every kind but R_ERROR is one command's reply.
         kind_len = Array([C(len(info_bytes), 16), C(self.infer_reply_len, 16),
-                          C(4 * len(COUNTER_NAMES), 16), C(0, 16), C(2, 16), C(0, 16)])
+                          C(4 * len(COUNTER_NAMES), 16), C(0, 16), C(2, 16), C(0, 16),
+                          C(len(self.cache_info.pack()) if cached else 0, 16), C(8, 16)])
 
         with m.FSM(name="reply"):
             with m.State("IDLE"):
                 with m.If(req_valid):
-                    m.d.sync += [r_kind.eq(req_kind), r_cmd.eq(kind_cmd[req_kind]),
+                    m.d.sync += [r_kind.eq(req_kind),
+                                 r_cmd.eq(Mux(req_kind == R_ERROR, ERROR_REPLY, cmd | REPLY_FLAG)),
                                  r_len.eq(kind_len[req_kind]), remaining.eq(kind_len[req_kind]),
                                  r_empty.eq((req_kind == R_EMPTY) | (req_kind == R_LOADED)),
-                                 hpos.eq(0), bidx.eq(0), tcrc.eq(0xFFFF)]
+                                 hpos.eq(0), tcrc.eq(0xFFFF)]
+                    if cached:
+                        m.d.sync += bidx.eq(Mux(req_kind == R_CINFO, cinfo_start,
+                                                Mux(req_kind == R_STATS, stats_start, 0)))
+                    else:
+                        m.d.sync += bidx.eq(0)
                     m.next = "HDR_LOAD"
             # Reply.  Each byte is loaded into `tbyte`, folded into the CRC in the next
             # cycle, then offered to the transmitter (stable while valid).
@@ -714,6 +940,7 @@ class Link(wiring.Component):
                              body_last.eq(remaining == 1),
                              info_word.eq(info_padded.word_select(bidx[2:2 + word_sel_bits], 32)),
                              cnt_word.eq(cnt_padded.word_select(bidx[2:2 + word_sel_bits], 32))]
+
                 m.next = "BODY_SEL"
             with m.State("BODY_SEL"):
                 m.d.sync += [b_info.eq(info_word.word_select(bidx[:2], 8)),
@@ -721,6 +948,7 @@ class Link(wiring.Component):
                              b_tail.eq(tail.word_select(tail_idx, 8)),
                              b_err.eq(Mux(bidx[0], cmd, err_code)),
                              b_out.eq(out_byte)]
+
                 m.next = "BODY_LOAD"
             with m.State("BODY_LOAD"):
                 m.d.sync += tbyte.eq(body_byte)

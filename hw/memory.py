@@ -14,6 +14,10 @@ Two storage kinds, each for two targets:
     has a write port and no ``init``.  On the ``"generic"`` target it is a writable
     :class:`~amaranth.lib.memory.Memory` with the same timing, for simulation.
 
+A ``"rom"`` memory built with ``writable=True`` keeps its initial contents and also gets
+the ``wr_*`` port (EBR with bitstream contents that can be overwritten): the hypersphere
+cache writes its slots' weights there at run time, beside the network's.
+
 Either way the read port is synchronous with one cycle of latency and a registered output,
 so the engine's schedule is the same for all four combinations.
 """
@@ -52,11 +56,11 @@ class WeightMemory(wiring.Component):
     rd_data : Out(width)
         Word at the ``rd_addr`` of the previous cycle.
     wr_addr, wr_data, wr_en : In
-        Write port (``"ram"`` only).  On iCE40 SPRAM a write cycle does not read, so the
+        Write port (``"ram"``, or ``"rom"`` with ``writable``).  On iCE40 SPRAM a write cycle does not read, so the
         engine must not run while weights are loaded.
     """
 
-    def __init__(self, width, depth, *, init=(), kind="rom", target="generic"):
+    def __init__(self, width, depth, *, init=(), kind="rom", target="generic", writable=False):
         for name, v in (("width", width), ("depth", depth)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{name} must be an integer, not {v!r}")
@@ -71,9 +75,10 @@ class WeightMemory(wiring.Component):
         if kind == "ram" and target == "ice40" and depth > SPRAM_DEPTH:
             raise ValueError(f"SPRAM holds at most {SPRAM_DEPTH} words, not {depth}")
         self._width, self._depth, self._kind, self._target = width, depth, kind, target
+        self._writable = kind == "ram" or bool(writable)
         self._init = [int(v) for v in init]
         members = {"rd_addr": In(range(depth)), "rd_data": Out(width)}
-        if kind == "ram":
+        if self._writable:
             members.update(wr_addr=In(range(depth)), wr_data=In(width), wr_en=In(1))
         super().__init__(members)
 
@@ -108,7 +113,7 @@ class WeightMemory(wiring.Component):
             m.submodules.mem = mem = Memory(shape=unsigned(self._width), depth=self._depth, init=init)
             rd = mem.read_port(transparent_for=())
             m.d.comb += [rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data)]
-            if self._kind == "ram":
+            if self._writable:
                 wr = mem.write_port()
                 m.d.comb += [wr.addr.eq(self.wr_addr), wr.data.eq(self.wr_data), wr.en.eq(self.wr_en)]
         return m

@@ -1,7 +1,8 @@
 """Build an Amaranth component into a cocotb simulation and run the bench on it.
 
-One build directory per (model, lanes, target, simulator, waves, DUT) under a cache
-root; its name carries a hash of exactly those, so a second build of the same thing is
+One build directory per (model, lanes, target, simulator, waves, DUT, and for the
+cached engine its :class:`CacheConfig`) under a cache root; its name carries a hash of
+exactly those, so a second build of the same thing is
 found and reused, by later tests in the same pytest session, by other xdist workers (a
 file lock serialises them) and by later runs.  A stamp records a hash of the generated
 Verilog (and of the extra sources and flags), so a change to ``hw/`` that alters the
@@ -33,11 +34,14 @@ import numpy as np
 
 from pwlnet import artifact
 
-__all__ = ["SIMULATORS", "TARGETS", "Build", "SimError", "verilator_env", "ice40_cells_sim",
-           "cache_root", "model_key", "make_component", "build", "run"]
+__all__ = ["SIMULATORS", "TARGETS", "DUTS", "Build", "CacheConfig", "SimError", "verilator_env",
+           "ice40_cells_sim", "cache_root", "model_key", "make_component", "build", "run", "run_bench",
+           "collect_waves"]
 
 SIMULATORS = ("icarus", "verilator")
 TARGETS = ("generic", "ice40")
+#: Components :func:`build` can make: the MLP engine, its stand-in, the engine with the cache.
+DUTS = ("engine", "toy", "cached")
 #: Name of the Verilog top module (and of Verilator's executable).
 TOPLEVEL = "pwlnet_dut"
 #: Bumped when the build layout changes, so old cache entries are not mistaken for new.
@@ -46,6 +50,45 @@ _LAYOUT = 3
 
 class SimError(RuntimeError):
     """A simulation that could not be built or did not finish."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+    """What a ``"cached"`` DUT (:class:`pwlnet.hw.cached_engine.CachedEngine`) is built with
+    beyond the model, lanes and target.
+
+    Attributes
+    ----------
+    entries : int
+        Cache slots ``N``.
+    metric : str
+        Ball metric of the comparator bank.
+    preload : tuple
+        Entries in the slots at configuration (:class:`pwlnet.hwcache.HwEntry`, slot
+        ``k`` for the ``k``-th), passed to the engine as they are.
+    squarer : str
+        The ``l2`` bank's squarer (``"logic"`` or ``"ebr"``).
+    """
+
+    entries: int
+    metric: str
+    preload: tuple = ()
+    squarer: str = "logic"
+
+    def key(self) -> list:
+        """A JSON-able description of everything here the hardware depends on.
+
+        Preloaded entries enter with their whole "write entry" payload
+        (:meth:`pwlnet.hwcache.HwEntry.to_words`): center, bound, metric, weights,
+        biases, multipliers and shifts."""
+        pre = []
+        for item in self.preload:
+            if isinstance(item, (tuple, list)):          # (slot, entry) pairs
+                slot, entry = item
+                pre.append([int(slot), [int(w) for w in entry.to_words()]])
+            else:
+                pre.append([int(w) for w in item.to_words()])
+        return [int(self.entries), self.metric, self.squarer, pre]
 
 
 @dataclasses.dataclass
@@ -64,6 +107,8 @@ class Build:
     info : dict
         ``ideal_cycles`` and ``cycles_per_inference`` reported by the component, and
         the wall time of the build (0 when reused).
+    cache : CacheConfig or None
+        The cache configuration of a ``"cached"`` DUT.
     """
 
     simulator: str
@@ -75,6 +120,7 @@ class Build:
     model_dir: Path
     ports: dict
     info: dict
+    cache: CacheConfig | None = None
 
 
 def verilator_env():
@@ -164,15 +210,22 @@ def _sources_key() -> str:
     return h.hexdigest()
 
 
-def make_component(dut, model, lanes, target, weight_memory="auto"):
-    """Instantiate the component under test: ``"engine"`` or the ``"toy"`` stand-in."""
+def make_component(dut, model, lanes, target, weight_memory="auto", cache: CacheConfig | None = None):
+    """Instantiate the component under test: ``"engine"``, the ``"toy"`` stand-in, or
+    ``"cached"`` (the engine with the hypersphere cache, configured by ``cache``)."""
+    if dut == "cached":
+        if cache is None:
+            raise ValueError("dut 'cached' needs cache=CacheConfig(entries, metric, ...)")
+        from pwlnet.hw.cached_engine import CachedEngine
+        return CachedEngine(model, lanes, cache.entries, cache.metric, target=target,
+                            weight_memory=weight_memory, preload=tuple(cache.preload), squarer=cache.squarer)
     if dut == "engine":
         from pwlnet.hw.engine import MLPEngine
         return MLPEngine(model, lanes, target=target, weight_memory=weight_memory)
     if dut == "toy":
         from pwlnet.sim.toy import ToyEngine
         return ToyEngine(model, lanes, target=target)
-    raise ValueError(f"dut must be 'engine' or 'toy', not {dut!r}")
+    raise ValueError(f"dut must be one of {', '.join(DUTS)}, not {dut!r}")
 
 
 @contextlib.contextmanager
@@ -227,7 +280,7 @@ def _effective_waves(waves) -> bool:
 
 
 def build(model, *, lanes=8, target="generic", simulator="verilator", waves=False, dut="engine",
-          weight_memory="auto", root=None, verbose=False) -> Build:
+          weight_memory="auto", root=None, verbose=False, cache: CacheConfig | None = None) -> Build:
     """Generate Verilog for ``model`` and build it for ``simulator`` (or reuse a build).
 
     Parameters
@@ -241,8 +294,9 @@ def build(model, *, lanes=8, target="generic", simulator="verilator", waves=Fals
     simulator : {"icarus", "verilator"}
     waves : bool
         Build with tracing (needed for waves at run time).
-    dut : {"engine", "toy"}
-        The real engine or the stand-in of :mod:`pwlnet.sim.toy`.
+    dut : {"engine", "toy", "cached"}
+        The real engine, the stand-in of :mod:`pwlnet.sim.toy`, or the engine with the
+        hypersphere cache (:class:`pwlnet.hw.cached_engine.CachedEngine`).
     weight_memory : {"auto", "rom", "ram"}
         The engine's weight storage; with ``"ram"`` the bench loads the weight words
         through the engine's ``w_wr`` port before the first input.
@@ -250,25 +304,36 @@ def build(model, *, lanes=8, target="generic", simulator="verilator", waves=Fals
         Cache root (default :func:`cache_root`).
     verbose : bool
         Show the simulator's build output.
+    cache : CacheConfig, optional
+        Slots, metric, preloaded entries and squarer of a ``"cached"`` DUT (required for
+        it, refused for the others); all of it is part of the build key.
 
     Returns
     -------
     Build
+        For a ``"cached"`` DUT, ``info`` also holds ``hit_cycles``, ``entries``,
+        ``metric`` and ``image_bytes`` (bytes of one entry write).
     """
     from cocotb_tools.runner import get_runner
 
     _check_choice(simulator, SIMULATORS, "simulator")
     _check_choice(target, TARGETS, "target")
+    _check_choice(dut, DUTS, "dut")
+    if (dut == "cached") != (cache is not None):
+        raise ValueError("cache=CacheConfig(...) goes with dut 'cached' and only with it")
     if isinstance(model, (str, os.PathLike)):
         model = artifact.load(model)
     if dut == "toy":
         weight_memory = "auto"
     waves = _effective_waves(waves)
-    key = hashlib.sha256(json.dumps([_LAYOUT, model_key(model), lanes, target, simulator,
-                                     bool(waves), dut, weight_memory]).encode()).hexdigest()[:16]
+    parts = [_LAYOUT, model_key(model), lanes, target, simulator, bool(waves), dut, weight_memory]
+    if cache is not None:
+        parts.append(cache.key())
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
     root = Path(root) if root is not None else cache_root()
     wm = "" if weight_memory == "auto" else f"-{weight_memory}"
-    bdir = (root / f"{dut}-{simulator}-{target}{wm}-p{lanes}-{key}").resolve()
+    cn = "" if cache is None else f"-n{cache.entries}-{cache.metric}"
+    bdir = (root / f"{dut}-{simulator}-{target}{wm}-p{lanes}{cn}-{key}").resolve()
     src_key = _sources_key()
     memo = _BUILDS.get(bdir)
     if memo is not None and memo[0] == src_key:
@@ -281,7 +346,7 @@ def build(model, *, lanes=8, target="generic", simulator="verilator", waves=Fals
     from amaranth.back import verilog
     from pwlnet.sim.ports import describe_ports
     t0 = time.monotonic()
-    comp = make_component(dut, model, lanes, target, weight_memory)
+    comp = make_component(dut, model, lanes, target, weight_memory, cache)
     text = verilog.convert(comp, name=TOPLEVEL, emit_src=False)
     if simulator == "icarus":
         text = _icarus_fix(text)
@@ -320,6 +385,9 @@ def build(model, *, lanes=8, target="generic", simulator="verilator", waves=Fals
                     "cycles_per_inference": getattr(comp, "cycles_per_inference", None),
                     "weight_memory": getattr(comp, "weight_memory", None),
                     "build_s": round(time.monotonic() - t0, 2)}
+            if dut == "cached":
+                info.update(hit_cycles=comp.hit_cycles, entries=comp.entries, metric=comp.metric,
+                            image_bytes=comp.fmt.image_bytes)
             if "w_wr" in comp.signature.members:
                 # run-time loaded weights: the bench writes these words first (hex, as
                 # a P * weight_bits word can be wider than 64 bits)
@@ -330,9 +398,54 @@ def build(model, *, lanes=8, target="generic", simulator="verilator", waves=Fals
         else:
             info = dict(meta["info"], build_s=0.0)
     result = Build(simulator=simulator, target=target, dut=dut, lanes=lanes, waves=bool(waves),
-                   build_dir=bdir, model_dir=bdir / "model", ports=meta["ports"], info=info)
+                   build_dir=bdir, model_dir=bdir / "model", ports=meta["ports"], info=info, cache=cache)
     _BUILDS[bdir] = (src_key, result)
     return result
+
+
+def run_bench(b: Build, test_module: str, job: dict, run_dir: Path, *, seed=0, waves=False,
+              verbose=False) -> tuple:
+    """Run the cocotb test module ``test_module`` on build ``b`` with ``job``.
+
+    ``job`` is written to ``run_dir/job.json``, whose path the bench reads from the
+    ``PWLNET_SIM_JOB`` environment variable; the bench writes its result where the job
+    says.  ``run_dir`` must exist.
+
+    Returns
+    -------
+    tuple
+        ``(failure, run_s, log)``: the exception the cocotb runner raised (``None`` when
+        the test passed; a failed cocotb test surfaces as ``SystemExit``, which must not
+        end pytest), the wall time of the run and the path of the simulator's log.
+    """
+    from cocotb_tools.runner import get_runner
+
+    if b.simulator == "verilator":
+        verilator_env()
+    (run_dir / "job.json").write_text(json.dumps(job))
+    runner = get_runner(b.simulator)
+    log = run_dir / "sim.log"
+    t0 = time.monotonic()
+    failure = None
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+                    build_dir=b.build_dir / "sim", test_dir=run_dir,
+                    results_xml=str(run_dir / "results.xml"),
+                    extra_env={"PWLNET_SIM_JOB": str(run_dir / "job.json")},
+                    seed=seed, waves=waves, verbose=verbose, timescale=("1ns", "1ps"),
+                    log_file=None if verbose else log)
+    except (SystemExit, Exception) as e:
+        failure = e
+    return failure, time.monotonic() - t0, log
+
+
+def collect_waves(b: Build, run_dir: Path):
+    """The wave file of a run in ``run_dir`` (moved there from Icarus' build directory), or ``None``."""
+    fst = b.build_dir / "sim" / f"{TOPLEVEL}.fst"
+    if b.simulator == "icarus" and fst.is_file():
+        shutil.move(str(fst), run_dir / fst.name)
+    found = sorted(run_dir.glob("*.vcd")) + sorted(run_dir.glob("*.fst"))
+    return str(found[0]) if found else None
 
 
 def run(b: Build, codes, *, seed=0, clean=16, gap_prob=0.2, stall_prob=0.2, max_gap=3,
@@ -364,10 +477,6 @@ def run(b: Build, codes, *, seed=0, clean=16, gap_prob=0.2, stall_prob=0.2, max_
         The bench's result (see :mod:`pwlnet.sim.bench_engine`) plus ``outputs``
         (``(N, n_out)`` int64), ``argmax``, ``run_dir``, ``run_s`` and ``info``.
     """
-    from cocotb_tools.runner import get_runner
-
-    if b.simulator == "verilator":
-        verilator_env()
     waves = _effective_waves(waves)
     if waves and not b.waves:
         raise SimError(f"waves asked for, but {b.build_dir} was built without them; "
@@ -382,23 +491,10 @@ def run(b: Build, codes, *, seed=0, clean=16, gap_prob=0.2, stall_prob=0.2, max_
            "max_gap": int(max_gap),
            "weights": str(b.build_dir / "weights.json") if (b.build_dir / "weights.json").is_file() else None,
            "cycles_hint": b.info.get("cycles_per_inference") or b.info.get("ideal_cycles")}
-    (run_dir / "job.json").write_text(json.dumps(job))
-    runner = get_runner(b.simulator)
-    log = run_dir / "sim.log"
-    t0 = time.monotonic()
-    failure = None
     # cocotb's runner checks results and calls sys.exit itself when it sees pytest;
     # both that and a simulator crash surface as SystemExit, which must not end pytest.
-    try:
-        runner.test(test_module="pwlnet.sim.bench_engine", hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-                    build_dir=b.build_dir / "sim", test_dir=run_dir,
-                    results_xml=str(run_dir / "results.xml"),
-                    extra_env={"PWLNET_SIM_JOB": str(run_dir / "job.json")},
-                    seed=seed, waves=waves, verbose=verbose, timescale=("1ns", "1ps"),
-                    log_file=None if verbose else log)
-    except (SystemExit, Exception) as e:
-        failure = e
-    run_s = time.monotonic() - t0
+    failure, run_s, log = run_bench(b, "pwlnet.sim.bench_engine", job, run_dir, seed=seed, waves=waves,
+                                    verbose=verbose)
     res_file = run_dir / "result.json"
     if not res_file.is_file():
         tail = log.read_text()[-4000:] if log.is_file() else ""
@@ -415,11 +511,7 @@ def run(b: Build, codes, *, seed=0, clean=16, gap_prob=0.2, stall_prob=0.2, max_
                        f"timed_out={result.get('timed_out')}, extra beats={result.get('extra_beats')}\n{tail}")
     if waves:
         # Icarus dumps into the shared build directory; move the file beside this run's logs.
-        fst = b.build_dir / "sim" / f"{TOPLEVEL}.fst"
-        if b.simulator == "icarus" and fst.is_file():
-            shutil.move(str(fst), run_dir / fst.name)
-        found = sorted(run_dir.glob("*.vcd")) + sorted(run_dir.glob("*.fst"))
-        result["waves"] = str(found[0]) if found else None
+        result["waves"] = collect_waves(b, run_dir)
     if not keep and not waves and result["mismatches"] == 0:
         shutil.rmtree(run_dir, ignore_errors=True)
         result["run_dir"] = None

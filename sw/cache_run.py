@@ -1,18 +1,25 @@
-"""``pwlnet cache``: run an input stream through the hardware cache's golden model.
+"""``pwlnet cache``: run an input stream through the hardware cache, golden model or RTL.
 
 The stream is quantized with the compiled model's input quantizer and looked up in
-order by :func:`pwlnet.hwcache.run_stream`, which fills a slot on every miss exactly as
-the host would (it linearizes the float network at the missed codes and writes the
-entry).  So the result is what the comparator bank and the engine will produce once the
-bank is wired into the engine: which inputs hit, the entry that answered, and the output
-codes returned.
+order.  Without ``--simulator`` :func:`pwlnet.hwcache.run_stream` does it, filling a slot
+on every miss exactly as the host would (it linearizes the float network at the missed
+codes and writes the entry): which inputs hit, the entry that answered, and the output
+codes returned.  Its cycle figures are the engine's exact analytic counts
+(:class:`pwlnet.hw.engine.MLPEngine` never stalls inside an inference): a miss costs the
+whole network, a hit the entry's one-layer program ``W x + b``, and both add the
+comparator bank's lookup latency (:data:`pwlnet.hw.cache.LOOKUP_LATENCY`), since the
+engine can only choose the program once the bank has answered.
 
-Cycle figures are the engine's exact analytic counts (:class:`pwlnet.hw.engine.MLPEngine`
-never stalls inside an inference): a miss costs the whole network, a hit the entry's
-one-layer program ``W x + b``, and both add the comparator bank's lookup latency
-(:data:`pwlnet.hw.cache.LOOKUP_LATENCY`), since the engine can only choose the program
-once the bank has answered.  They are *not* measured on RTL: the bank is not integrated
-into the engine yet, and ``--simulator`` says so instead of pretending.
+With ``--simulator verilator|icarus`` the same stream runs through the RTL of the engine
+with the cache (:class:`pwlnet.hw.cached_engine.CachedEngine`) in cocotb
+(:func:`pwlnet.sim.cache_sim.simulate_cache`), driven as the host drives it: one input,
+its answer, and on a miss the new entry written to the slot the policy picks, before the
+next input.  The result file then holds the RTL's answers, the cycles per inference
+printed are *measured* in the simulation (first input beat to last output beat), and
+every answer and the hit/miss counters are compared with the golden model in lockstep
+(:func:`~pwlnet.hwcache.run_stream` with the engine's slot format: entries that do not
+fit a slot stay unwritten on both sides).  Any difference makes the command exit with
+status 1.
 
 Why the float network is needed.  A compiled model keeps only quantized weights, and the
 safe radius of an entry must be the float network's (the one whose linear regions the
@@ -36,17 +43,14 @@ import numpy as np
 from . import artifact, golden, hwcache, ir
 from .artifact import CompiledModel
 
-__all__ = ["CacheRunError", "CacheRun", "DEFAULT_LANES", "SIMULATORS", "SIMULATOR_UNAVAILABLE",
+__all__ = ["CacheRunError", "CacheRun", "DEFAULT_LANES", "SIMULATORS",
            "load_float_network", "engine_cycles", "run_cache", "save_result", "add_cache_arguments",
            "cli_cache"]
 
 #: Engine lanes ``P`` the cycle figures assume unless told otherwise (the bench's default).
 DEFAULT_LANES = 8
-#: Simulators ``pwlnet cache --simulator`` names (none of them can run the cache yet).
+#: Simulators ``pwlnet cache --simulator`` runs the RTL on.
 SIMULATORS = ("verilator", "icarus")
-#: What ``--simulator`` prints, and why the command then exits with status 2.
-SIMULATOR_UNAVAILABLE = ("RTL cache simulation is not available yet: the comparator bank is not "
-                         "integrated into the engine")
 
 # Keys of the result file, in the order they are written.
 _NPZ_KEYS = ("hit", "hit_center", "inputs", "outputs")
@@ -58,26 +62,28 @@ class CacheRunError(ValueError):
 
 @dataclasses.dataclass
 class CacheRun:
-    """One stream through the golden cache model.
+    """One stream through the cache: the golden model, or the RTL checked against it.
 
     Attributes
     ----------
     hit : numpy.ndarray of bool, shape (N,)
+        Answered from the cache (by the RTL when :attr:`rtl` is set).
     slot : numpy.ndarray of int64, shape (N,)
         The answering slot, ``-1`` on a miss.
     hit_center : numpy.ndarray of float64, shape (N, d)
         The dequantized center of the answering entry on a hit; ``nan`` rows on a miss.
+        (For an RTL run: the center of the entry the host last wrote to that slot.)
     inputs : numpy.ndarray of float64, shape (N, d)
         The dequantized input codes: what the cache saw (inputs after quantization).
     codes : numpy.ndarray of int64, shape (N, n_out)
         Output codes the cache returned (the entry's layer on a hit, the full network on
-        a miss).
+        a miss; the RTL's when :attr:`rtl` is set).
     outputs : numpy.ndarray of float64, shape (N, n_out)
         ``codes * output_scale``, the format of ``pwlnet predict``.
     full_codes : numpy.ndarray of int64, shape (N, n_out)
         The full quantized network's output codes (:func:`pwlnet.golden.forward`).
     stream : pwlnet.hwcache.StreamResult
-        Everything :func:`pwlnet.hwcache.run_stream` recorded.
+        Everything :func:`pwlnet.hwcache.run_stream` recorded (the golden model).
     lanes : int
         Engine lanes ``P`` of the cycle figures.
     cycles_full : int
@@ -86,6 +92,9 @@ class CacheRun:
         An entry's one-layer program's cycles (``None`` if no entry could be made).
     lookup_latency : int
         The comparator bank's cycles from the last query beat to its answer.
+    rtl : pwlnet.sim.cache_sim.CacheSimResult or None
+        The RTL run (measured cycles, mismatches against the golden model), when one
+        was asked for.
     """
 
     hit: np.ndarray
@@ -100,6 +109,7 @@ class CacheRun:
     cycles_full: int
     cycles_hit: int | None
     lookup_latency: int
+    rtl: object = None
 
     @property
     def n(self) -> int:
@@ -107,12 +117,12 @@ class CacheRun:
 
     @property
     def hit_rate(self) -> float:
-        return self.stream.hit_rate
+        return float(self.hit.mean()) if self.n else float("nan")
 
     @property
     def n_argmax_disagree(self) -> int:
         """Inputs whose cached answer has another argmax than the full quantized network."""
-        return self.stream.n_argmax_disagree
+        return int((golden.argmax(self.codes) != golden.argmax(self.full_codes)).sum())
 
     @property
     def n_false_hits(self) -> int:
@@ -210,8 +220,9 @@ def engine_cycles(model: CompiledModel, lanes: int, entry_layer=None) -> tuple:
 
 
 def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net=None,
-              lanes=DEFAULT_LANES, margin=hwcache.DEFAULT_MARGIN) -> CacheRun:
-    """Run float inputs through the golden hardware cache in order.
+              lanes=DEFAULT_LANES, margin=hwcache.DEFAULT_MARGIN, simulator=None, target="generic",
+              verbose=False) -> CacheRun:
+    """Run float inputs through the hardware cache in order: the golden model, or the RTL too.
 
     Parameters
     ----------
@@ -228,22 +239,35 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
         The float network the model was compiled from; it gives the safe radii.  A path
         is checked against the model's recorded SHA-256.
     lanes : int
-        Engine lanes ``P`` for the cycle figures.
+        Engine lanes ``P`` (of the cycle figures, and of the simulated engine).
     margin : float
         Relative shrink of each radius (:func:`pwlnet.hwcache.radius_bound`).
+    simulator : {"verilator", "icarus"}, optional
+        Also run the stream through the RTL of the cached engine on this simulator
+        (:func:`pwlnet.sim.cache_sim.simulate_cache`); the answers in the result are then
+        the RTL's, :attr:`CacheRun.rtl` holds the measured cycles and the mismatches
+        against the golden model, and the golden model keeps to the engine's slot
+        format (entries that do not fit a slot are not written).
+    target : {"generic", "ice40"}
+        The simulated engine's target.
+    verbose : bool
+        Show the simulator's output.
 
     Returns
     -------
     CacheRun
-        Cycle figures in it are the engine's exact analytic counts; the cache is not yet
-        wired into the engine, so nothing here comes from RTL.
+        Its cycle figures are the engine's exact analytic counts; measured ones are in
+        :attr:`CacheRun.rtl` when a simulator ran.
 
     Raises
     ------
     CacheRunError
-        No or a mismatched float network, no inputs, bad ``entries``/``metric``/``policy``.
+        No or a mismatched float network, no inputs, bad ``entries``/``metric``/``policy``
+        or ``simulator``.
     pwlnet.golden.InputError
         Inputs of the wrong shape or with non-finite values.
+    pwlnet.sim.runner.SimError
+        An RTL build or run that failed (not a mismatch: those are in the result).
     """
     model = _as_model(model_dir_or_model)
     if isinstance(entries, bool) or not isinstance(entries, (int, np.integer)) or entries < 1:
@@ -254,13 +278,31 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
         raise CacheRunError(f"policy must be one of {', '.join(hwcache.POLICIES)}, not {policy!r}")
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
         raise CacheRunError(f"lanes must be a positive integer, not {lanes!r}")
+    if simulator is not None and simulator not in SIMULATORS:
+        raise CacheRunError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     blocks = _as_blocks(model, net)
     q = golden.quantize_inputs(model, x_float)
     if len(q) == 0:
         raise CacheRunError("the input stream holds no rows")
-    res = hwcache.run_stream(model, blocks, q, int(entries), metric, policy, margin=margin, verify=True)
-    hit = res.hit
-    centers = golden.dequantize_inputs(model, res.center)
+    fmt = None if simulator is None else hwcache.SlotFormat(model, int(lanes), metric)
+    res = hwcache.run_stream(model, blocks, q, int(entries), metric, policy, margin=margin, verify=True,
+                             slot_format=fmt)
+    hit, slot, out_codes, center_codes = res.hit, res.slot, res.outputs, res.center
+    rtl = None
+    if simulator is not None:
+        from pwlnet.sim.cache_sim import simulate_cache
+        rtl = simulate_cache(model, blocks, q, int(entries), metric, policy, simulator=simulator, lanes=int(lanes),
+                             target=target, margin=margin, verbose=verbose)
+        hit, slot, out_codes = rtl.hit, rtl.slot, rtl.outputs
+        # The center of each RTL answer: the inputs whose entries the host wrote to that slot.
+        center_codes = q.copy()
+        in_slot = {}
+        for t in range(len(q)):
+            if hit[t]:
+                center_codes[t] = in_slot.get(int(slot[t]), q[t])
+            if rtl.written[t] >= 0:
+                in_slot[int(rtl.written[t])] = q[t]
+    centers = golden.dequantize_inputs(model, center_codes)
     hit_center = np.where(hit[:, None], centers, np.nan)
 
     # Any entry gives the program shape; make one at the first input if the stream wrote
@@ -272,10 +314,11 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
     except hwcache.EntryError:
         pass
     cycles_full, cycles_hit = engine_cycles(model, int(lanes), layer)
-    return CacheRun(hit=hit, slot=res.slot, hit_center=hit_center, inputs=golden.dequantize_inputs(model, q),
-                    codes=res.outputs, outputs=golden.dequantize_outputs(model, res.outputs), full_codes=res.full,
+    return CacheRun(hit=hit, slot=slot, hit_center=hit_center, inputs=golden.dequantize_inputs(model, q),
+                    codes=out_codes, outputs=golden.dequantize_outputs(model, out_codes), full_codes=res.full,
                     stream=res, lanes=int(lanes), cycles_full=int(cycles_full),
-                    cycles_hit=None if cycles_hit is None else int(cycles_hit), lookup_latency=LOOKUP_LATENCY)
+                    cycles_hit=None if cycles_hit is None else int(cycles_hit), lookup_latency=LOOKUP_LATENCY,
+                    rtl=rtl)
 
 
 def save_result(path, run: CacheRun) -> Path:
@@ -313,38 +356,73 @@ def add_cache_arguments(parser):
     parser.add_argument("--policy", choices=hwcache.POLICIES, default="lru",
                         help="slot the host overwrites on a miss (default lru)")
     parser.add_argument("--lanes", type=_positive_int, default=DEFAULT_LANES,
-                        help=f"engine lanes P for the cycle figures (default {DEFAULT_LANES})")
+                        help=f"engine lanes P, of the cycle figures and the simulated engine (default {DEFAULT_LANES})")
     parser.add_argument("--simulator", choices=SIMULATORS, default=None,
-                        help="run the RTL instead of the golden model (not available yet)")
+                        help="run the RTL of the engine with the cache on this simulator, checked against "
+                             "the golden model (the result file then holds the RTL's answers)")
     parser.add_argument("--out", required=True, metavar="RESULT.npz",
                         help="write hit, hit_center, inputs and outputs here")
     return parser
 
 
 def cli_cache(args) -> int:
-    """``pwlnet cache``: returns the exit status (2 when ``--simulator`` is asked for)."""
-    if args.simulator is not None:
-        # Refuse before reading anything: no result file may suggest an RTL run took place.
-        print(f"pwlnet cache: error: {SIMULATOR_UNAVAILABLE}", file=sys.stderr)
-        return 2
+    """``pwlnet cache``: returns the exit status.
+
+    0 on success; with ``--simulator``, 1 when the RTL disagreed with the golden model
+    anywhere (the result file then holds the RTL's answers) and 2 when the simulation
+    could not be built or run.
+    """
     from .predict import load_inputs
     model = artifact.load(args.model_dir)
     if args.onnx is None:
         raise CacheRunError("the cache needs the float network the model was compiled from, for the safe "
                             f"radii: give --onnx {(model.source or {}).get('onnx', 'MODEL.onnx')}")
     x = load_inputs(args.inputs)
+    simulator = getattr(args, "simulator", None)
+    if not Path(args.out).parent.is_dir():     # before a simulation, not after it
+        raise CacheRunError(f"{args.out}: directory {Path(args.out).parent} does not exist")
+    from pwlnet.sim.runner import SimError
     try:
-        run = run_cache(model, x, args.entries, args.metric, policy=args.policy, net=args.onnx, lanes=args.lanes)
+        run = run_cache(model, x, args.entries, args.metric, policy=args.policy, net=args.onnx, lanes=args.lanes,
+                        simulator=simulator)
     except golden.InputError as e:
         raise golden.InputError(f"{args.inputs}: {e}") from None
+    except SimError as e:
+        print(f"pwlnet cache: error: {simulator} simulation failed: {e}", file=sys.stderr)
+        return 2
     save_result(args.out, run)
     hits = int(run.hit.sum())
     print(f"{run.n} inputs, {args.entries} entries, {args.metric}, {args.policy}: hit rate "
           f"{100 * run.hit_rate:.2f} % ({hits} hits, {run.n - hits} misses); argmax differs from the full "
           f"network on {run.n_argmax_disagree}; false hits {run.n_false_hits}")
-    hit_cost = "n/a" if run.cycles_hit is None else f"{run.cycles_hit} + {run.lookup_latency}"
-    print(f"mean cycles per inference (engine P={run.lanes}, analytic): without cache {run.mean_cycles_without:.1f}, "
-          f"with cache {run.mean_cycles_with:.1f} (hit {hit_cost}, miss {run.cycles_full} + {run.lookup_latency})")
-    if run.stream.uncacheable:
-        print(f"note: {run.stream.uncacheable} misses left no entry (their affine piece does not quantize)")
+    if run.rtl is None:
+        hit_cost = "n/a" if run.cycles_hit is None else f"{run.cycles_hit} + {run.lookup_latency}"
+        print(f"mean cycles per inference (engine P={run.lanes}, analytic): without cache "
+              f"{run.mean_cycles_without:.1f}, with cache {run.mean_cycles_with:.1f} (hit {hit_cost}, "
+              f"miss {run.cycles_full} + {run.lookup_latency})")
+        if run.stream.uncacheable:
+            print(f"note: {run.stream.uncacheable} misses left no entry (their affine piece does not quantize)")
+        return 0
+    r = run.rtl
+
+    def fmt_cycles(v):
+        return "n/a" if np.isnan(v) else f"{v:.1f}"
+
+    print(f"mean cycles per inference measured on {simulator} (engine P={run.lanes}, first input beat to last "
+          f"output beat): {r.mean_cycles:.1f} (hits {fmt_cycles(r.mean_hit_cycles)}, misses "
+          f"{fmt_cycles(r.mean_miss_cycles)}); engine occupancy: hit {r.hit_cycles}, network {r.engine_cycles} cycles")
+    print(f"RTL counters: hits {r.hits}, misses {r.misses}; simulated in {r.run_s:.1f} s (build {r.build_s:.1f} s)")
+    if r.uncacheable:
+        print(f"note: {r.uncacheable} misses left no entry (their entry does not fit the engine's slots)")
+    if not r.ok:
+        counters = "agree" if (r.hits, r.misses) == (r.expected_hits, r.expected_misses) else "differ"
+        print(f"pwlnet cache: error: the RTL disagrees with the golden model: {r.mismatches} mismatches "
+              f"({int(r.bad.sum())} of {r.n} inferences differ, final counters {counters}); "
+              f"{args.out} holds the RTL's answers", file=sys.stderr)
+        for line in r.details:
+            print(f"  {line}", file=sys.stderr)
+        if r.run_dir:
+            print(f"  run directory: {r.run_dir}", file=sys.stderr)
+        return 1
+    print(f"RTL and golden model agree on all {r.n} inferences and the counters")
     return 0

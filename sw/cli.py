@@ -82,7 +82,7 @@ def build_parser():
     simulate_arguments(s)
     s.set_defaults(handler="pwlnet.sim.simulate:cli_simulate")
 
-    s = sub.add_parser("cache", help="run an input stream through the hypersphere cache (golden model)")
+    s = sub.add_parser("cache", help="run an input stream through the hypersphere cache (golden model, or RTL with --simulator)")
     from .cache_run import add_cache_arguments
     add_cache_arguments(s)
     s.set_defaults(handler="pwlnet.cache_run:cli_cache")

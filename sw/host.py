@@ -7,7 +7,10 @@ Layers, as in Glasgow's applets:
   (:class:`pwlnet.boards.icebreaker.ICEBreakerTop`) in Amaranth's simulator and drives its
   UART pins bit by bit, so everything above it is tested against the real gateware.
 * :class:`Device` speaks the protocol of :mod:`pwlnet.hw.link` (frames, CRC, error
-  replies) and offers :meth:`Device.info`, :meth:`Device.infer`, :meth:`Device.counters`.
+  replies) and offers :meth:`Device.info`, :meth:`Device.infer`, :meth:`Device.counters`
+  and, on a build with the hypersphere cache, :meth:`Device.cache_info`,
+  :meth:`Device.cache_write`, :meth:`Device.cache_clear`, :meth:`Device.cache_stats` and
+  :meth:`Device.run_cached` (the host's side of the cache, :class:`pwlnet.hwcache.CacheHost`).
 * :func:`cli_run` is ``pwlnet run``.
 """
 
@@ -21,11 +24,11 @@ import time
 import numpy as np
 
 from . import artifact, golden
-from .hw.link import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REPLY_FLAG, Command, ErrorCode,
+from .hw.link import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REPLY_FLAG, CacheInfo, Command, ErrorCode,
                       LinkInfo, code_bytes, crc16, encode_frame, model_fingerprint)
 
 __all__ = ["Transport", "SerialTransport", "SimTransport", "Device", "DeviceError", "LinkError",
-           "weight_image", "add_run_arguments", "cli_run"]
+           "Inference", "CacheStats", "CachedRun", "weight_image", "add_run_arguments", "cli_run"]
 
 
 class LinkError(IOError):
@@ -52,6 +55,43 @@ class DeviceError(RuntimeError):
         self.code = code
         self.command = command
         super().__init__(f"device replied {what} to command 0x{command:02x}")
+
+
+class Inference(tuple):
+    """What :meth:`Device.infer` returns: the tuple ``(outputs, argmax, cycles)``, so it
+    unpacks as before, with the fields also as attributes, and on a build with the cache
+    two more.
+
+    Attributes
+    ----------
+    outputs : ndarray of int64, shape (output_dim,)
+    argmax : int
+    cycles : int
+    cached : bool or None
+        Whether a cache entry answered (``None`` on a build without a cache).
+    slot : int or None
+        The slot that answered (0 on a miss; ``None`` without a cache).
+    """
+
+    def __new__(cls, outputs, argmax, cycles, cached=None, slot=None):
+        self = super().__new__(cls, (outputs, argmax, cycles))
+        self.outputs, self.argmax, self.cycles = outputs, argmax, cycles
+        self.cached, self.slot = cached, slot
+        return self
+
+
+class CacheStats(collections.namedtuple("CacheStats", ["hits", "misses"])):
+    """The cache's counters (:meth:`Device.cache_stats`): inferences answered by an entry
+    and by the full network."""
+
+
+class CachedRun(collections.namedtuple("CachedRun", ["outputs", "hit", "slot", "written", "cycles",
+                                                     "uncacheable"])):
+    """What :meth:`Device.run_cached` saw, per input (``N`` rows), laid out like
+    :class:`pwlnet.hwcache.StreamResult`: ``outputs`` (N, n_out) output codes from the
+    board, ``hit`` (N,) bool, ``slot`` (N,) the answering slot or -1, ``written`` (N,) the
+    slot written after the miss or -1, ``cycles`` (N,) engine cycles, ``uncacheable`` the
+    misses whose entry could not be made or did not fit a slot."""
 
 
 class Transport:
@@ -130,12 +170,15 @@ class SimTransport(Transport):
         :meth:`read` gives up after this many byte times without a byte from the device.
     engine : callable or None
         Engine factory, as for :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`.
+    cache_entries, cache_metric, cache_preload
+        The hypersphere cache, as for :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`
+        (``cache_entries=0``: none).
     vcd : str or None
         Write a waveform file (slow).
     """
 
     def __init__(self, model, *, lanes=8, divisor=8, clk_freq=1e6, frame_timeout=16, idle_bytes=48,
-                 engine=None, vcd=None):
+                 engine=None, cache_entries=0, cache_metric="linf", cache_preload=(), vcd=None):
         from amaranth.sim import Simulator
 
         from .boards.icebreaker import ICEBreakerTop
@@ -145,7 +188,8 @@ class SimTransport(Transport):
         self.idle_bytes = idle_bytes
         self.top = ICEBreakerTop(model, lanes=lanes, clk_freq=clk_freq, divisor=divisor,
                                  target="generic", timeout=frame_timeout * self.byte_cycles,
-                                 engine=engine)
+                                 engine=engine, cache_entries=cache_entries, cache_metric=cache_metric,
+                                 cache_preload=cache_preload)
         self._to_dev = collections.deque()
         self._from_dev = collections.deque()
         self.frame_errors = 0
@@ -245,11 +289,15 @@ class Device:
         Seconds to wait for a reply.
     """
 
+    _UNKNOWN = object()
+
     def __init__(self, transport, *, model=None, timeout=2.0):
         self.transport = transport
         self.timeout = timeout
         self._model = model
         self._info = None
+        self._cache = self._UNKNOWN    # CacheInfo, or None for a build without the cache
+        self._slot_format = None
 
     # --- frames -------------------------------------------------------------------------
 
@@ -337,12 +385,19 @@ class Device:
 
         Returns
         -------
-        outputs : ndarray of int64, shape (output_dim,)
-            Output codes.
-        argmax : int
-            Index of the first largest output code.
-        cycles : int
-            Clock cycles from the engine's first input beat to its last output beat.
+        Inference
+            Unpacks as ``(outputs, argmax, cycles)``:
+
+            outputs : ndarray of int64, shape (output_dim,)
+                Output codes.
+            argmax : int
+                Index of the first largest output code.
+            cycles : int
+                Clock cycles from the engine's first input beat to its last output beat.
+
+            On a build with the cache, its ``cached`` and ``slot`` say whether an entry
+            answered and which (``None`` without a cache).  The reply's length tells the
+            two kinds of build apart.
         """
         info = self._layout()
         codes = np.asarray(codes).reshape(-1)
@@ -355,12 +410,19 @@ class Device:
         payload = b"".join(int(c).to_bytes(bi, "little", signed=True) for c in codes)
         reply = self.request(Command.INFER, payload)
         n = info.output_dim * bo
-        if len(reply) != n + 6:
-            raise LinkError(f"INFER reply has {len(reply)} bytes, expected {n + 6}")
+        if self._cache is self._UNKNOWN:
+            allowed = (n + 6, n + 8)
+        else:
+            allowed = (n + 8,) if self._cache is not None else (n + 6,)
+        if len(reply) not in allowed:
+            raise LinkError(f"INFER reply has {len(reply)} bytes, expected "
+                            f"{' or '.join(str(a) for a in allowed)}")
         outputs = np.array([int.from_bytes(reply[i:i + bo], "little", signed=True)
                             for i in range(0, n, bo)], dtype=np.int64)
-        argmax, cycles = struct.unpack("<HI", reply[n:])
-        return outputs, argmax, cycles
+        argmax, cycles = struct.unpack("<HI", reply[n:n + 6])
+        if len(reply) == n + 8:
+            return Inference(outputs, argmax, cycles, cached=bool(reply[n + 6]), slot=reply[n + 7])
+        return Inference(outputs, argmax, cycles)
 
     def infer_batch(self, codes):
         """:meth:`infer` over the rows of ``codes``; returns stacked outputs, argmaxes and cycles."""
@@ -416,8 +478,167 @@ class Device:
                         raise
 
 
-def weight_image(model, lanes):
-    """The weight memory image the engine expects for ``model`` at ``lanes`` (for :meth:`Device.load_weights`)."""
+    # --- the hypersphere cache -------------------------------------------------------------
+
+    def cache_info(self):
+        """The cache's geometry (:class:`~pwlnet.hw.link.CacheInfo`: entries, metric, slot
+        image bytes, cycles of a hit), or ``None`` if the bitstream has no cache (it answers
+        ``CACHE_INFO`` with ``UNSUPPORTED``).  Asked once, then remembered."""
+        if self._cache is self._UNKNOWN:
+            try:
+                reply = self.request(Command.CACHE_INFO)
+            except DeviceError as e:
+                if e.code != ErrorCode.UNSUPPORTED:
+                    raise
+                self._cache = None
+            else:
+                try:
+                    self._cache = CacheInfo.unpack(reply)
+                except ValueError as e:
+                    raise LinkError(str(e)) from None
+        return self._cache
+
+    def _need_cache(self):
+        cache = self.cache_info()
+        if cache is None:
+            raise LinkError("this bitstream has no hypersphere cache (CACHE_INFO is UNSUPPORTED); "
+                            "build it with --cache-entries")
+        return cache
+
+    def slot_format(self):
+        """The :class:`pwlnet.hwcache.SlotFormat` of the board's slots, made from the model
+        given to the constructor and the board's lanes and metric; its image length is
+        checked against the board's."""
+        if self._slot_format is None:
+            from .hwcache import SlotFormat
+            cache = self._need_cache()
+            if self._model is None:
+                raise ValueError("cache entries need the model: make the Device with model=...")
+            info = self._layout()
+            fmt = SlotFormat(self._model, info.lanes, cache.metric)
+            if fmt.image_bytes != cache.image_bytes:
+                raise LinkError(f"the board's slots take {cache.image_bytes}-byte images, this model at "
+                                f"{info.lanes} lanes makes {fmt.image_bytes}-byte ones (another build?)")
+            self._slot_format = fmt
+        return self._slot_format
+
+    def cache_write(self, slot, entry):
+        """Write ``entry`` (:class:`pwlnet.hwcache.HwEntry`) into ``slot``.
+
+        The image is :meth:`pwlnet.hwcache.SlotFormat.image`; the board writes it only
+        after the frame's CRC checks out (a frame that fails is re-sent, at most twice).
+        Inferences sent afterwards see the new entry.
+
+        Raises
+        ------
+        ValueError
+            ``slot`` is not in ``0..entries-1``, or the model was not given.
+        pwlnet.hwcache.EntryError
+            The entry does not fit the board's slots (the message names the field); nothing
+            is sent.
+        """
+        from .hwcache import HwEntry
+        cache = self._need_cache()
+        if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)) or not 0 <= slot < cache.entries:
+            raise ValueError(f"slot must be an integer in 0..{cache.entries - 1}, not {slot!r}")
+        if not isinstance(entry, HwEntry):
+            raise TypeError(f"entry must be a pwlnet.hwcache.HwEntry, not {type(entry).__name__}")
+        payload = bytes([int(slot)]) + self.slot_format().image(entry)
+        for attempt in range(3):
+            try:
+                self.request(Command.CACHE_WRITE, payload)
+                return
+            except DeviceError as e:
+                if e.code != ErrorCode.BAD_CRC or attempt == 2:
+                    raise
+
+    def cache_clear(self):
+        """Invalidate every slot (the hit and miss counters are kept)."""
+        self._need_cache()
+        self.request(Command.CACHE_CLEAR)
+
+    def cache_stats(self, reset=False):
+        """The cache's :class:`CacheStats` (hits, misses) since power-up or the last reset;
+        with ``reset`` they are zeroed right after being read, so no inference is lost
+        between the two."""
+        self._need_cache()
+        reply = self.request(Command.CACHE_STATS, b"\x01" if reset else b"")
+        if len(reply) != 8:
+            raise LinkError(f"CACHE_STATS reply has {len(reply)} bytes, expected 8")
+        return CacheStats(*struct.unpack("<II", reply))
+
+    def run_cached(self, codes_stream, net, policy="round_robin", *, clear=True, margin=None):
+        """Run input codes through the board's cache in order, filling a slot on every miss.
+
+        The host's side is :class:`pwlnet.hwcache.CacheHost`, as in the golden loop
+        :func:`pwlnet.hwcache.run_stream` (with ``slot_format``): after each inference it
+        learns hit and slot from the reply, and on a miss makes the entry at the missed
+        codes and writes it to the slot ``policy`` chooses (an entry that cannot be made or
+        does not fit is not written).  So from an empty cache the board answers exactly as
+        ``run_stream(model, net, codes_stream, entries, metric, policy, slot_format=...)``.
+
+        Parameters
+        ----------
+        codes_stream : array_like of int, shape (N, input_dim)
+        net : pwlnet.ir.Network or list
+            The float network the model was compiled from, or its code-space blocks
+            (:func:`pwlnet.hwcache.code_blocks`).
+        policy : {"round_robin", "lru"}
+        clear : bool
+            Clear the board's cache first (default).  Without it the host knows nothing of
+            the slots' contents and treats every slot as taken (a preloaded build).
+        margin : float, optional
+            See :func:`pwlnet.hwcache.radius_bound`.
+
+        Returns
+        -------
+        CachedRun
+        """
+        from . import hwcache
+        cache = self._need_cache()
+        fmt = self.slot_format()
+        codes_stream = np.asarray(codes_stream)
+        if not np.issubdtype(codes_stream.dtype, np.integer):
+            raise ValueError(f"input codes must be integers, not {codes_stream.dtype}")
+        codes_stream = codes_stream.astype(np.int64).reshape(len(codes_stream), -1)
+        kw = {} if margin is None else {"margin": margin}
+        host = hwcache.CacheHost(self._model, hwcache.code_blocks(self._model, net), cache.entries,
+                                 cache.metric, policy, slot_format=fmt, **kw)
+        if clear:
+            self.cache_clear()
+        else:
+            host.valid[:] = True
+        n = len(codes_stream)
+        outputs = np.zeros((n, self._model.output_dim), dtype=np.int64)
+        hit = np.zeros(n, dtype=bool)
+        slot = np.full(n, -1, dtype=np.int64)
+        written = np.full(n, -1, dtype=np.int64)
+        cycles = np.zeros(n, dtype=np.int64)
+        for t, q in enumerate(codes_stream):
+            r = self.infer(q)
+            outputs[t], hit[t], cycles[t] = r.outputs, r.cached, r.cycles
+            if r.cached:
+                slot[t] = r.slot
+            todo = host.seen(q, bool(r.cached), r.slot)
+            if todo is not None:
+                s, entry = todo
+                self.cache_write(s, entry)
+                written[t] = s
+        return CachedRun(outputs, hit, slot, written, cycles, host.uncacheable)
+
+
+def weight_image(model, lanes, cache=None):
+    """The weight memory image the engine expects for ``model`` at ``lanes`` (for :meth:`Device.load_weights`).
+
+    ``cache`` (:class:`~pwlnet.hw.link.CacheInfo`, from :meth:`Device.cache_info`) is the
+    board's cache, whose empty slots share the engine's weight memory.
+    """
+    if cache is not None:
+        from .hw.cached_engine import CachedEngine
+        engine = CachedEngine(model, lanes, cache.entries, cache.metric, target="ice40", weight_memory="ram")
+        for part in (engine, engine.engine, engine.bank):
+            part._MustUse__silence = True   # built only to read its memory image
+        return engine.weight_words
     from .hw.engine import MLPEngine
     engine = MLPEngine(model, lanes, target="ice40", weight_memory="ram")
     engine._MustUse__silence = True   # built only to read its memory image
@@ -482,7 +703,7 @@ def cli_run(args):
                   f"{info.cycles_per_inference} cycles/inference")
             if info.weight_words:
                 print(f"loading {info.weight_words} weight words ...")
-                dev.load_weights(weight_image(model, info.lanes))
+                dev.load_weights(weight_image(model, info.lanes, dev.cache_info()))
             t0 = time.monotonic()
             outs, amax, cycles = dev.infer_batch(codes)
             elapsed = time.monotonic() - t0

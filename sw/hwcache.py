@@ -75,7 +75,7 @@ from .quantize import QuantizeError, code_space_blocks, quantize_dense
 
 __all__ = ["METRICS", "POLICIES", "MAGIC", "WORD_VERSION", "DEFAULT_MARGIN", "EntryError",
            "distance", "max_distance", "distance_bits", "radius_bound", "HwEntry", "code_blocks", "make_entry",
-           "Lookup", "HwCache", "StreamResult", "run_stream", "preload"]
+           "SlotFormat", "Lookup", "HwCache", "CacheHost", "StreamResult", "run_stream", "preload"]
 
 #: Metrics of the comparator bank.
 METRICS = regions.METRICS
@@ -365,6 +365,185 @@ def make_entry(model: CompiledModel, blocks, codes, metric, *, margin=DEFAULT_MA
                    pattern=lin.pattern)
 
 
+def _bytes_for(bits) -> int:
+    return max(1, -(-int(bits) // 8))
+
+
+class SlotFormat:
+    """How one cache slot is stored in the engine built with the cache, and what fits in it.
+
+    The engine (:class:`pwlnet.hw.cached_engine.CachedEngine`) keeps every slot's affine
+    map as a one-layer program: ``G = ceil(n_out / P)`` passes of ``d`` weight words of
+    ``P`` packed weights, and one ``(off, mult, shift)`` parameter triple per output
+    channel, with ``off = bias * mult + 2**(shift - 1)`` (``0`` when ``shift == 0``),
+    exactly as the engine stores the network's own layers.  The widths are fixed when the
+    bitstream is built, so an entry fits only if
+
+    * its weights fit ``weight_bits`` (always true for :func:`make_entry`),
+    * every ``off`` fits :attr:`off_bits` (signed): ``|bias|`` may be up to about the
+      largest ``|W x|`` of the slot,
+    * every multiplier is below ``2**mult_bits`` and every shift lies in
+      :attr:`min_shift` .. :attr:`max_shift` (about the range of the network's own
+      shifts, so the slots cost the engine's shifter and saturation little extra width).
+
+    An entry that does not fit is left uncached by the host (:func:`run_stream` with
+    ``slot_format``), so the golden model and the hardware agree on which entries exist.
+
+    Entry image (:meth:`image`): the payload of the host link's "cache write" command after
+    its slot byte, and what the cached engine's write port takes, byte by byte, all fields
+    little-endian, signed ones in two's complement:
+
+    =====================  ==========================================================
+    field                  bytes
+    =====================  ==========================================================
+    weight words           ``G * d`` words of :attr:`word_bytes` (lane ``p`` in bits
+                           ``p * wb .. p * wb + wb - 1``; pass ``g`` outer, input ``i``
+                           inner)
+    channel parameters     ``n_out`` times: ``off`` (:attr:`off_bytes`), ``mult``
+                           (:attr:`mult_bytes`, absent without multipliers), ``shift``
+                           (1 byte)
+    bound                  ``R`` (:attr:`bound_bytes`)
+    center                 ``d`` codes of :attr:`code_bytes`
+    =====================  ==========================================================
+
+    The center comes last because the comparator bank marks the slot valid with the last
+    center code: everything the slot needs is in place when it can first hit.
+
+    Parameters
+    ----------
+    model : CompiledModel
+    lanes : int
+        Engine lanes ``P``.
+    metric : {"l2", "linf", "l1"}
+    """
+
+    def __init__(self, model: CompiledModel, lanes: int, metric: str):
+        if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+        self.metric = _check_metric(metric)
+        self.lanes = P = int(lanes)
+        last = model.layers[-1]
+        self.dim = d = model.input_dim
+        self.n_out = model.output_dim
+        self.in_bits = model.input_bits
+        self.out_bits = last.out_bits
+        self.weight_bits = wb = max(l.weight_bits for l in model.layers)
+        self.requant = last.requant
+        self.passes = -(-self.n_out // P)
+        self.weight_words = self.passes * d
+        self.word_bits = P * wb
+        # |W x| <= d * 2**(wb-1) * 2**(in_bits-1): the lane accumulators' reach for a slot.
+        reach = d << (wb - 1) << (self.in_bits - 1)
+        self.wx_bits = fx.signed_width(-reach, reach)
+        # The multiplier width make_entry uses (the network's last layer's), none in shift mode.
+        self.mult_bits = int(last.multiplier.max()).bit_length() if last.requant == "multiply" else 0
+        # |bias| up to about the largest |W x|: off = bias * mult + 2**(shift-1).
+        self.off_bits = self.wx_bits + max(1, self.mult_bits)
+        # Shifts within the range the network's own layers already need, so the engine's
+        # shifter and saturation keep their widths (a slot with shift 0 would make the
+        # shifted value as wide as the product).
+        shifts = np.concatenate([np.asarray(l.shift, dtype=np.int64).reshape(-1) for l in model.layers])
+        # Four below the network's smallest: a slot's slope may exceed every layer's a
+        # little (costs four bits of the shifted value's width).
+        self.min_shift = max(0, int(shifts.min()) - 4)
+        self.shift_bits = max(1, int(shifts.max()).bit_length())
+        self.max_shift = min((1 << self.shift_bits) - 1, fx.GOLDEN_MAX_BITS)
+        self.distance_bits = distance_bits(metric, d, self.in_bits)
+        self.code_bytes = 1 if self.in_bits <= 8 else 2
+        self.word_bytes = _bytes_for(self.word_bits)
+        self.off_bytes = _bytes_for(self.off_bits)
+        self.mult_bytes = _bytes_for(self.mult_bits) if self.mult_bits else 0
+        self.bound_bytes = _bytes_for(self.distance_bits)
+        self.param_bytes = self.off_bytes + self.mult_bytes + 1
+        self.image_bytes = (self.weight_words * self.word_bytes + self.n_out * self.param_bytes
+                            + self.bound_bytes + d * self.code_bytes)
+
+    def __repr__(self):
+        return (f"SlotFormat(d={self.dim}, n_out={self.n_out}, lanes={self.lanes}, metric={self.metric!r}, "
+                f"image_bytes={self.image_bytes})")
+
+    def offsets(self, layer: Layer) -> list:
+        """``off = bias * mult + 2**(shift - 1)`` per output channel (Python ints)."""
+        return [int(b) * int(mu) + ((1 << (int(s) - 1)) if s else 0)
+                for b, mu, s in zip(layer.bias, layer.multiplier, layer.shift)]
+
+    def check(self, entry: HwEntry):
+        """Raise :class:`EntryError` naming the field if ``entry`` does not fit a slot."""
+        l = entry.layer
+        if entry.metric != self.metric:
+            raise EntryError(f"entry metric {entry.metric!r} differs from the slots' {self.metric!r}")
+        if (entry.dim, l.n_out, l.in_bits, l.out_bits) != (self.dim, self.n_out, self.in_bits, self.out_bits):
+            raise EntryError(f"entry shape (d={entry.dim}, n_out={l.n_out}, in_bits={l.in_bits}, "
+                             f"out_bits={l.out_bits}) does not match the slots (d={self.dim}, n_out={self.n_out}, "
+                             f"in_bits={self.in_bits}, out_bits={self.out_bits})")
+        if l.requant != self.requant:
+            raise EntryError(f"entry requantization {l.requant!r} differs from the slots' {self.requant!r}")
+        if np.any(fx.wraps(l.weight, self.weight_bits)):
+            raise EntryError(f"a weight of the entry does not fit the engine's {self.weight_bits}-bit weights")
+        if entry.bound > max_distance(self.metric, self.dim, self.in_bits):
+            raise EntryError(f"bound {entry.bound} exceeds the largest distance "
+                             f"{max_distance(self.metric, self.dim, self.in_bits)}")
+        mult_cap = (1 << self.mult_bits) - 1 if self.mult_bits else 1
+        bad = np.flatnonzero((l.multiplier < 1) | (l.multiplier > mult_cap))
+        if bad.size:
+            raise EntryError(f"channel {int(bad[0])}: multiplier {int(l.multiplier[bad[0]])} is outside "
+                             f"1..{mult_cap}, the slots' multiplier range")
+        bad = np.flatnonzero((l.shift < self.min_shift) | (l.shift > self.max_shift))
+        if bad.size:
+            raise EntryError(f"channel {int(bad[0])}: shift {int(l.shift[bad[0]])} is outside "
+                             f"{self.min_shift}..{self.max_shift}, the slots' shift range")
+        lo, hi = fx.signed_range(self.off_bits)
+        for o, off in enumerate(self.offsets(l)):
+            if not lo <= off <= hi:
+                raise EntryError(f"channel {o}: bias {int(l.bias[o])} gives the offset {off}, which does not fit "
+                                 f"the slots' {self.off_bits}-bit offset (bias too large for the entry's weights)")
+
+    def fits(self, entry: HwEntry) -> bool:
+        """Whether :meth:`check` accepts ``entry``."""
+        try:
+            self.check(entry)
+        except EntryError:
+            return False
+        return True
+
+    def words(self, layer: Layer) -> list:
+        """The slot's weight words (unsigned ints), in the engine's order."""
+        P, wb = self.lanes, self.weight_bits
+        mask = (1 << wb) - 1
+        out = []
+        for g in range(self.passes):
+            for i in range(self.dim):
+                word = 0
+                for p in range(P):
+                    o = g * P + p
+                    if o < self.n_out:
+                        word |= (int(layer.weight[o, i]) & mask) << (p * wb)
+                out.append(word)
+        return out
+
+    def image(self, entry: HwEntry) -> bytes:
+        """The entry as the bytes a slot write carries (layout in the class docs)."""
+        self.check(entry)
+        l = entry.layer
+
+        def le(v, n):
+            return (int(v) & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
+
+        buf = bytearray()
+        for w in self.words(l):
+            buf += le(w, self.word_bytes)
+        for off, mu, s in zip(self.offsets(l), l.multiplier, l.shift):
+            buf += le(off, self.off_bytes)
+            if self.mult_bytes:
+                buf += le(mu, self.mult_bytes)
+            buf += le(s, 1)
+        buf += le(entry.bound, self.bound_bytes)
+        for c in entry.center:
+            buf += le(c, self.code_bytes)
+        assert len(buf) == self.image_bytes
+        return bytes(buf)
+
+
 @dataclasses.dataclass
 class Lookup:
     """Result of :meth:`HwCache.lookup` for ``N`` code vectors.
@@ -481,6 +660,85 @@ class HwCache:
         return Lookup(hit=hit, slot=slot, outputs=out)
 
 
+class CacheHost:
+    """The host's side of the cache: on a miss, make the entry and choose its slot.
+
+    One object per stream; the golden loop (:func:`run_stream`) and the RTL loop
+    (:mod:`pwlnet.sim.cache_sim`) both call :meth:`seen` after every inference, so they
+    write the same entries to the same slots.
+
+    Slot choice (``policy``):
+
+    ``"round_robin"``
+        slots ``0, 1, ..., N-1, 0, ...`` in turn (first in, first out).  Needs nothing
+        from the hardware but the miss itself.
+    ``"lru"``
+        an empty slot if there is one (the lowest), else the slot least recently
+        written or reported in a hit response.  The host learns the hitting slot from
+        each response, so it keeps the ages itself; the hardware stays a plain register
+        bank.
+
+    Parameters
+    ----------
+    model : CompiledModel
+    blocks : list
+        The float network in code space (:func:`code_blocks`).
+    n_entries : int
+    metric : str
+    policy : {"round_robin", "lru"}
+    margin : float
+    slot_format : SlotFormat, optional
+        Entries that do not fit it are not written (the input stays uncached).
+    """
+
+    def __init__(self, model, blocks, n_entries, metric, policy="round_robin", *, margin=DEFAULT_MARGIN,
+                 slot_format: SlotFormat | None = None):
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+        self.model, self.blocks, self.metric, self.policy = model, blocks, _check_metric(metric), policy
+        self.n_entries = int(n_entries)
+        self.margin = margin
+        self.slot_format = slot_format
+        self.valid = np.zeros(self.n_entries, dtype=bool)
+        self.age = np.full(self.n_entries, -1, dtype=np.int64)
+        self.rr = 0
+        self.t = 0
+        self.uncacheable = 0
+
+    def clear(self):
+        """The host cleared the cache: every slot is empty again."""
+        self.valid[:] = False
+        self.age[:] = -1
+
+    def seen(self, codes, hit, slot):
+        """Record one inference's answer; on a miss return ``(slot, entry)`` to write, or ``None``.
+
+        ``None`` on a hit, and on a miss whose entry cannot be made or does not fit the
+        slots (counted in :attr:`uncacheable`).
+        """
+        t = self.t
+        self.t += 1
+        if hit:
+            self.age[int(slot)] = t
+            return None
+        try:
+            e = make_entry(self.model, self.blocks, codes, self.metric, margin=self.margin)
+            if self.slot_format is not None:
+                self.slot_format.check(e)
+        except EntryError:
+            self.uncacheable += 1
+            return None
+        if self.policy == "round_robin":
+            s = self.rr
+            self.rr = (self.rr + 1) % self.n_entries
+        else:
+            empty = np.flatnonzero(~self.valid)
+            s = int(empty[0]) if empty.size else int(np.argmin(self.age))
+        self.valid[s] = True
+        self.age[s] = t
+        return s, e
+
+
 @dataclasses.dataclass
 class StreamResult:
     """What :func:`run_stream` saw, per input (``N`` rows) and in total.
@@ -552,20 +810,13 @@ class StreamResult:
 
 
 def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf", policy="round_robin", *,
-               margin=DEFAULT_MARGIN, verify=True, cache: HwCache | None = None) -> StreamResult:
+               margin=DEFAULT_MARGIN, verify=True, cache: HwCache | None = None,
+               slot_format: SlotFormat | None = None) -> StreamResult:
     """Run input codes through the cache in order, filling entries on misses as the host would.
 
     On every miss the host linearizes the float network at the missed codes
-    (:func:`make_entry`) and writes the entry into a slot chosen by ``policy``:
-
-    ``"round_robin"``
-        slots ``0, 1, ..., N-1, 0, ...`` in turn (first in, first out).  Needs nothing
-        from the hardware but the miss itself.
-    ``"lru"``
-        an empty slot if there is one (the lowest), else the slot least recently
-        written or reported in a hit response.  The host learns the hitting slot from
-        each response, so it can keep the ages itself; the hardware stays a plain
-        register bank.
+    (:func:`make_entry`) and writes the entry into a slot chosen by ``policy``
+    (:class:`CacheHost`).
 
     Parameters
     ----------
@@ -583,6 +834,10 @@ def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf"
         Check every hit's float pattern (:attr:`StreamResult.false_hit`).
     cache : HwCache, optional
         Start from this cache (its entries and counters) instead of an empty one.
+    slot_format : SlotFormat, optional
+        The hardware's slot limits: an entry that does not fit them is not written (the
+        input counts as :attr:`StreamResult.uncacheable`), as the host does with a real
+        cached engine.
 
     Returns
     -------
@@ -607,34 +862,23 @@ def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf"
     center = codes_stream.copy()
     outputs = np.zeros_like(full)
     false_hit = np.zeros(n, dtype=bool)
-    uncacheable = 0
-    age = np.full(cache.n_entries, -1, dtype=np.int64)   # host's LRU clock per slot
-    rr = 0
+    host = CacheHost(model, blocks, cache.n_entries, metric, policy, margin=margin, slot_format=slot_format)
+    host.valid[:] = cache.valid
     for t, q in enumerate(codes_stream):
         res = cache.lookup(q[None])
         outputs[t] = res.outputs[0]
+        s = int(res.slot[0])
+        todo = host.seen(q, bool(res.hit[0]), s)
         if res.hit[0]:
-            s = int(res.slot[0])
             e = cache.entries[s]
             hit[t], slot[t], center[t], bounds[t] = True, s, e.center, e.bound
-            age[s] = t
             if verify and e.pattern:
                 false_hit[t] = not regions.same_pattern(blocks, q[None].astype(np.float64), e.pattern)[0]
-            continue
-        try:
-            e = make_entry(model, blocks, q, metric, margin=margin)
-        except EntryError:
-            uncacheable += 1
-            continue
-        if policy == "round_robin":
-            s = rr
-            rr = (rr + 1) % cache.n_entries
-        else:
-            empty = np.flatnonzero(~cache.valid)
-            s = int(empty[0]) if empty.size else int(np.argmin(age))
-        cache.write_entry(s, e)
-        age[s] = t
-        written[t], bounds[t] = s, e.bound
+        elif todo is not None:
+            s, e = todo
+            cache.write_entry(s, e)
+            written[t], bounds[t] = s, e.bound
+    uncacheable = host.uncacheable
     diff = np.abs(outputs - full).max(axis=1, initial=0) if n else np.zeros(0, dtype=np.int64)
     disagree = golden.argmax(outputs) != golden.argmax(full) if n else np.zeros(0, dtype=bool)
     ref = (regions.evaluate(blocks, codes_stream.astype(np.float64)).outputs / model.output_scale if n

@@ -56,3 +56,59 @@ def test_program_without_tools(tmp_path, monkeypatch):
         program("icebreaker", bit)
     with pytest.raises(ProgramError, match="no bitstream"):
         program("icebreaker", tmp_path / "missing.bin")
+
+
+@pytest.mark.slow
+def test_icebreaker_build_with_cache(tmp_path, capsys):
+    """A cached build through the command line: the report names the cache and its cycles."""
+    from pwlnet.hw.cached_engine import CachedEngine
+
+    model = random_model(4, [12, 16, 6])
+    model_dir = artifact.save(model, tmp_path / "mlp12")
+    assert main(["bitstream", str(model_dir), "--lanes", "8", "--cache-entries", "4",
+                 "--cache-metric", "linf", "--target-mhz", "48", "40", "--out", str(tmp_path / "build")]) == 0
+    out = tmp_path / "build" / "icebreaker" / "mlp12-cache4-linf"
+    report = json.loads((out / "report.json").read_text())
+    text = (out / "report.txt").read_text()
+    assert capsys.readouterr().out == text
+    eng = CachedEngine(model, 8, 4, "linf", target="ice40")
+    for part in (eng, eng.engine, eng.bank):
+        part._MustUse__silence = True
+    assert report["cache"] == {"entries": 4, "metric": "linf", "image_bytes": eng.fmt.image_bytes,
+                               "hit_cycles": eng.hit_cycles, "miss_cycles": eng.cycles_per_inference,
+                               "hits_per_second": pytest.approx(report["target_mhz"] * 1e6 / eng.hit_cycles)}
+    assert report["cycles_per_inference"] == eng.cycles_per_inference > eng.hit_cycles
+    assert report["fmax_mhz"] >= report["target_mhz"] >= 39.0
+    assert f"cache      4 entries, linf, {eng.fmt.image_bytes}-byte slot images; hit {eng.hit_cycles} cycles" in text
+    assert (out / "mlp12-cache4-linf.bin").stat().st_size > 100_000
+
+
+def test_cache_build_arguments(tmp_path, capsys):
+    import argparse
+
+    from pwlnet.boards.build import add_build_arguments, cache_suffix, cli_build
+    parser = add_build_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["m", "--cache-entries", "16", "--cache-metric", "l2"])
+    assert (args.cache_entries, args.cache_metric) == (16, "l2")
+    assert parser.parse_args(["m"]).cache_entries == 0
+    assert cache_suffix(16, "l2") == "-cache16-l2" and cache_suffix(0, "linf") == ""
+    model_dir = artifact.save(random_model(3, [4, 4, 2]), tmp_path / "tiny")
+    args = parser.parse_args([str(model_dir), "--cache-entries", "-1", "--out", str(tmp_path / "b")])
+    assert cli_build(args) == 1
+    assert "cache entries must be an integer in 0..256, not -1" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()    # refused before anything was written
+
+
+def test_report_text_names_the_cache():
+    from pwlnet.boards.build import _report_text
+    r = {"model": "m", "board": "icebreaker", "device": "iCE40UP5K-SG48", "target_mhz": 48.0, "pll": "p",
+         "fmax_mhz": 50.0, "timing_met": True, "lanes": 8, "cycles_per_inference": 900, "ideal_cycles": 800,
+         "inferences_per_second": 53333.0, "baud": 115200, "link_inferences_per_second": 300.0,
+         "resources": {"LUT": {"used": 1, "available": 5280}}, "bitstream": "m.bin",
+         "cache": {"entries": 16, "metric": "linf", "image_bytes": 241, "hit_cycles": 30, "miss_cycles": 900,
+                   "hits_per_second": 1.6e6}}
+    lines = _report_text(r).splitlines()
+    assert lines[4] == ("  cache      16 entries, linf, 241-byte slot images; hit 30 cycles, miss 900 cycles "
+                        "(1600000 hits/s at the clock)")
+    r["cache"] = None
+    assert "cache" not in _report_text(r)

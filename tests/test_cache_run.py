@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pwlnet import golden, hwcache, regions, train
-from pwlnet.cache_run import (SIMULATOR_UNAVAILABLE, CacheRunError, add_cache_arguments, cli_cache, run_cache)
+from pwlnet.cache_run import CacheRunError, add_cache_arguments, cli_cache, run_cache
 from pwlnet.compile import compile_onnx
 from pwlnet.hw.cache import LOOKUP_LATENCY
 from pwlnet.hw.engine import MLPEngine
@@ -106,15 +106,69 @@ def test_cli_writes_the_result(trained, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temporary left
 
 
-def test_cli_simulator_refuses_and_writes_nothing(trained, tmp_path, capsys):
+def _fake_rtl(monkeypatch, corrupt=None, fail=None):
+    """Stand in for the RTL run: the golden loop's answers (or a build failure), optionally
+    with one output code changed and reported, as the bench reports a mismatch.  The RTL
+    itself runs in tests/test_cocotb_cache.py; here only the command's handling is tested."""
+    from pwlnet.sim import cache_sim, runner
+
+    def fake(model, blocks, q, entries, metric, policy, *, simulator, lanes, target, margin, verbose):
+        if fail:
+            raise runner.SimError(fail)
+        fmt = hwcache.SlotFormat(model, lanes, metric)
+        ref = hwcache.run_stream(model, blocks, q, entries, metric, policy, margin=margin, slot_format=fmt)
+        out = ref.outputs.copy()
+        bad = np.zeros(len(q), dtype=bool)
+        details = []
+        if corrupt is not None:
+            out[corrupt, 0] += 1
+            bad[corrupt] = True
+            details = [f"inference {corrupt}: outputs {out[corrupt].tolist()}, "
+                       f"expected {ref.outputs[corrupt].tolist()}"]
+        n = len(q)
+        return cache_sim.CacheSimResult(
+            hit=ref.hit, slot=ref.slot, outputs=out, argmax=golden.argmax(out), cycles=np.where(ref.hit, 30, 120),
+            expected_hit=ref.hit, expected_slot=ref.slot, expected_outputs=ref.outputs, written=ref.written,
+            bad=bad, mismatches=int(bad.sum()), details=details, hits=ref.hits, misses=ref.misses,
+            expected_hits=ref.hits, expected_misses=ref.misses, counters=[], uncacheable=0, hit_cycles=5,
+            engine_cycles=99, image_bytes=40, total_cycles=int(n * 120), build_s=0.0, run_s=0.1,
+            simulator=simulator, target=target, lanes=lanes, entries=entries, metric=metric, policy=policy,
+            run_dir="/nowhere/run" if corrupt is not None else None)
+
+    monkeypatch.setattr(cache_sim, "simulate_cache", fake)
+
+
+def test_cli_simulator_reports_measured_cycles_and_rtl_answers(trained, tmp_path, capsys, monkeypatch):
     onnx_path, model_dir, model, _ = trained
-    np.save(tmp_path / "x.npy", walk(model, 10))
+    x = walk(model, 40)
+    np.save(tmp_path / "x.npy", x)
     out = tmp_path / "result.npz"
-    for sim in ("verilator", "icarus"):
-        args = parse([str(model_dir), "--inputs", str(tmp_path / "x.npy"), "--entries", "8", "--metric", "linf",
-                      "--onnx", str(onnx_path), "--simulator", sim, "--out", str(out)])
-        assert cli_cache(args) == 2
-        assert SIMULATOR_UNAVAILABLE in capsys.readouterr().err
+    _fake_rtl(monkeypatch)
+    args = parse([str(model_dir), "--inputs", str(tmp_path / "x.npy"), "--entries", "4", "--metric", "linf",
+                  "--onnx", str(onnx_path), "--simulator", "icarus", "--lanes", "4", "--out", str(out)])
+    assert cli_cache(args) == 0
+    text = capsys.readouterr().out
+    assert "measured on icarus" in text and "hit rate" in text and "agree" in text
+    with np.load(out) as f:
+        assert sorted(f.files) == ["hit", "hit_center", "inputs", "outputs"]
+        assert f["hit"].any() and (~f["hit"]).any()
+
+
+def test_cli_simulator_mismatch_exits_1(trained, tmp_path, capsys, monkeypatch):
+    onnx_path, model_dir, model, _ = trained
+    np.save(tmp_path / "x.npy", walk(model, 20))
+    out = tmp_path / "result.npz"
+    argv = [str(model_dir), "--inputs", str(tmp_path / "x.npy"), "--entries", "4", "--metric", "l2",
+            "--onnx", str(onnx_path), "--simulator", "verilator", "--out", str(out)]
+    _fake_rtl(monkeypatch, corrupt=3)
+    assert cli_cache(parse(argv)) == 1
+    err = capsys.readouterr().err
+    assert "the RTL disagrees with the golden model: 1 mismatches" in err and "inference 3" in err
+    assert "run directory: /nowhere/run" in err
+    out.unlink()
+    _fake_rtl(monkeypatch, fail="verilator build of X failed")
+    assert cli_cache(parse(argv)) == 2
+    assert "verilator simulation failed: verilator build of X failed" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -146,6 +200,8 @@ def test_named_errors(trained, tmp_path):
         run_cache(model, x, 4, "l2", net=net, policy="random")
     with pytest.raises(CacheRunError, match="needs the float network"):
         run_cache(model, x, 4, "l2")
+    with pytest.raises(CacheRunError, match="simulator must be one of verilator, icarus, not 'modelsim'"):
+        run_cache(model, x, 4, "l2", net=net, simulator="modelsim")
     with pytest.raises(CacheRunError, match="holds no rows"):
         run_cache(model, x[:0], 4, "l2", net=net)
     bad = x.copy()

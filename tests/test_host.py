@@ -208,3 +208,179 @@ def test_serial_transport_through_a_pty(model):
         thread.join()
         os.close(master)
         os.close(slave)
+
+
+# --- the hypersphere cache ---------------------------------------------------------------
+
+from pwlnet import hwcache  # noqa: E402
+from pwlnet.host import CacheStats  # noqa: E402
+from pwlnet.hw.link import CacheInfo  # noqa: E402
+
+from test_hwcache import compiled  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cached_case():
+    """A compiled model with its float blocks and a stream of inputs that repeat nearby."""
+    net, model, blocks = compiled(21, 4, [8], n_out=3)
+    rng = np.random.default_rng(8)
+    base = rng.integers(-90, 90, size=(4, model.input_dim))
+    stream = base[rng.integers(0, 4, size=14)] + rng.integers(-2, 3, size=(14, model.input_dim))
+    return net, model, blocks, stream
+
+
+def cached_device(model, metric="linf", entries=3):
+    return Device(SimTransport(model, lanes=4, divisor=6, cache_entries=entries, cache_metric=metric),
+                  model=model)
+
+
+@pytest.fixture(scope="module")
+def cdev(cached_case):
+    dev = cached_device(cached_case[1])
+    yield dev
+    dev.transport.close()
+
+
+def test_uncached_board_has_no_cache(device, model):
+    assert device.cache_info() is None
+    r = device.infer([1, 2, 3, 4])
+    assert r.cached is None and r.slot is None
+    np.testing.assert_array_equal(r.outputs, golden.forward(model, np.array([[1, 2, 3, 4]]))[0])
+    with pytest.raises(LinkError, match="no hypersphere cache"):
+        device.cache_stats()
+    with pytest.raises(LinkError, match="no hypersphere cache"):
+        device.cache_clear()
+
+
+def test_cache_write_hit_stats_clear(cdev, cached_case):
+    _net, model, blocks, stream = cached_case
+    info = cdev.cache_info()
+    fmt = hwcache.SlotFormat(model, 4, "linf")
+    assert info == CacheInfo(3, "linf", fmt.image_bytes, info.hit_cycles) and info.hit_cycles > 0
+    cdev.cache_clear()
+    cdev.cache_stats(reset=True)
+    gold = hwcache.HwCache(model, 3, "linf")
+    x = stream[0]
+    e = hwcache.make_entry(model, blocks, x, "linf")
+    assert fmt.fits(e)
+
+    def check(codes):
+        r = cdev.infer(codes)
+        look = gold.lookup(np.asarray(codes)[None])
+        np.testing.assert_array_equal(r.outputs, look.outputs[0])
+        assert r.argmax == golden.argmax(look.outputs[0])
+        assert (r.cached, r.slot) == (bool(look.hit[0]), max(0, int(look.slot[0])))
+        return r
+
+    miss = check(x)
+    assert not miss.cached
+    cdev.cache_write(2, e)
+    gold.write_entry(2, e)
+    hit = check(x)
+    assert hit.cached and hit.slot == 2 and hit.cycles < miss.cycles
+    # A corrupted write is refused and leaves the slots as they were.
+    y = stream[1] if not e.hits(stream[1]) else -stream[1]
+    ey = hwcache.make_entry(model, blocks, y, "linf")
+    bad = bytearray(encode_frame(Command.CACHE_WRITE, bytes([0]) + fmt.image(ey)))
+    bad[-2] ^= 0x01
+    cdev.transport.write(bytes(bad))
+    assert _error_reply(cdev) == (ErrorCode.BAD_CRC, Command.CACHE_WRITE)
+    check(y)
+    check(x)
+    assert cdev.cache_stats(reset=True) == CacheStats(gold.hits, gold.misses)
+    assert cdev.cache_stats() == CacheStats(0, 0)
+    gold.reset_counters()
+    cdev.cache_clear()
+    gold.clear()
+    assert not check(x).cached
+    assert cdev.cache_stats() == CacheStats(0, 1)
+
+
+def test_cache_write_checked_on_the_host(cdev, cached_case):
+    _net, model, blocks, stream = cached_case
+    e = hwcache.make_entry(model, blocks, stream[0], "linf")
+    frames = cdev.counters()["frames"]
+    with pytest.raises(ValueError, match=r"slot must be an integer in 0..2, not 3"):
+        cdev.cache_write(3, e)
+    with pytest.raises(ValueError, match=r"slot must be an integer in 0..2, not -1"):
+        cdev.cache_write(-1, e)
+    with pytest.raises(TypeError, match="must be a pwlnet.hwcache.HwEntry"):
+        cdev.cache_write(0, e.layer)
+    with pytest.raises(hwcache.EntryError, match="entry metric 'l2' differs"):
+        cdev.cache_write(0, hwcache.make_entry(model, blocks, stream[0], "l2"))
+    import dataclasses
+    big = dataclasses.replace(e, layer=dataclasses.replace(e.layer, shift=e.layer.shift + 200))
+    with pytest.raises(hwcache.EntryError, match="shift .* is outside"):
+        cdev.cache_write(0, big)
+    # Nothing reached the board: only the COUNTERS request itself was counted.
+    assert cdev.counters()["frames"] == frames + 1
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "lru"])
+def test_run_cached_matches_golden_loop(cdev, cached_case, policy):
+    net, model, _blocks, stream = cached_case
+    cdev.cache_stats(reset=True)
+    run = cdev.run_cached(stream, net, policy)
+    gold = hwcache.run_stream(model, net, stream, 3, "linf", policy, slot_format=cdev.slot_format())
+    np.testing.assert_array_equal(run.hit, gold.hit)
+    assert run.hit.any() and not run.hit.all()
+    np.testing.assert_array_equal(run.slot, gold.slot)
+    np.testing.assert_array_equal(run.written, gold.written)
+    np.testing.assert_array_equal(run.outputs, gold.outputs)
+    assert run.uncacheable == gold.uncacheable
+    assert cdev.cache_stats() == CacheStats(gold.hits, gold.misses)
+    # Static latency per kind: every hit takes one figure, every miss another.
+    assert len(set(run.cycles[run.hit].tolist())) == 1 and len(set(run.cycles[~run.hit].tolist())) == 1
+    assert run.cycles[run.hit][0] < run.cycles[~run.hit][0]
+
+
+def test_run_cached_l2(cached_case):
+    net, model, _blocks, stream = cached_case
+    dev = cached_device(model, "l2", entries=2)
+    with dev.transport:
+        assert dev.cache_info().metric == "l2"
+        run = dev.run_cached(stream[:8], net)
+        gold = hwcache.run_stream(model, net, stream[:8], 2, "l2", slot_format=dev.slot_format())
+        np.testing.assert_array_equal(run.hit, gold.hit)
+        np.testing.assert_array_equal(run.outputs, gold.outputs)
+        assert dev.cache_stats() == CacheStats(gold.hits, gold.misses)
+
+
+def test_cache_with_spram_weights(cached_case):
+    # Weights loaded over the link and slot images share the staging buffer.
+    from pwlnet.host import weight_image
+    from pwlnet.hw.cached_engine import CachedEngine
+
+    net, model, blocks, stream = cached_case
+    ram = lambda model, lanes, entries, metric, target, preload: CachedEngine(  # noqa: E731
+        model, lanes, entries, metric, target=target, weight_memory="ram", preload=preload)
+    with SimTransport(model, lanes=4, divisor=6, engine=ram, cache_entries=2) as transport:
+        dev = Device(transport, model=model)
+        info, cache = dev.info(), dev.cache_info()
+        words = weight_image(model, 4, cache)
+        assert info.weight_words == len(words) > 0
+        assert info.max_payload >= 1 + cache.image_bytes
+        assert (info.max_payload - 2) % info.weight_word_bytes == 0
+        dev.load_weights(words)
+        run = dev.run_cached(stream[:6], net)
+        gold = hwcache.run_stream(model, net, stream[:6], 2, "linf", slot_format=dev.slot_format())
+        np.testing.assert_array_equal(run.hit, gold.hit)
+        np.testing.assert_array_equal(run.outputs, gold.outputs)
+
+
+def test_cache_preload(cached_case):
+    _net, model, blocks, stream = cached_case
+    e = hwcache.make_entry(model, blocks, stream[3], "linf")
+    with pytest.raises(ValueError, match="cache_preload needs a cache"):
+        SimTransport(model, lanes=4, cache_preload=[e])
+    gold = hwcache.HwCache(model, 2, "linf")
+    gold.write_entry(0, e)
+    with SimTransport(model, lanes=4, divisor=6, cache_entries=2, cache_preload=[e]) as transport:
+        dev = Device(transport, model=model)
+        for q in stream[:5]:
+            r = dev.infer(q)
+            look = gold.lookup(q[None])
+            np.testing.assert_array_equal(r.outputs, look.outputs[0])
+            assert (r.cached, r.slot) == (bool(look.hit[0]), max(0, int(look.slot[0])))
+        assert gold.hits > 0
+        assert dev.cache_stats() == CacheStats(gold.hits, gold.misses)

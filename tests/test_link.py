@@ -237,3 +237,193 @@ def test_standin_engine_matches_golden(model):
     frames = run_link(model, [infer_frame(x) for x in xs], engine=StandInEngine)
     for f, x in zip(frames, xs):
         check_infer(model, f, x)
+
+
+# --- the hypersphere cache ---------------------------------------------------------------
+
+from pwlnet import hwcache  # noqa: E402
+from pwlnet.hw.cached_engine import CachedEngine  # noqa: E402
+from pwlnet.hw.link import CacheInfo  # noqa: E402
+
+from test_hwcache import compiled  # noqa: E402
+
+CACHE_ENTRIES = 3
+
+
+class _CachedBench(Elaboratable):
+    def __init__(self, model, lanes, entries, metric):
+        self.engine = CachedEngine(model, lanes, entries, metric, target="generic")
+        self.link = Link(model, lanes=lanes, clk_freq=1e6, baud=100_000,
+                         cycles_per_inference=self.engine.cycles_per_inference, timeout=TIMEOUT,
+                         cache_entries=entries, cache_image_bytes=self.engine.fmt.image_bytes,
+                         cache_metric=metric, cache_hit_cycles=self.engine.hit_cycles)
+
+    def elaborate(self, platform):
+        m = Module()
+        eng, link = self.engine, self.link
+        m.submodules.engine, m.submodules.link = eng, link
+        wiring.connect(m, link.eng_i, eng.i)
+        wiring.connect(m, eng.o, link.eng_o)
+        wiring.connect(m, link.cw, eng.cw)
+        m.d.comb += [eng.clear.eq(link.cache_clear), eng.clear_stats.eq(link.clear_stats),
+                     link.hits.eq(eng.hits), link.misses.eq(eng.misses)]
+        return m
+
+
+def run_cached_link(dut, actions, *, settle=600):
+    """As :func:`run_link` on a cached bench; also returns the (slot, byte) beats the link
+    wrote to the engine's ``cw`` port."""
+    link = dut.link
+    out = bytearray()
+    cw = []
+
+    async def producer(ctx):
+        for act in actions:
+            for b in act:
+                ctx.set(link.rx.payload, b)
+                ctx.set(link.rx.valid, 1)
+                await ctx.tick()
+                while not ctx.get(link.rx.ready):
+                    await ctx.tick()
+            ctx.set(link.rx.valid, 0)
+        quiet = 0
+        while quiet < settle:
+            await ctx.tick()
+            quiet = 0 if ctx.get(link.tx.valid) or ctx.get(link.busy) else quiet + 1
+
+    async def monitor(ctx):
+        ctx.set(link.tx.ready, 1)
+        while True:
+            await ctx.tick()
+            if ctx.get(link.tx.valid):
+                out.append(ctx.get(link.tx.payload))
+            if ctx.get(link.cw.valid) and ctx.get(link.cw.ready):
+                cw.append((ctx.get(link.cw.payload.slot), ctx.get(link.cw.payload.data)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(monitor, background=True)
+    sim.run()
+    return parse(bytes(out)), cw
+
+
+@pytest.fixture(scope="module")
+def cache_case():
+    """A compiled model with its float blocks, and two inputs whose entries fit the slots."""
+    net, model, blocks = compiled(21, 4, [8], n_out=3)
+    fmt = hwcache.SlotFormat(model, 4, "linf")
+    rng = np.random.default_rng(5)
+    points, entries = [], []
+    while len(points) < 2:
+        q = rng.integers(-100, 100, size=model.input_dim)
+        e = hwcache.make_entry(model, blocks, q, "linf")
+        # Two entries that each miss the other's center, so each write is seen on its own.
+        if fmt.fits(e) and not any(p.hits(q) or e.hits(p.center) for p in entries):
+            points.append(q)
+            entries.append(e)
+    return model, fmt, points, entries
+
+
+def check_cached_infer(model, frame, codes, cache):
+    """An INFER reply of a cached build against the golden cache (which counts the lookup)."""
+    cmd, payload = frame
+    assert cmd == Command.INFER | 0x80
+    n = model.output_dim
+    assert len(payload) == n + 8
+    look = cache.lookup(np.asarray(codes)[None])
+    out = np.frombuffer(payload[:n], dtype=np.int8).astype(np.int64)
+    argmax, cycles, hit, slot = struct.unpack("<HIBB", payload[n:])
+    np.testing.assert_array_equal(out, look.outputs[0])
+    assert argmax == golden.argmax(look.outputs[0])
+    assert (bool(hit), slot) == (bool(look.hit[0]), max(0, int(look.slot[0])))
+    return bool(hit), cycles
+
+
+def test_cache_commands(cache_case):
+    model, fmt, (x, y), (ex, ey) = cache_case
+    dut = _CachedBench(model, 4, CACHE_ENTRIES, "linf")
+    gold = hwcache.HwCache(model, CACHE_ENTRIES, "linf")
+    write_x = encode_frame(Command.CACHE_WRITE, bytes([1]) + fmt.image(ex))
+    bad_y = bytearray(encode_frame(Command.CACHE_WRITE, bytes([2]) + fmt.image(ey)))
+    bad_y[-1] ^= 0x10                                        # CRC byte flipped
+    bad_y_payload = bytearray(encode_frame(Command.CACHE_WRITE, bytes([2]) + fmt.image(ey)))
+    bad_y_payload[20] ^= 0x01                                # image bit flipped
+    frames, cw = run_cached_link(dut, [
+        encode_frame(Command.CACHE_INFO),
+        infer_frame(x),                                                       # 1: miss
+        write_x,                                                              # 2
+        infer_frame(x), infer_frame(y),                                       # 3: hit slot 1, 4: miss
+        bytes(bad_y), bytes(bad_y_payload),                                   # 5, 6: BAD_CRC
+        infer_frame(y),                                                       # 7: still a miss
+        encode_frame(Command.CACHE_WRITE, bytes([2]) + fmt.image(ey)[:-1]),   # 8: one byte short
+        encode_frame(Command.CACHE_WRITE, bytes([CACHE_ENTRIES]) + fmt.image(ey)),  # 9: no such slot
+        encode_frame(Command.CACHE_STATS, b"\x01"),                           # 10: read and zero
+        encode_frame(Command.CACHE_STATS),                                    # 11: zeroed
+        encode_frame(Command.CACHE_STATS, b"\x02"),                           # 12: unknown flag
+        encode_frame(Command.CACHE_STATS, b"\x00\x00"),                       # 13: too long
+        encode_frame(Command.CACHE_CLEAR, b"\x00"),                           # 14: takes no payload
+        infer_frame(x),                                                       # 15: hit slot 1
+        encode_frame(Command.CACHE_CLEAR),                                    # 16
+        infer_frame(x),                                                       # 17: miss
+        encode_frame(Command.CACHE_STATS),                                    # 18
+        encode_frame(0x14),                                                   # 19: rest of the range
+        encode_frame(Command.INFO),                                           # 20
+    ])
+    assert len(frames) == 21
+    assert frames[0] == (Command.CACHE_INFO | 0x80,
+                         CacheInfo(CACHE_ENTRIES, "linf", fmt.image_bytes, dut.engine.hit_cycles).pack())
+    assert CacheInfo.unpack(frames[0][1]).image_bytes == fmt.image_bytes
+    hit, miss_cycles = check_cached_infer(model, frames[1], x, gold)
+    assert not hit
+    assert frames[2] == (Command.CACHE_WRITE | 0x80, b"")
+    gold.write_entry(1, ex)
+    hit, hit_cycles = check_cached_infer(model, frames[3], x, gold)
+    assert hit and hit_cycles < miss_cycles
+    assert not check_cached_infer(model, frames[4], y, gold)[0]
+    assert frames[5] == error(ErrorCode.BAD_CRC, Command.CACHE_WRITE)
+    assert frames[6] == error(ErrorCode.BAD_CRC, Command.CACHE_WRITE)
+    # Neither corrupted write reached the engine: y still misses, and only x's image went out.
+    assert not check_cached_infer(model, frames[7], y, gold)[0]
+    assert cw == [(1, b) for b in fmt.image(ex)]
+    assert frames[8] == error(ErrorCode.BAD_LENGTH, Command.CACHE_WRITE)
+    assert frames[9] == error(ErrorCode.BAD_ARGUMENT, Command.CACHE_WRITE)
+    assert frames[10] == (Command.CACHE_STATS | 0x80, struct.pack("<II", gold.hits, gold.misses))
+    assert (gold.hits, gold.misses) == (1, 3)
+    gold.reset_counters()
+    assert frames[11] == (Command.CACHE_STATS | 0x80, struct.pack("<II", 0, 0))
+    assert frames[12] == error(ErrorCode.BAD_ARGUMENT, Command.CACHE_STATS)
+    assert frames[13] == error(ErrorCode.BAD_LENGTH, Command.CACHE_STATS)
+    assert frames[14] == error(ErrorCode.BAD_LENGTH, Command.CACHE_CLEAR)
+    assert check_cached_infer(model, frames[15], x, gold)[0]
+    assert frames[16] == (Command.CACHE_CLEAR | 0x80, b"")
+    gold.clear()
+    assert not check_cached_infer(model, frames[17], x, gold)[0]
+    assert frames[18] == (Command.CACHE_STATS | 0x80, struct.pack("<II", gold.hits, gold.misses))
+    assert frames[19] == error(ErrorCode.UNSUPPORTED, 0x14)
+    assert LinkInfo.unpack(frames[20][1]).max_payload == max(64, 1 + fmt.image_bytes)
+
+
+def test_uncached_link_refuses_every_cache_command(model):
+    frames = run_link(model, [encode_frame(c) for c in (Command.CACHE_CLEAR, Command.CACHE_STATS,
+                                                        Command.CACHE_INFO, 0x1F)])
+    assert frames == [error(ErrorCode.UNSUPPORTED, c) for c in (0x11, 0x12, 0x13, 0x1F)]
+
+
+def test_cache_parameters_checked(model):
+    kw = dict(lanes=8, clk_freq=1e6, baud=1, timeout=10)
+    with pytest.raises(ValueError, match="cache_entries must be an integer in 0..256"):
+        Link(model, cache_entries=300, **kw)
+    with pytest.raises(ValueError, match="cache_metric must be one of l2, linf, l1, not 'cos'"):
+        Link(model, cache_entries=2, cache_metric="cos", cache_image_bytes=10, **kw)
+    with pytest.raises(ValueError, match="cache_image_bytes must be in 1..65534"):
+        Link(model, cache_entries=2, cache_image_bytes=0, **kw)
+
+
+def test_cache_info_roundtrip():
+    info = CacheInfo(16, "l2", 250, 33)
+    assert len(info.pack()) == 9 and CacheInfo.unpack(info.pack()) == info
+    with pytest.raises(ValueError, match="metric code 7"):
+        CacheInfo.unpack(struct.pack("<HBHI", 1, 7, 2, 3))
+    with pytest.raises(ValueError, match="CACHE_INFO payload has 2 bytes"):
+        CacheInfo.unpack(b"ab")
