@@ -24,9 +24,9 @@ one) instead of :attr:`CachedEngine.cycles_per_inference`.
 Entry writes (``cw``) carry the bytes of :meth:`pwlnet.hwcache.SlotFormat.image`: weight
 words, channel parameters, bound, center.  The writer takes the first byte only when no
 inference is in flight (nothing loaded, running or being written back), and from the
-moment a write is offered it holds off the *first* code of new inputs, so an inference
-sees either all of an entry or none of it: those whose first code was taken before the
-write's first byte see the old slot, later ones the new.  ``clear`` is ordered the same
+cycle after a write is offered it holds off the *first* code of new inputs, so an
+inference sees either all of an entry or none of it: those whose first code was taken
+before the write's first byte see the old slot, later ones the new.  ``clear`` is ordered the same
 way.  The bank marks the slot valid with its last center code, which comes last.
 
 Bit-exact with :class:`pwlnet.hwcache.HwCache` (hit, slot, output codes) driven by
@@ -37,7 +37,7 @@ Bit-exact with :class:`pwlnet.hwcache.HwCache` (hit, slot, output codes) driven 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -247,15 +247,30 @@ class CachedEngine(wiring.Component):
         if "w_wr" in eng.signature.members:
             wiring.connect(m, wiring.flipped(self.w_wr), eng.w_wr)
 
-        # ---- input fork: every code to the engine and the bank in the same cycle -----
-        hold = Signal()          # a write or clear is waiting or running
-        first_ok = ~(hold & bank.at_first)
+        # ---- input: a two-code FIFO, then a fork to the engine and the bank ----------
+        # The FIFO makes `i.ready` a function of registers only (the fork's handshake
+        # would otherwise reach the producer's logic combinationally).  A write or clear
+        # that is waiting or running (`hold`, a register) holds off the *first* code of
+        # new inputs at the port; the writer starts only once `hold` is set and the FIFO,
+        # the bank and the engine are empty, so no inference can straddle a write.
+        hold = Signal()
+        d_in = self._model.input_dim
+        m.submodules.in_fifo = in_fifo = fifo.SyncFIFO(width=self._model.input_bits, depth=2)
+        in_k = Signal(range(d_in))          # codes of the current input taken at the port
+        in_first = in_k == 0
         m.d.comb += [
-            eng.i.payload.eq(self.i.payload),
-            bank.q.payload[0].eq(self.i.payload),
-            eng.i.valid.eq(self.i.valid & bank.q.ready & first_ok),
-            bank.q.valid.eq(self.i.valid & eng.i.ready & first_ok),
-            self.i.ready.eq(eng.i.ready & bank.q.ready & first_ok),
+            self.i.ready.eq(in_fifo.w_rdy & ~(hold & in_first)),
+            in_fifo.w_data.eq(self.i.payload),
+            in_fifo.w_en.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += in_k.eq(Mux(in_k == d_in - 1, 0, in_k + 1))
+        m.d.comb += [
+            eng.i.payload.eq(in_fifo.r_data),
+            bank.q.payload[0].eq(in_fifo.r_data),
+            eng.i.valid.eq(in_fifo.r_rdy & bank.q.ready),
+            bank.q.valid.eq(in_fifo.r_rdy & eng.i.ready),
+            in_fifo.r_en.eq(eng.i.ready & bank.q.ready),
         ]
 
         # ---- the bank's answer chooses the engine's program --------------------------
@@ -339,7 +354,10 @@ class CachedEngine(wiring.Component):
             # they are empty): it empties the cache.
             with m.If(self.w_wr.valid):
                 m.d.sync += clear_pend.eq(1)
-        ready_for_host = bank.idle & eng.quiet
+        # Registered: with `hold` already set in the cycle it looks at, no input can start
+        # in between, so one cycle of staleness never lets a write meet an inference.
+        ready_for_host = Signal()
+        m.d.sync += ready_for_host.eq(bank.idle & eng.quiet & ~in_fifo.r_rdy & in_first & hold)
 
         pw = field(PH_P)
         ob, mb = 8 * fmt.off_bytes, 8 * fmt.mult_bytes
@@ -366,7 +384,6 @@ class CachedEngine(wiring.Component):
 
         with m.FSM(name="writer") as fsm:
             with m.State("IDLE"):
-                m.d.comb += hold.eq(self.cw.valid | clear_pend)
                 with m.If(ready_for_host & clear_pend):
                     # A clear pending before a write is applied first.
                     m.d.comb += bank.clear.eq(1)
@@ -376,7 +393,7 @@ class CachedEngine(wiring.Component):
                                  ok.eq(base_rd.data.ok), phase.eq(PH_W), nb.eq(0), item.eq(0)]
                     m.next = "BYTE"
             with m.State("BYTE"):
-                m.d.comb += [hold.eq(1), self.cw.ready.eq(1)]
+                m.d.comb += self.cw.ready.eq(1)
                 with m.If(self.cw.valid):
                     m.d.sync += sh.eq(Cat(sh[8:], self.cw.payload.data))
                     with m.If(nb_last):
@@ -387,7 +404,6 @@ class CachedEngine(wiring.Component):
                         m.d.sync += nb.eq(nb + 1)
             with m.State("STORE"):
                 # The field is complete in `sh`: store it where its phase says.
-                m.d.comb += hold.eq(1)
                 done = Signal()
                 m.d.comb += done.eq(~(st_eng & ~eng.cw.ready) & ~(st_bank & ~bank.w.ready))
                 with m.If(phase == PH_B):
@@ -408,5 +424,7 @@ class CachedEngine(wiring.Component):
                         m.d.sync += item.eq(item + 1)
                         m.next = "BYTE"
 
-        m.d.sync += self.idle.eq(ready_for_host & fsm.ongoing("IDLE") & ~clear_pend & ~self.clear & ~self.cw.valid)
+        m.d.sync += hold.eq(self.cw.valid | clear_pend | self.clear | ~fsm.ongoing("IDLE"))
+        m.d.sync += self.idle.eq(bank.idle & eng.quiet & ~in_fifo.r_rdy & in_first & fsm.ongoing("IDLE")
+                                 & ~clear_pend & ~self.clear & ~self.cw.valid)
         return m
