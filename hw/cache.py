@@ -275,19 +275,20 @@ class ComparatorBank(wiring.Component):
         k = Signal(range(beats), init=0)         # beat index of the next query beat
         owed = Signal()                          # a result is in the pipeline or on o
         at_last = k == beats - 1
-        idle = (k == 0) & ~owed
+        # `idle` (= k == 0 and nothing owed) is a register computed from the next-state
+        # values, so the write enables that depend on it start at a flip-flop.
+        idle = Signal(init=1)
         m.d.comb += [self.w.ready.eq(idle), self.idle.eq(idle), self.at_first.eq(k == 0)]
         # The output register holds one result and the pipeline behind it cannot stall,
         # so a query's last beat waits until the previous query's result has been taken.
         m.d.comb += self.q.ready.eq(~(at_last & owed) & ~(idle & self.w.valid))
         take = self.q.valid & self.q.ready
-        with m.If(take):
-            m.d.sync += k.eq(Mux(at_last, 0, k + 1))
         taken = self.o.valid & self.o.ready
-        with m.If(take & at_last):
-            m.d.sync += owed.eq(1)
-        with m.Elif(taken):
-            m.d.sync += owed.eq(0)
+        k_next = Signal.like(k)
+        owed_next = Signal()
+        m.d.comb += [k_next.eq(Mux(take, Mux(at_last, 0, k + 1), k)),
+                     owed_next.eq(Mux(take & at_last, 1, Mux(taken, 0, owed)))]
+        m.d.sync += [k.eq(k_next), owed.eq(owed_next), idle.eq((k_next == 0) & ~owed_next)]
 
         # ---- entry writes ---------------------------------------------------------------
         valid = Signal(n, init=sum(1 << e for e in range(n) if self._init[e] is not None))
