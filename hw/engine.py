@@ -531,17 +531,29 @@ class MLPEngine(wiring.Component):
         m.submodules.wmem = wmem = WeightMemory(
             P * wb, n_words, init=pl.words if self._weight_memory == "rom" else (),
             kind=self._weight_memory, target=self._target, writable=slots)
-        if self._weight_memory == "ram":
+        if self._weight_memory == "ram" and not slots:
             m.d.comb += [self.w_wr.ready.eq(1), wmem.wr_addr.eq(self.w_wr.payload.addr),
                          wmem.wr_data.eq(self.w_wr.payload.data), wmem.wr_en.eq(self.w_wr.valid)]
         if slots:
             # Cache slot writes (the host only sends them while the engine is quiet); a
-            # weight load through w_wr wins, the slot write waits.
+            # weight load through w_wr wins, the slot write waits.  The two sources are
+            # merged into a write register, one cycle ahead of the memory: on SPRAM the
+            # write address shares the single address port with the reads, and the
+            # sources' valids come from other blocks' state machines.
             cwp = self.cw.payload
             busy_wr = self.w_wr.valid if self._weight_memory == "ram" else Const(0)
             m.d.comb += self.cw.ready.eq(~busy_wr)
+            wr_en = Signal()
+            wr_addr = Signal.like(wmem.wr_addr)
+            wr_data = Signal.like(wmem.wr_data)
+            m.d.sync += wr_en.eq(0)
+            if self._weight_memory == "ram":
+                m.d.comb += self.w_wr.ready.eq(1)
+                with m.If(self.w_wr.valid):
+                    m.d.sync += [wr_en.eq(1), wr_addr.eq(self.w_wr.payload.addr), wr_data.eq(self.w_wr.payload.data)]
             with m.If(self.cw.valid & ~busy_wr & (cwp.kind == 0)):
-                m.d.comb += [wmem.wr_addr.eq(cwp.addr), wmem.wr_data.eq(cwp.word), wmem.wr_en.eq(1)]
+                m.d.sync += [wr_en.eq(1), wr_addr.eq(cwp.addr), wr_data.eq(cwp.word)]
+            m.d.comb += [wmem.wr_addr.eq(wr_addr), wmem.wr_data.eq(wr_data), wmem.wr_en.eq(wr_en)]
 
         m.submodules.in_mem = in_mem = Memory(shape=signed(pl.in_bits), depth=2 * d, init=[])
         in_wr = in_mem.write_port()
