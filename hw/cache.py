@@ -396,9 +396,23 @@ class ComparatorBank(wiring.Component):
 
         # ---- stage 4: priority encoder, output register ---------------------------------
         hits = [valid[e] & inside[e] for e in range(n)]
-        slot = Const(0, len(self.o.payload.slot))
-        for e in reversed(range(n)):           # the lowest hitting index is chosen last
-            slot = Mux(hits[e], e, slot)
+
+        # Priority encoder as a tree (log2 N levels of 2:1 muxes instead of a chain of N):
+        # each node gives (any hit below, index of the lowest one).
+        def lowest(hs):
+            if len(hs) == 1:
+                return hs[0], Const(0, 0)
+            half = 1 << (ceil_log2(len(hs)) - 1)
+            any_lo, idx_lo = lowest(hs[:half])
+            any_hi, idx_hi = lowest(hs[half:])
+            w = ceil_log2(half)
+            # the top bit is set only when the hit is in the upper half (0 on a miss)
+            if w == 0:
+                return any_lo | any_hi, ~any_lo & any_hi
+            hi_idx = Cat(idx_hi, Const(0, w - len(idx_hi))) if len(idx_hi) < w else idx_hi
+            return any_lo | any_hi, Cat(Mux(any_lo, idx_lo, hi_idx)[:w], ~any_lo & any_hi)
+
+        slot = lowest(hits)[1] if n > 1 else Const(0, 1)
         with m.If(done3):
             m.d.sync += [self.o.valid.eq(1),
                          self.o.payload.hit.eq(Cat(*hits).any()),
