@@ -34,7 +34,7 @@ __all__ = ["BuildError", "FitError", "TimingError", "ProgramError", "BOARDS", "D
 BOARDS = ("icebreaker",)
 #: Clocks tried in order (MHz) until one closes timing; after a miss, clocks above the
 #: fmax just achieved are skipped, so a typical build runs place-and-route twice.
-DEFAULT_TARGETS_MHZ = (64, 60, 56, 52, 48, 45, 42, 40, 36)
+DEFAULT_TARGETS_MHZ = (64, 60, 56, 52, 48, 45, 42, 40, 36, 34, 32)
 #: Resources of the iCE40UP5K-SG48: report key -> (nextpnr cell type, what people call it, count).
 DEVICE_LIMITS = {
     "LUT":   ("ICESTORM_LC", "logic cells (LUT4 + FF)", 5280),
