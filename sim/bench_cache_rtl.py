@@ -66,13 +66,12 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, First, RisingEdge, Timer
 
 from pwlnet import golden
 from pwlnet.hwcache import CacheHost, HwCache, SlotFormat
 from pwlnet.sim.ports import PortMap
-from pwlnet.sim.streams import StreamDriver, StreamMonitor, _now_cycles
+from pwlnet.sim.streams import StreamDriver, StreamMonitor, _now_cycles, start_dut
 
 __all__ = ["run_script", "PERIOD_NS"]
 
@@ -177,17 +176,7 @@ async def run_script(dut):
     dut.clear.value = 0
     dut.clear_stats.value = 0
 
-    Clock(ports.clk, PERIOD_NS, unit="ns", impl="gpi").start()
-    ports.rst.value = 1
-    await ClockCycles(ports.clk, 4)
-    ports.rst.value = 0
-    await RisingEdge(ports.clk)
-
-    if job.get("weights"):
-        words = [int(w, 16) for w in json.loads(Path(job["weights"]).read_text())]
-        w_port = ports.stream("w_wr")
-        await StreamDriver(ports.clk, w_port, rng=rng, period_ns=PERIOD_NS).send(
-            [w_port.pack(addr=a, data=w) for a, w in enumerate(words)])
+    await start_dut(ports, job, rng, period_ns=PERIOD_NS, reset_cycles=4)
     cocotb.start_soon(monitor.run())
 
     n = sum(len(op["codes"]) for op in ops if op["op"] in ("infer", "stream"))

@@ -38,12 +38,11 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, Event, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, Event, First, Timer
 
 from pwlnet import artifact, golden
 from pwlnet.sim.ports import PortMap
-from pwlnet.sim.streams import StreamDriver, StreamMonitor
+from pwlnet.sim.streams import StreamDriver, StreamMonitor, start_dut
 
 __all__ = ["run_vectors", "Checker", "PERIOD_NS"]
 
@@ -155,18 +154,7 @@ async def run_vectors(dut):
     # Python asleep while the engine computes.  cocotb picks it by itself only where it
     # trusts inertial writes (Verilator); our writes all happen right after a rising
     # edge, half a period away from the next one, so write ordering cannot matter.
-    Clock(ports.clk, PERIOD_NS, unit="ns", impl="gpi").start()
-    ports.rst.value = 1
-    await ClockCycles(ports.clk, 3)
-    ports.rst.value = 0
-    await RisingEdge(ports.clk)
-
-    if job.get("weights"):
-        # "ram" weight memory: load every word through w_wr before the first input
-        words = [int(w, 16) for w in json.loads(Path(job["weights"]).read_text())]
-        w_port = ports.stream("w_wr")
-        await StreamDriver(ports.clk, w_port, rng=rng, period_ns=PERIOD_NS).send(
-            [w_port.pack(addr=a, data=w) for a, w in enumerate(words)])
+    await start_dut(ports, job, rng, period_ns=PERIOD_NS, reset_cycles=3)
 
     cocotb.start_soon(monitor.run())
     hint = max(int(job.get("cycles_hint") or 0), d + model.output_dim, 1)

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import random
 
+import json
+from pathlib import Path
+
+from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.simtime import get_sim_time
 
@@ -166,3 +170,18 @@ class StreamMonitor:
                 self.wakeups += 1
             raw = p.payload.value.to_unsigned()
             self.callback(p.decode(raw), self._cycle())
+
+
+async def start_dut(ports, job, rng, *, period_ns, reset_cycles):
+    """Start the clock, hold reset for ``reset_cycles``, and, when the job names a weight
+    file (``"ram"`` weight memory), load every word through ``w_wr`` before any input."""
+    Clock(ports.clk, period_ns, unit="ns", impl="gpi").start()
+    ports.rst.value = 1
+    await ClockCycles(ports.clk, reset_cycles)
+    ports.rst.value = 0
+    await RisingEdge(ports.clk)
+    if job.get("weights"):
+        words = [int(w, 16) for w in json.loads(Path(job["weights"]).read_text())]
+        w_port = ports.stream("w_wr")
+        await StreamDriver(ports.clk, w_port, rng=rng, period_ns=period_ns).send(
+            [w_port.pack(addr=a, data=w) for a, w in enumerate(words)])
