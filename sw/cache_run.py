@@ -19,7 +19,8 @@ printed are *measured* in the simulation (first input beat to last output beat),
 every answer and the hit/miss counters are compared with the golden model in lockstep
 (:func:`~pwlnet.hwcache.run_stream` with the engine's slot format: entries that do not
 fit a slot stay unwritten on both sides).  Any difference makes the command exit with
-status 1.
+status 1.  ``pwlnet run --cache`` hands :func:`run_cache` a board's answers the same way
+(``board=``, from :meth:`pwlnet.host.Device.run_cached`) and checks them likewise.
 
 Why the float network is needed.  A compiled model keeps only quantized weights, and the
 safe radius of an entry must be the float network's (the one whose linear regions the
@@ -44,8 +45,8 @@ from . import artifact, golden, hwcache, ir
 from .artifact import CompiledModel
 
 __all__ = ["CacheRunError", "CacheRun", "DEFAULT_LANES", "SIMULATORS",
-           "load_float_network", "engine_cycles", "run_cache", "save_result", "add_cache_arguments",
-           "cli_cache"]
+           "load_float_network", "engine_cycles", "run_cache", "check_result_path", "save_result",
+           "add_cache_arguments", "cli_cache"]
 
 #: Engine lanes ``P`` the cycle figures assume unless told otherwise (the bench's default).
 DEFAULT_LANES = 8
@@ -95,6 +96,9 @@ class CacheRun:
     rtl : pwlnet.sim.cache_sim.CacheSimResult or None
         The RTL run (measured cycles, mismatches against the golden model), when one
         was asked for.
+    board : pwlnet.host.CachedRun or None
+        The board's run (:meth:`pwlnet.host.Device.run_cached`), when its answers were
+        given; the golden model's are in :attr:`stream`.
     """
 
     hit: np.ndarray
@@ -110,6 +114,7 @@ class CacheRun:
     cycles_hit: int | None
     lookup_latency: int
     rtl: object = None
+    board: object = None
 
     @property
     def n(self) -> int:
@@ -166,10 +171,14 @@ def load_float_network(model: CompiledModel, onnx_path) -> ir.Network:
     Raises
     ------
     CacheRunError
-        When the file cannot be read, or its SHA-256 differs from the one the model
+        When no file is given (``None``: the message names ``--onnx`` and the file the
+        model recorded), the file cannot be read, or its SHA-256 differs from the one the model
         recorded at compile time (radii from another network would give inexact hits).
     """
     from .onnx_import import load_onnx
+    if onnx_path is None:
+        raise CacheRunError("the cache needs the float network the model was compiled from, for the safe "
+                            f"radii: give --onnx {(model.source or {}).get('onnx', 'MODEL.onnx')}")
     path = Path(onnx_path)
     if not path.is_file():
         raise CacheRunError(f"{path}: no such ONNX file")
@@ -221,7 +230,7 @@ def engine_cycles(model: CompiledModel, lanes: int, entry_layer=None) -> tuple:
 
 def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net=None,
               lanes=DEFAULT_LANES, margin=hwcache.DEFAULT_MARGIN, simulator=None, target="generic",
-              verbose=False) -> CacheRun:
+              verbose=False, board=None) -> CacheRun:
     """Run float inputs through the hardware cache in order: the golden model, or the RTL too.
 
     Parameters
@@ -252,6 +261,13 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
         The simulated engine's target.
     verbose : bool
         Show the simulator's output.
+    board : pwlnet.host.CachedRun, optional
+        What a board (or the simulated board) answered for this stream:
+        :meth:`pwlnet.host.Device.run_cached` with the same ``policy`` and ``margin`` on
+        a cache of ``entries`` slots and ``metric``, engine of ``lanes`` lanes.  As with
+        ``simulator``, the answers in the result are then the board's
+        (:attr:`CacheRun.board`) and the golden model keeps to the engine's slot format;
+        comparing the two is the caller's (``pwlnet run --cache``).
 
     Returns
     -------
@@ -280,11 +296,16 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
         raise CacheRunError(f"lanes must be a positive integer, not {lanes!r}")
     if simulator is not None and simulator not in SIMULATORS:
         raise CacheRunError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if simulator is not None and board is not None:
+        raise CacheRunError("give a simulator or a board's run, not both")
     blocks = _as_blocks(model, net)
     q = golden.quantize_inputs(model, x_float)
     if len(q) == 0:
         raise CacheRunError("the input stream holds no rows")
-    fmt = None if simulator is None else hwcache.SlotFormat(model, int(lanes), metric)
+    if board is not None and len(board.hit) != len(q):
+        raise CacheRunError(f"the board's run has {len(board.hit)} answers for {len(q)} inputs")
+    engine = simulator is not None or board is not None
+    fmt = hwcache.SlotFormat(model, int(lanes), metric) if engine else None
     res = hwcache.run_stream(model, blocks, q, int(entries), metric, policy, margin=margin, verify=True,
                              slot_format=fmt)
     hit, slot, out_codes, center_codes = res.hit, res.slot, res.outputs, res.center
@@ -293,15 +314,17 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
         from pwlnet.sim.cache_sim import simulate_cache
         rtl = simulate_cache(model, blocks, q, int(entries), metric, policy, simulator=simulator, lanes=int(lanes),
                              target=target, margin=margin, verbose=verbose)
-        hit, slot, out_codes = rtl.hit, rtl.slot, rtl.outputs
-        # The center of each RTL answer: the inputs whose entries the host wrote to that slot.
+    if engine:
+        ran = rtl if rtl is not None else board
+        hit, slot, out_codes = ran.hit, ran.slot, ran.outputs
+        # The center of each engine answer: the inputs whose entries the host wrote to that slot.
         center_codes = q.copy()
         in_slot = {}
         for t in range(len(q)):
             if hit[t]:
                 center_codes[t] = in_slot.get(int(slot[t]), q[t])
-            if rtl.written[t] >= 0:
-                in_slot[int(rtl.written[t])] = q[t]
+            if ran.written[t] >= 0:
+                in_slot[int(ran.written[t])] = q[t]
     centers = golden.dequantize_inputs(model, center_codes)
     hit_center = np.where(hit[:, None], centers, np.nan)
 
@@ -318,7 +341,16 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
                     codes=out_codes, outputs=golden.dequantize_outputs(model, out_codes), full_codes=res.full,
                     stream=res, lanes=int(lanes), cycles_full=int(cycles_full),
                     cycles_hit=None if cycles_hit is None else int(cycles_hit), lookup_latency=LOOKUP_LATENCY,
-                    rtl=rtl)
+                    rtl=rtl, board=board)
+
+
+def check_result_path(path) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if :func:`save_result` can write there (its
+    directory exists); called before a long run, so that it does not end in this error."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CacheRunError(f"{path}: directory {path.parent} does not exist")
+    return path
 
 
 def save_result(path, run: CacheRun) -> Path:
@@ -327,9 +359,7 @@ def save_result(path, run: CacheRun) -> Path:
     The arrays go to a temporary file in the same directory that then replaces ``path``,
     so an interrupted write never leaves a partial result under the final name.
     """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise CacheRunError(f"{path}: directory {path.parent} does not exist")
+    path = check_result_path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # Through a file object, so that numpy does not append ".npz" to the name.
@@ -374,16 +404,13 @@ def cli_cache(args) -> int:
     """
     from .predict import load_inputs
     model = artifact.load(args.model_dir)
-    if args.onnx is None:
-        raise CacheRunError("the cache needs the float network the model was compiled from, for the safe "
-                            f"radii: give --onnx {(model.source or {}).get('onnx', 'MODEL.onnx')}")
+    net = load_float_network(model, args.onnx)
     x = load_inputs(args.inputs)
     simulator = getattr(args, "simulator", None)
-    if not Path(args.out).parent.is_dir():     # before a simulation, not after it
-        raise CacheRunError(f"{args.out}: directory {Path(args.out).parent} does not exist")
+    check_result_path(args.out)     # before a simulation, not after it
     from pwlnet.sim.runner import SimError
     try:
-        run = run_cache(model, x, args.entries, args.metric, policy=args.policy, net=args.onnx, lanes=args.lanes,
+        run = run_cache(model, x, args.entries, args.metric, policy=args.policy, net=net, lanes=args.lanes,
                         simulator=simulator)
     except golden.InputError as e:
         raise golden.InputError(f"{args.inputs}: {e}") from None
