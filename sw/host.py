@@ -11,7 +11,9 @@ Layers, as in Glasgow's applets:
   and, on a build with the hypersphere cache, :meth:`Device.cache_info`,
   :meth:`Device.cache_write`, :meth:`Device.cache_clear`, :meth:`Device.cache_stats` and
   :meth:`Device.run_cached` (the host's side of the cache, :class:`pwlnet.hwcache.CacheHost`).
-* :func:`cli_run` is ``pwlnet run``.
+* :func:`cli_run` is ``pwlnet run``; with ``--cache`` the host fills the board's cache
+  on misses and every answer is checked against the golden loop
+  (:func:`pwlnet.cache_run.run_cache` with the board's run).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from .hw.link import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REPLY_FLAG, CacheInf
                       LinkInfo, code_bytes, crc16, encode_frame, model_fingerprint)
 
 __all__ = ["Transport", "SerialTransport", "SimTransport", "Device", "DeviceError", "LinkError",
-           "Inference", "CacheStats", "CachedRun", "weight_image", "add_run_arguments", "cli_run"]
+           "Inference", "CacheStats", "CachedRun", "NO_CACHE", "weight_image", "add_run_arguments",
+           "cli_run"]
 
 
 class LinkError(IOError):
@@ -85,13 +88,14 @@ class CacheStats(collections.namedtuple("CacheStats", ["hits", "misses"])):
     and by the full network."""
 
 
-class CachedRun(collections.namedtuple("CachedRun", ["outputs", "hit", "slot", "written", "cycles",
+class CachedRun(collections.namedtuple("CachedRun", ["outputs", "argmax", "hit", "slot", "written", "cycles",
                                                      "uncacheable"])):
     """What :meth:`Device.run_cached` saw, per input (``N`` rows), laid out like
     :class:`pwlnet.hwcache.StreamResult`: ``outputs`` (N, n_out) output codes from the
-    board, ``hit`` (N,) bool, ``slot`` (N,) the answering slot or -1, ``written`` (N,) the
-    slot written after the miss or -1, ``cycles`` (N,) engine cycles, ``uncacheable`` the
-    misses whose entry could not be made or did not fit a slot."""
+    board, ``argmax`` (N,) the board's argmax, ``hit`` (N,) bool, ``slot`` (N,) the
+    answering slot or -1, ``written`` (N,) the slot written after the miss or -1,
+    ``cycles`` (N,) engine cycles, ``uncacheable`` the misses whose entry could not be
+    made or did not fit a slot."""
 
 
 class Transport:
@@ -610,13 +614,14 @@ class Device:
             host.valid[:] = True
         n = len(codes_stream)
         outputs = np.zeros((n, self._model.output_dim), dtype=np.int64)
+        argmax = np.zeros(n, dtype=np.int64)
         hit = np.zeros(n, dtype=bool)
         slot = np.full(n, -1, dtype=np.int64)
         written = np.full(n, -1, dtype=np.int64)
         cycles = np.zeros(n, dtype=np.int64)
         for t, q in enumerate(codes_stream):
             r = self.infer(q)
-            outputs[t], hit[t], cycles[t] = r.outputs, r.cached, r.cycles
+            outputs[t], argmax[t], hit[t], cycles[t] = r.outputs, r.argmax, r.cached, r.cycles
             if r.cached:
                 slot[t] = r.slot
             todo = host.seen(q, bool(r.cached), r.slot)
@@ -624,7 +629,7 @@ class Device:
                 s, entry = todo
                 self.cache_write(s, entry)
                 written[t] = s
-        return CachedRun(outputs, hit, slot, written, cycles, host.uncacheable)
+        return CachedRun(outputs, argmax, hit, slot, written, cycles, host.uncacheable)
 
 
 def weight_image(model, lanes, cache=None):
@@ -647,8 +652,14 @@ def weight_image(model, lanes, cache=None):
 
 # --- command line ---------------------------------------------------------------------------
 
+#: The words ``pwlnet run --cache`` uses for a bitstream without a cache.
+NO_CACHE = "the bitstream has no cache; build it with --cache-entries N"
+
+
 def add_run_arguments(parser):
     """Add ``pwlnet run``'s arguments to an ``argparse`` parser."""
+    from .cli import _positive_int   # the CLI's own rule for counts, not a second copy
+    from .hwcache import METRICS, POLICIES
     parser.add_argument("model_dir", metavar="DIR", help="compiled model directory")
     parser.add_argument("--inputs", required=True, help=".npy of float inputs (N, ...) or, with --codes, input codes")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -659,20 +670,71 @@ def add_run_arguments(parser):
     parser.add_argument("--outputs", help="write dequantized outputs (N, n_out) to this .npy")
     parser.add_argument("--lanes", type=int, default=8, help="engine lanes (--sim only)")
     parser.add_argument("--limit", type=int, default=None, help="run only the first N inputs")
+    c = parser.add_argument_group("hypersphere cache")
+    c.add_argument("--cache", action="store_true",
+                   help="fill the board's cache on misses, as the host does, and check every answer "
+                        "(hit, slot, outputs) against the golden model in lockstep")
+    c.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                   help="with --cache: the ONNX file DIR was compiled from (needed: the safe radii are the "
+                        "float network's; checked against the SHA-256 recorded in DIR)")
+    c.add_argument("--policy", choices=POLICIES, default=None,
+                   help="with --cache: slot the host overwrites on a miss (default lru)")
+    c.add_argument("--out", default=None, metavar="RESULT.npz",
+                   help="with --cache: write hit, hit_center, inputs and outputs here, as pwlnet cache does")
+    c.add_argument("--cache-entries", type=_positive_int, default=None, metavar="N",
+                   help="--sim: give the simulated board a cache of N slots (a board's cache is the one "
+                        "its bitstream was built with)")
+    c.add_argument("--cache-metric", choices=METRICS, default=None,
+                   help="--sim: the simulated cache's metric (default linf)")
     return parser
+
+
+def _usage_error(args):
+    """What is wrong with a combination of ``pwlnet run`` options that argparse cannot
+    check, or ``None``."""
+    def g(name):     # options the `pwlnet run` parser of sw/cli.py may not define are unset
+        return getattr(args, name, None)
+
+    if not args.sim:
+        for flag, name in (("--cache-entries", "cache_entries"), ("--cache-metric", "cache_metric")):
+            if g(name) is not None:
+                return (f"{flag} is for --sim; a board's cache is the one its bitstream was built with "
+                        f"(pwlnet bitstream --cache-entries N)")
+    elif g("cache_metric") is not None and g("cache_entries") is None:
+        return "--cache-metric needs --cache-entries N"
+    if not g("cache"):
+        for flag, name in (("--onnx", "onnx"), ("--policy", "policy"), ("--out", "out")):
+            if g(name) is not None:
+                return f"{flag} is an option of --cache"
+    elif g("codes"):
+        return "--cache takes float inputs (its entries come from the float network), not --codes"
+    return None
 
 
 def cli_run(args):
     """``pwlnet run``: run inputs on the board (or the simulated board), compare with the golden model.
 
+    With ``--cache`` the host fills the board's cache on every miss
+    (:meth:`Device.run_cached`) and every answer -- hit or miss, slot, output codes,
+    argmax -- and the board's hit and miss counters are compared with the golden loop
+    (:func:`pwlnet.cache_run.run_cache`, :func:`pwlnet.hwcache.run_stream` with the
+    engine's slot format) on the same stream.
+
     Returns the process exit status: 0 if every output matches the golden model bit for
     bit, 1 if any differs, 2 on a usage or link error.
     """
+    from . import cache_run
     # Options the `pwlnet run` parser of sw/cli.py may not define take their defaults.
     as_codes = getattr(args, "codes", False)
     limit = getattr(args, "limit", None)
     lanes = getattr(args, "lanes", None) or 8
     baud = getattr(args, "baud", None) or 115200
+    cached = getattr(args, "cache", False)
+    problem = _usage_error(args)
+    if problem:
+        print(f"pwlnet run: {problem}", file=sys.stderr)
+        return 2
+    net = None
     try:
         model = artifact.load(args.model_dir)
         x = np.load(args.inputs)
@@ -683,16 +745,24 @@ def cli_run(args):
                                         f"{args.inputs}")
         else:
             codes = golden.quantize_inputs(model, x)
+        if limit is not None:
+            x, codes = x[:limit], codes[:limit]
+        if cached:
+            # Everything that can be refused is refused before the (slow) board is opened.
+            net = cache_run.load_float_network(model, getattr(args, "onnx", None))
+            if getattr(args, "out", None) is not None:
+                cache_run.check_result_path(args.out)
+            if len(codes) == 0:
+                raise cache_run.CacheRunError(f"{args.inputs}: the input stream holds no rows")
     except (artifact.ArtifactError, golden.InputError, OSError, ValueError) as e:
         print(f"pwlnet run: {e}", file=sys.stderr)
         return 2
-    if limit is not None:
-        codes = codes[:limit]
     expect = golden.forward(model, codes)
 
     try:
         if args.sim:
-            transport = SimTransport(model, lanes=lanes)
+            transport = SimTransport(model, lanes=lanes, cache_entries=getattr(args, "cache_entries", None) or 0,
+                                     cache_metric=getattr(args, "cache_metric", None) or "linf")
         else:
             transport = SerialTransport(args.port, baud)
         with transport:
@@ -701,13 +771,20 @@ def cli_run(args):
             print(f"board: {info.input_dim} -> {info.output_dim}, {info.lanes} lanes, "
                   f"{info.clk_hz / 1e6:.3f} MHz, {info.baud} baud, "
                   f"{info.cycles_per_inference} cycles/inference")
+            if cached:
+                cache = dev.cache_info()
+                if cache is None or cache.entries == 0:
+                    print(f"pwlnet run: {NO_CACHE}", file=sys.stderr)
+                    return 2
             if info.weight_words:
                 print(f"loading {info.weight_words} weight words ...")
                 dev.load_weights(weight_image(model, info.lanes, dev.cache_info()))
+            if cached:
+                return _run_cached(args, dev, model, net, x, codes)
             t0 = time.monotonic()
             outs, amax, cycles = dev.infer_batch(codes)
             elapsed = time.monotonic() - t0
-    except (LinkError, DeviceError) as e:
+    except (LinkError, DeviceError, ValueError) as e:    # ValueError: a simulated board that cannot be built
         print(f"pwlnet run: {e}", file=sys.stderr)
         return 2
 
@@ -725,3 +802,67 @@ def cli_run(args):
     if args.outputs:
         np.save(args.outputs, golden.dequantize_outputs(model, outs))
     return 1 if len(bad) else 0
+
+
+def _run_cached(args, dev, model, net, x, codes):
+    """``pwlnet run --cache`` on an open device with a cache; returns the exit status."""
+    from . import cache_run
+    info, cache = dev.info(), dev.cache_info()
+    policy = getattr(args, "policy", None) or "lru"
+    print(f"cache: {cache.entries} entries, {cache.metric}, {cache.image_bytes}-byte slot images, "
+          f"a hit occupies the engine {cache.hit_cycles} cycles; host policy {policy}")
+    dev.slot_format()     # the board's slot images must be this model's
+    dev.clear_counters()
+    dev.cache_stats(reset=True)
+    t0 = time.monotonic()
+    board = dev.run_cached(codes, net, policy)
+    elapsed = time.monotonic() - t0
+    stats = dev.cache_stats()
+    counters = dev.counters()
+    run = cache_run.run_cache(model, x, cache.entries, cache.metric, policy=policy, net=net, lanes=info.lanes,
+                              board=board)
+
+    gold = run.stream
+    gold_argmax = golden.argmax(gold.outputs)
+    bad = np.flatnonzero((board.hit != gold.hit) | (board.slot != gold.slot)
+                         | np.any(board.outputs != gold.outputs, axis=1) | (board.argmax != gold_argmax))
+    counters_agree = (stats.hits, stats.misses) == (gold.hits, gold.misses)
+
+    n, hits = run.n, int(run.hit.sum())
+    print(f"{n} inputs, {cache.entries} entries, {cache.metric}, {policy}: hit rate {100 * run.hit_rate:.2f} % "
+          f"({hits} hits, {n - hits} misses); {int((board.written >= 0).sum())} entries written; argmax "
+          f"differs from the full network on {run.n_argmax_disagree}")
+    print(f"board counters: CACHE_STATS hits {stats.hits}, misses {stats.misses}; "
+          + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    cyc = board.cycles
+
+    def mean(sel):
+        return f"{cyc[sel].mean():.1f}" if sel.any() else "n/a"
+
+    print(f"cycles per inference as the board counts them (first input beat to last output beat): "
+          f"hits {mean(board.hit)}, misses {mean(~board.hit)}, mean "
+          f"{cyc.mean():.1f} ({cyc.mean() / info.clk_hz * 1e6:.2f} us at {info.clk_hz / 1e6:.3f} MHz)")
+    print(f"link: {n} inferences in {elapsed:.2f} s, {n / elapsed:.1f} inferences/s "
+          f"(with the host's cache writes)")
+    if board.uncacheable:
+        print(f"note: {board.uncacheable} misses left no entry (their entry does not fit the board's slots)")
+    out = getattr(args, "out", None)
+    if out is not None:
+        cache_run.save_result(out, run)
+    if getattr(args, "outputs", None):
+        np.save(args.outputs, run.outputs)
+    if len(bad) or not counters_agree:
+        print(f"pwlnet run: error: the board disagrees with the golden model on {len(bad)} of {n} inferences; "
+              f"counters {'agree' if counters_agree else 'differ'} (board hits {stats.hits}, misses "
+              f"{stats.misses}; golden {gold.hits}, {gold.misses})"
+              + (f"; {out} holds the board's answers" if out is not None else ""), file=sys.stderr)
+        for t in bad[:20]:
+            print(f"  input {t}: board {'hit' if board.hit[t] else 'miss'} slot {board.slot[t]} "
+                  f"{board.outputs[t].tolist()} argmax {board.argmax[t]}; golden "
+                  f"{'hit' if gold.hit[t] else 'miss'} slot {gold.slot[t]} {gold.outputs[t].tolist()} "
+                  f"argmax {gold_argmax[t]}", file=sys.stderr)
+        if len(bad) > 20:
+            print(f"  ... and {len(bad) - 20} more", file=sys.stderr)
+        return 1
+    print(f"board and golden model agree on all {n} inferences (hit, slot, outputs, argmax) and the cache counters")
+    return 0

@@ -330,6 +330,7 @@ def test_run_cached_matches_golden_loop(cdev, cached_case, policy):
     np.testing.assert_array_equal(run.slot, gold.slot)
     np.testing.assert_array_equal(run.written, gold.written)
     np.testing.assert_array_equal(run.outputs, gold.outputs)
+    np.testing.assert_array_equal(run.argmax, golden.argmax(gold.outputs))
     assert run.uncacheable == gold.uncacheable
     assert cdev.cache_stats() == CacheStats(gold.hits, gold.misses)
     # Static latency per kind: every hit takes one figure, every miss another.
