@@ -31,8 +31,11 @@ def build_parser():
     p.add_argument("--version", action="version", version=f"pwlnet {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("train", help="train a model on a built-in data set and export ONNX (needs torch)")
-    s.add_argument("--dataset", required=True, help="iris, digits, basicmotions or daphnet")
+    s = sub.add_parser("train", help="train a model on a built-in data set or your own data and export ONNX (needs torch)")
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="iris, digits, basicmotions or daphnet")
+    source.add_argument("--data", metavar="FILE.npz",
+                        help="your own data: an .npz with x_train, y_train, x_test, y_test (see pwlnet.data.load_file)")
     s.add_argument("--hidden", default="64,64", help="hidden layer widths, comma-separated (default 64,64)")
     s.add_argument("--out", required=True, help="output ONNX file")
     s.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
@@ -47,6 +50,13 @@ def build_parser():
                    help="LERP: the tables' input range, written --lerp-range=LO,HI (default -4,4)")
     s.add_argument("--smoothness", type=float, default=None,
                    help="LERP: weight of the tables' roughness penalty in the loss (default 0.1; 0 for none)")
+    s.add_argument("--region-margin", type=float, default=None, metavar="GAMMA",
+                   help="region-aware training for the hypersphere cache: push every hidden neuron's hyperplane "
+                        "GAMMA input codes (of the compiled 8-bit model) away from the training inputs")
+    s.add_argument("--region-weight", type=float, default=None, metavar="LAMBDA",
+                   help="weight of the region margin penalty in the loss (default 1)")
+    s.add_argument("--region-metric", choices=("linf", "l2"), default=None,
+                   help="ball metric of the cache the model is trained for (default linf)")
     s.set_defaults(handler="pwlnet.train:cli_train")
 
     s = sub.add_parser("compile", help="quantize an ONNX model into a compiled-model directory")

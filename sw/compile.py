@@ -22,15 +22,23 @@ class CalibrationError(ValueError):
 def load_calibration(spec, metadata):
     """Return ``(calib_inputs, eval_inputs, eval_labels_or_None, class_names, provenance)``.
 
-    ``spec`` is a data set name, a path to a ``.npy`` of float inputs, or ``None`` to use the
-    data set the model was trained on (ONNX metadata ``pwlnet.dataset``).
+    ``spec`` is a data set name, a path to a ``.npy`` of float inputs, a data file
+    (``.npz``, :func:`pwlnet.data.load_file`: calibrated on its ``x_train``, evaluated
+    on its test split), or ``None`` to use the data the model was trained on (ONNX
+    metadata ``pwlnet.data_file``, else ``pwlnet.dataset``).
     """
     from . import data as datasets  # sklearn/aeon only when a data set is named
     if spec is None:
-        spec = metadata.get("pwlnet.dataset")
+        spec = metadata.get("pwlnet.data_file") or metadata.get("pwlnet.dataset")
         if spec is None:
             raise CalibrationError("the model records no training data set; give calibration inputs "
-                                   "with --calib DATASET_NAME or --calib inputs.npy")
+                                   "with --calib DATASET_NAME, --calib data.npz or --calib inputs.npy")
+    if str(spec).endswith(".npz"):
+        try:
+            ds = datasets.load_file(spec)
+        except datasets.DataFileError as e:
+            raise CalibrationError(str(e)) from None
+        return ds.x_train, ds.x_test, ds.y_test, list(ds.class_names), {"data_file": str(spec), "split": "train"}
     if str(spec).endswith(".npy") or Path(spec).is_file():
         path = Path(spec)
         try:
@@ -104,6 +112,7 @@ def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, r
     summary = evaluate(model, ex, ey, fout)
     summary["float_reference"] = ref
     summary["evaluated_on"] = (f"{what['dataset']} test split" if "dataset" in what
+                               else f"{what['data_file']} test split" if "data_file" in what
                                else f"calibration inputs {what['npy']}")
     summary["notices"] = list(net.notices) + list(model.summary.get("notices", []))
     model.summary = summary

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.resources
+import numbers
 
 import numpy as np
 
@@ -43,9 +44,13 @@ __all__ = [
     "DATASETS",
     "SEED",
     "TEST_FRACTION",
+    "STREAM_HOP",
     "FEATURES",
     "Dataset",
     "load",
+    "load_file",
+    "FILE_ARRAYS",
+    "DataFileError",
     "stream",
     "sliding_windows",
     "window_features",
@@ -67,16 +72,19 @@ FEATURES = ("mean", "std", "min", "max")
 
 _SPLITS = ("train", "test")
 
+#: Default hop of :func:`stream` for the time series sets: one new window per sample.
+STREAM_HOP = 1
+
 # BasicMotions: 10 Hz, 100 samples per case.  5 s windows catch several strides or
 # badminton swings; a hop of 5 gives 11 windows per case for train and test.
-_BM_WINDOW, _BM_HOP, _BM_STREAM_HOP = 50, 5, 2
+_BM_WINDOW, _BM_HOP = 50, 5
 _BM_CLASSES = ("standing", "walking", "running", "badminton")
 _BM_CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 
 # Daphnet: 64 Hz.  2 s windows span about two strides; train/test windows overlap by
-# 7/8 (hop 0.25 s), stream windows by 31/32 (hop 1/16 s).
+# 7/8 (hop 0.25 s).
 _DAPHNET_RATE_HZ = 64
-_DP_WINDOW, _DP_HOP, _DP_STREAM_HOP = 128, 16, 4
+_DP_WINDOW, _DP_HOP = 128, 16
 _DP_FILE = ("datasets", "data", "Daphnet_S06R02E0", "S06R02E0.csv")
 _DP_LOCATIONS = ("ankle", "thigh", "trunk")
 # The CSV calls the thigh sensor "leg"; Daphnet's documentation places it on the thigh.
@@ -102,6 +110,8 @@ class Dataset:
         One name per input column.
     description : str
         Source, units, windowing, features and split, in words.
+    path : str or None
+        The file a data set of one's own was read from (:func:`load_file`).
     """
 
     name: str
@@ -112,6 +122,7 @@ class Dataset:
     class_names: tuple
     feature_names: tuple
     description: str
+    path: str | None = None
 
     @property
     def input_dim(self) -> int:
@@ -258,7 +269,7 @@ def _load_basicmotions() -> Dataset:
             f"case's activity: {len(y_tr)} train / {len(y_te)} test windows. Features per "
             f"channel and window: {', '.join(FEATURES)} (population std) -> "
             f"{len(_BM_CHANNELS) * len(FEATURES)} features. The stream walks the test cases in "
-            f"file order with hop {_BM_STREAM_HOP}.")
+            f"file order, by default with hop {STREAM_HOP} (a window per sample).")
     return Dataset("basicmotions", *_frozen(x_tr, y_tr, x_te, y_te), _BM_CLASSES,
                    _feature_names(_BM_CHANNELS), desc)
 
@@ -319,9 +330,100 @@ def _load_daphnet() -> Dataset:
             f"{_DP_WINDOW} samples (2 s) with hop {_DP_HOP}, one per sensor: {len(y_tr)} train / "
             f"{len(y_te)} test. Features per axis and window: {', '.join(FEATURES)} "
             f"(population std) -> {len(_DP_AXES) * len(FEATURES)} features. The stream is each "
-            f"sensor's part in time order with hop {_DP_STREAM_HOP}, ankle then thigh then trunk.")
+            f"sensor's part in time order, by default with hop {STREAM_HOP} (a window per sample), "
+            f"ankle then thigh then trunk.")
     return Dataset("daphnet", *_frozen(x_tr, y_tr, x_te, y_te), _DP_LOCATIONS,
                    _feature_names(_DP_AXES), desc)
+
+
+# --- a data set of one's own ---------------------------------------------------------
+
+#: Arrays :func:`load_file` requires in the ``.npz``.
+FILE_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+class DataFileError(ValueError):
+    """A data file that is missing, unreadable, or holds missing or malformed arrays."""
+
+
+def _file_array(path, z, key):
+    if key not in z.files:
+        raise DataFileError(f"{path}: no array {key!r} (a data file holds {', '.join(FILE_ARRAYS)}; "
+                            f"it has {', '.join(z.files) or 'none'})")
+    try:
+        return z[key]
+    except ValueError as e:     # an object array (pickle) or a damaged member
+        raise DataFileError(f"{path}: array {key!r} cannot be read: {e}") from None
+
+
+def load_file(path) -> Dataset:
+    """A data set of one's own from an ``.npz`` holding :data:`FILE_ARRAYS`.
+
+    ``x_train`` and ``x_test`` are float feature vectors ``(n, d)`` (the same ``d``,
+    finite); ``y_train`` and ``y_test`` integer class indices ``0 .. C-1`` (``(n,)``, as
+    many as rows of the matching ``x``).  Optional ``class_names`` and
+    ``feature_names`` (string arrays of length ``C`` and ``d``) name them; otherwise
+    they are ``class0, ...`` and ``x0, ...``.  The test split is also the data set's
+    stream, in stored order.
+
+    Raises
+    ------
+    DataFileError
+        Naming the file and the array that is missing or malformed, and what was
+        expected.
+    """
+    from pathlib import Path
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: no such data file")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataFileError(f"{path}: not a readable .npz data file: {e}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataFileError(f"{path}: a data file must be an .npz archive of {', '.join(FILE_ARRAYS)}, "
+                            f"not a single array")
+    with z:
+        arrays = {k: _file_array(path, z, k) for k in FILE_ARRAYS}
+        names = {k: _file_array(path, z, k) if k in z.files else None for k in ("class_names", "feature_names")}
+    dim = None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise DataFileError(f"{path}: x_{split} must be a 2-D array of real numbers (n, features), "
+                                f"not {x.dtype} of shape {x.shape}")
+        if len(x) == 0:
+            raise DataFileError(f"{path}: x_{split} holds no rows")
+        if not np.all(np.isfinite(x)):
+            bad = np.argwhere(~np.isfinite(x))[0]
+            raise DataFileError(f"{path}: x_{split}[{bad[0]}, {bad[1]}] is {x[tuple(bad)]}; features must be finite")
+        if dim is not None and x.shape[1] != dim:
+            raise DataFileError(f"{path}: x_test has {x.shape[1]} features, x_train {dim}")
+        dim = x.shape[1]
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataFileError(f"{path}: y_{split} must be a 1-D array of integer class indices, "
+                                f"not {y.dtype} of shape {y.shape}")
+        if len(y) != len(x):
+            raise DataFileError(f"{path}: y_{split} has {len(y)} labels for {len(x)} rows of x_{split}")
+        if y.min() < 0:
+            raise DataFileError(f"{path}: y_{split} holds {int(y.min())}; class indices start at 0")
+    n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    if n_classes < 2:
+        raise DataFileError(f"{path}: the labels name only one class")
+    for key, n, default in (("class_names", n_classes, "class"), ("feature_names", dim, "x")):
+        v = names[key]
+        if v is None:
+            names[key] = tuple(f"{default}{i}" for i in range(n))
+        elif v.ndim != 1 or len(v) != n or v.dtype.kind not in "US":
+            raise DataFileError(f"{path}: {key} must be {n} strings, not {v.dtype} of shape {v.shape}")
+        else:
+            names[key] = tuple(str(s) for s in v)
+    x_tr, x_te = (arrays[k].astype(np.float32) for k in ("x_train", "x_test"))
+    y_tr, y_te = (arrays[k].astype(np.int64) for k in ("y_train", "y_test"))
+    desc = (f"Data from {path}: {len(y_tr)} train / {len(y_te)} test rows, {dim} features, "
+            f"{n_classes} classes. The stream is the test split in stored order.")
+    return Dataset(path.stem, *_frozen(x_tr, y_tr, x_te, y_te), names["class_names"], names["feature_names"],
+                   desc, path=str(path))
 
 
 # --- public ------------------------------------------------------------------------
@@ -348,19 +450,23 @@ def load(name: str) -> Dataset:
     return _load(name)
 
 
-def stream(name: str, split: str = "test") -> tuple:
+def stream(name: str, split: str = "test", hop: int | None = None) -> tuple:
     """One split's feature vectors in arrival order, for measuring a cache.
 
-    For the time series sets the windows slide with a smaller hop than in
-    :func:`load` (basicmotions 2 samples, daphnet 4 samples), so consecutive vectors
-    are close; each case (basicmotions) or sensor (daphnet) is streamed whole before
-    the next.  For iris and digits the stream is the split itself in stored order.
+    For the time series sets the window slides by ``hop`` samples, by default 1: a new
+    feature vector at every new sensor sample, the rate at which a sensor node
+    re-classifies (basicmotions 10 Hz, daphnet 64 Hz), so consecutive vectors are
+    close.  Each case (basicmotions) or sensor (daphnet) is streamed whole before the
+    next.  For iris and digits the stream is the split itself in stored order (no hop).
 
     Parameters
     ----------
     name : str
         One of :data:`DATASETS`.
     split : {"test", "train"}
+    hop : int, optional
+        Samples between window starts (time series sets only; default
+        :data:`STREAM_HOP`, 1).
 
     Returns
     -------
@@ -370,7 +476,19 @@ def stream(name: str, split: str = "test") -> tuple:
     """
     _check_name(name)
     _check_split(split)
-    return _stream(name, split)
+    if name in ("iris", "digits"):
+        if hop is not None:
+            raise ValueError(f"{name} is not a time series: its stream has no hop (got hop={hop!r})")
+    else:
+        if hop is None:
+            hop = STREAM_HOP
+        if isinstance(hop, bool) or not isinstance(hop, numbers.Integral) or hop < 1:
+            raise ValueError(f"hop must be a positive integer (samples between windows), not {hop!r}")
+        window = _BM_WINDOW if name == "basicmotions" else _DP_WINDOW
+        if hop > window:
+            raise ValueError(f"hop must be at most the window length ({window} samples for {name}), not {hop}")
+        hop = int(hop)
+    return _stream(name, split, hop)
 
 
 # The caches sit behind the public functions so that every spelling of a call
@@ -386,12 +504,12 @@ def _load(name):
 
 
 @functools.cache
-def _stream(name, split):
+def _stream(name, split, hop):
     if name in ("iris", "digits"):
         ds = _load(name)
         return (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
     if name == "basicmotions":
-        x, y = _windowed_cases(split, _BM_STREAM_HOP)
+        x, y = _windowed_cases(split, hop)
     else:
-        x, y = _daphnet_windows(split, _DP_STREAM_HOP)
+        x, y = _daphnet_windows(split, hop)
     return _frozen(x, y)

@@ -18,7 +18,17 @@ key                            value
 ``pwlnet.class_names``         JSON list
 ``pwlnet.feature_names``       JSON list
 ``pwlnet.train``               JSON object: epochs, lr, seed, batch_size, weight_decay
+``pwlnet.region_margin``       JSON object (region-aware training only): gamma (input
+                               codes), weight, metric, fraction, ramp, code_bits
+``pwlnet.data_file``           the ``.npz`` a model trained with ``--data`` learnt from
 =============================  ==========================================================
+
+Region-aware training (``region_margin=GAMMA``) adds :func:`pwlnet.margin.region_margin`
+to the loss: it pushes the hidden neurons' hyperplanes at least ``GAMMA`` input codes
+away from the training inputs, so that the hypersphere cache's safe balls around real
+inputs are that wide.  The code width of each feature is the compiled model's (the
+compiler's input quantizer on the training split, the data ``pwlnet compile``
+calibrates on by default).
 
 A LERP model's activations export as ``pwlnet.Lerp`` nodes whose tables are
 initializers, with the model-local ONNX function that lets any runtime run them (see
@@ -49,12 +59,14 @@ from tqdm import tqdm
 
 from . import data
 from . import lerp as lerp_np
+from . import margin as margin_mod
 from .lerp import parse_range
 from .models import LerpMLP, ReluMLP
 
 __all__ = [
     "DEFAULT_HIDDEN",
     "DEFAULT_EPOCHS",
+    "DEFAULT_STEPS",
     "DEFAULT_LR",
     "DEFAULT_SEED",
     "DEFAULT_BATCH_SIZE",
@@ -79,6 +91,9 @@ DEFAULT_HIDDEN = (64, 64)
 #: Epochs per data set, chosen so that each trains in seconds on 2 CPU cores and the
 #: test accuracy has levelled off (roughly equal numbers of optimizer steps).
 DEFAULT_EPOCHS = {"iris": 200, "digits": 30, "basicmotions": 100, "daphnet": 50}
+#: Optimizer steps a data set of one's own gets by default (the built-in sets get about
+#: this many from :data:`DEFAULT_EPOCHS`), between 10 and 500 epochs.
+DEFAULT_STEPS = 1400
 DEFAULT_LR = 1e-3
 DEFAULT_SEED = 0
 DEFAULT_BATCH_SIZE = 32
@@ -124,6 +139,11 @@ class TrainResult:
         ``"relu"`` or ``"lerp"``.
     lerp : dict
         For LERP models: ``grid``, ``range``, ``init``, ``smoothness``; else empty.
+    region : dict
+        For region-aware training: ``gamma``, ``weight``, ``metric``, ``fraction``,
+        ``ramp``, ``code_bits``; else empty.
+    data_file : str or None
+        The ``.npz`` the model was trained on, when not a built-in data set.
     """
 
     model: ReluMLP | LerpMLP
@@ -143,6 +163,8 @@ class TrainResult:
     feature_names: tuple
     activation: str = "relu"
     lerp: dict = dataclasses.field(default_factory=dict)
+    region: dict = dataclasses.field(default_factory=dict)
+    data_file: str | None = None
 
 
 def parse_hidden(spec) -> tuple:
@@ -187,6 +209,10 @@ def accuracy(model: torch.nn.Module, x, y) -> float:
     return float((logits.argmax(dim=1).numpy() == np.asarray(y)).mean())
 
 
+def _default_epochs(n_train, batch_size):
+    return int(min(500, max(10, round(DEFAULT_STEPS * batch_size / max(n_train, 1)))))
+
+
 def _check_positive(value, what, kind):
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
         and value > 0 and (kind is float or isinstance(value, numbers.Integral))
@@ -206,22 +232,27 @@ def _torch_threads(n):
         torch.set_num_threads(old)
 
 
-def train(dataset: str, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float = DEFAULT_LR,
+def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float = DEFAULT_LR,
           seed: int = DEFAULT_SEED, batch_size: int = DEFAULT_BATCH_SIZE, *,
           weight_decay: float = 0.0, threads: int = DEFAULT_THREADS,
           verbose: bool = True, activation: str = "relu", grid: int = lerp_np.DEFAULT_GRID,
           lerp_range=lerp_np.DEFAULT_RANGE, lerp_init: str = "relu",
-          smoothness: float = DEFAULT_SMOOTHNESS) -> TrainResult:
+          smoothness: float = DEFAULT_SMOOTHNESS, region_margin: float | None = None,
+          region_weight: float = margin_mod.DEFAULT_WEIGHT, region_metric: str = "linf",
+          region_fraction: float = margin_mod.DEFAULT_FRACTION,
+          region_ramp: float = margin_mod.DEFAULT_RAMP, code_bits: int = 8) -> TrainResult:
     """Train a ReLU or LERP MLP classifier with Adam and cross-entropy.
 
     Parameters
     ----------
-    dataset : str
-        One of :data:`pwlnet.data.DATASETS`.
+    dataset : str or pwlnet.data.Dataset
+        One of :data:`pwlnet.data.DATASETS`, or a data set of one's own
+        (:func:`pwlnet.data.load_file`).
     hidden : iterable of int or str
         Hidden widths, or a spec for :func:`parse_hidden` such as ``"64,64"``.
     epochs : int, optional
-        Defaults to :data:`DEFAULT_EPOCHS` for the data set.
+        Defaults to :data:`DEFAULT_EPOCHS` for a built-in data set, else about
+        :data:`DEFAULT_STEPS` optimizer steps.
     lr : float
         Adam learning rate.
     seed : int
@@ -244,18 +275,36 @@ def train(dataset: str, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: fl
         Starting shape of the tables.
     smoothness : float
         Weight of the tables' roughness penalty in the loss (0 turns it off).
+    region_margin : float, optional
+        Region-aware training (ReLU only): the wanted safe radius ``gamma`` of the
+        hypersphere cache's balls, in input codes of the compiled model
+        (:mod:`pwlnet.margin`).  ``None``: plain training.
+    region_weight : float
+        The penalty's weight ``lambda`` in the loss, once ramped up.
+    region_metric : {"linf", "l2"}
+        The ball metric of the cache the model is trained for.
+    region_fraction : float
+        Share of the hidden neurons whose distances are penalised per input.
+    region_ramp : float
+        Share of the epochs over which the weight ramps up linearly from 0.
+    code_bits : int
+        Input code width of the model the unit of ``region_margin`` refers to.
 
     Returns
     -------
     TrainResult
         Its model takes raw features (standardisation folded in).
     """
-    ds = data.load(dataset)
+    ds = dataset if isinstance(dataset, data.Dataset) else data.load(dataset)
+    dataset = ds.name
     if isinstance(hidden, str):
         hidden = parse_hidden(hidden)
-    epochs = DEFAULT_EPOCHS[dataset] if epochs is None else _check_positive(epochs, "epochs", int)
     lr = _check_positive(lr, "lr", float)
     batch_size = _check_positive(batch_size, "batch_size", int)
+    if epochs is None:
+        epochs = DEFAULT_EPOCHS[dataset] if ds.path is None else _default_epochs(len(ds.y_train), batch_size)
+    else:
+        epochs = _check_positive(epochs, "epochs", int)
     threads = _check_positive(threads, "threads", int)
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
@@ -265,6 +314,23 @@ def train(dataset: str, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: fl
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     if not (isinstance(smoothness, numbers.Real) and math.isfinite(smoothness) and smoothness >= 0):
         raise ValueError(f"smoothness must be a non-negative number, not {smoothness!r}")
+    region = {}
+    if region_margin is not None:
+        if activation != "relu":
+            raise ValueError("region-aware training (region_margin) needs ReLU hidden layers, "
+                             f"not activation={activation!r}")
+        gamma = _check_positive(region_margin, "region_margin (the wanted radius in input codes)", float)
+        if not (isinstance(region_weight, numbers.Real) and math.isfinite(region_weight) and region_weight >= 0):
+            raise ValueError(f"region_weight must be a non-negative number, not {region_weight!r}")
+        if region_metric not in margin_mod.METRICS:
+            raise ValueError(f"region_metric must be one of {', '.join(margin_mod.METRICS)}, not {region_metric!r}")
+        fraction = _check_positive(region_fraction, "region_fraction", float)
+        if fraction > 1:
+            raise ValueError(f"region_fraction must be at most 1, not {region_fraction!r}")
+        if not (isinstance(region_ramp, numbers.Real) and 0 <= region_ramp <= 1):
+            raise ValueError(f"region_ramp must be a number in [0, 1], not {region_ramp!r}")
+        region = {"gamma": gamma, "weight": float(region_weight), "metric": region_metric,
+                  "fraction": fraction, "ramp": float(region_ramp), "code_bits": int(code_bits)}
     lerp = {}
     if activation == "lerp":
         lo, hi = (float(v) for v in lerp_range)
@@ -283,6 +349,12 @@ def train(dataset: str, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: fl
                             hi=lerp["range"][1], init=lerp_init)
         else:
             model = ReluMLP(ds.input_dim, hidden, ds.n_classes)
+        margin = None
+        if region:
+            margin = margin_mod.RegionMargin(
+                region["gamma"], margin_mod.code_widths(ds.x_train, mean, std, code_bits),
+                region["metric"], region["fraction"])
+            ramp_epochs = region["ramp"] * epochs
         batches = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         loss_fn = torch.nn.CrossEntropyLoss()
@@ -291,13 +363,20 @@ def train(dataset: str, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: fl
         model.train()
         with tqdm(range(epochs), desc=f"train {dataset}", unit="epoch", file=sys.stderr,
                   disable=not verbose, dynamic_ncols=True) as bar:
-            for _ in bar:
+            for epoch in bar:
                 order = torch.randperm(n, generator=batches)
                 total = 0.0
-                for start in range(0, n, batch_size):
+                n_batches = -(-n // batch_size)
+                for b, start in enumerate(range(0, n, batch_size)):
                     idx = order[start:start + batch_size]
                     opt.zero_grad()
-                    loss = loss_fn(model(x_train[idx]), y_train[idx])
+                    if margin is None:
+                        loss = loss_fn(model(x_train[idx]), y_train[idx])
+                    else:
+                        dist, logits = margin.distances(model, x_train[idx])
+                        progress = epoch + b / n_batches
+                        weight = region["weight"] * (min(1.0, progress / ramp_epochs) if ramp_epochs > 0 else 1.0)
+                        loss = loss_fn(logits, y_train[idx]) + weight * margin(model, x_train[idx], dist)
                     if activation == "lerp" and smoothness > 0:
                         loss = loss + smoothness * model.roughness()
                     loss.backward()
@@ -319,7 +398,8 @@ def train(dataset: str, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: fl
         model=model, dataset=dataset, hidden=tuple(hidden), input_mean=mean, input_std=std,
         float_test_accuracy=test_acc, train_accuracy=train_acc, losses=losses, epochs=epochs,
         lr=lr, seed=int(seed), batch_size=batch_size, weight_decay=float(weight_decay),
-        class_names=ds.class_names, feature_names=ds.feature_names, activation=activation, lerp=lerp)
+        class_names=ds.class_names, feature_names=ds.feature_names, activation=activation, lerp=lerp,
+        region=region, data_file=getattr(ds, "path", None))
 
 
 def onnx_metadata(result: TrainResult) -> dict:
@@ -339,6 +419,10 @@ def onnx_metadata(result: TrainResult) -> dict:
     }
     if result.activation == "lerp":
         meta["pwlnet.lerp"] = json.dumps(result.lerp)
+    if result.region:
+        meta["pwlnet.region_margin"] = json.dumps(result.region)
+    if result.data_file is not None:
+        meta["pwlnet.data_file"] = str(result.data_file)
     return meta
 
 
@@ -416,10 +500,11 @@ def cli_train(args) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        ``dataset``, ``hidden`` (str such as ``"64,64"``), ``out``, and optionally
-        ``epochs``, ``lr``, ``seed``, ``batch_size``, ``activation``, ``grid``,
-        ``lerp_range`` (str such as ``"-4,4"``), ``smoothness``; a missing or ``None``
-        value takes the default.
+        ``dataset`` or ``data`` (an ``.npz`` path), ``hidden`` (str such as ``"64,64"``),
+        ``out``, and optionally ``epochs``, ``lr``, ``seed``, ``batch_size``,
+        ``activation``, ``grid``, ``lerp_range`` (str such as ``"-4,4"``),
+        ``smoothness``, ``region_margin``, ``region_weight``, ``region_metric``; a
+        missing or ``None`` value takes the default.
 
     Returns
     -------
@@ -431,19 +516,29 @@ def cli_train(args) -> int:
         value = getattr(args, name, None)
         return default if value is None else value
 
-    if args.dataset not in data.DATASETS:
+    data_file = opt("data", None)
+    if data_file is not None:
+        dataset = data.load_file(data_file)
+    elif args.dataset not in data.DATASETS:
         raise ValueError(f"unknown data set {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+    else:
+        dataset = args.dataset
     hidden = parse_hidden(args.hidden)
     out = Path(args.out)
     _check_out_dir(out)
     lerp_range = opt("lerp_range", None)
     if lerp_range is not None:
         lerp_range = parse_range(lerp_range)
-    result = train(args.dataset, hidden, epochs=opt("epochs", None), lr=opt("lr", DEFAULT_LR),
+    region_margin = opt("region_margin", None)
+    if region_margin is None and (opt("region_weight", None) is not None or opt("region_metric", None) is not None):
+        raise ValueError("--region-weight and --region-metric need --region-margin GAMMA")
+    result = train(dataset, hidden, epochs=opt("epochs", None), lr=opt("lr", DEFAULT_LR),
                    seed=opt("seed", DEFAULT_SEED), batch_size=opt("batch_size", DEFAULT_BATCH_SIZE),
                    activation=opt("activation", "relu"), grid=opt("grid", lerp_np.DEFAULT_GRID),
                    lerp_range=lerp_range or lerp_np.DEFAULT_RANGE,
-                   smoothness=opt("smoothness", DEFAULT_SMOOTHNESS))
+                   smoothness=opt("smoothness", DEFAULT_SMOOTHNESS), region_margin=region_margin,
+                   region_weight=opt("region_weight", margin_mod.DEFAULT_WEIGHT),
+                   region_metric=opt("region_metric", "linf"))
     export_onnx(result, out)
     print(f"wrote {out}")
     return 0

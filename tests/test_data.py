@@ -13,8 +13,10 @@ from pwlnet import data
 EXPECTED = {
     "iris": (4, 3, 105, 45, 45),
     "digits": (64, 10, 1257, 540, 540),
-    "basicmotions": (24, 4, 40 * 11, 40 * 11, 40 * 26),
-    "daphnet": (12, 3, 3 * 301, 3 * 125, 3 * 497),
+    # hop 1: a window per sample (basicmotions 100-sample cases, 50-sample windows;
+    # daphnet 2112 test samples per sensor, 128-sample windows)
+    "basicmotions": (24, 4, 40 * 11, 40 * 11, 40 * 51),
+    "daphnet": (12, 3, 3 * 301, 3 * 125, 3 * 1985),
 }
 
 
@@ -100,19 +102,19 @@ def test_stream_is_smooth(name):
 
 
 def test_daphnet_test_windows_are_a_subsequence_of_the_stream():
-    # load() hops 16 samples, stream() 4, both starting at the train/test cut.
+    # load() hops 16 samples, stream() 1, both starting at the train/test cut.
     ds = data.load("daphnet")
     x, y = data.stream("daphnet")
     for k in range(3):
         sx = x[y == k]
-        assert np.array_equal(sx[::4], ds.x_test[ds.y_test == k])
+        assert np.array_equal(sx[::16], ds.x_test[ds.y_test == k])
 
 
 def test_daphnet_train_stream_covers_train_part():
     ds = data.load("daphnet")
     x, y = data.stream("daphnet", "train")
     for k in range(3):
-        assert np.array_equal(x[y == k][::4], ds.x_train[ds.y_train == k])
+        assert np.array_equal(x[y == k][::16], ds.x_train[ds.y_train == k])
 
 
 def test_basicmotions_windows_per_case():
@@ -175,3 +177,85 @@ def test_loads_offline_and_quickly():
                          timeout=120)
     assert run.returncode == 0, run.stderr
     assert float(run.stdout) < 30  # a few seconds on an idle machine
+
+
+@pytest.mark.parametrize("name, hop, n", [("basicmotions", 2, 40 * 26), ("daphnet", 4, 3 * 497),
+                                          ("daphnet", 128, 3 * 16)])
+def test_stream_hop(name, hop, n):
+    x, y = data.stream(name, hop=hop)
+    assert x.shape == (n, data.load(name).input_dim)
+    fine, fine_y = data.stream(name)
+    assert data.stream(name, hop=data.STREAM_HOP)[0] is fine
+    # A coarser hop takes every hop-th window of each case / sensor of the hop-1 stream.
+    per_fine = len(fine) // (40 if name == "basicmotions" else 3)
+    per = n // (40 if name == "basicmotions" else 3)
+    for part in range(len(fine) // per_fine):
+        sub = fine[part * per_fine:(part + 1) * per_fine:hop][:per]
+        assert np.array_equal(x[part * per:(part + 1) * per], sub)
+        assert np.array_equal(y[part * per:(part + 1) * per], fine_y[part * per_fine:(part + 1) * per_fine:hop][:per])
+
+
+@pytest.mark.parametrize("name, hop, msg", [
+    ("daphnet", 0, "hop must be a positive integer (samples between windows), not 0"),
+    ("daphnet", 1.5, "hop must be a positive integer (samples between windows), not 1.5"),
+    ("daphnet", True, "hop must be a positive integer (samples between windows), not True"),
+    ("basicmotions", 51, "hop must be at most the window length (50 samples for basicmotions), not 51"),
+    ("iris", 1, "iris is not a time series: its stream has no hop (got hop=1)"),
+])
+def test_stream_hop_rejected(name, hop, msg):
+    with pytest.raises(ValueError) as e:
+        data.stream(name, hop=hop)
+    assert str(e.value) == msg
+
+
+# --- data files -----------------------------------------------------------------------
+
+def _arrays(rng, n=30, d=3, c=3):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = np.arange(n) % c
+    return dict(x_train=x, y_train=y, x_test=x[:10] + 1, y_test=y[:10])
+
+
+def test_load_file(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = _arrays(rng)
+    path = tmp_path / "mine.npz"
+    np.savez(path, **arrays, class_names=np.array(["a", "b", "c"]))
+    ds = data.load_file(path)
+    assert (ds.name, ds.path, ds.input_dim, ds.n_classes) == ("mine", str(path), 3, 3)
+    assert ds.class_names == ("a", "b", "c") and ds.feature_names == ("x0", "x1", "x2")
+    assert np.array_equal(ds.x_train, arrays["x_train"]) and ds.y_test.dtype == np.int64
+    assert not ds.x_train.flags.writeable
+
+
+@pytest.mark.parametrize("change, msg", [
+    (dict(y_test=None), "no array 'y_test' (a data file holds x_train, y_train, x_test, y_test; "
+                        "it has x_train, y_train, x_test)"),
+    (dict(x_train=np.zeros(5)), "x_train must be a 2-D array of real numbers (n, features), not float64 of shape (5,)"),
+    (dict(x_test=np.zeros((10, 4), np.float32)), "x_test has 4 features, x_train 3"),
+    (dict(y_train=np.zeros(30)), "y_train must be a 1-D array of integer class indices, not float64 of shape (30,)"),
+    (dict(y_train=np.zeros(29, np.int64)), "y_train has 29 labels for 30 rows of x_train"),
+    (dict(y_test=-np.ones(10, np.int64)), "y_test holds -1; class indices start at 0"),
+    (dict(x_test=np.full((10, 3), np.nan, np.float32)), "x_test[0, 0] is nan; features must be finite"),
+    (dict(x_train=np.zeros((0, 3), np.float32), y_train=np.zeros(0, np.int64)), "x_train holds no rows"),
+    (dict(class_names=np.array(["a"])), "class_names must be 3 strings, not <U1 of shape (1,)"),
+])
+def test_load_file_rejects(tmp_path, change, msg):
+    arrays = _arrays(np.random.default_rng(0))
+    arrays.update(change)
+    path = tmp_path / "bad.npz"
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    with pytest.raises(data.DataFileError) as e:
+        data.load_file(path)
+    assert str(e.value) == f"{path}: {msg}"
+
+
+def test_load_file_not_npz(tmp_path):
+    with pytest.raises(data.DataFileError, match="no such data file"):
+        data.load_file(tmp_path / "missing.npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(data.DataFileError, match="must be an .npz archive"):
+        data.load_file(tmp_path / "one.npy")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(data.DataFileError, match="not a readable .npz data file"):
+        data.load_file(tmp_path / "junk.npz")
