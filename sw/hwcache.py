@@ -33,7 +33,11 @@ within ``1e-6`` of an integer.  Two further rules:
 
 The float ball is exact for the float network; the quantized full network and the
 entry's quantized layer round differently, so outputs on hits can differ from
-:func:`pwlnet.golden.forward` by a few codes.  :func:`run_stream` measures that.
+:func:`pwlnet.golden.forward` by a few codes.  :func:`run_stream` measures that.  Near a
+tie between two classes that could change the arg-max, so by default :func:`make_entry`
+applies the tie guard (:mod:`pwlnet.tie_guard`): it shrinks ``R`` until both answers
+provably have the same arg-max everywhere in the ball.  An input the guard turns away
+is a miss like any other, in the hardware too (which only ever sees ``R``).
 
 Entry words (:meth:`HwEntry.to_words`), the payload of the host link's "write entry"
 command (the command itself carries the slot).  All words are 32-bit, sent as unsigned;
@@ -72,6 +76,7 @@ from . import fixedpoint as fx
 from . import golden, regions
 from .artifact import CompiledModel, Layer
 from .quantize import QuantizeError, code_space_blocks, quantize_dense
+from .tie_guard import FullNetworkBound, guarded_bound
 
 __all__ = ["METRICS", "POLICIES", "MAGIC", "WORD_VERSION", "DEFAULT_MARGIN", "EntryError",
            "distance", "max_distance", "distance_bits", "radius_bound", "HwEntry", "code_blocks", "make_entry",
@@ -194,6 +199,9 @@ class HwEntry:
         when unknown, for example after :meth:`from_words`).
     pattern : tuple of numpy.ndarray of bool
         The float network's ReLU pattern at ``c`` (host side only, for verification).
+    region_bound : int
+        The bound the safe radius alone gives, before the tie guard shrank it to
+        :attr:`bound` (host side only; ``-1`` when unknown).
     """
 
     center: np.ndarray
@@ -202,6 +210,7 @@ class HwEntry:
     layer: Layer
     radius: float = float("nan")
     pattern: tuple = ()
+    region_bound: int = -1
 
     def __post_init__(self):
         self.center = np.asarray(self.center, dtype=np.int64).reshape(-1)
@@ -320,7 +329,7 @@ def code_blocks(model: CompiledModel, net) -> list:
 
 
 def make_entry(model: CompiledModel, blocks, codes, metric, *, margin=DEFAULT_MARGIN,
-               weight_bits=None) -> HwEntry:
+               weight_bits=None, tie_guard=True) -> HwEntry:
     """The entry centred on input codes ``codes``, as the host computes it on a miss.
 
     Parameters
@@ -336,13 +345,19 @@ def make_entry(model: CompiledModel, blocks, codes, metric, *, margin=DEFAULT_MA
     weight_bits : int, optional
         Width of the entry's weights; the model's widest by default (the engine's
         weight memory width).
+    tie_guard : bool or pwlnet.tie_guard.FullNetworkBound
+        Shrink the bound so that no hit can answer with another arg-max than the full
+        network (:mod:`pwlnet.tie_guard`); pass a prepared ``FullNetworkBound`` to
+        save rebuilding it for every entry, or ``False`` for the safe radius alone.
 
     Raises
     ------
     EntryError
         If the affine piece cannot be quantized at the model's output scale (for
         example a slope of more than ``2**(weight_bits-1)`` output codes per input code
-        in shift mode); the host then leaves the input uncached.
+        in shift mode), or if the entry would answer its own center with another
+        arg-max than the full network (a tie at the center); the host then leaves the
+        input uncached.
     """
     _check_metric(metric)
     c = np.asarray(codes, dtype=np.int64).reshape(-1)
@@ -360,9 +375,16 @@ def make_entry(model: CompiledModel, blocks, codes, metric, *, margin=DEFAULT_MA
     except QuantizeError as e:
         raise EntryError(str(e)) from None
     layer = dataclasses.replace(layer, out_bits=last.out_bits)
-    bound = radius_bound(lin.radii[metric], metric, dim=c.size, bits=model.input_bits, margin=margin)
+    region_bound = radius_bound(lin.radii[metric], metric, dim=c.size, bits=model.input_bits, margin=margin)
+    bound = region_bound
+    if tie_guard is not False:
+        full = tie_guard if isinstance(tie_guard, FullNetworkBound) else FullNetworkBound(model, blocks)
+        bound = guarded_bound(full, lin, layer, region_bound, metric)
+        if bound is None:
+            raise EntryError(f"cache entry at codes {c.tolist()}: the entry's answer at its own center has "
+                             f"another arg-max than the full network (a near-tie); left uncached")
     return HwEntry(center=c, bound=bound, metric=metric, layer=layer, radius=lin.radii[metric],
-                   pattern=lin.pattern)
+                   pattern=lin.pattern, region_bound=region_bound)
 
 
 def _bytes_for(bits) -> int:
@@ -689,16 +711,19 @@ class CacheHost:
     margin : float
     slot_format : SlotFormat, optional
         Entries that do not fit it are not written (the input stays uncached).
+    tie_guard : bool
+        Apply the tie guard to every entry (:func:`make_entry`).
     """
 
     def __init__(self, model, blocks, n_entries, metric, policy="round_robin", *, margin=DEFAULT_MARGIN,
-                 slot_format: SlotFormat | None = None):
+                 slot_format: SlotFormat | None = None, tie_guard: bool = True):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
         self.model, self.blocks, self.metric, self.policy = model, blocks, _check_metric(metric), policy
         self.n_entries = int(n_entries)
         self.margin = margin
         self.slot_format = slot_format
+        self.tie_guard = FullNetworkBound(model, blocks) if tie_guard else False
         self.valid = np.zeros(self.n_entries, dtype=bool)
         self.age = np.full(self.n_entries, -1, dtype=np.int64)
         self.rr = 0
@@ -722,7 +747,8 @@ class CacheHost:
             self.age[int(slot)] = t
             return None
         try:
-            e = make_entry(self.model, self.blocks, codes, self.metric, margin=self.margin)
+            e = make_entry(self.model, self.blocks, codes, self.metric, margin=self.margin,
+                           tie_guard=self.tie_guard)
             if self.slot_format is not None:
                 self.slot_format.check(e)
         except EntryError:
@@ -811,7 +837,7 @@ class StreamResult:
 
 def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf", policy="round_robin", *,
                margin=DEFAULT_MARGIN, verify=True, cache: HwCache | None = None,
-               slot_format: SlotFormat | None = None) -> StreamResult:
+               slot_format: SlotFormat | None = None, tie_guard: bool = True) -> StreamResult:
     """Run input codes through the cache in order, filling entries on misses as the host would.
 
     On every miss the host linearizes the float network at the missed codes
@@ -838,6 +864,8 @@ def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf"
         The hardware's slot limits: an entry that does not fit them is not written (the
         input counts as :attr:`StreamResult.uncacheable`), as the host does with a real
         cached engine.
+    tie_guard : bool
+        Entries with the tie guard (the default; :func:`make_entry`).
 
     Returns
     -------
@@ -862,7 +890,8 @@ def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf"
     center = codes_stream.copy()
     outputs = np.zeros_like(full)
     false_hit = np.zeros(n, dtype=bool)
-    host = CacheHost(model, blocks, cache.n_entries, metric, policy, margin=margin, slot_format=slot_format)
+    host = CacheHost(model, blocks, cache.n_entries, metric, policy, margin=margin, slot_format=slot_format,
+                     tie_guard=tie_guard)
     host.valid[:] = cache.valid
     for t, q in enumerate(codes_stream):
         res = cache.lookup(q[None])
@@ -889,7 +918,7 @@ def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf"
 
 
 def preload(model: CompiledModel, net, calib_codes, n_entries, metric, *, margin=DEFAULT_MARGIN,
-            max_candidates=1000, seed=0) -> list:
+            max_candidates=1000, seed=0, tie_guard=True) -> list:
     """Entries to preload at build time: a greedy cover of calibration input codes.
 
     Every distinct calibration code vector (at most ``max_candidates`` of them, drawn at
@@ -915,9 +944,10 @@ def preload(model: CompiledModel, net, calib_codes, n_entries, metric, *, margin
     if len(pick) > max_candidates:
         pick = np.sort(np.random.default_rng(seed).choice(len(uniq), max_candidates, replace=False))
     cands = []
+    guard = FullNetworkBound(model, blocks) if tie_guard else False
     for c in uniq[pick]:
         try:
-            cands.append(make_entry(model, blocks, c, metric, margin=margin))
+            cands.append(make_entry(model, blocks, c, metric, margin=margin, tie_guard=guard))
         except EntryError:
             pass
     if not cands:

@@ -88,7 +88,8 @@ def test_integer_hits_are_float_exact(spec, seed, metric):
             entry = make_entry(model, blocks, c, metric)
         except EntryError:
             continue
-        assert entry.bound == bound and entry.hits(c)
+        # the tie guard may only shrink the bound the radius gives
+        assert entry.region_bound == bound and entry.bound <= bound and entry.hits(c)
 
 
 def test_exhaustive_integer_balls_in_two_dimensions():
