@@ -2,7 +2,7 @@
 
 ``build_bitstream(model_dir)`` runs the whole flow for the iCEBreaker: load the model,
 pick a PLL setting, elaborate :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`, then
-yosys (``synth_ice40 -dsp``), nextpnr-ice40 (``--report`` JSON) and icepack through the
+yosys (``synth_ice40``, no DSP inference), nextpnr-ice40 (``--report`` JSON) and icepack through the
 YoWASP packages, so no tool has to be installed outside Python.  It writes::
 
     <out_root>/<board>/<model>/
@@ -115,7 +115,12 @@ def _fmax(report, clock_net):
 def _run_flow(top, platform, build_dir, name):
     try:
         products = platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
-                                  synth_opts="-dsp",
+                                  # No "-dsp": the lanes are explicit SB_MAC16 instances,
+                                  # and yosys' ice40_dsp pass rewrites an existing
+                                  # instance's register parameters (it dropped the lanes'
+                                  # input and product registers); the design has no `*`
+                                  # meant for a DSP.
+                                  synth_opts="",
                                   nextpnr_opts=f"--report {name}.report.json --timing-allow-fail")
     except subprocess.CalledProcessError as e:
         log = build_dir / f"{name}.tim"

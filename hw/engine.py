@@ -26,11 +26,10 @@ through more than one carry chain or through a memory and a DSP at once):
 
 * ``c+1`` memory outputs (registered in the EBR/SPRAM); ``c+2`` operands registered in
   fabric (x forced to 0 on bubble cycles); ``c+3`` DSP input registers; ``c+4`` product
-  register; ``c+5`` lane accumulator (``acc += p``, never cleared: it runs modulo
-  ``2**acc_bits`` and a pass's sum is ``acc_end - acc_end_of_previous_pass``).
-* At a pass end the ``P`` accumulators (and their previous values) are copied into a hold
-  register that shifts one lane per cycle into one shared requantization pipeline:
-  difference, ``acc * m + off`` (``off = bias * m + 2**(s-1)`` folded at build time; the
+  register; ``c+5`` lane accumulator (``acc = p`` on a pass's first read, else
+  ``acc += p``).
+* At a pass end the ``P`` accumulators are copied into a hold register that shifts one
+  lane per cycle into one shared requantization pipeline: ``acc * m + off`` (``off = bias * m + 2**(s-1)`` folded at build time; the
   multiply is an adder tree of partial products, only if some layer uses ``multiply``),
   flooring shift in two stages, saturation in two stages (overflow = the bits above the
   sign are not all equal), ReLU, then the write into the destination buffer.  The last
@@ -67,7 +66,7 @@ from pwlnet import fixedpoint as fx
 from pwlnet.artifact import CompiledModel, Layer
 
 from .lerp import LerpUnit, lerp_latency
-from .mac import MUL_LATENCY, LaneMultiplier
+from .mac import MUL_LATENCY, LaneMAC
 from .memory import SPRAM_DEPTH, WeightMemory
 
 __all__ = ["MLPEngine", "TARGETS", "WEIGHT_MEMORIES", "ENGINE_ACTIVATIONS", "output_layout"]
@@ -845,16 +844,16 @@ class MLPEngine(wiring.Component):
             m.d.sync += x.eq(Mux(f1.valid, in_rd.data, 0))
         m.d.sync += w.eq(wmem.rd_data)
         accw = pl.acc_bits
-        # Accumulators and `prev` keep their reset: they are never overwritten by a
-        # definite value otherwise, and a Verilog simulation starts them at x.
+        # Each pass's first add starts its accumulator from 0 (`fresh`: the previous valid
+        # read was a pass's last).  The clear is one AND per accumulator bit; the
+        # alternative (free-running accumulators and a subtraction of the previous pass's
+        # end value) costs two registers per accumulator bit (`prev` and its copy beside
+        # the hold register), which share logic cells with nothing.
         accs = [Signal(signed(accw), name=f"acc{p}") for p in range(P)]
         hold = [Signal(signed(accw), name=f"hold{p}", reset_less=True) for p in range(P)]
-        # The accumulators never clear: they run modulo 2**accw and a pass's sum is the
-        # difference between the value at its end and at the previous pass's end (`prev`).
-        # That keeps the lane adder a bare register + product carry chain (no clear mux in
-        # front of it), and the one subtraction happens once, in the shared pipeline.
-        prev = [Signal(signed(accw), name=f"prev{p}") for p in range(P)]
-        hbase = [Signal(signed(accw), name=f"hbase{p}", reset_less=True) for p in range(P)]
+        fresh = Signal(init=1)
+        with m.If(fa.valid):
+            m.d.sync += fresh.eq(fa.last)
         ser_act = Signal()
         ser_j = Signal(range(P))
         sinfo = Signal(pass_layout, reset_less=True)
@@ -864,19 +863,18 @@ class MLPEngine(wiring.Component):
         pass_end = Signal()
         m.d.sync += [f4.eq(fa), pass_end.eq(fa.valid & fa.last)]
         for p in range(P):
-            mul = LaneMultiplier(wb, xb, target=self._target)
-            m.submodules[f"mul{p}"] = mul
-            m.d.comb += [mul.a.eq(w[p * wb:(p + 1) * wb].as_signed()), mul.b.eq(x)]
+            # On iCE40 the accumulator is the DSP's own output register (see LaneMAC).
+            mac = LaneMAC(wb, xb, accw, target=self._target)
+            m.submodules[f"mul{p}"] = mac
             # The enable (not only the zero products of bubble cycles) keeps a Verilog
             # simulation exact: x * an undefined weight (SPRAM being loaded) is x there.
-            with m.If(fa.valid):
-                m.d.sync += accs[p].eq(accs[p] + mul.p)
+            m.d.comb += [mac.a.eq(w[p * wb:(p + 1) * wb].as_signed()), mac.b.eq(x),
+                         mac.en.eq(fa.valid), mac.clr.eq(fresh), accs[p].eq(mac.acc)]
             with m.If(pass_end):
-                m.d.sync += [hold[p].eq(accs[p]), hbase[p].eq(prev[p]), prev[p].eq(accs[p])]
+                m.d.sync += hold[p].eq(accs[p])
             with m.Else():
                 # Shift towards lane 0, which feeds the shared requant pipeline.
-                m.d.sync += [hold[p].eq(hold[p + 1] if p + 1 < P else 0),
-                             hbase[p].eq(hbase[p + 1] if p + 1 < P else 0)]
+                m.d.sync += hold[p].eq(hold[p + 1] if p + 1 < P else 0)
 
         with m.If(pass_end):
             m.d.sync += [ser_act.eq(1), ser_j.eq(0), sinfo.eq(f4.pinfo)]
@@ -917,7 +915,7 @@ class MLPEngine(wiring.Component):
                          meta0.lchan.eq(sinfo.lchan + Mux(sinfo.lerp, ser_j, 0))]
         s = stage(meta0)
         a1 = Signal(signed(accw))
-        m.d.sync += a1.eq((hold[0] - hbase[0])[:accw].as_signed())
+        m.d.sync += a1.eq(hold[0])
         prm = par_rd.data
         pw = pl.pre_bits
         sh = Signal(unsigned(pl.shift_bits))

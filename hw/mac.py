@@ -13,11 +13,11 @@ predictable use of the block (both registers are inside the DSP, so the path fro
 memory output register goes into a DSP input register and nothing else).
 """
 
-from amaranth.hdl import ClockSignal, Instance, Module, Signal, signed
+from amaranth.hdl import ClockSignal, Instance, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MUL_LATENCY", "TARGETS", "LaneMultiplier"]
+__all__ = ["MUL_LATENCY", "TARGETS", "DSP_ACC_BITS", "LaneMultiplier", "LaneMAC"]
 
 #: Clock cycles from ``a``/``b`` to ``p``.
 MUL_LATENCY = 2
@@ -99,3 +99,102 @@ class LaneMultiplier(wiring.Component):
             )
         return m
 
+
+
+#: Widest accumulator the ``"ice40"`` :class:`LaneMAC` keeps inside its ``SB_MAC16``.
+DSP_ACC_BITS = 32
+
+
+class LaneMAC(wiring.Component):
+    """One engine lane: product :data:`MUL_LATENCY` cycles after its operands, then a
+    registered accumulator, ``acc = (0 if clr else acc) + a*b`` in cycles with ``en``.
+
+    Parameters
+    ----------
+    a_bits, b_bits : int
+        Signed operand widths (1..16 for the ``"ice40"`` target).
+    acc_bits : int
+        Accumulator width (the sum wraps modulo ``2**acc_bits``).
+    target : str
+        ``"generic"``: :class:`LaneMultiplier` and a fabric adder.  ``"ice40"``: one
+        ``SB_MAC16`` with its input registers, its 16x16 product register and its 32-bit
+        accumulator register (``acc_bits`` up to :data:`DSP_ACC_BITS`; wider ones fall back
+        to a fabric accumulator).  The DSP adds the product to its C/D inputs, which
+        are the accumulator fed back through one AND per bit (the clear), and holds its
+        output register (``OHOLD``) in cycles without ``en``.  No adder, carry chain or
+        accumulator flip-flop is left in the fabric.
+
+    Attributes
+    ----------
+    a : In(signed(a_bits))
+    b : In(signed(b_bits))
+    en : In(1)
+        Add this cycle's product (the one of ``a``, ``b`` from :data:`MUL_LATENCY`
+        cycles earlier).
+    clr : In(1)
+        With ``en``: start from 0 instead of ``acc``.
+    acc : Out(signed(acc_bits))
+        The accumulator (a register).
+
+    Notes
+    -----
+    Board builds must not run yosys' ``ice40_dsp`` pass (``synth_ice40 -dsp``) over these
+    instances: it rewrites an existing ``SB_MAC16``'s register parameters from the fabric
+    flip-flops it finds around it, which drops the input and product registers.
+    """
+
+    def __init__(self, a_bits, b_bits, acc_bits, *, target="generic"):
+        for name, v in (("a_bits", a_bits), ("b_bits", b_bits), ("acc_bits", acc_bits)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an integer, not {v!r}")
+            if v < 1:
+                raise ValueError(f"{name} must be at least 1, not {v}")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+        if target == "ice40" and max(a_bits, b_bits) > _DSP_BITS:
+            raise ValueError(f"SB_MAC16 operands are at most {_DSP_BITS} bits, not "
+                             f"{max(a_bits, b_bits)}")
+        self._a_bits, self._b_bits, self._acc_bits, self._target = a_bits, b_bits, acc_bits, target
+        super().__init__({
+            "a": In(signed(a_bits)),
+            "b": In(signed(b_bits)),
+            "en": In(1),
+            "clr": In(1),
+            "acc": Out(signed(acc_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if self._target == "generic" or self._acc_bits > DSP_ACC_BITS:
+            m.submodules.mul = mul = LaneMultiplier(self._a_bits, self._b_bits, target=self._target)
+            m.d.comb += [mul.a.eq(self.a), mul.b.eq(self.b)]
+            with m.If(self.en):
+                m.d.sync += self.acc.eq(Mux(self.clr, 0, self.acc) + mul.p)
+            return m
+        a16 = Signal(signed(_DSP_BITS))
+        b16 = Signal(signed(_DSP_BITS))
+        o32 = Signal(32)
+        fb = Signal(signed(32))      # accumulator fed back, 0 on a clear
+        m.d.comb += [a16.eq(self.a), b16.eq(self.b),
+                     self.acc.eq(o32[:self._acc_bits].as_signed()),
+                     fb.eq(Mux(self.clr, 0, self.acc))]
+        m.submodules.dsp = Instance(
+            "SB_MAC16",
+            # A/B input registers, 16x16 product register (H), 32-bit adder H + {C, D}
+            # into the output registers, which are the accumulator (OUTPUT_SELECT 1).
+            p_A_REG=1, p_B_REG=1, p_C_REG=0, p_D_REG=0,
+            p_TOP_8x8_MULT_REG=0, p_BOT_8x8_MULT_REG=0,
+            p_PIPELINE_16x16_MULT_REG1=0, p_PIPELINE_16x16_MULT_REG2=1,
+            p_TOPOUTPUT_SELECT=1, p_BOTOUTPUT_SELECT=1,
+            p_TOPADDSUB_LOWERINPUT=2, p_TOPADDSUB_UPPERINPUT=1, p_TOPADDSUB_CARRYSELECT=2,
+            p_BOTADDSUB_LOWERINPUT=2, p_BOTADDSUB_UPPERINPUT=1, p_BOTADDSUB_CARRYSELECT=0,
+            p_MODE_8x8=0, p_A_SIGNED=1, p_B_SIGNED=1, p_NEG_TRIGGER=0,
+            i_CLK=ClockSignal("sync"), i_CE=1,
+            i_A=a16, i_B=b16, i_C=fb[16:], i_D=fb[:16],
+            i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0,
+            i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
+            i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
+            i_OHOLDTOP=~self.en, i_OHOLDBOT=~self.en, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
+            o_O=o32,
+        )
+        return m
