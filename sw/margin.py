@@ -31,7 +31,14 @@ network free to fit the data.  Both ``z_j`` and ``g_j`` are differentiable in th
 weights; the gradient rows are the rows of the network collapsed with ``x``'s on/off
 pattern, a batched product of small matrices for an MLP.
 
-Use :func:`region_margin` in any training loop (``loss = ce + lam * region_margin(...)``),
+The hidden hyperplanes are not all: the cache's tie guard (:mod:`pwlnet.tie_guard`) also
+shrinks every ball that a *decision boundary* crosses, since near one the cached answer
+and the full network's may pick different classes.  :func:`boundary_margin` is the same
+hinge on the distances from each training input to the boundaries between its class and
+the others (the Maximum Margin Regularizer's second term); region-aware training adds
+both by default.
+
+Use :func:`region_margin` (and :func:`boundary_margin`) in any training loop (``loss = ce + lam * region_margin(...)``),
 or :class:`RegionMargin`, which holds the settings; :func:`pwlnet.train.train` takes
 ``region_margin=`` and ``region_weight=``.  :func:`code_widths` computes ``s`` with the
 compiler's own input quantizer, so the unit is exactly the one the compiled model uses.
@@ -47,7 +54,7 @@ import torch
 from torch import nn
 
 __all__ = ["METRICS", "DEFAULT_FRACTION", "DEFAULT_WEIGHT", "DEFAULT_RAMP", "code_widths",
-           "hyperplane_distances", "region_margin", "RegionMargin"]
+           "hyperplane_distances", "boundary_distances", "region_margin", "boundary_margin", "RegionMargin"]
 
 #: Ball metrics the penalty measures in (those of the comparator bank that training serves).
 METRICS = ("linf", "l2")
@@ -134,16 +141,23 @@ def hyperplane_distances(model, x, widths=None, metric: str = "linf"):
     logits : torch.Tensor, shape (n, n_out)
         The model's output at ``x``, from the same pass.
     """
+    dists, logits, _ = _walk(model, x, widths, metric)
+    return dists, logits
+
+
+def _walk(model, x, widths, metric):
+    """One pass: hidden distances, logits, and the logits' Jacobian (in code units)."""
     q = _DUAL[_check_metric(metric)]
     lins = _linears(model)
     n, d = x.shape
+    w = None if widths is None else torch.as_tensor(widths, dtype=x.dtype, device=x.device)
     a = None                     # (n, h, d): d z / d x of the current layer
     h = x
     dists = []
     for lin in lins[:-1]:
         z = lin(h)
         a = lin.weight.expand(n, -1, -1) if a is None else torch.matmul(lin.weight, a)
-        g = a if widths is None else a * torch.as_tensor(widths, dtype=a.dtype, device=a.device)
+        g = a if w is None else a * w
         gn = g.norm(p=q, dim=2)
         # Dead gradients: no hyperplane to keep away from (and no 0/0 in the backward pass).
         safe = gn > 0
@@ -152,7 +166,31 @@ def hyperplane_distances(model, x, widths=None, metric: str = "linf"):
         on = (z > 0).to(z.dtype)
         h = z * on
         a = a * on.unsqueeze(2)
-    return torch.cat(dists, dim=1), lins[-1](h)
+    jac = torch.matmul(lins[-1].weight, a)
+    return torch.cat(dists, dim=1), lins[-1](h), jac if w is None else jac * w
+
+
+def boundary_distances(model, x, y, widths=None, metric: str = "linf"):
+    """Distances from each input to the decision boundary between its class and every other.
+
+    ``(z_y - z_j) / ||grad (z_y - z_j) * s||_q`` for ``j != y`` (negative when ``x`` is on
+    the wrong side), in the units of ``widths`` like :func:`hyperplane_distances`.
+
+    Returns
+    -------
+    torch.Tensor, shape (n, n_out - 1)
+    """
+    _, logits, jac = _walk(model, x, widths, metric)
+    q = _DUAL[metric]
+    y = torch.as_tensor(y, dtype=torch.long, device=x.device)
+    n, c = logits.shape
+    rows = torch.arange(n, device=x.device)
+    others = torch.ones(n, c, dtype=torch.bool, device=x.device)
+    others[rows, y] = False
+    gap = (logits[rows, y].unsqueeze(1) - logits)[others].view(n, c - 1)
+    grad = (jac[rows, y].unsqueeze(1) - jac)[others].view(n, c - 1, -1)
+    gn = grad.norm(p=q, dim=2)
+    return gap / torch.clamp(gn, min=1e-12)
 
 
 def region_margin(model, x, gamma: float, widths=None, metric: str = "linf",
@@ -189,6 +227,19 @@ def region_margin(model, x, gamma: float, widths=None, metric: str = "linf",
     k = max(1, int(round(fraction * d.shape[1])))
     smallest = torch.topk(d, k, dim=1, largest=False).values
     return torch.clamp(1 - smallest / gamma, min=0).mean()
+
+
+def boundary_margin(model, x, y, gamma: float, widths=None, metric: str = "linf"):
+    """The mean hinge ``max(0, 1 - d / gamma)`` over the decision-boundary distances.
+
+    :func:`boundary_distances` of each input to the boundaries between its label ``y``
+    and every other class.  The cache's tie guard (:mod:`pwlnet.tie_guard`) shrinks any
+    ball that a decision boundary crosses; this term keeps the boundaries ``gamma`` codes
+    away from the training inputs, like :func:`region_margin` does for the hidden
+    neurons' hyperplanes (the second term of the Maximum Margin Regularizer).
+    """
+    gamma = _check_positive(gamma, "gamma (the region margin)")
+    return torch.clamp(1 - boundary_distances(model, x, y, widths, metric) / gamma, min=0).mean()
 
 
 class RegionMargin(nn.Module):
@@ -232,6 +283,10 @@ class RegionMargin(nn.Module):
 
     def forward(self, model, x, distances=None):
         return region_margin(model, x, self.gamma, self.widths, self.metric, self.fraction, distances)
+
+    def boundary(self, model, x, y):
+        """:func:`boundary_margin` with this margin's settings."""
+        return boundary_margin(model, x, y, self.gamma, self.widths, self.metric)
 
     def extra_repr(self):
         return f"gamma={self.gamma}, metric={self.metric!r}, fraction={self.fraction}"

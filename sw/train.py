@@ -19,7 +19,8 @@ key                            value
 ``pwlnet.feature_names``       JSON list
 ``pwlnet.train``               JSON object: epochs, lr, seed, batch_size, weight_decay
 ``pwlnet.region_margin``       JSON object (region-aware training only): gamma (input
-                               codes), weight, metric, fraction, ramp, code_bits
+                               codes), weight, metric, fraction, ramp, code_bits,
+                               boundary
 ``pwlnet.data_file``           the ``.npz`` a model trained with ``--data`` learnt from
 =============================  ==========================================================
 
@@ -240,7 +241,8 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
           smoothness: float = DEFAULT_SMOOTHNESS, region_margin: float | None = None,
           region_weight: float = margin_mod.DEFAULT_WEIGHT, region_metric: str = "linf",
           region_fraction: float = margin_mod.DEFAULT_FRACTION,
-          region_ramp: float = margin_mod.DEFAULT_RAMP, code_bits: int = 8) -> TrainResult:
+          region_ramp: float = margin_mod.DEFAULT_RAMP, region_boundary: bool = True,
+          code_bits: int = 8) -> TrainResult:
     """Train a ReLU or LERP MLP classifier with Adam and cross-entropy.
 
     Parameters
@@ -287,6 +289,10 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
         Share of the hidden neurons whose distances are penalised per input.
     region_ramp : float
         Share of the epochs over which the weight ramps up linearly from 0.
+    region_boundary : bool
+        Also keep the decision boundaries ``region_margin`` codes from the training
+        inputs (:func:`pwlnet.margin.boundary_margin`), so that the cache's tie guard
+        need not shrink the balls.
     code_bits : int
         Input code width of the model the unit of ``region_margin`` refers to.
 
@@ -302,7 +308,8 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
     lr = _check_positive(lr, "lr", float)
     batch_size = _check_positive(batch_size, "batch_size", int)
     if epochs is None:
-        epochs = DEFAULT_EPOCHS[dataset] if ds.path is None else _default_epochs(len(ds.y_train), batch_size)
+        builtin = ds.path is None and dataset in DEFAULT_EPOCHS
+        epochs = DEFAULT_EPOCHS[dataset] if builtin else _default_epochs(len(ds.y_train), batch_size)
     else:
         epochs = _check_positive(epochs, "epochs", int)
     threads = _check_positive(threads, "threads", int)
@@ -330,7 +337,8 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
         if not (isinstance(region_ramp, numbers.Real) and 0 <= region_ramp <= 1):
             raise ValueError(f"region_ramp must be a number in [0, 1], not {region_ramp!r}")
         region = {"gamma": gamma, "weight": float(region_weight), "metric": region_metric,
-                  "fraction": fraction, "ramp": float(region_ramp), "code_bits": int(code_bits)}
+                  "fraction": fraction, "ramp": float(region_ramp), "code_bits": int(code_bits),
+                  "boundary": bool(region_boundary)}
     lerp = {}
     if activation == "lerp":
         lo, hi = (float(v) for v in lerp_range)
@@ -376,7 +384,10 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
                         dist, logits = margin.distances(model, x_train[idx])
                         progress = epoch + b / n_batches
                         weight = region["weight"] * (min(1.0, progress / ramp_epochs) if ramp_epochs > 0 else 1.0)
-                        loss = loss_fn(logits, y_train[idx]) + weight * margin(model, x_train[idx], dist)
+                        penalty = margin(model, x_train[idx], dist)
+                        if region["boundary"]:
+                            penalty = penalty + margin.boundary(model, x_train[idx], y_train[idx])
+                        loss = loss_fn(logits, y_train[idx]) + weight * penalty
                     if activation == "lerp" and smoothness > 0:
                         loss = loss + smoothness * model.roughness()
                     loss.backward()

@@ -59,6 +59,27 @@ def test_distances_in_codes_are_the_compiled_models(metric):
         assert float(d[i].min()) == pytest.approx(regions.linearize(blocks, codes[i]).radii[metric], rel=1e-7)
 
 
+@pytest.mark.parametrize("metric, q", [("linf", 1), ("l2", 2)])
+def test_boundary_distances(metric, q):
+    """(z_y - z_j) / ||W_y - W_j||_dual with W the collapsed map at x (negative on the wrong side)."""
+    model = _model(1)
+    x = torch.randn(10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1] * 5)
+    with torch.no_grad():
+        d = margin.boundary_distances(model, x, y, metric=metric)
+    assert d.shape == (10, 1)
+    net = model.to_ir()
+    for i in range(10):
+        lin = regions.linearize(net, x[i].numpy())
+        z = lin(x[i].numpy())
+        k, j = int(y[i]), 1 - int(y[i])
+        want = (z[k] - z[j]) / np.linalg.norm(lin.W[k] - lin.W[j], ord=q)
+        assert float(d[i, 0]) == pytest.approx(want, rel=1e-9)
+    with torch.no_grad():
+        want = torch.clamp(1 - d / 0.5, min=0).mean()
+        assert float(margin.boundary_margin(model, x, y, 0.5, metric=metric)) == pytest.approx(float(want))
+
+
 def test_penalty_formula_and_gradient():
     model = _model(3)
     x = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
@@ -132,7 +153,7 @@ def test_region_training_widens_the_safe_radius(daphnet_pair):
     r_plain, r_wide = np.median(_radii_in_codes(plain)), np.median(_radii_in_codes(wide))
     assert r_wide > 3 * r_plain, (r_plain, r_wide)
     assert wide.region == {"gamma": 16.0, "weight": 1.0, "metric": "linf", "fraction": 0.1, "ramp": 0.2,
-                           "code_bits": 8}
+                           "code_bits": 8, "boundary": True}
     assert plain.region == {}
 
 
