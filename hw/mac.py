@@ -1,16 +1,15 @@
-"""Lane multiplier of the folded MLP engine: generic ``*`` or an iCE40 ``SB_MAC16``.
+"""Lanes of the folded MLP engine: generic ``*`` or an iCE40 ``SB_MAC16``.
 
-The engine's lanes accumulate in fabric; this module only supplies the product
-``p = a * b`` of a signed weight and a signed activation, with a fixed latency of
-:data:`MUL_LATENCY` clock cycles (input register, then product register).  Both
-implementations have exactly the same latency and result, so the engine's schedule and
-the golden-model tests do not depend on the target.
+:class:`LaneMultiplier` supplies the product ``p = a * b`` of a signed weight and a
+signed activation with a fixed latency of :data:`MUL_LATENCY` clock cycles (input
+register, then product register).  :class:`LaneMAC` adds the lane's accumulator, one
+cycle after the product: in the fabric on the ``"generic"`` target, in the DSP's own
+32-bit output register on ``"ice40"`` (the fed-back accumulator passes one AND per bit,
+which is the clear at a pass's first add, and ``OHOLD`` is the enable).  Both targets
+have exactly the same latency and result, so the engine's schedule and the golden-model
+tests do not depend on the target.
 
-Why the accumulator is not inside the DSP: ``SB_MAC16`` accumulates in 32 bits, but a
-layer's accumulator may be wider, and loading/clearing the DSP accumulator between passes
-couples the sequencer to DSP control pins.  A registered 16x16 multiplier is the most
-predictable use of the block (both registers are inside the DSP, so the path from a
-memory output register goes into a DSP input register and nothing else).
+Accumulators wider than 32 bits stay in the fabric behind a :class:`LaneMultiplier`.
 """
 
 from amaranth.hdl import ClockSignal, Instance, Module, Mux, Signal, signed
