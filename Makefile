@@ -14,7 +14,7 @@ VECTORS ?= 2000
 WAVES   ?= 0
 JOBS    ?= 2
 
-.PHONY: help install test test-fast sim bitstream program clean
+.PHONY: help install test test-fast sim bench bitstream program clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,9 @@ test-fast: $(STAMP)  ## the suite without slow tests (no bitstream build)
 
 sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [WAVES=1]
 	$(PY) -m pwlnet.sim.regress --simulator $(SIM) --vectors $(VECTORS) $(if $(filter 1,$(WAVES)),--waves,)
+
+bench: $(STAMP)  ## the cache on sensor streams: docs/cache_table.md, docs/cache_*.png, the 2-D figure, bank cost (long)
+	$(PY) -m pwlnet.bench cache --out docs
 
 bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=8] [CACHE=16 METRIC=linf]
 	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC)
