@@ -422,6 +422,9 @@ def cli_cache(args) -> int:
     print(f"{run.n} inputs, {args.entries} entries, {args.metric}, {args.policy}: hit rate "
           f"{100 * run.hit_rate:.2f} % ({hits} hits, {run.n - hits} misses); argmax differs from the full "
           f"network on {run.n_argmax_disagree}; false hits {run.n_false_hits}")
+    written = int((run.stream.written >= 0).sum())
+    print(f"tie guard: {run.stream.shrunk} of the {written} entries the golden host wrote have a smaller bound "
+          f"than their safe radius allows (a decision boundary or a near-tie in the ball)")
     if run.rtl is None:
         hit_cost = "n/a" if run.cycles_hit is None else f"{run.cycles_hit} + {run.lookup_latency}"
         print(f"mean cycles per inference (engine P={run.lanes}, analytic): without cache "

@@ -800,6 +800,9 @@ class StreamResult:
         Misses whose entry could not be made.
     hits, misses : int
         The cache's counters after the stream.
+    shrunk : int
+        Entries written whose bound the tie guard made smaller than the safe radius
+        alone allowed.
     """
 
     hit: np.ndarray
@@ -816,6 +819,7 @@ class StreamResult:
     uncacheable: int
     hits: int
     misses: int
+    shrunk: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -893,6 +897,7 @@ def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf"
     host = CacheHost(model, blocks, cache.n_entries, metric, policy, margin=margin, slot_format=slot_format,
                      tie_guard=tie_guard)
     host.valid[:] = cache.valid
+    shrunk = 0
     for t, q in enumerate(codes_stream):
         res = cache.lookup(q[None])
         outputs[t] = res.outputs[0]
@@ -907,6 +912,7 @@ def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf"
             s, e = todo
             cache.write_entry(s, e)
             written[t], bounds[t] = s, e.bound
+            shrunk += e.bound < e.region_bound
     uncacheable = host.uncacheable
     diff = np.abs(outputs - full).max(axis=1, initial=0) if n else np.zeros(0, dtype=np.int64)
     disagree = golden.argmax(outputs) != golden.argmax(full) if n else np.zeros(0, dtype=bool)
@@ -914,7 +920,7 @@ def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf"
            else np.zeros((0, model.output_dim)))
     return StreamResult(hit=hit, slot=slot, written=written, center=center, outputs=outputs, full=full,
                         float_outputs=ref, code_diff=diff, argmax_disagree=disagree, false_hit=false_hit, bounds=bounds,
-                        uncacheable=uncacheable, hits=cache.hits, misses=cache.misses)
+                        uncacheable=uncacheable, hits=cache.hits, misses=cache.misses, shrunk=int(shrunk))
 
 
 def preload(model: CompiledModel, net, calib_codes, n_entries, metric, *, margin=DEFAULT_MARGIN,

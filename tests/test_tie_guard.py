@@ -117,6 +117,7 @@ def test_stream_through_a_near_tie():
     assert plain.n_argmax_disagree > 0
     assert guarded.n_argmax_disagree == 0 and guarded.n_false_hits == 0
     assert guarded.hits + guarded.misses == len(stream) and guarded.hits < plain.hits
+    assert guarded.shrunk > 0 and plain.shrunk == 0
 
 
 def test_center_tie_makes_no_entry():
