@@ -25,9 +25,10 @@ key                            value
 =============================  ==========================================================
 
 Region-aware training (``region_margin=GAMMA``) adds :func:`pwlnet.margin.region_margin`
-to the loss: it pushes the hidden neurons' hyperplanes at least ``GAMMA`` input codes
-away from the training inputs, so that the hypersphere cache's safe balls around real
-inputs are that wide.  The code width of each feature is the compiled model's (the
+and :func:`pwlnet.margin.boundary_margin` to the loss: they push the hidden neurons'
+hyperplanes and the decision boundaries ``GAMMA`` input codes away from the training
+inputs, so that the hypersphere cache's safe balls around real inputs are that wide
+(docs/cache.md).  The code width of each feature is the compiled model's (the
 compiler's input quantizer on the training split, the data ``pwlnet compile``
 calibrates on by default).
 
@@ -58,7 +59,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import data
+from . import data, fixedpoint
 from . import lerp as lerp_np
 from . import margin as margin_mod
 from .lerp import parse_range
@@ -142,7 +143,7 @@ class TrainResult:
         For LERP models: ``grid``, ``range``, ``init``, ``smoothness``; else empty.
     region : dict
         For region-aware training: ``gamma``, ``weight``, ``metric``, ``fraction``,
-        ``ramp``, ``code_bits``; else empty.
+        ``ramp``, ``code_bits``, ``boundary``; else empty.
     data_file : str or None
         The ``.npz`` the model was trained on, when not a built-in data set.
     """
@@ -336,6 +337,7 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
             raise ValueError(f"region_fraction must be at most 1, not {region_fraction!r}")
         if not (isinstance(region_ramp, numbers.Real) and 0 <= region_ramp <= 1):
             raise ValueError(f"region_ramp must be a number in [0, 1], not {region_ramp!r}")
+        fixedpoint.check_bits(code_bits, "code_bits")
         region = {"gamma": gamma, "weight": float(region_weight), "metric": region_metric,
                   "fraction": fraction, "ramp": float(region_ramp), "code_bits": int(code_bits),
                   "boundary": bool(region_boundary)}
