@@ -52,7 +52,8 @@ def build_parser():
                    help="LERP: weight of the tables' roughness penalty in the loss (default 0.1; 0 for none)")
     s.add_argument("--region-margin", type=float, default=None, metavar="GAMMA",
                    help="region-aware training for the hypersphere cache: push every hidden neuron's hyperplane "
-                        "GAMMA input codes (of the compiled 8-bit model) away from the training inputs")
+                        "and the decision boundaries GAMMA input codes (of the compiled 8-bit model) away from "
+                        "the training inputs (docs/cache.md)")
     s.add_argument("--region-weight", type=float, default=None, metavar="LAMBDA",
                    help="weight of the region margin penalty in the loss (default 1)")
     s.add_argument("--region-metric", choices=("linf", "l2"), default=None,
@@ -65,8 +66,8 @@ def build_parser():
     s.add_argument("--weight-bits", type=int, default=8, help="weight width, 2..16 (default 8)")
     s.add_argument("--act-bits", type=int, default=8, help="activation width, 2..16 (default 8)")
     s.add_argument("--calib", default=None,
-                   help="calibration data: a data set name or a .npy of float inputs "
-                        "(default: the data set recorded in the model by 'pwlnet train')")
+                   help="calibration data: a data set name, a data file (.npz, as pwlnet train --data) or a "
+                        ".npy of float inputs (default: the data recorded in the model by 'pwlnet train')")
     s.add_argument("--requant", choices=("shift", "multiply"), default="multiply",
                    help="requantization per output channel: integer multiplier and rounding shift "
                         "(default; one shared multiplier in hardware) or a rounding shift alone "
