@@ -106,6 +106,7 @@ from amaranth.utils import ceil_log2
 from pwlnet import fixedpoint as fx
 from pwlnet import hwcache
 
+from .memory import NO_RW_CHECK, unchecked_read_port
 from .params import check_int
 
 __all__ = ["ComparatorBank", "LOOKUP_LATENCY", "SQUARERS"]
@@ -267,9 +268,11 @@ class ComparatorBank(wiring.Component):
                         row += [0] * per
             rows.append(row)
         m.submodules.centers = mem = Memory(shape=data.ArrayLayout(signed(bits), n * lanes * per),
-                                            depth=beats, init=rows)
+                                            depth=beats, init=rows,
+                                            attrs=NO_RW_CHECK)
         wr = mem.write_port(granularity=lanes * per)
-        rd = mem.read_port(transparent_for=())   # writes and reads never overlap (w.ready)
+        # writes and reads never overlap (w.ready): no collision logic
+        rd = unchecked_read_port(m, mem, "centers_rd")
 
         # ---- control ----------------------------------------------------------------------
         k = Signal(range(beats), init=0)         # beat index of the next query beat

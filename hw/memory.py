@@ -22,12 +22,67 @@ Either way the read port is synchronous with one cycle of latency and a register
 so the engine's schedule is the same for all four combinations.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import ClockSignal, Instance, Module, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["KINDS", "SPRAM_DEPTH", "SPRAM_WIDTH", "WeightMemory"]
+__all__ = ["KINDS", "SPRAM_DEPTH", "SPRAM_WIDTH", "WeightMemory", "NO_RW_CHECK", "unchecked_read_port",
+           "delay_line"]
+
+#: Memory attribute: a read of the address written in the same cycle may return anything.
+NO_RW_CHECK = {"no_rw_check": 1}
+
+
+def unchecked_read_port(m, mem, name):
+    """A synchronous read port of ``mem`` whose same-address read/write collisions are
+    don't-care in synthesis: ``.addr``, ``.en`` (default 1) and ``.data`` (registered).
+
+    Behaves in simulation exactly like ``mem.read_port(transparent_for=())`` (``data`` is
+    the word at ``addr`` before a write of the same edge).  An Amaranth synchronous read
+    port reaches yosys as such, and yosys then emulates that read-first behaviour on
+    iCE40 block RAM with a register and a multiplexer per data bit (plus the address
+    compare).  Built as a combinational port and a register, the port is assembled by
+    yosys' ``memory_dff``, which honours the memory's ``no_rw_check`` attribute
+    (:data:`NO_RW_CHECK`, which ``mem`` must carry) and adds no such logic.
+
+    Use it only where a read of the address being written in the same cycle is never
+    used (the caller's comment must say why).
+    """
+    rp = mem.read_port(domain="comb")
+    port = SimpleNamespace(addr=Signal.like(rp.addr, name=f"{name}_addr"),
+                           en=Signal(init=1, name=f"{name}_en"),
+                           data=Signal(mem.shape, name=f"{name}_data", reset_less=True))
+    m.d.comb += rp.addr.eq(port.addr)
+    with m.If(port.en):
+        m.d.sync += port.data.eq(rp.data)
+    return port
+
+
+def delay_line(m, value, n, name):
+    """``value`` delayed by ``n >= 2`` cycles, through a small block RAM instead of ``n``
+    registers: a circular buffer written every cycle and read ``n - 1`` words behind.
+
+    The contents are *not* reset: after a reset the output repeats the last ``n`` values
+    from before it, so anything that must be reset (a valid flag) has to be carried in
+    registers beside the line.
+    """
+    if n < 2:
+        raise ValueError(f"a delay line needs at least 2 cycles, not {n!r}")
+    bits = max(1, (n - 1).bit_length())
+    mem = Memory(shape=Signal.like(value).shape(), depth=1 << bits, init=[],
+                 attrs={**NO_RW_CHECK, "ram_style": "block"})
+    m.submodules[name] = mem
+    wr = mem.write_port()
+    # The read address stays n - 1 words behind the write address, so they never meet.
+    rd = unchecked_read_port(m, mem, f"{name}_rd")
+    wptr = Signal(bits, name=f"{name}_wptr")
+    rptr = Signal(bits, name=f"{name}_rptr", init=(1 - n) % (1 << bits))
+    m.d.sync += [wptr.eq(wptr + 1), rptr.eq(rptr + 1)]
+    m.d.comb += [wr.addr.eq(wptr), wr.data.eq(value), wr.en.eq(1), rd.addr.eq(rptr)]
+    return rd.data
 
 #: Storage kinds of :class:`WeightMemory`.
 KINDS = ("rom", "ram")
