@@ -24,10 +24,11 @@ memory and ask for them instead.
 Schedule (``c`` = cycle a read is issued; every arrow is a register, and no path goes
 through more than one carry chain or through a memory and a DSP at once):
 
-* ``c+1`` memory outputs (registered in the EBR/SPRAM); ``c+2`` operands registered in
-  fabric (x forced to 0 on bubble cycles); ``c+3`` DSP input registers; ``c+4`` product
-  register; ``c+5`` lane accumulator (``acc = p`` on a pass's first read, else
-  ``acc += p``).
+* ``c+1`` memory outputs (registered in the EBR/SPRAM); ``c+2`` operands: x registered
+  in fabric (forced to 0 on bubble cycles), the weight word straight from the weight
+  memory's output register (its address is registered once more, so it is read a cycle
+  later than the activations); ``c+3`` DSP input registers; ``c+4`` product register;
+  ``c+5`` lane accumulator (``acc = p`` on a pass's first read, else ``acc += p``).
 * At a pass end the ``P`` accumulators are copied into a hold register that shifts one
   lane per cycle into one shared requantization pipeline: ``acc * m + off`` (``off = bias * m + 2**(s-1)`` folded at build time; the
   multiply is an adder tree of partial products, only if some layer uses ``multiply``),
@@ -67,7 +68,7 @@ from pwlnet.artifact import CompiledModel, Layer
 
 from .lerp import LerpUnit, lerp_latency
 from .mac import MUL_LATENCY, LaneMAC
-from .memory import SPRAM_DEPTH, WeightMemory
+from .memory import NO_RW_CHECK, SPRAM_DEPTH, WeightMemory, delay_line, unchecked_read_port
 
 __all__ = ["MLPEngine", "TARGETS", "WEIGHT_MEMORIES", "ENGINE_ACTIVATIONS", "output_layout"]
 
@@ -228,6 +229,25 @@ class _Plan:
             if l.activation == "lerp":
                 lerp_chan += l.n_out
         self.words = words
+
+    @property
+    def min_last_read_distance(self):
+        """Fewest cycles between the last reads of two consecutive passes.
+
+        Within a layer it is ``L``; from a layer's last pass to the next layer's first,
+        the pass's bubble cycles, the ``max(gap, 1)`` cycles without reads and the next
+        layer's reads; after a program's last layer, any program may start (one LOAD
+        cycle, then ``d`` reads at least).
+        """
+        dist = []
+        for f, n in self.programs:
+            lay = self.layers[f:f + n]
+            for k, x in enumerate(lay):
+                if x["G"] > 1:
+                    dist.append(x["L"])
+                nxt = lay[k + 1]["n_in"] if k + 1 < n else self.d
+                dist.append(x["L"] - x["n_in"] + max(x["gap"], 1) + nxt)
+        return min(dist)
 
     @property
     def ideal_cycles(self):
@@ -554,19 +574,29 @@ class MLPEngine(wiring.Component):
                 m.d.sync += [wr_en.eq(1), wr_addr.eq(cwp.addr), wr_data.eq(cwp.word)]
             m.d.comb += [wmem.wr_addr.eq(wr_addr), wmem.wr_data.eq(wr_data), wmem.wr_en.eq(wr_en)]
 
-        m.submodules.in_mem = in_mem = Memory(shape=signed(pl.in_bits), depth=2 * d, init=[])
+        # Read ports without collision logic (unchecked_read_port): no read of the address
+        # being written in the same cycle is ever used.  The loader writes the bank the
+        # sequencer is not reading, a layer reads an activation only cycles after it was
+        # written (the gap), the streamer reads a bank only once it is full, and
+        # parameters are written only while the engine is quiet.
+        no_rw = NO_RW_CHECK
+        m.submodules.in_mem = in_mem = Memory(shape=signed(pl.in_bits), depth=2 * d, init=[], attrs=no_rw)
         in_wr = in_mem.write_port()
-        in_rd = in_mem.read_port(transparent_for=())
+        in_rd = unchecked_read_port(m, in_mem, "in_rd")
 
         has_act = pl.act_depth > 0
         if has_act:
-            m.submodules.act_mem = act_mem = Memory(shape=signed(pl.act_bits), depth=2 * pl.act_depth, init=[])
+            m.submodules.act_mem = act_mem = Memory(shape=signed(pl.act_bits), depth=2 * pl.act_depth, init=[],
+                                                        attrs=no_rw)
             act_wr = act_mem.write_port()
-            act_rd = act_mem.read_port(transparent_for=())
+            act_rd = unchecked_read_port(m, act_mem, "act_rd")
 
-        m.submodules.out_mem = out_mem = Memory(shape=signed(pl.out_bits), depth=2 * n_out, init=[])
+        # Block RAM even when tiny: in flip-flops it costs a register per bit (and the read
+        # mux), logic cells the cached build does not have to spare.
+        m.submodules.out_mem = out_mem = Memory(shape=signed(pl.out_bits), depth=2 * n_out, init=[],
+                                                attrs={**no_rw, "ram_style": "block"})
         out_wr = out_mem.write_port()
-        out_rd = out_mem.read_port(transparent_for=())
+        out_rd = unchecked_read_port(m, out_mem, "out_rd")
 
         param_layout = data.StructLayout({
             "off": signed(pl.off_bits),
@@ -575,14 +605,27 @@ class MLPEngine(wiring.Component):
         })
         m.submodules.par_mem = par_mem = Memory(
             shape=param_layout, depth=max(1, n_chan),
-            init=[{"off": o, "mult": mu if pl.has_multiply else 0, "shift": s} for o, mu, s in pl.params])
-        par_rd = par_mem.read_port(transparent_for=())
+            init=[{"off": o, "mult": mu if pl.has_multiply else 0, "shift": s} for o, mu, s in pl.params],
+            attrs=no_rw)
+        par_rd = unchecked_read_port(m, par_mem, "par_rd")
+        if pl.has_multiply:
+            # The offset joins the multiplier's adder tree only at its last levels: it has
+            # a memory of its own, read then (a delayed address, not a delayed offset).
+            # par_mem's copy of it is never read, and yosys drops those bits.
+            m.submodules.off_mem = off_mem = Memory(
+                shape=signed(pl.off_bits), depth=max(1, n_chan), init=[o for o, _, _ in pl.params],
+                attrs=no_rw)
+            off_rd = unchecked_read_port(m, off_mem, "off_rd")
         if slots:
             par_wr = par_mem.write_port()
+            par_we = self.cw.valid & self.cw.ready & (cwp.kind == 1)
             m.d.comb += [par_wr.addr.eq(cwp.addr), par_wr.data.off.eq(cwp.off),
                          par_wr.data.mult.eq(cwp.mult if pl.has_multiply else 0),
                          par_wr.data.shift.eq(cwp.shift),
-                         par_wr.en.eq(self.cw.valid & self.cw.ready & (cwp.kind == 1))]
+                         par_wr.en.eq(par_we)]
+            if pl.has_multiply:
+                off_wr = off_mem.write_port()
+                m.d.comb += [off_wr.addr.eq(cwp.addr), off_wr.data.eq(cwp.off), off_wr.en.eq(par_we)]
 
         # Layer descriptor table: a small LUT ROM read combinationally by the sequencer,
         # whose outputs are registered into `cur` when a layer starts.
@@ -789,7 +832,12 @@ class MLPEngine(wiring.Component):
                          f_iv.eq(1), f_il.eq(new.n_in_is1), f_li.eq(new.L_is1), f_lg.eq(new.G_is1),
                          f_end.eq(new.L_is1 & new.G_is1), f_endl.eq(new.L_is1 & new.G_is1 & new.last)]
 
-        m.d.comb += [wmem.rd_addr.eq(waddr), in_rd.addr.eq(xa)]
+        # The weight word is read one cycle after the activations, from a copy of the
+        # address: its memory's output register then stands in for an operand register
+        # (11 flip-flops instead of P * weight_bits).
+        waddr_d = Signal.like(waddr)
+        m.d.sync += waddr_d.eq(waddr)
+        m.d.comb += [wmem.rd_addr.eq(waddr_d), in_rd.addr.eq(xa)]
         if has_act:
             m.d.comb += act_rd.addr.eq(xa)
 
@@ -825,24 +873,38 @@ class MLPEngine(wiring.Component):
         if pl.has_lerp:
             m.d.comb += [f0.pinfo.lerp.eq(cur.lerp),
                          f0.pinfo.lchan.eq(Mux(cur.lerp, cur.lerp_base + gp, 0))]
+        # The pass facts only change from one pass to the next, so when the last reads of
+        # two passes are always at least as far apart as a last read from its hold copy
+        # (5 cycles), one register captured at the last read holds them until the copy;
+        # only the read flags travel down the pipeline.  Otherwise the facts ride along.
+        capture = pl.min_last_read_distance >= 5
+        if capture:
+            flag_layout = data.StructLayout({"valid": 1, "last": 1, "src_in": 1})
+            pcap = Signal(pass_layout, reset_less=True)
+            with m.If(iss_valid & f_il):
+                m.d.sync += pcap.eq(f0.pinfo)
+            f0f = Signal(flag_layout)
+            m.d.comb += [f0f.valid.eq(f0.valid), f0f.last.eq(f0.last), f0f.src_in.eq(f0.src_in)]
+        else:
+            f0f = f0
         f1 = Signal(flag_layout)
         f2 = Signal(flag_layout)
         f3 = Signal(flag_layout)
         fa = Signal(flag_layout)     # accumulate stage
-        m.d.sync += [f1.eq(f0), f2.eq(f1), f3.eq(f2), fa.eq(f3)]
+        m.d.sync += [f1.eq(f0f), f2.eq(f1), f3.eq(f2), fa.eq(f3)]
 
         # ---- lanes ----------------------------------------------------------------
         # x is forced to 0 on cycles without a read, so the lanes' products are 0 there.
-        # Operands are registered in fabric between the memories and the DSPs: the DSP
-        # columns sit at the die edge, so the broadcast of x is a long route that must
-        # not share a cycle with the memory output and the source mux.
+        # x is registered in fabric between the memories and the DSPs: the DSP columns sit
+        # at the die edge, so the broadcast of x is a long route that must not share a
+        # cycle with the memory output and the source mux.  Each weight byte goes to one
+        # DSP only, straight from the weight memory's output register.
         x = Signal(signed(xb))
-        w = Signal(P * wb, reset_less=True)
+        w = wmem.rd_data
         if has_act:
             m.d.sync += x.eq(Mux(f1.valid, Mux(f1.src_in, in_rd.data, act_rd.data), 0))
         else:
             m.d.sync += x.eq(Mux(f1.valid, in_rd.data, 0))
-        m.d.sync += w.eq(wmem.rd_data)
         accw = pl.acc_bits
         # Each pass's first add starts its accumulator from 0 (`fresh`: the previous valid
         # read was a pass's last).  The clear is one AND per accumulator bit; the
@@ -877,7 +939,7 @@ class MLPEngine(wiring.Component):
                 m.d.sync += hold[p].eq(hold[p + 1] if p + 1 < P else 0)
 
         with m.If(pass_end):
-            m.d.sync += [ser_act.eq(1), ser_j.eq(0), sinfo.eq(f4.pinfo)]
+            m.d.sync += [ser_act.eq(1), ser_j.eq(0), sinfo.eq(pcap if capture else f4.pinfo)]
         with m.Elif(ser_act):
             m.d.sync += ser_j.eq(ser_j + 1)
             with m.If(ser_j == sinfo.nv_m1):
@@ -893,13 +955,29 @@ class MLPEngine(wiring.Component):
             "lidx": pass_layout["lidx"].shape, "to_out": 1, "lastchan": 1, "obank": 1,
             "ofirst": 1, **({"lerp": 1, "lchan": lch_shape} if pl.has_lerp else {})})
         m.d.comb += par_rd.addr.eq(sinfo.chan + ser_j)
+        # The meta only rides along: up to the saturation stage (where `lidx` is needed)
+        # it goes through a block-RAM delay line, and only its `valid` bit, which must be
+        # reset, through registers.  `stage` counts the stages; `meta_at` gives the meta
+        # of the current one.
         stages = []
+        valids = []
 
         def stage(prev_meta):
-            s = Signal(meta_layout, name=f"s{len(stages) + 1}")
-            m.d.sync += s.eq(prev_meta)
-            stages.append(s)
-            return s
+            v = Signal(name=f"s{len(stages) + 1}_valid")
+            m.d.sync += v.eq(valids[-1] if valids else meta0.valid)
+            valids.append(v)
+            stages.append(None)
+            return None
+
+        def meta_at():
+            n = len(stages)
+            line = delay_line(m, meta0, n, "meta_line") if n >= 2 else None
+            out = Signal(meta_layout, name=f"s{n}")
+            if line is None:
+                m.d.sync += out.eq(meta0)
+            else:
+                m.d.comb += [out.eq(line), out.valid.eq(valids[-1])]
+            return out
 
         # s1: accumulator and meta registered, parameters arrive from the EBR
         meta0 = Signal(meta_layout)
@@ -927,20 +1005,37 @@ class MLPEngine(wiring.Component):
                 t = Signal(signed(pw), name=f"pp{k}")
                 m.d.sync += t.eq(Mux(prm.mult[k], a1 << k, 0))
                 terms.append(t)
-            off = Signal(signed(pw), name="off_d")
-            m.d.sync += [off.eq(prm.off), sh.eq(prm.shift)]
-            terms.append(off)
+            # The offset is the odd term out until the level that adds it: it is read
+            # from off_mem just in time, with the parameter address delayed (level i's
+            # inputs are registers i + 1 cycles after the address).
+            OFF = "off"
+            terms.append(OFF)
+            m.d.sync += sh.eq(prm.shift)
             s = stage(s)
+            level = 0
+            off_addr = par_rd.addr
             while len(terms) > 1:
+                level += 1
                 nxt = []
                 for k in range(0, len(terms) - 1, 2):
+                    a, b = terms[k], terms[k + 1]
+                    if a is OFF or b is OFF:
+                        for _ in range(level):
+                            d_ = Signal.like(off_addr, name=f"off_addr{level}")
+                            m.d.sync += d_.eq(off_addr)
+                            off_addr = d_
+                        m.d.comb += off_rd.addr.eq(off_addr)
+                        a, b = (off_rd.data if x is OFF else x for x in (a, b))
                     t = Signal(signed(pw), name=f"sum{len(stages)}_{k}")
-                    m.d.sync += t.eq(terms[k] + terms[k + 1])
+                    m.d.sync += t.eq(a + b)
                     nxt.append(t)
                 if len(terms) % 2:
-                    t = Signal(signed(pw), name=f"sum{len(stages)}_{len(terms) - 1}")
-                    m.d.sync += t.eq(terms[-1])
-                    nxt.append(t)
+                    if terms[-1] is OFF:
+                        nxt.append(OFF)
+                    else:
+                        t = Signal(signed(pw), name=f"sum{len(stages)}_{len(terms) - 1}")
+                        m.d.sync += t.eq(terms[-1])
+                        nxt.append(t)
                 terms = nxt
                 sh_n = Signal.like(sh)
                 m.d.sync += sh_n.eq(sh)
@@ -988,6 +1083,7 @@ class MLPEngine(wiring.Component):
         ovf = Signal()
         neg = Signal()
         vlow = Signal(signed(yb))
+        s = meta_at()
         m.d.comb += sat_rd.addr.eq(s.lidx)
         ovf_sel = 0
         for k, o in enumerate(ovfs):
@@ -995,11 +1091,16 @@ class MLPEngine(wiring.Component):
         relu, lo, hi = Signal(), Signal(signed(yb)), Signal(signed(yb))
         m.d.sync += [ovf.eq(ovf_sel), neg.eq(v[-1]), vlow.eq(v[:yb]),
                      relu.eq(sat_rd.data.relu), lo.eq(sat_rd.data.lo), hi.eq(sat_rd.data.hi)]
-        s = stage(s)
+        stage2 = Signal(meta_layout, name=f"s{len(stages) + 1}")
+        m.d.sync += stage2.eq(s)
+        stages.append(stage2)
+        s = stage2
         y = Signal(signed(yb), name="y")
         y_next = Mux(relu & neg, 0, Mux(ovf, Mux(neg, lo, hi), vlow))
         m.d.sync += y.eq(y_next)
-        s6 = stage(s)
+        s6 = Signal(meta_layout, name=f"s{len(stages) + 1}")
+        m.d.sync += s6.eq(s)
+        stages.append(s6)
         y6 = y
         assert len(stages) == pl.req_stages, (len(stages), pl.req_stages)
 
