@@ -44,6 +44,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .memory import NO_RW_CHECK, unchecked_read_port
+
 __all__ = [
     "PROTOCOL_VERSION", "REQ_SYNC", "REP_SYNC", "ERROR_REPLY", "REPLY_FLAG",
     "Command", "ErrorCode", "RESERVED_COMMANDS", "CACHE_COMMANDS",
@@ -452,22 +454,27 @@ class Link(wiring.Component):
             m.d.sync += byte_valid.eq(0)
 
         # --- buffers: input codes of the request, output codes of the reply -----------
-        m.submodules.in_mem = in_mem = Memory(shape=signed(model.input_bits), depth=d, init=[])
+        # Read ports without collision logic (unchecked_read_port): each buffer is written
+        # in one phase (payload, engine run) and read in another, so a same-cycle read of
+        # the address being written is never used.  Block RAM even for the small ones.
+        no_rw = {**NO_RW_CHECK, "ram_style": "block"}
+        m.submodules.in_mem = in_mem = Memory(shape=signed(model.input_bits), depth=d, init=[], attrs=no_rw)
         in_wr = in_mem.write_port()
-        in_rd = in_mem.read_port(transparent_for=())
+        in_rd = unchecked_read_port(m, in_mem, "in_rd")
         m.submodules.out_mem = out_mem = Memory(shape=signed(model.layers[-1].out_bits),
-                                                depth=n_out, init=[])
+                                                depth=n_out, init=[], attrs=no_rw)
         out_wr = out_mem.write_port()
-        out_rd = out_mem.read_port(transparent_for=())
+        out_rd = unchecked_read_port(m, out_mem, "out_rd")
         loadable = bool(self._weight_words)
         cached = bool(self._cache_entries)
         if loadable or cached:
             # LOAD_WEIGHTS and CACHE_WRITE payloads wait here until their CRC is known.
             m.submodules.stage_mem = stage_mem = Memory(
-                shape=8, depth=max(self._chunk_words * self._word_bytes, self._image_bytes), init=[])
+                shape=8, depth=max(self._chunk_words * self._word_bytes, self._image_bytes), init=[],
+                attrs=no_rw)
             stage_wr = stage_mem.write_port()
-            stage_rd = stage_mem.read_port(transparent_for=())
-            commit_idx = Signal(16)
+            stage_rd = unchecked_read_port(m, stage_mem, "stage_rd")
+            commit_idx = Signal(range(stage_mem.depth + 1))
             m.d.comb += stage_rd.addr.eq(commit_idx)
         if loadable:
             waddr = Signal(16)
@@ -493,7 +500,8 @@ class Link(wiring.Component):
         # --- request state ------------------------------------------------------------
         cmd = Signal(8)
         length = Signal(16)
-        idx = Signal(16)
+        # Payload position: a frame longer than max_payload is refused before its body.
+        idx = Signal(range(max_payload + 1))
         crc = Signal(16)
         crc_lo = Signal(8)
         code_lo = Signal(8)
@@ -504,8 +512,9 @@ class Link(wiring.Component):
         feed_addr = Signal(range(d + 1))
         feed_valid = Signal()
         started = Signal()
+        # Cycles from the first code taken to the last output beat; it stops there and
+        # is the INFER reply's `cycles` until the next INFER starts.
         cyc = Signal(32)
-        cycles = Signal(32)
         argmax = Signal(16)
         out_idx = Signal(range(n_out + 1))
 
@@ -563,9 +572,9 @@ class Link(wiring.Component):
         wb = max(1, self._word_bytes)
         max_chunk = self._chunk_words * wb
         word_byte = Signal(range(wb))       # byte position within the weight word being staged
-        staged = Signal(16)                 # weight bytes staged by this frame
+        staged = Signal(range(max(max_chunk, self._image_bytes) + 1))   # bytes staged by this frame
         len_ok, len_big, len_zero, crc_ok = Signal(), Signal(), Signal(), Signal()
-        left = Signal(16)
+        left = Signal(range(max_payload + 1))    # body bytes still to come, minus one
         m.d.sync += [
             is_info.eq(cmd == Command.INFO),
             is_infer.eq(cmd == Command.INFER),
@@ -663,9 +672,9 @@ class Link(wiring.Component):
             counters_vec = Cat(counters_vec, self.hits, self.misses)
         if cached:
             hit_flag, hit_slot = Signal(), Signal(self.eng_o.payload.slot.shape())
-            tail = Cat(argmax, cycles, hit_flag, C(0, 7), hit_slot, C(0, 8 - len(hit_slot)))
+            tail = Cat(argmax, cyc, hit_flag, C(0, 7), hit_slot, C(0, 8 - len(hit_slot)))
         else:
-            tail = Cat(argmax, cycles)
+            tail = Cat(argmax, cyc)
         codes_len = n_out * bo
         out_byte = Signal(8)
         if bo == 1:
@@ -817,16 +826,20 @@ class Link(wiring.Component):
         # starts on a pulse from DISPATCH and answers with a registered `exec_done`.
         with m.FSM(name="execute"):
             with m.State("IDLE"):
+                # The run state is cleared on every idle cycle, not only on a start: no
+                # register's enable then hangs off the request side's dispatch decision.
+                m.d.sync += [feed_addr.eq(0), started.eq(0), out_idx.eq(0)]
+                if loadable or cached:
+                    m.d.sync += commit_idx.eq(0)
+                if loadable:
+                    m.d.sync += commit_byte.eq(0)
                 with m.If(exec_start & is_infer):
-                    m.d.sync += [feed_addr.eq(0), started.eq(0), out_idx.eq(0)]
                     m.next = "RUN"
                 if loadable:
                     with m.Elif(exec_start & is_load):
-                        m.d.sync += [commit_idx.eq(0), commit_byte.eq(0)]
                         m.next = "COMMIT_RD"
                 if cached:
                     with m.Elif(exec_start & is_cwrite):
-                        m.d.sync += commit_idx.eq(0)
                         m.next = "CW_RD"
             with m.State("RUN"):
                 m.d.comb += [self.eng_o.ready.eq(1), inc["busy_cycles"].eq(1)]
@@ -836,7 +849,7 @@ class Link(wiring.Component):
                         m.d.sync += feed_addr.eq(feed_addr + 1)
                 with m.If(self.eng_i.valid & self.eng_i.ready & ~started):
                     m.d.sync += [started.eq(1), cyc.eq(1)]
-                with m.Elif(started):
+                with m.Elif(started & ~(self.eng_o.valid & self.eng_o.payload.last)):
                     m.d.sync += cyc.eq(cyc + 1)
                 with m.If(self.eng_o.valid):
                     m.d.comb += [out_wr.addr.eq(out_idx), out_wr.data.eq(self.eng_o.payload.data),
@@ -844,8 +857,7 @@ class Link(wiring.Component):
                     m.d.sync += out_idx.eq(out_idx + 1)
                     with m.If(self.eng_o.payload.last):
                         m.d.comb += inc["inferences"].eq(1)
-                        m.d.sync += [argmax.eq(self.eng_o.payload.argmax), cycles.eq(cyc),
-                                     exec_done.eq(1)]
+                        m.d.sync += [argmax.eq(self.eng_o.payload.argmax), exec_done.eq(1)]
                         if cached:
                             m.d.sync += [hit_flag.eq(self.eng_o.payload.cached),
                                          hit_slot.eq(self.eng_o.payload.slot)]
