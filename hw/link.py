@@ -555,11 +555,12 @@ class Link(wiring.Component):
         m.d.sync += req_valid.eq(0)
 
         def start_reply(kind):
-            m.d.sync += [req_kind.eq(kind), req_valid.eq(1)]
+            # `kind` is what `req_kind` already holds in this state (see below the FSM).
+            m.d.sync += req_valid.eq(1)
             m.next = "REPLY"
 
         def fail(code):
-            m.d.sync += err_code.eq(code)
+            # `code` is what `err_code` already holds in this state (see below the FSM).
             m.d.comb += inc["errors"].eq(1)
             start_reply(R_ERROR)
 
@@ -820,6 +821,20 @@ class Link(wiring.Component):
                     m.d.sync += [cmd.eq(0), stats_reset.eq(0)]
                     m.d.comb += stats_reset_go.eq(stats_reset)
                     m.next = "IDLE"
+
+        # The reply kind a start_reply of the current state would give, registered every
+        # cycle until the reply starts: in DISPATCH the dispatch decision, in EXECUTE the
+        # command's reply, elsewhere only `fail` starts a reply.  Its enable is a state
+        # decode, not the OR of every reply-starting condition (a critical path).
+        # The same for the error code: only DISPATCH and LEN_CHECK fail with a code of
+        # their own, the receiving states with TIMEOUT.
+        with m.If(~fsm.ongoing("REPLY") & ~fsm.ongoing("WAIT_TX")):
+            m.d.sync += err_code.eq(Mux(fsm.ongoing("DISPATCH"), d_code,
+                                        Mux(fsm.ongoing("LEN_CHECK"), ErrorCode.BAD_LENGTH, ErrorCode.TIMEOUT)))
+        with m.If(~fsm.ongoing("REPLY") & ~fsm.ongoing("WAIT_TX")):
+            m.d.sync += req_kind.eq(Mux(fsm.ongoing("DISPATCH"), Mux(d_err, R_ERROR, d_kind),
+                                        Mux(fsm.ongoing("EXECUTE"), Mux(is_infer, R_INFER, R_LOADED),
+                                            R_ERROR)))
 
         # The executor: runs the engine for INFER and commits staged weights for
         # LOAD_WEIGHTS.  A separate machine so the parser's state logic stays small; it
