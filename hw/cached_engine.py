@@ -257,14 +257,14 @@ class CachedEngine(wiring.Component):
         d_in = self._model.input_dim
         m.submodules.in_fifo = in_fifo = fifo.SyncFIFO(width=self._model.input_bits, depth=2)
         in_k = Signal(range(d_in))          # codes of the current input taken at the port
-        in_first = in_k == 0
+        in_first = Signal(init=1)           # in_k == 0, as a register (i.ready is one LUT)
         m.d.comb += [
             self.i.ready.eq(in_fifo.w_rdy & ~(hold & in_first)),
             in_fifo.w_data.eq(self.i.payload),
             in_fifo.w_en.eq(self.i.valid & self.i.ready),
         ]
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += in_k.eq(Mux(in_k == d_in - 1, 0, in_k + 1))
+            m.d.sync += [in_k.eq(Mux(in_k == d_in - 1, 0, in_k + 1)), in_first.eq(in_k == d_in - 1)]
         m.d.comb += [
             eng.i.payload.eq(in_fifo.r_data),
             bank.q.payload[0].eq(in_fifo.r_data),
@@ -384,13 +384,15 @@ class CachedEngine(wiring.Component):
 
         with m.FSM(name="writer") as fsm:
             with m.State("IDLE"):
+                # The write's start state is loaded on every idle cycle (it matters only
+                # once the write starts), so these registers' enables are a state decode.
+                m.d.sync += [slot.eq(self.cw.payload.slot), wa.eq(base_rd.data.w), ca.eq(base_rd.data.c),
+                             ok.eq(base_rd.data.ok), phase.eq(PH_W), nb.eq(0), item.eq(0)]
                 with m.If(ready_for_host & clear_pend):
                     # A clear pending before a write is applied first.
                     m.d.comb += bank.clear.eq(1)
                     m.d.sync += clear_pend.eq(self.clear)
                 with m.Elif(ready_for_host & self.cw.valid):
-                    m.d.sync += [slot.eq(self.cw.payload.slot), wa.eq(base_rd.data.w), ca.eq(base_rd.data.c),
-                                 ok.eq(base_rd.data.ok), phase.eq(PH_W), nb.eq(0), item.eq(0)]
                     m.next = "BYTE"
             with m.State("BYTE"):
                 m.d.comb += self.cw.ready.eq(1)
