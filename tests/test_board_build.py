@@ -1,6 +1,7 @@
 """One real iCEBreaker bitstream build (yosys + nextpnr + icepack from YoWASP)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,28 +61,33 @@ def test_program_without_tools(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_icebreaker_build_with_cache(tmp_path, capsys):
-    """A cached build through the command line: the report names the cache and its cycles."""
+    """`make bitstream CACHE=16`: the default model with 16 L-inf slots fits the UP5K and
+    closes timing at 40 MHz or more; the report names the cache and its cycles."""
     from pwlnet.hw.cached_engine import CachedEngine
 
-    model = random_model(4, [12, 16, 6])
-    model_dir = artifact.save(model, tmp_path / "mlp12")
-    assert main(["bitstream", str(model_dir), "--lanes", "8", "--cache-entries", "4",
-                 "--cache-metric", "linf", "--target-mhz", "48", "40", "36", "--out", str(tmp_path / "build")]) == 0
-    out = tmp_path / "build" / "icebreaker" / "mlp12-cache4-linf"
+    onnx = Path(__file__).resolve().parents[1] / "boards" / "models" / "basicmotions_h64x64.onnx"
+    assert main(["bitstream", str(onnx), "--board", "icebreaker", "--lanes", "8", "--cache-entries", "16",
+                 "--cache-metric", "linf", "--target-mhz", "45", "42", "40",
+                 "--out", str(tmp_path / "build")]) == 0
+    out = tmp_path / "build" / "icebreaker" / "basicmotions_h64x64-cache16-linf"
     report = json.loads((out / "report.json").read_text())
     text = (out / "report.txt").read_text()
     assert capsys.readouterr().out == text
-    eng = CachedEngine(model, 8, 4, "linf", target="ice40")
+    model = artifact.load(tmp_path / "build" / "icebreaker" / "basicmotions_h64x64" / "model")
+    eng = CachedEngine(model, 8, 16, "linf", target="ice40")
     for part in (eng, eng.engine, eng.bank):
         part._MustUse__silence = True
-    assert report["cache"] == {"entries": 4, "metric": "linf", "image_bytes": eng.fmt.image_bytes,
+    assert report["cache"] == {"entries": 16, "metric": "linf", "image_bytes": eng.fmt.image_bytes,
                                "hit_cycles": eng.hit_cycles, "miss_cycles": eng.cycles_per_inference,
                                "hits_per_second": pytest.approx(report["target_mhz"] * 1e6 / eng.hit_cycles)}
     assert report["cycles_per_inference"] == eng.cycles_per_inference > eng.hit_cycles
-    # timing met at the clock the report names (the cached top closes at 36-40 MHz)
-    assert report["timing_met"] and report["fmax_mhz"] >= report["target_mhz"] >= 35.0
-    assert f"cache      4 entries, linf, {eng.fmt.image_bytes}-byte slot images; hit {eng.hit_cycles} cycles" in text
-    assert (out / "mlp12-cache4-linf.bin").stat().st_size > 100_000
+    for key, r in report["resources"].items():
+        assert 0 <= r["used"] <= r["available"] == DEVICE_LIMITS[key][2], (key, r)
+    assert report["resources"]["DSP"]["used"] == 8 and report["resources"]["SPRAM"]["used"] == 4
+    # timing met at the clock the report names, and that clock is 40 MHz or more
+    assert report["timing_met"] and report["fmax_mhz"] >= report["target_mhz"] >= 40.0
+    assert f"cache      16 entries, linf, {eng.fmt.image_bytes}-byte slot images; hit {eng.hit_cycles} cycles" in text
+    assert (out / "basicmotions_h64x64-cache16-linf.bin").stat().st_size > 100_000
 
 
 def test_cache_build_arguments(tmp_path, capsys):
