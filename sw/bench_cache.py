@@ -55,8 +55,9 @@ MARGINS = (8.0, 16.0, 32.0, 64.0)
 #: Training epochs per stream, for the plain and the region-trained networks alike (the
 #: data sets' defaults, :data:`pwlnet.train.DEFAULT_EPOCHS`).
 EPOCHS = {"daphnet": 50, "basicmotions": 100}
-#: Clock of the cached iCEBreaker build (MHz) used for the microseconds per inference.
-CLOCK_MHZ = 36.0
+#: Clock of the cached iCEBreaker build (MHz) used for the microseconds per inference: the
+#: last ``make bitstream BOARD=icebreaker CACHE=16`` (README).
+CLOCK_MHZ = 42.0
 
 
 def _radius_stats(run, metric):
@@ -192,7 +193,7 @@ def print_cache_table(rows, clock_mhz=CLOCK_MHZ, out=sys.stdout):
     """The Markdown table of :func:`cache_table`'s rows."""
     cols = ["stream (inputs)", "layers", "training", "float acc.", "8-bit acc.", "metric", "N",
             "hit rate (host-filled)", "hit rate (preloaded)", "argmax changes", "false hits",
-            "median bound (codes)", "cycles without", "cycles with (hit + lookup)", "speed-up",
+            "median bound of written entries (codes)", "cycles without", "cycles with (hit + lookup)", "speed-up",
             f"µs/inference at {clock_mhz:g} MHz", "entry bytes/inference"]
     print("| " + " | ".join(cols) + " |", file=out)
     print("|" + "---|" * len(cols), file=out)
