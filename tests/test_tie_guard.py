@@ -24,18 +24,24 @@ def _pre_round_outputs(model, codes):
     return acc * (last.multiplier / np.exp2(last.shift))
 
 
-@settings(max_examples=40, deadline=None)
-@given(models, st.integers(0, 2**31 - 1), st.sampled_from(regions.METRICS), st.sampled_from(["shift", "multiply"]))
-def test_full_network_error_bound_holds(spec, seed, metric, requant):
-    """Everywhere in a ball inside the region, v(x) lies in G(x) + L(x) +- r."""
+def _centers(spec, requant, seed):
+    """A random compiled network, and three random centers in its code range."""
     try:
         net, model, blocks = compiled(*spec, requant=requant)
     except QuantizeError:
         assume(False)
-    full = FullNetworkBound(model, blocks)
     rng = np.random.default_rng(seed)
     lo, hi = fx.signed_range(model.input_bits)
-    for c in rng.integers(lo, hi + 1, size=(3, model.input_dim)):
+    return model, blocks, rng, rng.integers(lo, hi + 1, size=(3, model.input_dim))
+
+
+@settings(max_examples=40, deadline=None)
+@given(models, st.integers(0, 2**31 - 1), st.sampled_from(regions.METRICS), st.sampled_from(["shift", "multiply"]))
+def test_full_network_error_bound_holds(spec, seed, metric, requant):
+    """Everywhere in a ball inside the region, v(x) lies in G(x) + L(x) +- r."""
+    model, blocks, rng, centers = _centers(spec, requant, seed)
+    full = FullNetworkBound(model, blocks)
+    for c in centers:
         try:
             entry = make_entry(model, blocks, c, metric, tie_guard=False)
         except EntryError:
@@ -55,13 +61,8 @@ def test_full_network_error_bound_holds(spec, seed, metric, requant):
 @settings(max_examples=60, deadline=None)
 @given(models, st.integers(0, 2**31 - 1), st.sampled_from(regions.METRICS), st.sampled_from(["shift", "multiply"]))
 def test_guarded_hits_keep_the_argmax(spec, seed, metric, requant):
-    try:
-        net, model, blocks = compiled(*spec, requant=requant)
-    except QuantizeError:
-        assume(False)
-    rng = np.random.default_rng(seed)
-    lo, hi = fx.signed_range(model.input_bits)
-    for c in rng.integers(lo, hi + 1, size=(3, model.input_dim)):
+    model, blocks, rng, centers = _centers(spec, requant, seed)
+    for c in centers:
         try:
             entry = make_entry(model, blocks, c, metric)
         except EntryError:
