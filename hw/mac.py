@@ -26,6 +26,27 @@ TARGETS = ("generic", "ice40")
 _DSP_BITS = 16
 
 
+def _sb_mac16(a, b, o, *, c=0, d=0, ohold=0, **output_params):
+    """An ``SB_MAC16`` in 16x16 signed mode with A/B input registers and the product
+    register; ``output_params`` choose what follows the product (output select, adder
+    inputs), ``c``/``d`` feed the adder and ``ohold`` holds the output registers."""
+    return Instance(
+        "SB_MAC16",
+        p_A_REG=1, p_B_REG=1, p_C_REG=0, p_D_REG=0,
+        p_TOP_8x8_MULT_REG=0, p_BOT_8x8_MULT_REG=0,
+        p_PIPELINE_16x16_MULT_REG1=0, p_PIPELINE_16x16_MULT_REG2=1,
+        p_MODE_8x8=0, p_A_SIGNED=1, p_B_SIGNED=1, p_NEG_TRIGGER=0,
+        **output_params,
+        i_CLK=ClockSignal("sync"), i_CE=1,
+        i_A=a, i_B=b, i_C=c, i_D=d,
+        i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0,
+        i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
+        i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
+        i_OHOLDTOP=ohold, i_OHOLDBOT=ohold, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
+        o_O=o,
+    )
+
+
 class LaneMultiplier(wiring.Component):
     """Pipelined signed multiplier ``p = a * b`` with :data:`MUL_LATENCY` cycles of latency.
 
@@ -76,26 +97,12 @@ class LaneMultiplier(wiring.Component):
             o32 = Signal(32)
             m.d.comb += [a16.eq(self.a), b16.eq(self.b),
                          self.p.eq(o32.as_signed()[:len(self.p)].as_signed())]
-            zero = 0
-            m.submodules.dsp = Instance(
-                "SB_MAC16",
-                # A/B input registers, 16x16 product register (rH), outputs taken from rH:
-                # two register stages and no adder/accumulator in the path.
-                p_A_REG=1, p_B_REG=1, p_C_REG=0, p_D_REG=0,
-                p_TOP_8x8_MULT_REG=0, p_BOT_8x8_MULT_REG=0,
-                p_PIPELINE_16x16_MULT_REG1=0, p_PIPELINE_16x16_MULT_REG2=1,
-                p_TOPOUTPUT_SELECT=3, p_BOTOUTPUT_SELECT=3,
+            # A/B input registers, 16x16 product register (rH), outputs taken from rH:
+            # two register stages and no adder/accumulator in the path.
+            m.submodules.dsp = _sb_mac16(
+                a16, b16, o32, p_TOPOUTPUT_SELECT=3, p_BOTOUTPUT_SELECT=3,
                 p_TOPADDSUB_LOWERINPUT=0, p_TOPADDSUB_UPPERINPUT=0, p_TOPADDSUB_CARRYSELECT=0,
-                p_BOTADDSUB_LOWERINPUT=0, p_BOTADDSUB_UPPERINPUT=0, p_BOTADDSUB_CARRYSELECT=0,
-                p_MODE_8x8=0, p_A_SIGNED=1, p_B_SIGNED=1, p_NEG_TRIGGER=0,
-                i_CLK=ClockSignal("sync"), i_CE=1,
-                i_A=a16, i_B=b16, i_C=zero, i_D=zero,
-                i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0,
-                i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
-                i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
-                i_OHOLDTOP=0, i_OHOLDBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
-                o_O=o32,
-            )
+                p_BOTADDSUB_LOWERINPUT=0, p_BOTADDSUB_UPPERINPUT=0, p_BOTADDSUB_CARRYSELECT=0)
         return m
 
 
@@ -177,23 +184,11 @@ class LaneMAC(wiring.Component):
         m.d.comb += [a16.eq(self.a), b16.eq(self.b),
                      self.acc.eq(o32[:self._acc_bits].as_signed()),
                      fb.eq(Mux(self.clr, 0, self.acc))]
-        m.submodules.dsp = Instance(
-            "SB_MAC16",
-            # A/B input registers, 16x16 product register (H), 32-bit adder H + {C, D}
-            # into the output registers, which are the accumulator (OUTPUT_SELECT 1).
-            p_A_REG=1, p_B_REG=1, p_C_REG=0, p_D_REG=0,
-            p_TOP_8x8_MULT_REG=0, p_BOT_8x8_MULT_REG=0,
-            p_PIPELINE_16x16_MULT_REG1=0, p_PIPELINE_16x16_MULT_REG2=1,
+        # A/B input registers, 16x16 product register (H), 32-bit adder H + {C, D}
+        # into the output registers, which are the accumulator (OUTPUT_SELECT 1).
+        m.submodules.dsp = _sb_mac16(
+            a16, b16, o32, c=fb[16:], d=fb[:16], ohold=~self.en,
             p_TOPOUTPUT_SELECT=1, p_BOTOUTPUT_SELECT=1,
             p_TOPADDSUB_LOWERINPUT=2, p_TOPADDSUB_UPPERINPUT=1, p_TOPADDSUB_CARRYSELECT=2,
-            p_BOTADDSUB_LOWERINPUT=2, p_BOTADDSUB_UPPERINPUT=1, p_BOTADDSUB_CARRYSELECT=0,
-            p_MODE_8x8=0, p_A_SIGNED=1, p_B_SIGNED=1, p_NEG_TRIGGER=0,
-            i_CLK=ClockSignal("sync"), i_CE=1,
-            i_A=a16, i_B=b16, i_C=fb[16:], i_D=fb[:16],
-            i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0,
-            i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
-            i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
-            i_OHOLDTOP=~self.en, i_OHOLDBOT=~self.en, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
-            o_O=o32,
-        )
+            p_BOTADDSUB_LOWERINPUT=2, p_BOTADDSUB_UPPERINPUT=1, p_BOTADDSUB_CARRYSELECT=0)
         return m
