@@ -26,6 +26,21 @@ TARGETS = ("generic", "ice40")
 _DSP_BITS = 16
 
 
+def _check_lane(target, **widths):
+    """The checks both lane components make: positive integer widths, a known target,
+    operands an ``SB_MAC16`` takes."""
+    for name, v in widths.items():
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an integer, not {v!r}")
+        if v < 1:
+            raise ValueError(f"{name} must be at least 1, not {v}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    widest = max(widths["a_bits"], widths["b_bits"])
+    if target == "ice40" and widest > _DSP_BITS:
+        raise ValueError(f"SB_MAC16 operands are at most {_DSP_BITS} bits, not {widest}")
+
+
 def _sb_mac16(a, b, o, *, c=0, d=0, ohold=0, **output_params):
     """An ``SB_MAC16`` in 16x16 signed mode with A/B input registers and the product
     register; ``output_params`` choose what follows the product (output select, adder
@@ -68,16 +83,7 @@ class LaneMultiplier(wiring.Component):
     """
 
     def __init__(self, a_bits, b_bits, *, target="generic"):
-        for name, v in (("a_bits", a_bits), ("b_bits", b_bits)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an integer, not {v!r}")
-            if v < 1:
-                raise ValueError(f"{name} must be at least 1, not {v}")
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
-        if target == "ice40" and max(a_bits, b_bits) > _DSP_BITS:
-            raise ValueError(f"SB_MAC16 operands are at most {_DSP_BITS} bits, not "
-                             f"{max(a_bits, b_bits)}")
+        _check_lane(target, a_bits=a_bits, b_bits=b_bits)
         self._a_bits, self._b_bits, self._target = a_bits, b_bits, target
         super().__init__({
             "a": In(signed(a_bits)),
@@ -150,16 +156,7 @@ class LaneMAC(wiring.Component):
     """
 
     def __init__(self, a_bits, b_bits, acc_bits, *, target="generic"):
-        for name, v in (("a_bits", a_bits), ("b_bits", b_bits), ("acc_bits", acc_bits)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an integer, not {v!r}")
-            if v < 1:
-                raise ValueError(f"{name} must be at least 1, not {v}")
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
-        if target == "ice40" and max(a_bits, b_bits) > _DSP_BITS:
-            raise ValueError(f"SB_MAC16 operands are at most {_DSP_BITS} bits, not "
-                             f"{max(a_bits, b_bits)}")
+        _check_lane(target, a_bits=a_bits, b_bits=b_bits, acc_bits=acc_bits)
         self._a_bits, self._b_bits, self._acc_bits, self._target = a_bits, b_bits, acc_bits, target
         super().__init__({
             "a": In(signed(a_bits)),
