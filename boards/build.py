@@ -214,7 +214,7 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
         raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
     model_dir = Path(model_dir)
     model = artifact.load(model_dir)
-    from ..hwcache import METRICS
+    from ..code_cache import METRICS
     if isinstance(cache_entries, bool) or not isinstance(cache_entries, int) or not 0 <= cache_entries <= 256:
         raise ValueError(f"cache entries must be an integer in 0..256, not {cache_entries!r}")
     if cache_metric not in METRICS:

@@ -21,7 +21,7 @@ table, weight memory and parameter memory (:class:`~pwlnet.hw.engine.MLPEngine` 
 :attr:`CachedEngine.hit_cycles` cycles (``ceil(n_out / P)`` passes of ``d`` reads plus
 one) instead of :attr:`CachedEngine.cycles_per_inference`.
 
-Entry writes (``cw``) carry the bytes of :meth:`pwlnet.hwcache.SlotFormat.image`: weight
+Entry writes (``cw``) carry the bytes of :meth:`pwlnet.code_cache.SlotFormat.image`: weight
 words, channel parameters, bound, center.  The writer takes the first byte only when no
 inference is in flight (nothing loaded, running or being written back), and from the
 cycle after a write is offered it holds off the *first* code of new inputs, so an
@@ -29,8 +29,8 @@ inference sees either all of an entry or none of it: those whose first code was 
 before the write's first byte see the old slot, later ones the new.  ``clear`` is ordered the same
 way.  The bank marks the slot valid with its last center code, which comes last.
 
-Bit-exact with :class:`pwlnet.hwcache.HwCache` (hit, slot, output codes) driven by
-:class:`pwlnet.hwcache.CacheHost`; :func:`pwlnet.hwcache.run_stream` with
+Bit-exact with :class:`pwlnet.code_cache.HwCache` (hit, slot, output codes) driven by
+:class:`pwlnet.code_cache.CacheHost`; :func:`pwlnet.code_cache.run_stream` with
 ``slot_format`` is the whole host-and-device loop.
 """
 
@@ -42,9 +42,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from pwlnet import hwcache
+from pwlnet import code_cache
 
-from .cache import ComparatorBank
+from .comparator_bank import ComparatorBank
 from .engine import MLPEngine
 from .params import check_int
 
@@ -79,11 +79,11 @@ class CachedEngine(wiring.Component):
         As for :class:`~pwlnet.hw.engine.MLPEngine`; on ``"ice40"``, ``"auto"`` counts the
         bank's center memory against the EBR budget too, so a large cache can move the
         weights to SPRAM (then loaded over the host link after power-up).
-    preload : sequence of pwlnet.hwcache.HwEntry
+    preload : sequence of pwlnet.code_cache.HwEntry
         Entries for slots ``0, 1, ...`` at configuration (and after reset), e.g. from
-        :func:`pwlnet.hwcache.preload`; each must fit :attr:`fmt`.
+        :func:`pwlnet.code_cache.preload`; each must fit :attr:`fmt`.
     squarer : {"logic", "ebr"}
-        ``l2`` only, see :class:`~pwlnet.hw.cache.ComparatorBank`.
+        ``l2`` only, see :class:`~pwlnet.hw.comparator_bank.ComparatorBank`.
 
     Attributes
     ----------
@@ -108,7 +108,7 @@ class CachedEngine(wiring.Component):
     idle : Out(1)
         No inference loaded or running and no write or clear pending (outputs may still
         wait to be read).
-    fmt : pwlnet.hwcache.SlotFormat
+    fmt : pwlnet.code_cache.SlotFormat
         Slot widths and the entry image layout.
     engine : MLPEngine
     bank : ComparatorBank
@@ -131,20 +131,20 @@ class CachedEngine(wiring.Component):
     def __init__(self, model, lanes, entries, metric, *, target="generic", weight_memory="auto", preload=(),
                  squarer="logic"):
         self._entries = check_int(entries, "entries", 1)
-        if metric not in hwcache.METRICS:
-            raise ValueError(f"metric must be one of {', '.join(hwcache.METRICS)}, not {metric!r}")
+        if metric not in code_cache.METRICS:
+            raise ValueError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
         self._model = model
         self._target = target
-        self.fmt = fmt = hwcache.SlotFormat(model, lanes, metric)
+        self.fmt = fmt = code_cache.SlotFormat(model, lanes, metric)
         preload = list(preload)
         if len(preload) > self._entries:
             raise ValueError(f"preload has {len(preload)} entries; the cache has {self._entries} slots")
         for k, e in enumerate(preload):
-            if not isinstance(e, hwcache.HwEntry):
-                raise TypeError(f"preload[{k}] must be a pwlnet.hwcache.HwEntry, not {e!r}")
+            if not isinstance(e, code_cache.HwEntry):
+                raise TypeError(f"preload[{k}] must be a pwlnet.code_cache.HwEntry, not {e!r}")
             try:
                 fmt.check(e)
-            except hwcache.EntryError as err:
+            except code_cache.EntryError as err:
                 raise ValueError(f"preload[{k}]: {err}") from None
         self._preload = preload
         layers = [e.layer for e in preload] + [None] * (self._entries - len(preload))

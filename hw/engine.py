@@ -136,7 +136,7 @@ class _Plan:
         for l in table:
             reach = int(np.abs(l.weight).sum(axis=1).max(initial=0)) << (l.in_bits - 1)
             acc = max(acc, l.acc_bits, _width(-reach, reach))
-        # Writable cache slots (`slots`, a pwlnet.hwcache.SlotFormat): the widths must hold
+        # Writable cache slots (`slots`, a pwlnet.code_cache.SlotFormat): the widths must hold
         # whatever entry the host may write later, not only the slots' initial contents.
         if slots is not None:
             acc = max(acc, slots.wx_bits)
@@ -409,7 +409,7 @@ class MLPEngine(wiring.Component):
         self._slots = slot_format if self._n_slots else None
         if self._n_slots:
             if slot_format is None:
-                raise ValueError("cache_slots needs slot_format (a pwlnet.hwcache.SlotFormat)")
+                raise ValueError("cache_slots needs slot_format (a pwlnet.code_cache.SlotFormat)")
             if slot_format.lanes != lanes or slot_format.dim != model.input_dim or slot_format.n_out != model.output_dim:
                 raise ValueError(f"slot_format {slot_format!r} does not describe this model at {lanes} lanes")
             slot_layers = list(slot_layers) if slot_layers is not None else [None] * self._n_slots
@@ -479,7 +479,7 @@ class MLPEngine(wiring.Component):
         """Payload of the ``cw`` port: one weight word or one channel's parameters per beat.
 
         ``kind`` 0 writes ``word`` to weight address ``addr``; ``kind`` 1 writes ``off``,
-        ``mult`` and ``shift`` (``pwlnet.hwcache.SlotFormat`` widths) to channel ``addr``.
+        ``mult`` and ``shift`` (``pwlnet.code_cache.SlotFormat`` widths) to channel ``addr``.
         """
         f, pl = self._slots, self._plan
         return data.StructLayout({

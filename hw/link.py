@@ -83,7 +83,7 @@ RESERVED_COMMANDS = range(0x10, 0x20)
 #: The cache commands a cached build implements (the rest of :data:`RESERVED_COMMANDS`
 #: stays ``UNSUPPORTED``).
 CACHE_COMMANDS = (Command.CACHE_WRITE, Command.CACHE_CLEAR, Command.CACHE_STATS, Command.CACHE_INFO)
-#: Metric codes of the CACHE_INFO reply (the same as :mod:`pwlnet.hwcache`'s entry words).
+#: Metric codes of the CACHE_INFO reply (the same as :mod:`pwlnet.code_cache`'s entry words).
 CACHE_METRIC_CODES = {"l2": 0, "linf": 1, "l1": 2}
 
 
@@ -195,7 +195,7 @@ class CacheInfo:
     Wire layout (9 bytes, little-endian): ``u16 entries, u8 metric, u16 image_bytes,
     u32 hit_cycles``.  ``metric`` is a :data:`CACHE_METRIC_CODES` code (0 ``l2``,
     1 ``linf``, 2 ``l1``); ``image_bytes`` is the length of one slot image
-    (:meth:`pwlnet.hwcache.SlotFormat.image`), so a CACHE_WRITE payload is
+    (:meth:`pwlnet.code_cache.SlotFormat.image`), so a CACHE_WRITE payload is
     ``1 + image_bytes`` bytes; ``hit_cycles`` is the cycles an inference answered by an
     entry occupies the engine (a miss takes INFO's ``cycles_per_inference``).
     """
@@ -298,7 +298,7 @@ class Link(wiring.Component):
         Slots of the cached engine behind the link (0: no cache; the cache commands are
         answered ``UNSUPPORTED`` and the engine ports are those of the plain engine).
     cache_image_bytes : int
-        Bytes of one slot image (:attr:`pwlnet.hwcache.SlotFormat.image_bytes`).
+        Bytes of one slot image (:attr:`pwlnet.code_cache.SlotFormat.image_bytes`).
     cache_metric : {"l2", "linf", "l1"}
         The comparator bank's metric, reported by ``CACHE_INFO``.
     cache_hit_cycles : int

@@ -64,7 +64,7 @@ class CacheConfig:
     metric : str
         Ball metric of the comparator bank.
     preload : tuple
-        Entries in the slots at configuration (:class:`pwlnet.hwcache.HwEntry`, slot
+        Entries in the slots at configuration (:class:`pwlnet.code_cache.HwEntry`, slot
         ``k`` for the ``k``-th), passed to the engine as they are.
     squarer : str
         The ``l2`` bank's squarer (``"logic"`` or ``"ebr"``).
@@ -79,7 +79,7 @@ class CacheConfig:
         """A JSON-able description of everything here the hardware depends on.
 
         Preloaded entries enter with their whole "write entry" payload
-        (:meth:`pwlnet.hwcache.HwEntry.to_words`): center, bound, metric, weights,
+        (:meth:`pwlnet.code_cache.HwEntry.to_words`): center, bound, metric, weights,
         biases, multipliers and shifts."""
         pre = []
         for item in self.preload:
@@ -450,7 +450,7 @@ def collect_waves(b: Build, run_dir: Path):
 
 def run(b: Build, codes, *, seed=0, clean=16, gap_prob=0.2, stall_prob=0.2, max_gap=3,
         waves=False, verbose=False, keep=False, reference=None) -> dict:
-    """Run :mod:`pwlnet.sim.bench_engine` on a build with the input codes ``(N, d)``.
+    """Run :mod:`pwlnet.sim.engine_tb` on a build with the input codes ``(N, d)``.
 
     Parameters
     ----------
@@ -474,7 +474,7 @@ def run(b: Build, codes, *, seed=0, clean=16, gap_prob=0.2, stall_prob=0.2, max_
     Returns
     -------
     dict
-        The bench's result (see :mod:`pwlnet.sim.bench_engine`) plus ``outputs``
+        The bench's result (see :mod:`pwlnet.sim.engine_tb`) plus ``outputs``
         (``(N, n_out)`` int64), ``argmax``, ``run_dir``, ``run_s`` and ``info``.
     """
     waves = _effective_waves(waves)
@@ -493,7 +493,7 @@ def run(b: Build, codes, *, seed=0, clean=16, gap_prob=0.2, stall_prob=0.2, max_
            "cycles_hint": b.info.get("cycles_per_inference") or b.info.get("ideal_cycles")}
     # cocotb's runner checks results and calls sys.exit itself when it sees pytest;
     # both that and a simulator crash surface as SystemExit, which must not end pytest.
-    failure, run_s, log = run_bench(b, "pwlnet.sim.bench_engine", job, run_dir, seed=seed, waves=waves,
+    failure, run_s, log = run_bench(b, "pwlnet.sim.engine_tb", job, run_dir, seed=seed, waves=waves,
                                     verbose=verbose)
     res_file = run_dir / "result.json"
     if not res_file.is_file():

@@ -17,7 +17,7 @@ Everything below comes from one command (``python -m pwlnet.bench cache``, or
   microseconds per inference at the cached build's clock, and the host link traffic
   that filling the entries costs (entry image bytes per inference).  Beside it, the hit
   rate of a cache *preloaded at build time* from the training stream and never written
-  (:func:`pwlnet.hwcache.preload`; a standalone node without a host).
+  (:func:`pwlnet.code_cache.preload`; a standalone node without a host).
 * :func:`margin_plots` -- hit rate and 8-bit accuracy against ``gamma``; histograms of
   the safe radius along the test streams, plain against region-trained.
 * :func:`bank_cost_table` -- the comparator bank's iCE40UP5K cost after yosys synthesis
@@ -117,9 +117,9 @@ def train_models(tmp, streams=STREAMS, margins=MARGINS, metrics=BANK_METRICS, *,
 
 def _preloaded_hit_rate(model, net, train_codes, test_codes, n, metric):
     """Hit rate of a cache filled at build time from ``train_codes`` and never written again."""
-    from . import hwcache
-    cache = hwcache.HwCache(model, n, metric)
-    for slot, entry in enumerate(hwcache.preload(model, net, train_codes, n, metric)):
+    from . import code_cache
+    cache = code_cache.HwCache(model, n, metric)
+    for slot, entry in enumerate(code_cache.preload(model, net, train_codes, n, metric)):
         cache.write_entry(slot, entry)
     return float(cache.lookup(test_codes).hit.mean())
 
@@ -152,7 +152,7 @@ def cache_table(trained=None, entries=ENTRIES, metrics=BANK_METRICS, *, policy="
     """
     from . import data, golden
     from .cache_run import run_cache
-    from .hwcache import SlotFormat
+    from .code_cache import SlotFormat
     from .onnx_import import load_onnx
 
     with tempfile.TemporaryDirectory() as own_tmp:
@@ -218,7 +218,7 @@ def margin_plots(rows, trained, directory, *, entries=16, dpi=100):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from . import data, golden, hwcache, regions
+    from . import data, golden, code_cache, regions
     from .onnx_import import load_onnx
 
     directory = Path(directory)
@@ -258,7 +258,7 @@ def margin_plots(rows, trained, directory, *, entries=16, dpi=100):
         for t, colour in ((plain[0] if plain else None, "tab:gray"), (wide[-1] if wide else None, "tab:blue")):
             if t is None:
                 continue
-            blocks = hwcache.code_blocks(t.model, load_onnx(t.onnx))
+            blocks = code_cache.code_blocks(t.model, load_onnx(t.onnx))
             codes = golden.quantize_inputs(t.model, data.stream(name)[0]).astype(np.float64)
             r = regions.linearize_batch(blocks, codes).radii["linf"]
             ax.hist(np.clip(r, 0, 64), bins=64, range=(0, 64), alpha=0.6, color=colour,
@@ -279,7 +279,7 @@ def bank_cost_table(dims=None, entries=ENTRIES, metrics=BANK_METRICS, *, code_bi
 
     ``dims`` maps a label to ``d`` (default: the streams' feature counts, 12 and 24).
     """
-    from .hw.cache import ComparatorBank
+    from .hw.comparator_bank import ComparatorBank
     from .hw.synth_report import synth_ice40
 
     dims = dims or {"daphnet": 12, "basicmotions": 24}
@@ -451,7 +451,7 @@ def add_bench_arguments(parser):
     parser.add_argument("--streams", default=",".join(STREAMS), help="sensor streams, comma-separated")
     parser.add_argument("--clock-mhz", type=float, default=CLOCK_MHZ,
                         help=f"clock of the cached build for the microseconds per inference (default {CLOCK_MHZ:g})")
-    from .hwcache import POLICIES
+    from .code_cache import POLICIES
     parser.add_argument("--policy", choices=POLICIES, default="lru", help="slot the host overwrites on a miss")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-synth", action="store_true", help="skip the comparator bank's yosys resource counts")

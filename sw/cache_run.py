@@ -1,30 +1,30 @@
 """``pwlnet cache``: run an input stream through the hardware cache, golden model or RTL.
 
 The stream is quantized with the compiled model's input quantizer and looked up in
-order.  Without ``--simulator`` :func:`pwlnet.hwcache.run_stream` does it, filling a slot
+order.  Without ``--simulator`` :func:`pwlnet.code_cache.run_stream` does it, filling a slot
 on every miss exactly as the host would (it linearizes the float network at the missed
 codes and writes the entry): which inputs hit, the entry that answered, and the output
 codes returned.  Its cycle figures are the engine's exact analytic counts
 (:class:`pwlnet.hw.engine.MLPEngine` never stalls inside an inference): a miss costs the
 whole network, a hit the entry's one-layer program ``W x + b``, and both add the
-comparator bank's lookup latency (:data:`pwlnet.hw.cache.LOOKUP_LATENCY`), since the
+comparator bank's lookup latency (:data:`pwlnet.hw.comparator_bank.LOOKUP_LATENCY`), since the
 engine can only choose the program once the bank has answered.
 
 With ``--simulator verilator|icarus`` the same stream runs through the RTL of the engine
 with the cache (:class:`pwlnet.hw.cached_engine.CachedEngine`) in cocotb
-(:func:`pwlnet.sim.cache_sim.simulate_cache`), driven as the host drives it: one input,
+(:func:`pwlnet.sim.cached_engine_sim.simulate_cache`), driven as the host drives it: one input,
 its answer, and on a miss the new entry written to the slot the policy picks, before the
 next input.  The result file then holds the RTL's answers, the cycles per inference
 printed are *measured* in the simulation (first input beat to last output beat), and
 every answer and the hit/miss counters are compared with the golden model in lockstep
-(:func:`~pwlnet.hwcache.run_stream` with the engine's slot format: entries that do not
+(:func:`~pwlnet.code_cache.run_stream` with the engine's slot format: entries that do not
 fit a slot stay unwritten on both sides).  Any difference makes the command exit with
 status 1.  ``pwlnet run --cache`` hands :func:`run_cache` a board's answers the same way
 (``board=``, from :meth:`pwlnet.host.Device.run_cached`) and checks them likewise.
 
 Why the float network is needed.  A compiled model keeps only quantized weights, and the
 safe radius of an entry must be the float network's (the one whose linear regions the
-guarantee is about, :mod:`pwlnet.hwcache`).  The ONNX file the model was compiled from is
+guarantee is about, :mod:`pwlnet.code_cache`).  The ONNX file the model was compiled from is
 therefore an input; when the model records the file's SHA-256 (``pwlnet compile`` does),
 the file is checked against it, because radii computed from another network would make
 hits that are not exact.
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifact, golden, hwcache, ir
+from . import artifact, golden, code_cache, ir
 from .artifact import CompiledModel
 
 __all__ = ["CacheRunError", "CacheRun", "DEFAULT_LANES", "SIMULATORS",
@@ -83,8 +83,8 @@ class CacheRun:
         ``codes * output_scale``, the format of ``pwlnet predict``.
     full_codes : numpy.ndarray of int64, shape (N, n_out)
         The full quantized network's output codes (:func:`pwlnet.golden.forward`).
-    stream : pwlnet.hwcache.StreamResult
-        Everything :func:`pwlnet.hwcache.run_stream` recorded (the golden model).
+    stream : pwlnet.code_cache.StreamResult
+        Everything :func:`pwlnet.code_cache.run_stream` recorded (the golden model).
     lanes : int
         Engine lanes ``P`` of the cycle figures.
     cycles_full : int
@@ -93,7 +93,7 @@ class CacheRun:
         An entry's one-layer program's cycles (``None`` if no entry could be made).
     lookup_latency : int
         The comparator bank's cycles from the last query beat to its answer.
-    rtl : pwlnet.sim.cache_sim.CacheSimResult or None
+    rtl : pwlnet.sim.cached_engine_sim.CacheSimResult or None
         The RTL run (measured cycles, mismatches against the golden model), when one
         was asked for.
     board : pwlnet.host.CachedRun or None
@@ -108,7 +108,7 @@ class CacheRun:
     codes: np.ndarray
     outputs: np.ndarray
     full_codes: np.ndarray
-    stream: hwcache.StreamResult
+    stream: code_cache.StreamResult
     lanes: int
     cycles_full: int
     cycles_hit: int | None
@@ -205,7 +205,7 @@ def _as_blocks(model: CompiledModel, net):
     if isinstance(net, (str, os.PathLike)):
         net = load_float_network(model, net)
     try:
-        blocks = hwcache.code_blocks(model, net)
+        blocks = code_cache.code_blocks(model, net)
     except (TypeError, ValueError) as e:
         raise CacheRunError(f"float network: {e}") from None
     if blocks[0][0].shape[1] != model.input_dim or blocks[-1][0].shape[0] != model.output_dim:
@@ -229,7 +229,7 @@ def engine_cycles(model: CompiledModel, lanes: int, entry_layer=None) -> tuple:
 
 
 def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net=None,
-              lanes=DEFAULT_LANES, margin=hwcache.DEFAULT_MARGIN, simulator=None, target="generic",
+              lanes=DEFAULT_LANES, margin=code_cache.DEFAULT_MARGIN, simulator=None, target="generic",
               verbose=False, board=None) -> CacheRun:
     """Run float inputs through the hardware cache in order: the golden model, or the RTL too.
 
@@ -243,17 +243,17 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
         Slots of the comparator bank.
     metric : {"l2", "linf", "l1"}
     policy : {"lru", "round_robin"}
-        The host's slot choice on a miss (:func:`pwlnet.hwcache.run_stream`).
+        The host's slot choice on a miss (:func:`pwlnet.code_cache.run_stream`).
     net : pwlnet.ir.Network, list of blocks or path to ONNX
         The float network the model was compiled from; it gives the safe radii.  A path
         is checked against the model's recorded SHA-256.
     lanes : int
         Engine lanes ``P`` (of the cycle figures, and of the simulated engine).
     margin : float
-        Relative shrink of each radius (:func:`pwlnet.hwcache.radius_bound`).
+        Relative shrink of each radius (:func:`pwlnet.code_cache.radius_bound`).
     simulator : {"verilator", "icarus"}, optional
         Also run the stream through the RTL of the cached engine on this simulator
-        (:func:`pwlnet.sim.cache_sim.simulate_cache`); the answers in the result are then
+        (:func:`pwlnet.sim.cached_engine_sim.simulate_cache`); the answers in the result are then
         the RTL's, :attr:`CacheRun.rtl` holds the measured cycles and the mismatches
         against the golden model, and the golden model keeps to the engine's slot
         format (entries that do not fit a slot are not written).
@@ -288,10 +288,10 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
     model = _as_model(model_dir_or_model)
     if isinstance(entries, bool) or not isinstance(entries, (int, np.integer)) or entries < 1:
         raise CacheRunError(f"entries must be a positive integer, not {entries!r}")
-    if metric not in hwcache.METRICS:
-        raise CacheRunError(f"metric must be one of {', '.join(hwcache.METRICS)}, not {metric!r}")
-    if policy not in hwcache.POLICIES:
-        raise CacheRunError(f"policy must be one of {', '.join(hwcache.POLICIES)}, not {policy!r}")
+    if metric not in code_cache.METRICS:
+        raise CacheRunError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
+    if policy not in code_cache.POLICIES:
+        raise CacheRunError(f"policy must be one of {', '.join(code_cache.POLICIES)}, not {policy!r}")
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
         raise CacheRunError(f"lanes must be a positive integer, not {lanes!r}")
     if simulator is not None and simulator not in SIMULATORS:
@@ -305,13 +305,13 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
     if board is not None and len(board.hit) != len(q):
         raise CacheRunError(f"the board's run has {len(board.hit)} answers for {len(q)} inputs")
     engine = simulator is not None or board is not None
-    fmt = hwcache.SlotFormat(model, int(lanes), metric) if engine else None
-    res = hwcache.run_stream(model, blocks, q, int(entries), metric, policy, margin=margin, verify=True,
+    fmt = code_cache.SlotFormat(model, int(lanes), metric) if engine else None
+    res = code_cache.run_stream(model, blocks, q, int(entries), metric, policy, margin=margin, verify=True,
                              slot_format=fmt)
     hit, slot, out_codes, center_codes = res.hit, res.slot, res.outputs, res.center
     rtl = None
     if simulator is not None:
-        from pwlnet.sim.cache_sim import simulate_cache
+        from pwlnet.sim.cached_engine_sim import simulate_cache
         rtl = simulate_cache(model, blocks, q, int(entries), metric, policy, simulator=simulator, lanes=int(lanes),
                              target=target, margin=margin, verbose=verbose)
     if engine:
@@ -330,11 +330,11 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
 
     # Any entry gives the program shape; make one at the first input if the stream wrote
     # none that survived (e.g. every entry uncacheable), so the figure is still defined.
-    from .hw.cache import LOOKUP_LATENCY
+    from .hw.comparator_bank import LOOKUP_LATENCY
     layer = None
     try:
-        layer = hwcache.make_entry(model, blocks, q[0], metric, margin=margin).layer
-    except hwcache.EntryError:
+        layer = code_cache.make_entry(model, blocks, q[0], metric, margin=margin).layer
+    except code_cache.EntryError:
         pass
     cycles_full, cycles_hit = engine_cycles(model, int(lanes), layer)
     return CacheRun(hit=hit, slot=slot, hit_center=hit_center, inputs=golden.dequantize_inputs(model, q),
@@ -378,12 +378,12 @@ def add_cache_arguments(parser):
     parser.add_argument("model_dir", metavar="DIR", help="compiled-model directory")
     parser.add_argument("--inputs", required=True, help=".npy of float inputs (N, *input_shape), in stream order")
     parser.add_argument("--entries", required=True, type=_positive_int, help="cache slots N")
-    parser.add_argument("--metric", required=True, choices=hwcache.METRICS,
+    parser.add_argument("--metric", required=True, choices=code_cache.METRICS,
                         help="ball metric of the comparator bank: l2, linf (no multiplier) or l1")
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="the ONNX file DIR was compiled from (needed: the safe radii are the float "
                              "network's; checked against the SHA-256 recorded in DIR)")
-    parser.add_argument("--policy", choices=hwcache.POLICIES, default="lru",
+    parser.add_argument("--policy", choices=code_cache.POLICIES, default="lru",
                         help="slot the host overwrites on a miss (default lru)")
     parser.add_argument("--lanes", type=_positive_int, default=DEFAULT_LANES,
                         help=f"engine lanes P, of the cycle figures and the simulated engine (default {DEFAULT_LANES})")

@@ -10,7 +10,7 @@ Layers, as in Glasgow's applets:
   replies) and offers :meth:`Device.info`, :meth:`Device.infer`, :meth:`Device.counters`
   and, on a build with the hypersphere cache, :meth:`Device.cache_info`,
   :meth:`Device.cache_write`, :meth:`Device.cache_clear`, :meth:`Device.cache_stats` and
-  :meth:`Device.run_cached` (the host's side of the cache, :class:`pwlnet.hwcache.CacheHost`).
+  :meth:`Device.run_cached` (the host's side of the cache, :class:`pwlnet.code_cache.CacheHost`).
 * :func:`cli_run` is ``pwlnet run``; with ``--cache`` the host fills the board's cache
   on misses and every answer is checked against the golden loop
   (:func:`pwlnet.cache_run.run_cache` with the board's run).
@@ -91,7 +91,7 @@ class CacheStats(collections.namedtuple("CacheStats", ["hits", "misses"])):
 class CachedRun(collections.namedtuple("CachedRun", ["outputs", "argmax", "hit", "slot", "written", "cycles",
                                                      "uncacheable"])):
     """What :meth:`Device.run_cached` saw, per input (``N`` rows), laid out like
-    :class:`pwlnet.hwcache.StreamResult`: ``outputs`` (N, n_out) output codes from the
+    :class:`pwlnet.code_cache.StreamResult`: ``outputs`` (N, n_out) output codes from the
     board, ``argmax`` (N,) the board's argmax, ``hit`` (N,) bool, ``slot`` (N,) the
     answering slot or -1, ``written`` (N,) the slot written after the miss or -1,
     ``cycles`` (N,) engine cycles, ``uncacheable`` the misses whose entry could not be
@@ -510,11 +510,11 @@ class Device:
         return cache
 
     def slot_format(self):
-        """The :class:`pwlnet.hwcache.SlotFormat` of the board's slots, made from the model
+        """The :class:`pwlnet.code_cache.SlotFormat` of the board's slots, made from the model
         given to the constructor and the board's lanes and metric; its image length is
         checked against the board's."""
         if self._slot_format is None:
-            from .hwcache import SlotFormat
+            from .code_cache import SlotFormat
             cache = self._need_cache()
             if self._model is None:
                 raise ValueError("cache entries need the model: make the Device with model=...")
@@ -527,9 +527,9 @@ class Device:
         return self._slot_format
 
     def cache_write(self, slot, entry):
-        """Write ``entry`` (:class:`pwlnet.hwcache.HwEntry`) into ``slot``.
+        """Write ``entry`` (:class:`pwlnet.code_cache.HwEntry`) into ``slot``.
 
-        The image is :meth:`pwlnet.hwcache.SlotFormat.image`; the board writes it only
+        The image is :meth:`pwlnet.code_cache.SlotFormat.image`; the board writes it only
         after the frame's CRC checks out (a frame that fails is re-sent, at most twice).
         Inferences sent afterwards see the new entry.
 
@@ -537,16 +537,16 @@ class Device:
         ------
         ValueError
             ``slot`` is not in ``0..entries-1``, or the model was not given.
-        pwlnet.hwcache.EntryError
+        pwlnet.code_cache.EntryError
             The entry does not fit the board's slots (the message names the field); nothing
             is sent.
         """
-        from .hwcache import HwEntry
+        from .code_cache import HwEntry
         cache = self._need_cache()
         if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)) or not 0 <= slot < cache.entries:
             raise ValueError(f"slot must be an integer in 0..{cache.entries - 1}, not {slot!r}")
         if not isinstance(entry, HwEntry):
-            raise TypeError(f"entry must be a pwlnet.hwcache.HwEntry, not {type(entry).__name__}")
+            raise TypeError(f"entry must be a pwlnet.code_cache.HwEntry, not {type(entry).__name__}")
         payload = bytes([int(slot)]) + self.slot_format().image(entry)
         for attempt in range(3):
             try:
@@ -574,8 +574,8 @@ class Device:
     def run_cached(self, codes_stream, net, policy="round_robin", *, clear=True, margin=None):
         """Run input codes through the board's cache in order, filling a slot on every miss.
 
-        The host's side is :class:`pwlnet.hwcache.CacheHost`, as in the golden loop
-        :func:`pwlnet.hwcache.run_stream` (with ``slot_format``): after each inference it
+        The host's side is :class:`pwlnet.code_cache.CacheHost`, as in the golden loop
+        :func:`pwlnet.code_cache.run_stream` (with ``slot_format``): after each inference it
         learns hit and slot from the reply, and on a miss makes the entry at the missed
         codes and writes it to the slot ``policy`` chooses (an entry that cannot be made or
         does not fit is not written).  So from an empty cache the board answers exactly as
@@ -586,19 +586,19 @@ class Device:
         codes_stream : array_like of int, shape (N, input_dim)
         net : pwlnet.ir.Network or list
             The float network the model was compiled from, or its code-space blocks
-            (:func:`pwlnet.hwcache.code_blocks`).
+            (:func:`pwlnet.code_cache.code_blocks`).
         policy : {"round_robin", "lru"}
         clear : bool
             Clear the board's cache first (default).  Without it the host knows nothing of
             the slots' contents and treats every slot as taken (a preloaded build).
         margin : float, optional
-            See :func:`pwlnet.hwcache.radius_bound`.
+            See :func:`pwlnet.code_cache.radius_bound`.
 
         Returns
         -------
         CachedRun
         """
-        from . import hwcache
+        from . import code_cache
         cache = self._need_cache()
         fmt = self.slot_format()
         codes_stream = np.asarray(codes_stream)
@@ -606,7 +606,7 @@ class Device:
             raise ValueError(f"input codes must be integers, not {codes_stream.dtype}")
         codes_stream = codes_stream.astype(np.int64).reshape(len(codes_stream), -1)
         kw = {} if margin is None else {"margin": margin}
-        host = hwcache.CacheHost(self._model, hwcache.code_blocks(self._model, net), cache.entries,
+        host = code_cache.CacheHost(self._model, code_cache.code_blocks(self._model, net), cache.entries,
                                  cache.metric, policy, slot_format=fmt, **kw)
         if clear:
             self.cache_clear()
@@ -659,7 +659,7 @@ NO_CACHE = "the bitstream has no cache; build it with --cache-entries N"
 def add_run_arguments(parser):
     """Add ``pwlnet run``'s arguments to an ``argparse`` parser."""
     from .cli import _positive_int   # the CLI's own rule for counts, not a second copy
-    from .hwcache import METRICS, POLICIES
+    from .code_cache import METRICS, POLICIES
     parser.add_argument("model_dir", metavar="DIR", help="compiled model directory")
     parser.add_argument("--inputs", required=True, help=".npy of float inputs (N, ...) or, with --codes, input codes")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -717,7 +717,7 @@ def cli_run(args):
     With ``--cache`` the host fills the board's cache on every miss
     (:meth:`Device.run_cached`) and every answer -- hit or miss, slot, output codes,
     argmax -- and the board's hit and miss counters are compared with the golden loop
-    (:func:`pwlnet.cache_run.run_cache`, :func:`pwlnet.hwcache.run_stream` with the
+    (:func:`pwlnet.cache_run.run_cache`, :func:`pwlnet.code_cache.run_stream` with the
     engine's slot format) on the same stream.
 
     Returns the process exit status: 0 if every output matches the golden model bit for

@@ -1,6 +1,6 @@
 """Region-aware training: a penalty that widens the linear regions around the data.
 
-The hypersphere cache (:mod:`pwlnet.hwcache`) answers an input from a stored affine map
+The hypersphere cache (:mod:`pwlnet.code_cache`) answers an input from a stored affine map
 when it lies in a ball around a known point that no hidden neuron's hyperplane crosses.
 For hidden neuron ``j`` with pre-activation ``z_j(x)`` and gradient row
 ``g_j(x) = d z_j / d x`` (constant inside ``x``'s linear region), the distance from

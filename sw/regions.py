@@ -4,8 +4,8 @@ A ReLU network is affine on each set of inputs that share one on/off pattern of 
 ReLU neurons.  :func:`linearize` finds, at a point ``c``, that pattern, the affine map
 ``f(x) = W x + b`` the network computes with it, and the radius of a ball around ``c``
 in which no neuron changes sign, so that ``f`` is exact throughout the ball: the
-numbers an entry of the hypersphere cache stores (:mod:`pwlnet.cache` in float space,
-:mod:`pwlnet.hwcache` in input-code space).
+numbers an entry of the hypersphere cache stores (:mod:`pwlnet.float_cache` in float space,
+:mod:`pwlnet.code_cache` in input-code space).
 
 The radius rule (this module owns it; everything else calls :func:`linearize`).  With
 ``c``'s pattern frozen, hidden neuron ``j`` (of any ReLU layer) has the affine

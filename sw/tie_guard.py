@@ -85,7 +85,7 @@ class FullNetworkBound:
     model : pwlnet.artifact.CompiledModel
         ReLU hidden layers, no LERP.
     blocks : list
-        The float network in code space (:func:`pwlnet.hwcache.code_blocks`), one
+        The float network in code space (:func:`pwlnet.code_cache.code_blocks`), one
         block per layer of ``model``.
     """
 

@@ -5,10 +5,10 @@ import argparse
 import numpy as np
 import pytest
 
-from pwlnet import golden, hwcache, regions, train
+from pwlnet import golden, code_cache, regions, train
 from pwlnet.cache_run import CacheRunError, add_cache_arguments, cli_cache, run_cache
 from pwlnet.compile import compile_onnx
-from pwlnet.hw.cache import LOOKUP_LATENCY
+from pwlnet.hw.comparator_bank import LOOKUP_LATENCY
 from pwlnet.hw.engine import MLPEngine
 from pwlnet.onnx_import import load_onnx
 
@@ -35,8 +35,8 @@ def walk(model, n=300, seed=0):
     return golden.dequantize_inputs(model, codes)
 
 
-@pytest.mark.parametrize("metric", hwcache.METRICS)
-@pytest.mark.parametrize("policy", hwcache.POLICIES)
+@pytest.mark.parametrize("metric", code_cache.METRICS)
+@pytest.mark.parametrize("policy", code_cache.POLICIES)
 def test_hits_exact_misses_full_network(trained, metric, policy):
     _, _, model, net = trained
     x = walk(model)
@@ -53,12 +53,12 @@ def test_hits_exact_misses_full_network(trained, metric, policy):
 
     # Every hit: the float pattern at the query equals the one at its center (checked here
     # independently of run_stream), and the output is the center's entry's affine piece.
-    blocks = hwcache.code_blocks(model, net)
+    blocks = code_cache.code_blocks(model, net)
     centers = golden.quantize_inputs(model, run.hit_center[hit])
     for c, qi, out in zip(centers, q[hit], run.codes[hit]):
         lin = regions.linearize(blocks, c.astype(np.float64))
         assert regions.same_pattern(blocks, qi[None].astype(np.float64), lin.pattern)[0]
-        entry = hwcache.make_entry(model, blocks, c, metric)
+        entry = code_cache.make_entry(model, blocks, c, metric)
         assert entry.hits(qi)
         np.testing.assert_array_equal(out, entry.evaluate(qi)[0])
     np.testing.assert_array_equal(run.codes[~hit], golden.forward(model, q[~hit]))
@@ -109,14 +109,14 @@ def test_cli_writes_the_result(trained, tmp_path, capsys):
 def _fake_rtl(monkeypatch, corrupt=None, fail=None):
     """Stand in for the RTL run: the golden loop's answers (or a build failure), optionally
     with one output code changed and reported, as the bench reports a mismatch.  The RTL
-    itself runs in tests/test_cocotb_cache.py; here only the command's handling is tested."""
-    from pwlnet.sim import cache_sim, runner
+    itself runs in tests/test_cached_engine_sim.py; here only the command's handling is tested."""
+    from pwlnet.sim import cached_engine_sim, runner
 
     def fake(model, blocks, q, entries, metric, policy, *, simulator, lanes, target, margin, verbose):
         if fail:
             raise runner.SimError(fail)
-        fmt = hwcache.SlotFormat(model, lanes, metric)
-        ref = hwcache.run_stream(model, blocks, q, entries, metric, policy, margin=margin, slot_format=fmt)
+        fmt = code_cache.SlotFormat(model, lanes, metric)
+        ref = code_cache.run_stream(model, blocks, q, entries, metric, policy, margin=margin, slot_format=fmt)
         out = ref.outputs.copy()
         bad = np.zeros(len(q), dtype=bool)
         details = []
@@ -126,7 +126,7 @@ def _fake_rtl(monkeypatch, corrupt=None, fail=None):
             details = [f"inference {corrupt}: outputs {out[corrupt].tolist()}, "
                        f"expected {ref.outputs[corrupt].tolist()}"]
         n = len(q)
-        return cache_sim.CacheSimResult(
+        return cached_engine_sim.CacheSimResult(
             hit=ref.hit, slot=ref.slot, outputs=out, argmax=golden.argmax(out), cycles=np.where(ref.hit, 30, 120),
             expected_hit=ref.hit, expected_slot=ref.slot, expected_outputs=ref.outputs, written=ref.written,
             bad=bad, mismatches=int(bad.sum()), details=details, hits=ref.hits, misses=ref.misses,
@@ -135,7 +135,7 @@ def _fake_rtl(monkeypatch, corrupt=None, fail=None):
             simulator=simulator, target=target, lanes=lanes, entries=entries, metric=metric, policy=policy,
             run_dir="/nowhere/run" if corrupt is not None else None)
 
-    monkeypatch.setattr(cache_sim, "simulate_cache", fake)
+    monkeypatch.setattr(cached_engine_sim, "simulate_cache", fake)
 
 
 def test_cli_simulator_reports_measured_cycles_and_rtl_answers(trained, tmp_path, capsys, monkeypatch):

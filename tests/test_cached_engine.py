@@ -5,11 +5,11 @@ Two kinds of run on Amaranth's simulator:
 
 * scripted: inputs, entry writes, clears and counter resets in program order, streamed
   with random input gaps and output back-pressure (inputs are not waited for, so writes
-  and clears meet inferences in flight); the golden :class:`pwlnet.hwcache.HwCache`
+  and clears meet inferences in flight); the golden :class:`pwlnet.code_cache.HwCache`
   applies the same operations in the same order;
 * host loop: one inference at a time, and on a miss the entry that
-  :class:`pwlnet.hwcache.CacheHost` makes is written before the next input -- exactly
-  :func:`pwlnet.hwcache.run_stream` with ``slot_format``, which gives the expected hits,
+  :class:`pwlnet.code_cache.CacheHost` makes is written before the next input -- exactly
+  :func:`pwlnet.code_cache.run_stream` with ``slot_format``, which gives the expected hits,
   slots and output codes.
 
 Each checks hit, slot, every output code, ``last``, argmax, the hit and miss counters
@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from pwlnet import golden, hwcache
+from pwlnet import golden, code_cache
 from pwlnet.hw.cached_engine import CachedEngine
 
-from test_hwcache import compiled
+from test_code_cache import compiled
 
 
 class Rig:
@@ -128,7 +128,7 @@ class Rig:
 
 def golden_ops(model, entries, metric, ops):
     """Expected ``(hit, slot, outputs)`` per inference and final ``(hits, misses)``."""
-    cache = hwcache.HwCache(model, entries, metric)
+    cache = code_cache.HwCache(model, entries, metric)
     exp = []
     hits = misses = 0
     for op in ops:
@@ -172,13 +172,13 @@ def scripted_ops(model, blocks, metric, entries, seed, n_ops=40):
     """Writes, clears, counter resets and inferences (near entries, exact centers, random)."""
     rng = np.random.default_rng(seed)
     lo, hi = -(1 << (model.input_bits - 1)), (1 << (model.input_bits - 1)) - 1
-    fmt = hwcache.SlotFormat(model, 1, metric)
+    fmt = code_cache.SlotFormat(model, 1, metric)
     made = []
     while len(made) < 2 * entries:
         c = rng.integers(lo // 4, hi // 4 + 1, model.input_dim)
         try:
-            e = hwcache.make_entry(model, blocks, c, metric)
-        except hwcache.EntryError:
+            e = code_cache.make_entry(model, blocks, c, metric)
+        except code_cache.EntryError:
             continue                    # a near-tie at c: the host makes no entry there
         if fmt.fits(e):
             made.append(e)
@@ -247,11 +247,11 @@ def test_preload_and_counters():
     net, model, blocks = compiled(5, 3, [12, 8], n_out=3)
     rng = np.random.default_rng(0)
     calib = golden.quantize_inputs(model, rng.normal(size=(200, 3)) * 0.3)
-    pre = hwcache.preload(model, net, calib, 3, "linf")
+    pre = code_cache.preload(model, net, calib, 3, "linf")
     assert len(pre) == 3
     dut = CachedEngine(model, 4, 4, "linf", preload=pre)
     ops = [("infer", e.center) for e in pre] + [("infer", c) for c in calib[:12]]
-    cache = hwcache.HwCache(model, 4, "linf")
+    cache = code_cache.HwCache(model, 4, "linf")
     for s, e in enumerate(pre):
         cache.write_entry(s, e)
     r = cache.lookup(np.stack([op[1] for op in ops]))
@@ -270,9 +270,9 @@ def test_host_loop_matches_run_stream(metric):
     path = np.hstack([np.sin(t), np.cos(1.7 * t), np.sin(0.6 * t)]) * 1.5
     codes = golden.quantize_inputs(model, path)
     dut = CachedEngine(model, 4, 4, metric)
-    want = hwcache.run_stream(model, blocks, codes, 4, metric, "lru", slot_format=dut.fmt)
+    want = code_cache.run_stream(model, blocks, codes, 4, metric, "lru", slot_format=dut.fmt)
     assert 0.1 < want.hit_rate < 0.9 and (want.written >= 0).sum() > 4      # replacements happen
-    host = hwcache.CacheHost(model, blocks, 4, metric, "lru", slot_format=dut.fmt)
+    host = code_cache.CacheHost(model, blocks, 4, metric, "lru", slot_format=dut.fmt)
     recs = Rig(dut, seed=3, out_stall=0.2).run([("infer", c) for c in codes], host=host)
     check(recs, list(zip(want.hit, np.maximum(want.slot, 0), want.outputs)))
     assert [r.get("written", (-1,))[0] for r in recs] == want.written.tolist()
@@ -288,7 +288,7 @@ def test_host_loop_matches_run_stream(metric):
 
 def test_rejects_entries_that_do_not_fit():
     net, model, blocks = compiled(5, 3, [12, 8], n_out=3)
-    e = hwcache.make_entry(model, blocks, [0, 0, 0], "linf")
+    e = code_cache.make_entry(model, blocks, [0, 0, 0], "linf")
     with pytest.raises(ValueError, match=r"^preload\[0\]: entry metric 'linf' differs from the slots' 'l2'$"):
         CachedEngine(model, 4, 2, "l2", preload=[e])
     with pytest.raises(ValueError, match=r"^preload has 3 entries; the cache has 2 slots$"):

@@ -212,11 +212,11 @@ def test_serial_transport_through_a_pty(model):
 
 # --- the hypersphere cache ---------------------------------------------------------------
 
-from pwlnet import hwcache  # noqa: E402
+from pwlnet import code_cache  # noqa: E402
 from pwlnet.host import CacheStats  # noqa: E402
 from pwlnet.hw.link import CacheInfo  # noqa: E402
 
-from test_hwcache import compiled  # noqa: E402
+from test_code_cache import compiled  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -255,13 +255,13 @@ def test_uncached_board_has_no_cache(device, model):
 def test_cache_write_hit_stats_clear(cdev, cached_case):
     _net, model, blocks, stream = cached_case
     info = cdev.cache_info()
-    fmt = hwcache.SlotFormat(model, 4, "linf")
+    fmt = code_cache.SlotFormat(model, 4, "linf")
     assert info == CacheInfo(3, "linf", fmt.image_bytes, info.hit_cycles) and info.hit_cycles > 0
     cdev.cache_clear()
     cdev.cache_stats(reset=True)
-    gold = hwcache.HwCache(model, 3, "linf")
+    gold = code_cache.HwCache(model, 3, "linf")
     x = stream[0]
-    e = hwcache.make_entry(model, blocks, x, "linf")
+    e = code_cache.make_entry(model, blocks, x, "linf")
     assert fmt.fits(e)
 
     def check(codes):
@@ -280,7 +280,7 @@ def test_cache_write_hit_stats_clear(cdev, cached_case):
     assert hit.cached and hit.slot == 2 and hit.cycles < miss.cycles
     # A corrupted write is refused and leaves the slots as they were.
     y = stream[1] if not e.hits(stream[1]) else -stream[1]
-    ey = hwcache.make_entry(model, blocks, y, "linf")
+    ey = code_cache.make_entry(model, blocks, y, "linf")
     bad = bytearray(encode_frame(Command.CACHE_WRITE, bytes([0]) + fmt.image(ey)))
     bad[-2] ^= 0x01
     cdev.transport.write(bytes(bad))
@@ -298,7 +298,7 @@ def test_cache_write_hit_stats_clear(cdev, cached_case):
 
 def test_cache_write_checked_on_the_host(cdev, cached_case):
     _net, model, blocks, stream = cached_case
-    e = hwcache.make_entry(model, blocks, stream[0], "linf")
+    e = code_cache.make_entry(model, blocks, stream[0], "linf")
     # The driver asks INFO and CACHE_INFO once, on first use: do that before counting,
     # so the count does not depend on which test used the shared board first.
     cdev.slot_format()
@@ -307,13 +307,13 @@ def test_cache_write_checked_on_the_host(cdev, cached_case):
         cdev.cache_write(3, e)
     with pytest.raises(ValueError, match=r"slot must be an integer in 0..2, not -1"):
         cdev.cache_write(-1, e)
-    with pytest.raises(TypeError, match="must be a pwlnet.hwcache.HwEntry"):
+    with pytest.raises(TypeError, match="must be a pwlnet.code_cache.HwEntry"):
         cdev.cache_write(0, e.layer)
-    with pytest.raises(hwcache.EntryError, match="entry metric 'l2' differs"):
-        cdev.cache_write(0, hwcache.make_entry(model, blocks, stream[0], "l2"))
+    with pytest.raises(code_cache.EntryError, match="entry metric 'l2' differs"):
+        cdev.cache_write(0, code_cache.make_entry(model, blocks, stream[0], "l2"))
     import dataclasses
     big = dataclasses.replace(e, layer=dataclasses.replace(e.layer, shift=e.layer.shift + 200))
-    with pytest.raises(hwcache.EntryError, match="shift .* is outside"):
+    with pytest.raises(code_cache.EntryError, match="shift .* is outside"):
         cdev.cache_write(0, big)
     # Nothing reached the board: only the COUNTERS request itself was counted.
     assert cdev.counters()["frames"] == frames + 1
@@ -324,7 +324,7 @@ def test_run_cached_matches_golden_loop(cdev, cached_case, policy):
     net, model, _blocks, stream = cached_case
     cdev.cache_stats(reset=True)
     run = cdev.run_cached(stream, net, policy)
-    gold = hwcache.run_stream(model, net, stream, 3, "linf", policy, slot_format=cdev.slot_format())
+    gold = code_cache.run_stream(model, net, stream, 3, "linf", policy, slot_format=cdev.slot_format())
     np.testing.assert_array_equal(run.hit, gold.hit)
     assert run.hit.any() and not run.hit.all()
     np.testing.assert_array_equal(run.slot, gold.slot)
@@ -344,7 +344,7 @@ def test_run_cached_l2(cached_case):
     with dev.transport:
         assert dev.cache_info().metric == "l2"
         run = dev.run_cached(stream[:8], net)
-        gold = hwcache.run_stream(model, net, stream[:8], 2, "l2", slot_format=dev.slot_format())
+        gold = code_cache.run_stream(model, net, stream[:8], 2, "l2", slot_format=dev.slot_format())
         np.testing.assert_array_equal(run.hit, gold.hit)
         np.testing.assert_array_equal(run.outputs, gold.outputs)
         assert dev.cache_stats() == CacheStats(gold.hits, gold.misses)
@@ -367,17 +367,17 @@ def test_cache_with_spram_weights(cached_case):
         assert (info.max_payload - 2) % info.weight_word_bytes == 0
         dev.load_weights(words)
         run = dev.run_cached(stream[:6], net)
-        gold = hwcache.run_stream(model, net, stream[:6], 2, "linf", slot_format=dev.slot_format())
+        gold = code_cache.run_stream(model, net, stream[:6], 2, "linf", slot_format=dev.slot_format())
         np.testing.assert_array_equal(run.hit, gold.hit)
         np.testing.assert_array_equal(run.outputs, gold.outputs)
 
 
 def test_cache_preload(cached_case):
     _net, model, blocks, stream = cached_case
-    e = hwcache.make_entry(model, blocks, stream[3], "linf")
+    e = code_cache.make_entry(model, blocks, stream[3], "linf")
     with pytest.raises(ValueError, match="cache_preload needs a cache"):
         SimTransport(model, lanes=4, cache_preload=[e])
-    gold = hwcache.HwCache(model, 2, "linf")
+    gold = code_cache.HwCache(model, 2, "linf")
     gold.write_entry(0, e)
     with SimTransport(model, lanes=4, divisor=6, cache_entries=2, cache_preload=[e]) as transport:
         dev = Device(transport, model=model)

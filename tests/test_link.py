@@ -241,11 +241,11 @@ def test_standin_engine_matches_golden(model):
 
 # --- the hypersphere cache ---------------------------------------------------------------
 
-from pwlnet import hwcache  # noqa: E402
+from pwlnet import code_cache  # noqa: E402
 from pwlnet.hw.cached_engine import CachedEngine  # noqa: E402
 from pwlnet.hw.link import CacheInfo  # noqa: E402
 
-from test_hwcache import compiled  # noqa: E402
+from test_code_cache import compiled  # noqa: E402
 
 CACHE_ENTRIES = 3
 
@@ -312,12 +312,12 @@ def run_cached_link(dut, actions, *, settle=600):
 def cache_case():
     """A compiled model with its float blocks, and two inputs whose entries fit the slots."""
     net, model, blocks = compiled(21, 4, [8], n_out=3)
-    fmt = hwcache.SlotFormat(model, 4, "linf")
+    fmt = code_cache.SlotFormat(model, 4, "linf")
     rng = np.random.default_rng(5)
     points, entries = [], []
     while len(points) < 2:
         q = rng.integers(-100, 100, size=model.input_dim)
-        e = hwcache.make_entry(model, blocks, q, "linf")
+        e = code_cache.make_entry(model, blocks, q, "linf")
         # Two entries that each miss the other's center, so each write is seen on its own.
         if fmt.fits(e) and not any(p.hits(q) or e.hits(p.center) for p in entries):
             points.append(q)
@@ -343,7 +343,7 @@ def check_cached_infer(model, frame, codes, cache):
 def test_cache_commands(cache_case):
     model, fmt, (x, y), (ex, ey) = cache_case
     dut = _CachedBench(model, 4, CACHE_ENTRIES, "linf")
-    gold = hwcache.HwCache(model, CACHE_ENTRIES, "linf")
+    gold = code_cache.HwCache(model, CACHE_ENTRIES, "linf")
     write_x = encode_frame(Command.CACHE_WRITE, bytes([1]) + fmt.image(ex))
     bad_y = bytearray(encode_frame(Command.CACHE_WRITE, bytes([2]) + fmt.image(ey)))
     bad_y[-1] ^= 0x10                                        # CRC byte flipped

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from pwlnet import data, golden, hwcache, margin, regions, train
+from pwlnet import data, golden, code_cache, margin, regions, train
 from pwlnet.models import LerpMLP, ReluMLP
 from pwlnet.quantize import code_space_blocks, input_quantizer
 
@@ -40,7 +40,7 @@ def test_distances_in_codes_are_the_compiled_models(metric):
 
     The network is trained on standardised inputs; the compiled model reads codes of the
     raw features.  The minimum distance at u must equal the radius of the float network in
-    code space (what hwcache stores) at the codes of the same point.
+    code space (what code_cache stores) at the codes of the same point.
     """
     rng = np.random.default_rng(0)
     raw = rng.normal(size=(200, 3)) * [1.0, 50.0, 0.01] + [0.0, 300.0, -2.0]
@@ -143,7 +143,7 @@ def _radii_in_codes(result, metric="linf"):
     ds = data.load(result.dataset)
     net = result.model.to_ir()
     model = quantize(net, ds.x_train)
-    blocks = hwcache.code_blocks(model, net)
+    blocks = code_cache.code_blocks(model, net)
     codes = golden.quantize_inputs(model, data.stream(result.dataset)[0][::20])
     return np.array([regions.linearize(blocks, c).radii[metric] for c in codes])
 

@@ -5,11 +5,11 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from pwlnet import fixedpoint as fx, golden, regions
-from pwlnet.hwcache import EntryError, make_entry, run_stream
+from pwlnet.code_cache import EntryError, make_entry, run_stream
 from pwlnet.quantize import QuantizeError
 from pwlnet.tie_guard import FullNetworkBound, ball_radius, guarded_bound
 
-from test_hwcache import ball_points, compiled, models
+from test_code_cache import ball_points, compiled, models
 
 
 def _in_range(model, pts):

@@ -6,8 +6,8 @@ P = 4 lanes (two passes for the 5 outputs, so a slot's program is more than one 
 per input).  The ``multiply`` model runs with the ``linf`` bank and the LRU host, the
 ``shift`` model with the ``l2`` bank and the round-robin host.  Every answer (cached
 flag, slot, output codes, argmax) and every counter read must equal the golden model
-(:class:`pwlnet.hwcache.HwCache`) in lockstep, and the whole stream must equal the
-independent golden loop :func:`pwlnet.hwcache.run_stream`.
+(:class:`pwlnet.code_cache.HwCache`) in lockstep, and the whole stream must equal the
+independent golden loop :func:`pwlnet.code_cache.run_stream`.
 
 Covered: hits and misses from a host that fills the cache, more misses than slots (the
 policy overwrites slots), random input gaps and output back-pressure, entry writes
@@ -33,10 +33,10 @@ import numpy as np
 import onnx.helper as oh
 import pytest
 
-from pwlnet import golden, hwcache
+from pwlnet import golden, code_cache
 from pwlnet.compile import compile_onnx
 from pwlnet.onnx_import import load_onnx
-from pwlnet.sim.cache_sim import Clear, ClearStats, Infer, ReadCounters, Stream, Write, simulate_cache
+from pwlnet.sim.cached_engine_sim import Clear, ClearStats, Infer, ReadCounters, Stream, Write, simulate_cache
 
 from onnx_models import graph_model
 from test_regions import random_blocks
@@ -105,7 +105,7 @@ def cases(tmp_path_factory):
         model_dir = root / f"model_{requant}"
         model = compile_onnx(onnx_path, model_dir, calib=str(root / "calib.npy"), requant=requant,
                              log=lambda *_: None)
-        out[metric] = Case(onnx_path, model_dir, model, net, hwcache.code_blocks(model, net), metric, policy)
+        out[metric] = Case(onnx_path, model_dir, model, net, code_cache.code_blocks(model, net), metric, policy)
     return out
 
 
@@ -121,12 +121,12 @@ def walk(model, n, seed):
 def far_apart(case, n, seed):
     """``n`` entries that fit the slots, none of whose balls holds another's center."""
     rng = np.random.default_rng(seed)
-    fmt = hwcache.SlotFormat(case.model, LANES, case.metric)
+    fmt = code_cache.SlotFormat(case.model, LANES, case.metric)
     chosen = []
     for _ in range(1000):
         try:
-            e = hwcache.make_entry(case.model, case.blocks, rng.integers(-100, 101, size=D), case.metric)
-        except hwcache.EntryError:
+            e = code_cache.make_entry(case.model, case.blocks, rng.integers(-100, 101, size=D), case.metric)
+        except code_cache.EntryError:
             continue
         if fmt.fits(e) and all(not a.hits(e.center) and not e.hits(a.center) for a in chosen):
             chosen.append(e)
@@ -153,8 +153,8 @@ def test_stream_matches_golden(cases, simulator, metric):
     assert r.mismatches == 0, "\n".join(r.details)
 
     # the independent golden loop: same hits, slots, outputs and writes
-    fmt = hwcache.SlotFormat(case.model, LANES, metric)
-    ref = hwcache.run_stream(case.model, case.blocks, codes, ENTRIES, metric, case.policy, slot_format=fmt)
+    fmt = code_cache.SlotFormat(case.model, LANES, metric)
+    ref = code_cache.run_stream(case.model, case.blocks, codes, ENTRIES, metric, case.policy, slot_format=fmt)
     np.testing.assert_array_equal(r.hit, ref.hit)
     np.testing.assert_array_equal(r.slot, ref.slot)
     np.testing.assert_array_equal(r.outputs, ref.outputs)
@@ -245,8 +245,8 @@ def random_script(case, seed, length=14):
     in flight, writes of entries made along the stream, clears, counter resets and reads."""
     rng = np.random.default_rng(seed)
     path = walk(case.model, 80, seed=seed)
-    fmt = hwcache.SlotFormat(case.model, LANES, case.metric)
-    pool = [e for e in (hwcache.make_entry(case.model, case.blocks, c, case.metric) for c in path[::8])
+    fmt = code_cache.SlotFormat(case.model, LANES, case.metric)
+    pool = [e for e in (code_cache.make_entry(case.model, case.blocks, c, case.metric) for c in path[::8])
             if fmt.fits(e)]
     pos = 0
 
@@ -335,8 +335,8 @@ def test_cli_cache_simulator(cases, simulator, tmp_path, capsys):
     text = capsys.readouterr()
     assert rc == 0, text.err
     assert f"measured on {simulator}" in text.out and "hit rate" in text.out
-    ref = hwcache.run_stream(case.model, case.blocks, golden.quantize_inputs(case.model, x), ENTRIES, "linf",
-                             case.policy, slot_format=hwcache.SlotFormat(case.model, LANES, "linf"))
+    ref = code_cache.run_stream(case.model, case.blocks, golden.quantize_inputs(case.model, x), ENTRIES, "linf",
+                             case.policy, slot_format=code_cache.SlotFormat(case.model, LANES, "linf"))
     assert f"{100 * ref.hit_rate:.2f} %" in text.out
     with np.load(out) as f:
         assert sorted(f.files) == ["hit", "hit_center", "inputs", "outputs"]
@@ -379,8 +379,8 @@ def test_ice40_target_with_run_time_loaded_weights(cases, simulator):
     r = simulate_cache(case.model, case.net, codes, ENTRIES, "linf", case.policy, simulator=simulator,
                        lanes=LANES, target="ice40", weight_memory="ram")
     assert r.mismatches == 0, "\n".join(r.details)
-    ref = hwcache.run_stream(case.model, case.blocks, codes, ENTRIES, "linf", case.policy,
-                             slot_format=hwcache.SlotFormat(case.model, LANES, "linf"))
+    ref = code_cache.run_stream(case.model, case.blocks, codes, ENTRIES, "linf", case.policy,
+                             slot_format=code_cache.SlotFormat(case.model, LANES, "linf"))
     np.testing.assert_array_equal(r.outputs, ref.outputs)
     assert r.hit.any() and (r.written >= 0).sum() > ENTRIES
 
@@ -403,10 +403,10 @@ def test_arguments_checked(cases):
     with pytest.raises(ValueError, match="operation 0: after=4 names no inference of the 4 streamed"):
         simulate_cache(case.model, case.net, [Stream(codes, write=Write(0, a), after=4)], 4, "linf",
                        simulator="icarus")
-    l2 = hwcache.make_entry(case.model, case.blocks, a.center, "l2")
-    with pytest.raises(hwcache.EntryError, match=r"operation 1 \(write to slot 2\): entry metric 'l2'"):
+    l2 = code_cache.make_entry(case.model, case.blocks, a.center, "l2")
+    with pytest.raises(code_cache.EntryError, match=r"operation 1 \(write to slot 2\): entry metric 'l2'"):
         simulate_cache(case.model, case.net, [Infer(codes), Write(2, l2)], 4, "linf", simulator="icarus")
-    with pytest.raises(hwcache.EntryError, match="preloaded entry 0: entry metric 'l2'"):
+    with pytest.raises(code_cache.EntryError, match="preloaded entry 0: entry metric 'l2'"):
         simulate_cache(case.model, case.net, codes, 4, "linf", simulator="icarus", preload=(l2,))
     with pytest.raises(golden.InputError, match=r"operation 0: input codes have shape \(6, 2\); expected \(N, 3\)"):
         simulate_cache(case.model, case.net, walk(case.model, 6, seed=2)[:, :2], 4, "linf", simulator="icarus")

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""The comparator bank against :class:`pwlnet.hwcache.HwCache`, bit for bit.
+"""The comparator bank against :class:`pwlnet.code_cache.HwCache`, bit for bit.
 
 A scenario is a list of operations -- entry writes (as the bank's ``w`` beats), clears and
 queries -- applied in order to the bank and to the golden cache; every query's
@@ -19,8 +19,8 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from pwlnet import fixedpoint as fx
-from pwlnet import hwcache, synth
-from pwlnet.hw.cache import LOOKUP_LATENCY, ComparatorBank
+from pwlnet import code_cache, synth
+from pwlnet.hw.comparator_bank import LOOKUP_LATENCY, ComparatorBank
 from pwlnet.hw.verilog_check import run_selfcheck, selfcheck_result
 
 # ---- golden model and scenarios ---------------------------------------------------------
@@ -31,12 +31,12 @@ class Golden:
 
     def __init__(self, entries, dim, bits, metric):
         self.model = synth.random_model(0, [dim, 2], act_bits=bits)
-        self.cache = hwcache.HwCache(self.model, entries, metric)
+        self.cache = code_cache.HwCache(self.model, entries, metric)
         self.metric, self.dim, self.bits = metric, dim, bits
 
     def write(self, slot, center, bound, valid):
         if valid:
-            self.cache.write_entry(slot, hwcache.HwEntry(center=center, bound=bound, metric=self.metric,
+            self.cache.write_entry(slot, code_cache.HwEntry(center=center, bound=bound, metric=self.metric,
                                                          layer=self.model.layers[0]))
         else:
             self.cache.invalidate(slot)
@@ -62,13 +62,13 @@ class Scenario:
         self.n, self.d, self.bits, self.metric = entries, dim, bits, metric
         self.rng = np.random.default_rng(seed)
         self.lo, self.hi = fx.signed_range(bits)
-        self.cap = hwcache.max_distance(metric, dim, bits)
+        self.cap = code_cache.max_distance(metric, dim, bits)
         self.centers = {}
         self.ops = []
         self.stats = dict(at_bound=0, one_past=0, multi_hit=0, far=0)
 
     def dist(self, q, c):
-        return int(hwcache.distance(q, c, self.metric))
+        return int(code_cache.distance(q, c, self.metric))
 
     def codes(self):
         return self.rng.integers(self.lo, self.hi + 1, self.d)
@@ -357,7 +357,7 @@ def test_signature_and_widths():
     assert (dut.entries, dut.dim, dut.code_bits, dut.metric, dut.lanes_per_cycle, dut.squarer) == \
         (32, 24, 8, "l2", 5, "logic")
     assert dut.beats == 5
-    assert dut.distance_bits == hwcache.distance_bits("l2", 24, 8) == 21
+    assert dut.distance_bits == code_cache.distance_bits("l2", 24, 8) == 21
     assert len(dut.o.payload.slot) == 5 and len(dut.w.payload.index) == 3
     assert len(dut.w.payload.bound) == 21 and len(dut.q.payload.as_value()) == 40
     one = ComparatorBank(1, 1, 8, "linf")

@@ -4,10 +4,10 @@
 for a compiled model on Icarus or Verilator and runs an input stream through it in
 order, exactly as the host does: send one input's codes, read its outputs (with the
 ``cached`` flag and the answering slot), report the answer to
-:class:`pwlnet.hwcache.CacheHost`, and on a miss whose entry fits the slots write that
-entry's image (:meth:`pwlnet.hwcache.SlotFormat.image`) before the next input.  The
-bench (:mod:`pwlnet.sim.bench_cache_rtl`) keeps the golden model
-(:class:`pwlnet.hwcache.HwCache`) in lockstep -- the same preloaded entries, writes and
+:class:`pwlnet.code_cache.CacheHost`, and on a miss whose entry fits the slots write that
+entry's image (:meth:`pwlnet.code_cache.SlotFormat.image`) before the next input.  The
+bench (:mod:`pwlnet.sim.cached_engine_tb`) keeps the golden model
+(:class:`pwlnet.code_cache.HwCache`) in lockstep -- the same preloaded entries, writes and
 clears -- and compares every inference's hit, slot, output codes and argmax, and the
 ``hits``/``misses`` counters.  Any difference is a mismatch: the RTL must equal the
 golden model bit for bit.
@@ -36,7 +36,7 @@ import uuid
 
 import numpy as np
 
-from pwlnet import artifact, golden, hwcache
+from pwlnet import artifact, golden, code_cache
 from pwlnet.sim import runner
 
 __all__ = ["Infer", "Stream", "Write", "Clear", "ClearStats", "ReadCounters", "CacheSimResult",
@@ -48,7 +48,7 @@ class Infer:
     """Run input codes ``(k, d)`` through the cache in order.
 
     With ``fill`` (the default) the host writes an entry after every miss whose entry
-    fits (:meth:`pwlnet.hwcache.CacheHost.seen`); without it the host is not told of
+    fits (:meth:`pwlnet.code_cache.CacheHost.seen`); without it the host is not told of
     these inferences and writes nothing.
     """
 
@@ -65,8 +65,8 @@ class Write:
     """
 
     slot: int
-    entry: hwcache.HwEntry
-    golden: hwcache.HwEntry | None = None
+    entry: code_cache.HwEntry
+    golden: code_cache.HwEntry | None = None
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ class CacheSimResult:
         beat taken, both included; in a :class:`Stream` this includes waiting behind
         the inferences before).
     expected_hit, expected_slot, expected_outputs :
-        The golden model's answers (:meth:`pwlnet.hwcache.HwCache.lookup`).
+        The golden model's answers (:meth:`pwlnet.code_cache.HwCache.lookup`).
     written : ndarray of int64, shape (N,)
         The slot the host wrote after this inference, ``-1`` if none.
     bad : ndarray of bool, shape (N,)
@@ -267,7 +267,7 @@ def _ops_from(codes_stream, d):
 
 def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, simulator="verilator",
                    lanes=8, target="generic", weight_memory="auto", preload=(), squarer="logic",
-                   margin=hwcache.DEFAULT_MARGIN, seed=0, gap_prob=0.0, stall_prob=0.0, max_gap=3,
+                   margin=code_cache.DEFAULT_MARGIN, seed=0, gap_prob=0.0, stall_prob=0.0, max_gap=3,
                    waves=False, keep=False, root=None, verbose=False) -> CacheSimResult:
     """Run an input stream through the simulated cached engine as the host would; check it.
 
@@ -277,7 +277,7 @@ def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, s
         The compiled model (or its directory).
     net : pwlnet.ir.Network or list
         The float network the model was compiled from, or its code-space blocks
-        (:func:`pwlnet.hwcache.code_blocks`): the host makes entries from it.
+        (:func:`pwlnet.code_cache.code_blocks`): the host makes entries from it.
     codes_stream : array_like of int, shape (N, d), or list of operations
         Input codes in arrival order, or a script of :class:`Infer`, :class:`Stream`,
         :class:`Write`, :class:`Clear`, :class:`ClearStats` and :class:`ReadCounters`.
@@ -296,7 +296,7 @@ def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, s
     squarer : {"logic", "ebr"}
         The ``l2`` comparator's squarer.
     margin : float
-        The host's radius margin (:func:`pwlnet.hwcache.radius_bound`).
+        The host's radius margin (:func:`pwlnet.code_cache.radius_bound`).
     seed : int
         Seed of the random gaps and back-pressure.
     gap_prob, stall_prob, max_gap :
@@ -320,7 +320,7 @@ def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, s
     ------
     pwlnet.golden.InputError
         Input codes of the wrong shape or range.
-    pwlnet.hwcache.EntryError
+    pwlnet.code_cache.EntryError
         A preloaded or scripted entry that does not fit the slots (named by its place).
     ValueError
         Bad ``entries``, ``metric``, ``policy`` or ``lanes``.
@@ -331,27 +331,27 @@ def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, s
         model = artifact.load(model)
     if isinstance(entries, bool) or not isinstance(entries, (int, np.integer)) or entries < 1:
         raise ValueError(f"entries must be a positive integer, not {entries!r}")
-    if metric not in hwcache.METRICS:
-        raise ValueError(f"metric must be one of {', '.join(hwcache.METRICS)}, not {metric!r}")
-    if policy not in hwcache.POLICIES:
-        raise ValueError(f"policy must be one of {', '.join(hwcache.POLICIES)}, not {policy!r}")
+    if metric not in code_cache.METRICS:
+        raise ValueError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
+    if policy not in code_cache.POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(code_cache.POLICIES)}, not {policy!r}")
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
     entries, lanes = int(entries), int(lanes)
-    blocks = hwcache.code_blocks(model, net)
+    blocks = code_cache.code_blocks(model, net)
     ops, codes = _ops_from(codes_stream, model.input_dim)
     if len(codes) == 0:
         raise golden.InputError("no input vectors to simulate")
     golden.forward(model, codes)      # names a bad shape or value before any build starts
-    fmt = hwcache.SlotFormat(model, lanes, metric)
+    fmt = code_cache.SlotFormat(model, lanes, metric)
     preload = tuple(preload)
     if len(preload) > entries:
         raise ValueError(f"{len(preload)} preloaded entries for {entries} slots")
     for k, e in enumerate(preload):
         try:
             fmt.check(e)
-        except hwcache.EntryError as err:
-            raise hwcache.EntryError(f"preloaded entry {k}: {err}") from None
+        except code_cache.EntryError as err:
+            raise code_cache.EntryError(f"preloaded entry {k}: {err}") from None
     for k, op in enumerate(ops):
         op = op.get("write") or op
         if op["op"] == "write":
@@ -359,8 +359,8 @@ def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, s
                 raise ValueError(f"operation {k}: slot {op['slot']} does not fit the write port's slot field")
             try:
                 fmt.check(op["entry"])
-            except hwcache.EntryError as err:
-                raise hwcache.EntryError(f"operation {k} (write to slot {op['slot']}): {err}") from None
+            except code_cache.EntryError as err:
+                raise code_cache.EntryError(f"operation {k} (write to slot {op['slot']}): {err}") from None
 
     cfg = runner.CacheConfig(entries=entries, metric=metric, preload=preload, squarer=squarer)
     b = runner.build(model, lanes=lanes, target=target, simulator=simulator, waves=waves, dut="cached",
@@ -376,7 +376,7 @@ def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, s
            "seed": int(seed), "gap_prob": gap_prob, "stall_prob": stall_prob, "max_gap": int(max_gap),
            "weights": str(b.build_dir / "weights.json") if (b.build_dir / "weights.json").is_file() else None,
            "image_bytes": b.info.get("image_bytes"), "cycles_hint": b.info.get("cycles_per_inference")}
-    failure, run_s, log = runner.run_bench(b, "pwlnet.sim.bench_cache_rtl", job, run_dir, seed=seed,
+    failure, run_s, log = runner.run_bench(b, "pwlnet.sim.cached_engine_tb", job, run_dir, seed=seed,
                                            waves=waves, verbose=verbose)
     res_file = run_dir / "result.json"
     if not res_file.is_file():

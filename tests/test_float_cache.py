@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pwlnet import regions
-from pwlnet.cache import CacheStats, RegionCache
+from pwlnet.float_cache import CacheStats, RegionCache
 
 from test_regions import nets
 

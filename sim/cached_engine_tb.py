@@ -1,11 +1,11 @@
 """cocotb test module: the engine with the hypersphere cache, driven as the host drives it.
 
-Run by :func:`pwlnet.sim.cache_sim.simulate_cache` (through
+Run by :func:`pwlnet.sim.cached_engine_sim.simulate_cache` (through
 :func:`pwlnet.sim.runner.run_bench`), never imported by hand.  The job comes from the
 JSON file named by the ``PWLNET_SIM_JOB`` environment variable:
 
 ``script``
-    a pickle of the scenario (written by :mod:`pwlnet.sim.cache_sim`): the compiled
+    a pickle of the scenario (written by :mod:`pwlnet.sim.cached_engine_sim`): the compiled
     model, the float network's code-space blocks, ``entries``, ``metric``, ``policy``,
     ``margin``, ``lanes``, the ``preload`` entries and the list of operations ``ops``;
 ``ports``
@@ -24,8 +24,8 @@ Operations, in order (dicts):
 ``{"op": "infer", "codes": (k, d), "fill": bool}``
     For each row, as the host does: send its ``d`` codes on ``i``, take the ``n_out``
     output beats of ``o``, then report the answer (the RTL's ``cached`` and ``slot``) to
-    :meth:`pwlnet.hwcache.CacheHost.seen`; when that returns ``(slot, entry)`` (a miss
-    whose entry fits) and ``fill`` is set, send :meth:`pwlnet.hwcache.SlotFormat.image`
+    :meth:`pwlnet.code_cache.CacheHost.seen`; when that returns ``(slot, entry)`` (a miss
+    whose entry fits) and ``fill`` is set, send :meth:`pwlnet.code_cache.SlotFormat.image`
     of the entry on ``cw`` before the next row.  Without ``fill`` the host is not told
     and writes nothing.
 ``{"op": "stream", "codes": (k, d), "write": write op or None, "after": j}``
@@ -45,10 +45,10 @@ Operations, in order (dicts):
     with the golden model's counters.  The counters are always read and compared once
     more at the end.
 
-The golden model runs in lockstep: an :class:`pwlnet.hwcache.HwCache` of the same
+The golden model runs in lockstep: an :class:`pwlnet.code_cache.HwCache` of the same
 model, size and metric, starting with the same preloaded entries, receives every write
 and clear the DUT receives; for every inference the expected ``cached`` flag, slot,
-output codes and argmax are its :meth:`~pwlnet.hwcache.HwCache.lookup`.  Every
+output codes and argmax are its :meth:`~pwlnet.code_cache.HwCache.lookup`.  Every
 inference with any difference (and every counter read that differs) is a mismatch;
 the first few are described.  Cycles per inference are counted from the rising edge
 that accepts the first input beat to the one that takes the last output beat (both
@@ -69,7 +69,7 @@ import numpy as np
 from cocotb.triggers import ClockCycles, Event, First, RisingEdge, Timer
 
 from pwlnet import golden
-from pwlnet.hwcache import CacheHost, HwCache, SlotFormat
+from pwlnet.code_cache import CacheHost, HwCache, SlotFormat
 from pwlnet.sim.ports import PortMap
 from pwlnet.sim.streams import StreamDriver, StreamMonitor, _now_cycles, start_dut
 

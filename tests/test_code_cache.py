@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from pwlnet import fixedpoint as fx, golden, ir, regions
-from pwlnet.hwcache import (MAGIC, EntryError, HwCache, HwEntry, code_blocks, distance, make_entry,
+from pwlnet.code_cache import (MAGIC, EntryError, HwCache, HwEntry, code_blocks, distance, make_entry,
                             distance_bits, max_distance, preload, radius_bound, run_stream)
 from pwlnet.quantize import QuantizeError, quantize
 

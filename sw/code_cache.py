@@ -686,7 +686,7 @@ class CacheHost:
     """The host's side of the cache: on a miss, make the entry and choose its slot.
 
     One object per stream; the golden loop (:func:`run_stream`) and the RTL loop
-    (:mod:`pwlnet.sim.cache_sim`) both call :meth:`seen` after every inference, so they
+    (:mod:`pwlnet.sim.cached_engine_sim`) both call :meth:`seen` after every inference, so they
     write the same entries to the same slots.
 
     Slot choice (``policy``):

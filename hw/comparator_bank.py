@@ -1,8 +1,8 @@
 """Comparator bank of the hypersphere cache: which stored entry, if any, holds a query.
 
-Bit-exact with :meth:`pwlnet.hwcache.HwCache.match`: a query ``q`` (``dim`` signed codes)
+Bit-exact with :meth:`pwlnet.code_cache.HwCache.match`: a query ``q`` (``dim`` signed codes)
 hits slot ``s`` iff the slot is valid and ``distance(q, c_s, metric) <= R_s``
-(:func:`pwlnet.hwcache.distance`); the lowest hitting slot wins.
+(:func:`pwlnet.code_cache.distance`); the lowest hitting slot wins.
 
 Streams and ports
 -----------------
@@ -20,7 +20,7 @@ Streams and ports
     ``{slot, index, codes, bound, valid, commit}`` writes ``codes`` as dimensions
     ``index*L .. index*L+L-1`` of ``slot``'s center (``index < beats``); a beat with
     ``commit`` also sets the slot's ``valid`` bit and its bound ``R`` (unsigned,
-    :func:`pwlnet.hwcache.distance_bits` wide).  ``bound`` must be the entry's on *every*
+    :func:`pwlnet.code_cache.distance_bits` wide).  ``bound`` must be the entry's on *every*
     beat of a write: ``linf`` stores each code's window ``c +- R``.  A full entry write is ``beats`` beats
     with ``commit`` on the last one (so an entry becomes valid only once its whole center
     is in place); invalidating a slot is one beat with ``commit = 1, valid = 0`` (its
@@ -104,7 +104,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from pwlnet import fixedpoint as fx
-from pwlnet import hwcache
+from pwlnet import code_cache
 
 from .memory import NO_RW_CHECK, unchecked_read_port
 from .params import check_int
@@ -121,7 +121,7 @@ LOOKUP_LATENCY = 4
 
 class ComparatorBank(wiring.Component):
     """``entries`` hyperspheres compared in parallel with a streamed query; bit-exact
-    :meth:`pwlnet.hwcache.HwCache.match`.
+    :meth:`pwlnet.code_cache.HwCache.match`.
 
     Parameters
     ----------
@@ -132,7 +132,7 @@ class ComparatorBank(wiring.Component):
     code_bits : int
         Width of the signed input codes (2..16, :func:`pwlnet.fixedpoint.check_bits`).
     metric : {"l2", "linf", "l1"}
-        The bank's distance (:func:`pwlnet.hwcache.distance`).
+        The bank's distance (:func:`pwlnet.code_cache.distance`).
     lanes_per_cycle : int
         Dimensions per query beat and per center write beat, ``1 <= L <= dim``;
         ``dim`` need not be a multiple of ``L``.
@@ -155,7 +155,7 @@ class ComparatorBank(wiring.Component):
     beats : int
         ``ceil(dim / lanes_per_cycle)``.
     distance_bits : int
-        Width of ``bound`` (:func:`pwlnet.hwcache.distance_bits`).
+        Width of ``bound`` (:func:`pwlnet.code_cache.distance_bits`).
     lookup_latency : int
         Cycles from the cycle a query's last beat is taken to the first cycle its result
         is valid on ``o`` (:data:`LOOKUP_LATENCY`).
@@ -167,8 +167,8 @@ class ComparatorBank(wiring.Component):
         if isinstance(code_bits, bool) or not isinstance(code_bits, (int, np.integer)):
             raise TypeError(f"code_bits must be an integer, not {code_bits!r}")
         self._bits = fx.check_bits(int(code_bits), "code_bits")
-        if not isinstance(metric, str) or metric not in hwcache.METRICS:
-            raise ValueError(f"metric must be one of {', '.join(hwcache.METRICS)}, not {metric!r}")
+        if not isinstance(metric, str) or metric not in code_cache.METRICS:
+            raise ValueError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
         self._metric = metric
         self._lanes = check_int(lanes_per_cycle, "lanes_per_cycle", 1, self._dim)
         if squarer not in SQUARERS:
@@ -177,14 +177,14 @@ class ComparatorBank(wiring.Component):
             raise ValueError(f"squarer 'ebr' needs metric 'l2', not {metric!r}")
         self._squarer = squarer
         self.beats = -(-self._dim // self._lanes)
-        self.distance_bits = hwcache.distance_bits(metric, self._dim, self._bits)
+        self.distance_bits = code_cache.distance_bits(metric, self._dim, self._bits)
         self.lookup_latency = LOOKUP_LATENCY
         init = list(init)
         if len(init) > self._entries:
             raise ValueError(f"init has {len(init)} slots; the bank has {self._entries}")
         self._init = []
         lo, hi = fx.signed_range(self._bits)
-        cap = hwcache.max_distance(metric, self._dim, self._bits)
+        cap = code_cache.max_distance(metric, self._dim, self._bits)
         for s_, item in enumerate(init):
             if item is None:
                 self._init.append(None)
