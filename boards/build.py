@@ -206,7 +206,7 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
     from .. import artifact
-    from ..hw.link import code_bytes
+    from ..protocol import check_cache_entries, code_bytes
     from ..hw.pll import pll_config
     from .icebreaker import ICEBreakerTop
 
@@ -215,8 +215,7 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     model_dir = Path(model_dir)
     model = artifact.load(model_dir)
     from ..code_cache import METRICS
-    if isinstance(cache_entries, bool) or not isinstance(cache_entries, int) or not 0 <= cache_entries <= 256:
-        raise ValueError(f"cache entries must be an integer in 0..256, not {cache_entries!r}")
+    check_cache_entries(cache_entries, "cache entries")
     if cache_metric not in METRICS:
         raise ValueError(f"cache metric must be one of {', '.join(METRICS)}, not {cache_metric!r}")
     model_name = model_name or model_dir.resolve().name + cache_suffix(cache_entries, cache_metric)

@@ -18,6 +18,7 @@ from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..hw.link import Link
+from ..protocol import check_cache_entries
 from ..hw.pll import ICE40PLL, PLLConfig, pll_config
 from ..hw.uart import UARTRx, UARTTx, baud_divisor
 from ..hw.engine import MLPEngine
@@ -85,9 +86,11 @@ class ICEBreakerTop(wiring.Component):
                 self._MustUse__silence = True   # a rejected object is not an unused design
                 raise TypeError(f"pll must be a PLLConfig, not {pll!r}")
             clk_freq = pll.f_out
-        if isinstance(cache_entries, bool) or not isinstance(cache_entries, int) or not 0 <= cache_entries <= 256:
+        try:
+            check_cache_entries(cache_entries)
+        except ValueError:
             self._MustUse__silence = True
-            raise ValueError(f"cache_entries must be an integer in 0..256, not {cache_entries!r}")
+            raise
         if not cache_entries and len(cache_preload):
             self._MustUse__silence = True
             raise ValueError("cache_preload needs a cache (cache_entries > 0)")

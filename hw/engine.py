@@ -69,11 +69,11 @@ from pwlnet.artifact import CompiledModel, Layer
 from .lerp import LerpUnit, lerp_latency
 from .mac import MUL_LATENCY, LaneMAC
 from .memory import NO_RW_CHECK, SPRAM_DEPTH, WeightMemory, delay_line, unchecked_read_port
+from .params import check_target
 
-__all__ = ["MLPEngine", "TARGETS", "WEIGHT_MEMORIES", "ENGINE_ACTIVATIONS", "output_layout"]
+__all__ = ["MLPEngine", "WEIGHT_MEMORIES", "ENGINE_ACTIVATIONS", "output_layout"]
 
 #: Implementations the engine can be built for.
-TARGETS = ("generic", "ice40")
 #: Weight storage choices: ``"auto"`` picks ``"rom"`` (EBR) when it fits, else ``"ram"`` (SPRAM).
 WEIGHT_MEMORIES = ("auto", "rom", "ram")
 
@@ -426,8 +426,7 @@ class MLPEngine(wiring.Component):
             raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
         if lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+        check_target(target)
         if weight_memory not in WEIGHT_MEMORIES:
             raise ValueError(f"weight_memory must be one of {WEIGHT_MEMORIES}, not {weight_memory!r}")
         self._model = model

@@ -70,12 +70,11 @@ from amaranth.utils import ceil_log2
 
 from pwlnet import fixedpoint as fx
 
-from .params import check_int
+from .params import check_int, check_target
 
-__all__ = ["LerpUnit", "TARGETS", "STORAGES", "LUT_ROM_MAX_BITS", "lerp_latency", "bank_images"]
+__all__ = ["LerpUnit", "STORAGES", "LUT_ROM_MAX_BITS", "lerp_latency", "bank_images"]
 
 #: Implementations a :class:`LerpUnit` can be built for.
-TARGETS = ("generic", "ice40")
 #: Table storage choices: ``"auto"`` puts a bank in LUTs when it holds at most
 #: :data:`LUT_ROM_MAX_BITS` bits, else in block RAM.
 STORAGES = ("auto", "ebr", "lut")
@@ -189,8 +188,7 @@ class LerpUnit(wiring.Component):
                 Shape.cast(meta)
             except TypeError:
                 raise TypeError(f"meta must be a width or a shape, not {meta!r}") from None
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+        check_target(target)
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, not {storage!r}")
         if not isinstance(backpressure, bool):

@@ -27,200 +27,23 @@ the hypersphere cache: ``CACHE_WRITE``, ``CACHE_CLEAR``, ``CACHE_STATS`` and
 (:class:`pwlnet.hw.cached_engine.CachedEngine`, ``cache_entries > 0``), otherwise
 ``UNSUPPORTED`` like the rest of the range.  Error codes: :class:`ErrorCode`.
 
-This module also holds the Python side of the protocol (:func:`crc16`,
-:func:`encode_frame`, :class:`LinkInfo`), which the host driver uses, so each rule is
-written once.
+The wire format itself (commands, error codes, CRC, the INFO and CACHE_INFO replies) is
+defined once in :mod:`pwlnet.protocol`, which the host driver imports too.
 """
 
-import dataclasses
-import enum
-import struct
-import zlib
-
-import numpy as np
 from amaranth import *
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from ..protocol import (CACHE_COMMANDS, CACHE_METRIC_CODES, COUNTER_NAMES, CRC_POLY, ERROR_REPLY,
+                        GATEWARE_VERSION, PROTOCOL_VERSION, REP_SYNC, REPLY_FLAG, REQ_SYNC,
+                        RESERVED_COMMANDS, CacheInfo, Command, ErrorCode, LinkInfo, check_cache_entries,
+                        code_bytes, model_fingerprint)
 from .memory import NO_RW_CHECK, unchecked_read_port
 
-__all__ = [
-    "PROTOCOL_VERSION", "REQ_SYNC", "REP_SYNC", "ERROR_REPLY", "REPLY_FLAG",
-    "Command", "ErrorCode", "RESERVED_COMMANDS", "CACHE_COMMANDS",
-    "crc16", "encode_frame", "code_bytes", "model_fingerprint",
-    "LinkInfo", "CacheInfo", "CACHE_METRIC_CODES", "COUNTER_NAMES", "engine_output_layout",
-    "cached_output_layout", "cache_write_layout", "Link",
-]
-
-PROTOCOL_VERSION = 1
-REQ_SYNC = 0xA5
-REP_SYNC = 0x5A
-REPLY_FLAG = 0x80
-ERROR_REPLY = 0xFF
-#: Gateware version reported by INFO (major, minor, patch).
-GATEWARE_VERSION = (0, 1, 0)
-
-
-class Command(enum.IntEnum):
-    """Request commands.  ``0x10``-``0x1F`` belong to the hypersphere cache; a bitstream
-    without a cache answers all of them ``UNSUPPORTED``."""
-
-    INFO = 0x01            #: no payload; reply: :class:`LinkInfo`
-    INFER = 0x02           #: payload: input codes; reply: output codes, argmax (u16), cycles (u32)
-    COUNTERS = 0x03        #: no payload; reply: :data:`COUNTER_NAMES` as u32 each
-    CLEAR_COUNTERS = 0x04  #: no payload; reply: empty
-    LOAD_WEIGHTS = 0x05    #: payload: u16 first word address, then whole weight words; reply: empty
-    CACHE_WRITE = 0x10     #: payload: u8 slot, then the slot image; reply: empty
-    CACHE_CLEAR = 0x11     #: no payload; invalidate every slot; reply: empty
-    CACHE_STATS = 0x12     #: payload: none or u8 flags (bit 0: zero the counters); reply: u32 hits, u32 misses
-    CACHE_INFO = 0x13      #: no payload; reply: :class:`CacheInfo`
-
-
-#: Command codes of the cache; a device without one answers ``UNSUPPORTED`` to all of them.
-RESERVED_COMMANDS = range(0x10, 0x20)
-#: The cache commands a cached build implements (the rest of :data:`RESERVED_COMMANDS`
-#: stays ``UNSUPPORTED``).
-CACHE_COMMANDS = (Command.CACHE_WRITE, Command.CACHE_CLEAR, Command.CACHE_STATS, Command.CACHE_INFO)
-#: Metric codes of the CACHE_INFO reply (the same as :mod:`pwlnet.code_cache`'s entry words).
-CACHE_METRIC_CODES = {"l2": 0, "linf": 1, "l1": 2}
-
-
-class ErrorCode(enum.IntEnum):
-    """First payload byte of an error reply."""
-
-    BAD_CRC = 0x01          #: the frame's CRC does not match
-    BAD_LENGTH = 0x02       #: LEN is wrong for the command, or above ``max_payload``
-    UNKNOWN_COMMAND = 0x03  #: CMD is not a command at all
-    TIMEOUT = 0x04          #: the frame stopped arriving mid-way
-    UNSUPPORTED = 0x05      #: a command this bitstream does not implement (a cache command
-                            #: without a cache, or LOAD_WEIGHTS when the weights are built in)
-    BAD_ARGUMENT = 0x06     #: a field of the payload is out of range (CACHE_WRITE's slot,
-                            #: CACHE_STATS' flags)
-
-
-#: Order of the u32 counters in a COUNTERS reply.
-COUNTER_NAMES = ("frames", "inferences", "errors", "busy_cycles", "uart_errors")
-
-_CRC_POLY = 0x1021
-
-
-def crc16(buf, crc=0xFFFF):
-    """CRC-16/CCITT-FALSE of ``buf`` (bytes), continuing from ``crc``."""
-    for byte in bytes(buf):
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ _CRC_POLY) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
-
-
-def encode_frame(cmd, payload=b"", *, sync=REQ_SYNC):
-    """A complete frame: sync, command, length, payload and CRC."""
-    payload = bytes(payload)
-    if not 0 <= cmd <= 0xFF:
-        raise ValueError(f"command must be a byte, not {cmd!r}")
-    if len(payload) > 0xFFFF:
-        raise ValueError(f"payload of {len(payload)} bytes does not fit the 16-bit length")
-    body = bytes([cmd]) + struct.pack("<H", len(payload)) + payload
-    return bytes([sync]) + body + struct.pack("<H", crc16(body))
-
-
-def code_bytes(bits):
-    """Bytes per code on the wire: 1 up to 8 bits, else 2 (little-endian two's complement)."""
-    return 1 if bits <= 8 else 2
-
-
-def model_fingerprint(model):
-    """CRC-32 of a compiled model's integer arrays, so the host can tell which model a board holds."""
-    crc = zlib.crc32(struct.pack("<HB", model.input_dim, model.input_bits))
-    for layer in model.layers:
-        for arr in (layer.weight, layer.bias, layer.multiplier, layer.shift):
-            crc = zlib.crc32(np.ascontiguousarray(arr, dtype="<i8").tobytes(), crc)
-        crc = zlib.crc32(struct.pack("<BBB", layer.out_bits, layer.weight_bits,
-                                     layer.activation == "relu"), crc)
-    return crc
-
-
-@dataclasses.dataclass(frozen=True)
-class LinkInfo:
-    """The INFO reply: what the bitstream holds and how fast it runs.
-
-    Wire layout (35 bytes, little-endian): ``u8 protocol, u8 major, u8 minor, u8 patch,
-    u16 input_dim, u8 input_bits, u16 output_dim, u8 output_bits, u8 n_layers, u8 lanes,
-    u32 clk_hz, u32 baud, u32 cycles_per_inference, u32 model_crc, u16 max_payload,
-    u32 weight_words, u8 weight_word_bytes``.  ``model_crc`` is :func:`model_fingerprint`
-    of the model built in.  ``weight_words`` is 0 when the weights are part of the
-    bitstream; otherwise that many words of ``weight_word_bytes`` bytes must be sent with
-    ``LOAD_WEIGHTS`` after every configuration.
-    """
-
-    protocol: int
-    version: tuple
-    input_dim: int
-    input_bits: int
-    output_dim: int
-    output_bits: int
-    n_layers: int
-    lanes: int
-    clk_hz: int
-    baud: int
-    cycles_per_inference: int
-    model_crc: int
-    max_payload: int
-    weight_words: int = 0
-    weight_word_bytes: int = 0
-
-    _FORMAT = "<BBBBHBHBBBIIIIHIB"
-
-    def pack(self):
-        return struct.pack(self._FORMAT, self.protocol, *self.version, self.input_dim,
-                           self.input_bits, self.output_dim, self.output_bits, self.n_layers,
-                           self.lanes, self.clk_hz, self.baud, self.cycles_per_inference,
-                           self.model_crc, self.max_payload, self.weight_words, self.weight_word_bytes)
-
-    @classmethod
-    def unpack(cls, buf):
-        if len(buf) != struct.calcsize(cls._FORMAT):
-            raise ValueError(f"INFO payload has {len(buf)} bytes, expected {struct.calcsize(cls._FORMAT)}")
-        f = struct.unpack(cls._FORMAT, bytes(buf))
-        return cls(f[0], tuple(f[1:4]), *f[4:])
-
-
-@dataclasses.dataclass(frozen=True)
-class CacheInfo:
-    """The CACHE_INFO reply: the cache geometry the host needs to fill the slots.
-
-    Wire layout (9 bytes, little-endian): ``u16 entries, u8 metric, u16 image_bytes,
-    u32 hit_cycles``.  ``metric`` is a :data:`CACHE_METRIC_CODES` code (0 ``l2``,
-    1 ``linf``, 2 ``l1``); ``image_bytes`` is the length of one slot image
-    (:meth:`pwlnet.code_cache.SlotFormat.image`), so a CACHE_WRITE payload is
-    ``1 + image_bytes`` bytes; ``hit_cycles`` is the cycles an inference answered by an
-    entry occupies the engine (a miss takes INFO's ``cycles_per_inference``).
-    """
-
-    entries: int
-    metric: str
-    image_bytes: int
-    hit_cycles: int
-
-    _FORMAT = "<HBHI"
-
-    def pack(self):
-        return struct.pack(self._FORMAT, self.entries, CACHE_METRIC_CODES[self.metric],
-                           self.image_bytes, self.hit_cycles)
-
-    @classmethod
-    def unpack(cls, buf):
-        if len(buf) != struct.calcsize(cls._FORMAT):
-            raise ValueError(f"CACHE_INFO payload has {len(buf)} bytes, expected {struct.calcsize(cls._FORMAT)}")
-        entries, code, image_bytes, hit_cycles = struct.unpack(cls._FORMAT, bytes(buf))
-        names = {v: k for k, v in CACHE_METRIC_CODES.items()}
-        if code not in names:
-            raise ValueError(f"CACHE_INFO names metric code {code}; known are {sorted(names)}")
-        return cls(entries, names[code], image_bytes, hit_cycles)
-
+__all__ = ["engine_output_layout", "cached_output_layout", "cache_write_layout", "Link"]
 
 def engine_output_layout(model):
     """The engine's output payload layout (see the engine contract)."""
@@ -257,7 +80,7 @@ def _crc16_step(crc, byte):
     # The bit-serial definition unrolled over one byte; yosys flattens it to XOR trees.
     for i in reversed(range(8)):
         fb = crc[15] ^ byte[i]
-        crc = Cat(C(0, 1), crc[:15]) ^ Mux(fb, C(_CRC_POLY, 16), C(0, 16))
+        crc = Cat(C(0, 1), crc[:15]) ^ Mux(fb, C(CRC_POLY, 16), C(0, 16))
     return crc
 
 
@@ -342,10 +165,11 @@ class Link(wiring.Component):
         if not 1 <= counter_bits <= 32:
             self._MustUse__silence = True
             raise ValueError(f"counter_bits must be in 1..32, not {counter_bits!r}")
-        if isinstance(cache_entries, bool) or not isinstance(cache_entries, int) or not 0 <= cache_entries <= 256:
+        try:
+            check_cache_entries(cache_entries)
+        except ValueError:
             self._MustUse__silence = True
-            raise ValueError(f"cache_entries must be an integer in 0..256 (the slot is one byte), "
-                             f"not {cache_entries!r}")
+            raise
         if cache_entries:
             if cache_metric not in CACHE_METRIC_CODES:
                 self._MustUse__silence = True

@@ -16,12 +16,12 @@ from amaranth.hdl import ClockSignal, Instance, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MUL_LATENCY", "TARGETS", "DSP_ACC_BITS", "LaneMultiplier", "LaneMAC"]
+from .params import check_target
+
+__all__ = ["MUL_LATENCY", "DSP_ACC_BITS", "LaneMultiplier", "LaneMAC"]
 
 #: Clock cycles from ``a``/``b`` to ``p``.
 MUL_LATENCY = 2
-#: Implementations a :class:`LaneMultiplier` can be built for.
-TARGETS = ("generic", "ice40")
 
 _DSP_BITS = 16
 
@@ -34,8 +34,7 @@ def _check_lane(target, **widths):
             raise TypeError(f"{name} must be an integer, not {v!r}")
         if v < 1:
             raise ValueError(f"{name} must be at least 1, not {v}")
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    check_target(target)
     widest = max(widths["a_bits"], widths["b_bits"])
     if target == "ice40" and widest > _DSP_BITS:
         raise ValueError(f"SB_MAC16 operands are at most {_DSP_BITS} bits, not {widest}")

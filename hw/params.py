@@ -1,8 +1,19 @@
-"""Checks of generator parameters, shared by the hardware blocks."""
+"""Generator parameters shared by the hardware blocks: the targets and the argument checks."""
 
 import numpy as np
 
-__all__ = ["check_int"]
+__all__ = ["TARGETS", "check_target", "check_int"]
+
+#: What the generators build for: ``"generic"`` (behavioural Verilog for any tool or
+#: simulator) or ``"ice40"`` (iCE40 primitives such as SB_MAC16 where they matter).
+TARGETS = ("generic", "ice40")
+
+
+def check_target(target):
+    """Return ``target`` if it is one of :data:`TARGETS`, else raise ``ValueError``."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    return target
 
 
 def check_int(value, what, lo, hi=None):

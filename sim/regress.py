@@ -28,6 +28,7 @@ import numpy as np
 from pwlnet import artifact, fixedpoint as fx, golden
 from pwlnet.hw.engine import ENGINE_ACTIVATIONS
 from pwlnet.synth import random_model
+from pwlnet.hw.params import TARGETS
 from pwlnet.sim import runner
 from pwlnet.sim.simulate import simulate
 
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--simulator", choices=runner.SIMULATORS, default="verilator")
     p.add_argument("--vectors", type=int, default=2000, help="random input vectors per model (default 2000)")
     p.add_argument("--lanes", type=int, default=8)
-    p.add_argument("--target", choices=runner.TARGETS, default="generic")
+    p.add_argument("--target", choices=TARGETS, default="generic")
     p.add_argument("--weight-memory", choices=("auto", "rom", "ram"), default="auto")
     p.add_argument("--waves", action="store_true")
     p.add_argument("--seed", type=int, default=0)

@@ -33,13 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from pwlnet import artifact
+from pwlnet.hw.params import TARGETS
 
-__all__ = ["SIMULATORS", "TARGETS", "DUTS", "Build", "CacheConfig", "SimError", "verilator_env",
+__all__ = ["SIMULATORS", "DUTS", "Build", "CacheConfig", "SimError", "verilator_env",
            "ice40_cells_sim", "cache_root", "model_key", "make_component", "build", "run", "run_bench",
            "collect_waves"]
 
-SIMULATORS = ("icarus", "verilator")
-TARGETS = ("generic", "ice40")
+#: The Verilog simulators the benches run on (Verilator first: the faster, and the default).
+SIMULATORS = ("verilator", "icarus")
 #: Components :func:`build` can make: the MLP engine, its stand-in, the engine with the cache.
 DUTS = ("engine", "toy", "cached")
 #: Name of the Verilog top module (and of Verilator's executable).

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from pwlnet import artifact, golden
+from pwlnet.hw.params import TARGETS
 from pwlnet.sim import runner
 
 __all__ = ["SimResult", "simulate", "add_arguments", "cli_simulate", "main"]
@@ -153,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser):
                         help="float inputs (N, *input_shape) or (N, d); quantized like 'predict'")
     parser.add_argument("--simulator", choices=runner.SIMULATORS, default="verilator")
     parser.add_argument("--lanes", type=int, default=8, metavar="P", help="engine lanes (default 8)")
-    parser.add_argument("--target", choices=runner.TARGETS, default="generic")
+    parser.add_argument("--target", choices=TARGETS, default="generic")
     parser.add_argument("--weight-memory", choices=("auto", "rom", "ram"), default="auto",
                         help="engine weight storage (ram: loaded through w_wr by the bench)")
     parser.add_argument("--outputs", metavar="Y.npy", help="write dequantized outputs (N, n_out)")

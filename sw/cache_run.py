@@ -43,15 +43,14 @@ import numpy as np
 
 from . import artifact, golden, code_cache, ir
 from .artifact import CompiledModel
+from .sim.runner import SIMULATORS
 
-__all__ = ["CacheRunError", "CacheRun", "DEFAULT_LANES", "SIMULATORS",
+__all__ = ["CacheRunError", "CacheRun", "DEFAULT_LANES",
            "load_float_network", "engine_cycles", "run_cache", "check_result_path", "save_result",
            "add_cache_arguments", "cli_cache"]
 
 #: Engine lanes ``P`` the cycle figures assume unless told otherwise (the bench's default).
 DEFAULT_LANES = 8
-#: Simulators ``pwlnet cache --simulator`` runs the RTL on.
-SIMULATORS = ("verilator", "icarus")
 
 # Keys of the result file, in the order they are written.
 _NPZ_KEYS = ("hit", "hit_center", "inputs", "outputs")

@@ -6,7 +6,7 @@ Layers, as in Glasgow's applets:
   :class:`SimTransport` runs the board's own top level
   (:class:`pwlnet.boards.icebreaker.ICEBreakerTop`) in Amaranth's simulator and drives its
   UART pins bit by bit, so everything above it is tested against the real gateware.
-* :class:`Device` speaks the protocol of :mod:`pwlnet.hw.link` (frames, CRC, error
+* :class:`Device` speaks the protocol of :mod:`pwlnet.protocol` (frames, CRC, error
   replies) and offers :meth:`Device.info`, :meth:`Device.infer`, :meth:`Device.counters`
   and, on a build with the hypersphere cache, :meth:`Device.cache_info`,
   :meth:`Device.cache_write`, :meth:`Device.cache_clear`, :meth:`Device.cache_stats` and
@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from . import artifact, golden
-from .hw.link import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REPLY_FLAG, CacheInfo, Command, ErrorCode,
+from .protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REPLY_FLAG, CacheInfo, Command, ErrorCode,
                       LinkInfo, code_bytes, crc16, encode_frame, model_fingerprint)
 
 __all__ = ["Transport", "SerialTransport", "SimTransport", "Device", "DeviceError", "LinkError",
@@ -485,7 +485,7 @@ class Device:
     # --- the hypersphere cache -------------------------------------------------------------
 
     def cache_info(self):
-        """The cache's geometry (:class:`~pwlnet.hw.link.CacheInfo`: entries, metric, slot
+        """The cache's geometry (:class:`~pwlnet.protocol.CacheInfo`: entries, metric, slot
         image bytes, cycles of a hit), or ``None`` if the bitstream has no cache (it answers
         ``CACHE_INFO`` with ``UNSUPPORTED``).  Asked once, then remembered."""
         if self._cache is self._UNKNOWN:
@@ -635,7 +635,7 @@ class Device:
 def weight_image(model, lanes, cache=None):
     """The weight memory image the engine expects for ``model`` at ``lanes`` (for :meth:`Device.load_weights`).
 
-    ``cache`` (:class:`~pwlnet.hw.link.CacheInfo`, from :meth:`Device.cache_info`) is the
+    ``cache`` (:class:`~pwlnet.protocol.CacheInfo`, from :meth:`Device.cache_info`) is the
     board's cache, whose empty slots share the engine's weight memory.
     """
     if cache is not None:

@@ -7,7 +7,7 @@ import pytest
 
 from pwlnet import artifact, golden
 from pwlnet.host import (Device, DeviceError, LinkError, SimTransport, add_run_arguments, cli_run)
-from pwlnet.hw.link import Command, ErrorCode, encode_frame
+from pwlnet.protocol import Command, ErrorCode, encode_frame
 from pwlnet.synth import random_model
 
 
@@ -214,7 +214,7 @@ def test_serial_transport_through_a_pty(model):
 
 from pwlnet import code_cache  # noqa: E402
 from pwlnet.host import CacheStats  # noqa: E402
-from pwlnet.hw.link import CacheInfo  # noqa: E402
+from pwlnet.protocol import CacheInfo  # noqa: E402
 
 from test_code_cache import compiled  # noqa: E402
 

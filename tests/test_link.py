@@ -10,8 +10,9 @@ from amaranth.sim import Simulator
 
 from pwlnet import golden
 from pwlnet.hw.engine import MLPEngine
-from pwlnet.hw.link import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REQ_SYNC, Command, ErrorCode, Link,
-                            LinkInfo, crc16, encode_frame, model_fingerprint)
+from pwlnet.hw.link import Link
+from pwlnet.protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REQ_SYNC, Command, ErrorCode, LinkInfo,
+                             crc16, encode_frame, model_fingerprint)
 from pwlnet.synth import random_model
 
 TIMEOUT = 300
@@ -243,7 +244,7 @@ def test_standin_engine_matches_golden(model):
 
 from pwlnet import code_cache  # noqa: E402
 from pwlnet.hw.cached_engine import CachedEngine  # noqa: E402
-from pwlnet.hw.link import CacheInfo  # noqa: E402
+from pwlnet.protocol import CacheInfo  # noqa: E402
 
 from test_code_cache import compiled  # noqa: E402
 
