@@ -373,10 +373,10 @@ def save_result(path, run: CacheRun) -> Path:
 
 def add_cache_arguments(parser):
     """Add the ``pwlnet cache`` arguments to ``parser`` (the one definition of the CLI)."""
-    from .cli import _positive_int   # the CLI's own rule for counts, not a second copy
+    from .cli_args import positive_int
     parser.add_argument("model_dir", metavar="DIR", help="compiled-model directory")
     parser.add_argument("--inputs", required=True, help=".npy of float inputs (N, *input_shape), in stream order")
-    parser.add_argument("--entries", required=True, type=_positive_int, help="cache slots N")
+    parser.add_argument("--entries", required=True, type=positive_int, help="cache slots N")
     parser.add_argument("--metric", required=True, choices=code_cache.METRICS,
                         help="ball metric of the comparator bank: l2, linf (no multiplier) or l1")
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
@@ -384,7 +384,7 @@ def add_cache_arguments(parser):
                              "network's; checked against the SHA-256 recorded in DIR)")
     parser.add_argument("--policy", choices=code_cache.POLICIES, default="lru",
                         help="slot the host overwrites on a miss (default lru)")
-    parser.add_argument("--lanes", type=_positive_int, default=DEFAULT_LANES,
+    parser.add_argument("--lanes", type=positive_int, default=DEFAULT_LANES,
                         help=f"engine lanes P, of the cycle figures and the simulated engine (default {DEFAULT_LANES})")
     parser.add_argument("--simulator", choices=SIMULATORS, default=None,
                         help="run the RTL of the engine with the cache on this simulator, checked against "

@@ -10,17 +10,9 @@ import argparse
 import importlib
 import sys
 
+from .cli_args import positive_int
+
 __all__ = ["main", "build_parser"]
-
-
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {v}")
-    return v
 
 
 def build_parser():
@@ -38,13 +30,13 @@ def build_parser():
                         help="your own data: an .npz with x_train, y_train, x_test, y_test (see pwlnet.data.load_file)")
     s.add_argument("--hidden", default="64,64", help="hidden layer widths, comma-separated (default 64,64)")
     s.add_argument("--out", required=True, help="output ONNX file")
-    s.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
+    s.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: per data set)")
     s.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--batch-size", type=_positive_int, default=None, help="mini-batch size")
+    s.add_argument("--batch-size", type=positive_int, default=None, help="mini-batch size")
     s.add_argument("--activation", choices=("relu", "lerp"), default="relu",
                    help="hidden-layer activation: ReLU (default) or a learnable per-channel LERP table")
-    s.add_argument("--grid", type=_positive_int, default=None,
+    s.add_argument("--grid", type=positive_int, default=None,
                    help="LERP: segments per table, a power of two (default 64)")
     s.add_argument("--lerp-range", default=None, metavar="LO,HI",
                    help="LERP: the tables' input range, written --lerp-range=LO,HI (default -4,4)")
@@ -73,7 +65,7 @@ def build_parser():
                         "(default; one shared multiplier in hardware) or a rounding shift alone "
                         "(no multiplier; costs up to one bit of weight precision)")
     s.add_argument("--multiplier-bits", type=int, default=8, help="multiplier width for --requant multiply (default 8)")
-    s.add_argument("--lerp-grid", type=_positive_int, default=None,
+    s.add_argument("--lerp-grid", type=positive_int, default=None,
                    help="segments per LERP table for imported 1-D functions (Tanh, GELU, ...), "
                         "a power of two (default 64)")
     s.add_argument("--lerp-range", default=None, metavar="LO,HI",

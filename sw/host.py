@@ -658,7 +658,7 @@ NO_CACHE = "the bitstream has no cache; build it with --cache-entries N"
 
 def add_run_arguments(parser):
     """Add ``pwlnet run``'s arguments to an ``argparse`` parser."""
-    from .cli import _positive_int   # the CLI's own rule for counts, not a second copy
+    from .cli_args import positive_int
     from .code_cache import METRICS, POLICIES
     parser.add_argument("model_dir", metavar="DIR", help="compiled model directory")
     parser.add_argument("--inputs", required=True, help=".npy of float inputs (N, ...) or, with --codes, input codes")
@@ -681,7 +681,7 @@ def add_run_arguments(parser):
                    help="with --cache: slot the host overwrites on a miss (default lru)")
     c.add_argument("--out", default=None, metavar="RESULT.npz",
                    help="with --cache: write hit, hit_center, inputs and outputs here, as pwlnet cache does")
-    c.add_argument("--cache-entries", type=_positive_int, default=None, metavar="N",
+    c.add_argument("--cache-entries", type=positive_int, default=None, metavar="N",
                    help="--sim: give the simulated board a cache of N slots (a board's cache is the one "
                         "its bitstream was built with)")
     c.add_argument("--cache-metric", choices=METRICS, default=None,

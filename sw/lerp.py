@@ -20,9 +20,8 @@ This module holds what the importer, the quantizer and the exporter share:
   pwlnet importer reads the tables back bit for bit from the node's initializers.
 
 The torch module (:class:`pwlnet.models.Lerp`) and the MLP built from it
-(:class:`pwlnet.models.LerpMLP`) live in :mod:`pwlnet.models`, which needs torch; they
-are also reachable as ``pwlnet.lerp.Lerp`` and ``pwlnet.lerp.LerpMLP``, imported on first
-use so that this module itself never imports torch.
+(:class:`pwlnet.models.LerpMLP`) live in :mod:`pwlnet.models`, which needs torch and
+builds on this module; this module never imports torch.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ __all__ = [
     "ONNX_DOMAIN", "ONNX_OP", "ONNX_VERSION", "DEFAULT_GRID", "DEFAULT_RANGE",
     "is_power_of_two", "parse_range", "grid_points", "interpolate", "tabulate", "resample",
     "FunctionActivation", "onnx_function", "attach_onnx_function",
-    "Lerp", "LerpMLP",
 ]
 
 #: The ONNX operator of a LERP activation: domain, op type and the domain's version.
@@ -228,11 +226,3 @@ def attach_onnx_function(model):
     if not any(o.domain == ONNX_DOMAIN for o in model.opset_import):
         model.opset_import.append(oh.make_opsetid(ONNX_DOMAIN, ONNX_VERSION))
     return model
-
-
-def __getattr__(name):
-    # The torch classes, without importing torch for users of the numpy side.
-    if name in ("Lerp", "LerpMLP"):
-        from . import models
-        return getattr(models, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ from amaranth.sim import Simulator
 from pwlnet import fixedpoint as fx
 from pwlnet import code_cache, synth
 from pwlnet.hw.comparator_bank import LOOKUP_LATENCY, ComparatorBank
-from pwlnet.hw.verilog_check import run_selfcheck, selfcheck_result
+from pwlnet.sim.verilog_check import run_selfcheck, selfcheck_result
 
 # ---- golden model and scenarios ---------------------------------------------------------
 

