@@ -20,6 +20,7 @@ timing at every requested clock raises :class:`TimingError` naming fmax and the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,6 +28,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from ..protocol import check_cache_entries, code_bytes
 
 __all__ = ["BuildError", "FitError", "TimingError", "ProgramError", "BOARDS", "DEVICE_LIMITS",
            "DEFAULT_TARGETS_MHZ", "cache_suffix", "build_bitstream", "program", "add_build_arguments", "cli_build"]
@@ -203,18 +206,13 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     FitError, TimingError, BuildError
         As their names say; the message names the resource or the frequencies.
     """
-    from amaranth_boards.icebreaker import ICEBreakerPlatform
-
     from .. import artifact
-    from ..protocol import check_cache_entries, code_bytes
-    from ..hw.pll import pll_config
-    from .icebreaker import ICEBreakerTop
+    from ..code_cache import METRICS
 
     if board not in BOARDS:
         raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
     model_dir = Path(model_dir)
     model = artifact.load(model_dir)
-    from ..code_cache import METRICS
     check_cache_entries(cache_entries, "cache entries")
     if cache_metric not in METRICS:
         raise ValueError(f"cache metric must be one of {', '.join(METRICS)}, not {cache_metric!r}")
@@ -225,80 +223,121 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     if not targets:
         raise ValueError("target_mhz names no clock")
     _tool_env()
+    job = _Job(model=model, model_name=model_name, board=board, out_dir=out_dir, lanes=lanes, baud=baud,
+               engine=engine, name=name, cache_entries=cache_entries, cache_metric=cache_metric)
+    return _walk_clocks(job, targets)
 
-    def attempt(mhz):
-        """Place and route at `mhz`; return (result dict, bitstream bytes)."""
-        pll = pll_config(mhz * 1e6)
-        top = ICEBreakerTop(model, lanes=lanes, pll=pll, baud=baud, target="ice40", engine=engine,
-                            cache_entries=cache_entries, cache_metric=cache_metric)
-        platform = ICEBreakerPlatform()
-        platform.add_resources(platform.break_off_pmod)
-        gw = out_dir / f"gateware-{mhz:g}MHz"
-        if gw.exists():
-            shutil.rmtree(gw)
-        products = _run_flow(top, platform, gw, name)
-        report = json.loads(products.get(f"{name}.report.json", "t"))
-        fmax = _fmax(report, "pll.clk")
-        achieved = pll.f_out / 1e6
-        resources = _resources(report)
-        msg = _fit_message({DEVICE_LIMITS[k][0]: (v["used"], v["available"]) for k, v in resources.items()},
-                           platform.device)
-        if msg:
-            raise FitError(msg)
-        cycles = int(getattr(top.engine, "cycles_per_inference", 0))
-        bytes_per_inf = (model.input_dim * code_bytes(model.input_bits) + 6
-                         + model.output_dim * code_bytes(model.layers[-1].out_bits) + 6 + 6)
-        result = {
-            "model": model_name,
-            "board": board,
-            "device": f"{platform.device}-{platform.package}",
-            "target_mhz": achieved,
-            "requested_mhz": float(mhz),
-            "pll": str(pll),
-            "fmax_mhz": fmax,
-            "timing_met": fmax >= achieved,
-            "resources": resources,
-            "lanes": lanes,
-            "cycles_per_inference": cycles,
-            "ideal_cycles": int(getattr(top.engine, "ideal_cycles", 0)),
-            "inferences_per_second": achieved * 1e6 / cycles if cycles else 0.0,
-            "baud": round(pll.f_out / top.divisor),
-            "link_inferences_per_second": baud / (10 * bytes_per_inf),
-            "bitstream": f"{model_name}.bin",
-            "gateware": gw.name,
-            "cache": None,
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What one :func:`build_bitstream` call builds, for every clock it tries."""
+
+    model: object
+    model_name: str
+    board: str
+    out_dir: Path
+    lanes: int
+    baud: int
+    engine: object
+    name: str
+    cache_entries: int
+    cache_metric: str
+
+
+def _attempt(job, mhz):
+    """Place and route ``job`` at ``mhz``; return (result dict, bitstream bytes or None)."""
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    from ..hw.pll import pll_config
+    from .icebreaker import ICEBreakerTop
+
+    pll = pll_config(mhz * 1e6)
+    top = ICEBreakerTop(job.model, lanes=job.lanes, pll=pll, baud=job.baud, target="ice40", engine=job.engine,
+                        cache_entries=job.cache_entries, cache_metric=job.cache_metric)
+    platform = ICEBreakerPlatform()
+    platform.add_resources(platform.break_off_pmod)
+    gw = job.out_dir / f"gateware-{mhz:g}MHz"
+    if gw.exists():
+        shutil.rmtree(gw)
+    products = _run_flow(top, platform, gw, job.name)
+    report = json.loads(products.get(f"{job.name}.report.json", "t"))
+    fmax = _fmax(report, "pll.clk")
+    resources = _resources(report)
+    msg = _fit_message({DEVICE_LIMITS[k][0]: (v["used"], v["available"]) for k, v in resources.items()},
+                       platform.device)
+    if msg:
+        raise FitError(msg)
+    result = _result(job, top, platform, pll, mhz, fmax, resources, gw.name)
+    return result, products.get(f"{job.name}.bin")
+
+
+def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
+    """The report of one place-and-route run (the contents of ``report.json``)."""
+    model, baud = job.model, job.baud
+    achieved = pll.f_out / 1e6
+    cycles = int(getattr(top.engine, "cycles_per_inference", 0))
+    bytes_per_inf = (model.input_dim * code_bytes(model.input_bits) + 6
+                     + model.output_dim * code_bytes(model.layers[-1].out_bits) + 6 + 6)
+    result = {
+        "model": job.model_name,
+        "board": job.board,
+        "device": f"{platform.device}-{platform.package}",
+        "target_mhz": achieved,
+        "requested_mhz": float(mhz),
+        "pll": str(pll),
+        "fmax_mhz": fmax,
+        "timing_met": fmax >= achieved,
+        "resources": resources,
+        "lanes": job.lanes,
+        "cycles_per_inference": cycles,
+        "ideal_cycles": int(getattr(top.engine, "ideal_cycles", 0)),
+        "inferences_per_second": achieved * 1e6 / cycles if cycles else 0.0,
+        "baud": round(pll.f_out / top.divisor),
+        "link_inferences_per_second": baud / (10 * bytes_per_inf),
+        "bitstream": f"{job.model_name}.bin",
+        "gateware": gateware,
+        "cache": None,
+    }
+    if job.cache_entries:
+        hit = int(top.engine.hit_cycles)
+        result["cache"] = {
+            "entries": job.cache_entries,
+            "metric": job.cache_metric,
+            "image_bytes": int(top.engine.fmt.image_bytes),
+            "hit_cycles": hit,
+            "miss_cycles": cycles,
+            "hits_per_second": achieved * 1e6 / hit if hit else 0.0,
         }
-        if cache_entries:
-            hit = int(top.engine.hit_cycles)
-            result["cache"] = {
-                "entries": cache_entries,
-                "metric": cache_metric,
-                "image_bytes": int(top.engine.fmt.image_bytes),
-                "hit_cycles": hit,
-                "miss_cycles": cycles,
-                "hits_per_second": achieved * 1e6 / hit if hit else 0.0,
-            }
-            # The INFER reply carries two more bytes (cached, slot).
-            result["link_inferences_per_second"] = baud / (10 * (bytes_per_inf + 2))
-        return result, products.get(f"{name}.bin")
+        # The INFER reply carries two more bytes (cached, slot).
+        result["link_inferences_per_second"] = baud / (10 * (bytes_per_inf + 2))
+    return result
 
-    def finish(result, bitstream, tried):
-        result["tried"] = tried
-        (out_dir / "report.json").write_text(json.dumps(result, indent=1) + "\n")
-        (out_dir / "report.txt").write_text(_report_text(result))
-        if bitstream is not None:
-            (out_dir / result["bitstream"]).write_bytes(bitstream)
-        return result
 
-    # Walk down the clocks; skip those well above an fmax just missed.  nextpnr's fmax
-    # depends on the target it is given, so after the first success one clock above it
-    # (up to that success's fmax) is tried as well and the faster bitstream is kept.
+def _finish(job, result, bitstream, tried):
+    """Write ``report.json``, ``report.txt`` and the bitstream (if any) of the kept run."""
+    result["tried"] = tried
+    (job.out_dir / "report.json").write_text(json.dumps(result, indent=1) + "\n")
+    (job.out_dir / "report.txt").write_text(_report_text(result))
+    if bitstream is not None:
+        (job.out_dir / result["bitstream"]).write_bytes(bitstream)
+    return result
+
+
+def _walk_clocks(job, targets):
+    """Try the clocks from the fastest down; keep the first that closes timing.
+
+    Clocks well above an fmax just missed are skipped.  nextpnr's fmax depends on the
+    target it is given, so after the first success one clock above it (up to that
+    success's fmax) is tried as well and the faster bitstream is kept.
+    """
+    from ..hw.pll import pll_config
+
     tried, misses = [], []
     for mhz in sorted(targets, reverse=True):
         f_out = pll_config(mhz * 1e6).f_out
         if misses and f_out > 1.03 * min(misses) * 1e6:
             continue
-        result, bitstream = attempt(mhz)
+        result, bitstream = _attempt(job, mhz)
         tried.append({"mhz": result["target_mhz"], "fmax_mhz": result["fmax_mhz"]})
         if not result["timing_met"]:
             misses.append(result["fmax_mhz"])
@@ -307,17 +346,17 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
         higher = [t for t in targets if t > mhz and pll_config(t * 1e6).f_out <= result["fmax_mhz"] * 1e6
                   and not any(abs(pll_config(t * 1e6).f_out / 1e6 - x["mhz"]) < 1e-6 for x in tried)]
         if higher:
-            better, better_bits = attempt(max(higher))
+            better, better_bits = _attempt(job, max(higher))
             tried.append({"mhz": better["target_mhz"], "fmax_mhz": better["fmax_mhz"]})
             if better["timing_met"]:
                 result, bitstream = better, better_bits
-        return finish(result, bitstream, tried)
+        return _finish(job, result, bitstream, tried)
     if not tried:
         raise TimingError("no requested clock was tried")
-    finish(last_miss, None, tried)
+    _finish(job, last_miss, None, tried)
     listing = ", ".join(f"{t['mhz']:g} MHz (fmax {t['fmax_mhz']:.2f} MHz)" for t in tried)
     raise TimingError(f"timing not met at any requested clock: {listing}; "
-                      f"see {out_dir / 'report.txt'}")
+                      f"see {job.out_dir / 'report.txt'}")
 
 
 def program(board, bitstream):

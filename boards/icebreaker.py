@@ -83,16 +83,10 @@ class ICEBreakerTop(wiring.Component):
                  cache_metric="linf", cache_preload=()):
         if pll is not None:
             if not isinstance(pll, PLLConfig):
-                self._MustUse__silence = True   # a rejected object is not an unused design
                 raise TypeError(f"pll must be a PLLConfig, not {pll!r}")
             clk_freq = pll.f_out
-        try:
-            check_cache_entries(cache_entries)
-        except ValueError:
-            self._MustUse__silence = True
-            raise
+        check_cache_entries(cache_entries)
         if not cache_entries and len(cache_preload):
-            self._MustUse__silence = True
             raise ValueError("cache_preload needs a cache (cache_entries > 0)")
         self.model = model
         self.lanes = lanes

@@ -158,10 +158,9 @@ class ICE40PLL(Elaboratable):
     VARIANTS = ("SB_PLL40_PAD", "SB_PLL40_2F_PAD")
 
     def __init__(self, config, pin, *, domain="sync", variant="SB_PLL40_PAD", reset_delay=15e-6):
-        if not isinstance(config, PLLConfig) or variant not in self.VARIANTS:
-            self._MustUse__silence = True   # a rejected object is not an unused design
-            if not isinstance(config, PLLConfig):
-                raise TypeError(f"config must be a PLLConfig, not {config!r}")
+        if not isinstance(config, PLLConfig):
+            raise TypeError(f"config must be a PLLConfig, not {config!r}")
+        if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {self.VARIANTS}, not {variant!r}")
         self.config = config
         self.pin = pin

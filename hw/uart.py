@@ -79,11 +79,7 @@ class UARTTx(wiring.Component):
     """
 
     def __init__(self, divisor):
-        try:
-            self._divisor = _check_divisor(divisor)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True   # a rejected object is not an unused design
-            raise
+        self._divisor = _check_divisor(divisor)
         super().__init__({
             "i":  In(stream.Signature(8)),
             "tx": Out(1, init=1),
@@ -146,11 +142,7 @@ class UARTRx(wiring.Component):
     """
 
     def __init__(self, divisor):
-        try:
-            self._divisor = _check_divisor(divisor)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True   # a rejected object is not an unused design
-            raise
+        self._divisor = _check_divisor(divisor)
         super().__init__({
             "rx":          In(1, init=1),
             "o":           Out(stream.Signature(8)),

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """PLL configuration search and the PLL block's checks."""
 
 import pytest

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """UART receiver and transmitter in Amaranth's simulator.
 
 Testbenches use plain ``await ctx.tick()`` loops: a background testbench left suspended
