@@ -56,30 +56,18 @@ through more than one carry chain or through a memory and a DSP at once):
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from pwlnet import fixedpoint as fx
-from pwlnet.artifact import CompiledModel, Layer
+from ..lerp import LerpUnit
+from ..mac import LaneMAC
+from ..memory import NO_RW_CHECK, WeightMemory, delay_line, unchecked_read_port
+from .plan import EnginePlan
 
-from .lerp import LerpUnit, lerp_latency
-from .mac import MUL_LATENCY, LaneMAC
-from .memory import NO_RW_CHECK, SPRAM_DEPTH, WeightMemory, delay_line, unchecked_read_port
-from .params import check_target
-
-__all__ = ["MLPEngine", "WEIGHT_MEMORIES", "ENGINE_ACTIVATIONS", "output_layout"]
-
-#: Implementations the engine can be built for.
-#: Weight storage choices: ``"auto"`` picks ``"rom"`` (EBR) when it fits, else ``"ram"`` (SPRAM).
-WEIGHT_MEMORIES = ("auto", "rom", "ram")
-
-#: EBR bits the weights may take before ``"auto"`` moves them to SPRAM (of 30 x 4 Kbit
-#: on the UP5K; the rest is left for buffers, parameters and the rest of the design).
-_EBR_WEIGHT_BUDGET = 22 * 4096
+__all__ = ["MLPEngine", "output_layout"]
 
 
 def output_layout(model, programs=1):
@@ -97,248 +85,6 @@ def output_layout(model, programs=1):
     if programs > 1:
         fields["program"] = range(programs)
     return data.StructLayout(fields)
-
-
-def _width(lo, hi):
-    return fx.signed_width(min(int(lo), 0), max(int(hi), 0))
-
-
-class _Plan:
-    """Everything the engine derives from the model and the lane count (pure Python).
-
-    Kept apart from the hardware so the cycle formula, memory images and widths can be
-    inspected and tested without elaborating anything.
-    """
-
-    def __init__(self, model, lanes, programs, slots=None):
-        P = self.lanes = lanes
-        self.programs = []          # (first table index, number of layers)
-        table = []
-        for prog in programs:
-            self.programs.append((len(table), len(prog)))
-            table.extend(prog)
-        self.table = table
-        self.d = model.input_dim
-        self.in_bits = model.input_bits
-        last = model.layers[-1]
-        self.n_out = last.n_out
-        self.out_bits = last.out_bits
-        self.weight_bits = max(l.weight_bits for l in table)
-        hidden = [l for prog in programs for l in prog[:-1]]
-        self.act_bits = max((l.out_bits for l in hidden), default=0)
-        self.act_depth = max((l.n_out for l in hidden), default=0)
-        self.x_bits = max(self.in_bits, self.act_bits)
-        nv_max = min(P, max(l.n_out for l in table))
-
-        # Lane accumulators hold partial sums W x (bias is added later), so size them for
-        # the reach of W x alone as well as for the layer's declared acc_bits.
-        acc = 2
-        for l in table:
-            reach = int(np.abs(l.weight).sum(axis=1).max(initial=0)) << (l.in_bits - 1)
-            acc = max(acc, l.acc_bits, _width(-reach, reach))
-        # Writable cache slots (`slots`, a pwlnet.code_cache.SlotFormat): the widths must hold
-        # whatever entry the host may write later, not only the slots' initial contents.
-        if slots is not None:
-            acc = max(acc, slots.wx_bits)
-        self.acc_bits = acc
-        self.has_multiply = any(np.any(l.multiplier != 1) for l in table) or bool(slots and slots.mult_bits)
-        mb = max(int(l.multiplier.max(initial=1)).bit_length() for l in table)
-        if slots is not None:
-            mb = max(mb, slots.mult_bits)
-        self.mult_bits = mb if self.has_multiply else 0
-        self.max_shift = max(int(l.shift.max(initial=0)) for l in table)
-        self.shift_bits = max(1, self.max_shift.bit_length(), slots.shift_bits if slots is not None else 1)
-        # Per channel: off = bias * m + round(2**(s-1)), so that the requantizer computes
-        # (acc * m + off) >> s == round_shift((acc + bias) * m, s) with one add.
-        params = []
-        for l in table:
-            for o in range(l.n_out):
-                b, mu, sh = int(l.bias[o]), int(l.multiplier[o]), int(l.shift[o])
-                params.append((b * mu + ((1 << (sh - 1)) if sh else 0), mu, sh))
-        self.params = params
-        offs = [p[0] for p in params] or [0]
-        if slots is not None:
-            offs += list(fx.signed_range(slots.off_bits))
-        self.off_bits = _width(min(offs), max(offs))
-        mmax = (1 << self.mult_bits) - 1 if self.has_multiply else 1
-        amax = 1 << (acc - 1)
-        self.pre_bits = _width(-amax * mmax + min(min(offs), 0), amax * mmax + max(max(offs), 0)) + 1
-        min_shift = min((p[2] for p in params), default=0)
-        if slots is not None:
-            min_shift = min(min_shift, slots.min_shift)
-        max_ob = max(l.out_bits for l in table)
-        self.post_bits = max(self.pre_bits - min_shift, max_ob + 1)
-        # Requant stages after the hold register: param fetch, [partial products, adder
-        # tree levels | offset add], shift (1 or 2), saturate (2).
-        if self.has_multiply:
-            terms = self.mult_bits + 1
-            levels = (terms - 1).bit_length()
-            self.req_stages = 2 + levels + 1 + (self.shift_bits > 3) + 2
-        else:
-            self.req_stages = 2 + 1 + (self.shift_bits > 3) + 2
-        #: Cycles from the last read of a pass to the first cycle its first result can be
-        #: read back: memory 1, operand register 1, multiplier, accumulate 1, hold copy 1,
-        #: serializer 1, requant stages.
-        self.write_delay = 2 + MUL_LATENCY + 2 + self.req_stages
-        # LERP layers share one LerpUnit after the saturation stage.  Every layer's result
-        # then goes through it (non-LERP ones bypass the table on a meta bit), so there is
-        # one write point and one write_delay for all layers; models without a LERP layer
-        # build no unit and keep their schedule and hardware exactly.
-        lerp = [l for l in table if l.activation == "lerp"]
-        self.has_lerp = bool(lerp)
-        if lerp:
-            self.lerp_bits, self.lerp_k = lerp[0].out_bits, lerp[0].index_bits
-            self.lerp_tables = np.concatenate([l.table for l in lerp])
-            self.lerp_latency = lerp_latency(self.lerp_bits, self.lerp_k)
-            self.write_delay += self.lerp_latency
-        else:
-            self.lerp_bits = self.lerp_k = self.lerp_tables = None
-            self.lerp_latency = 0
-
-        self.layers = []
-        words = []
-        chan = 0
-        lerp_chan = 0
-        for t, l in enumerate(table):
-            prog_idx = next(k for k, (f, n) in enumerate(self.programs) if f <= t < f + n)
-            first, count = self.programs[prog_idx]
-            pos = t - first
-            is_last = pos == count - 1
-            G = -(-l.n_out // P)
-            L = max(l.n_in, nv_max)
-            gap = 0 if is_last else max(0, self.write_delay - (G - 1) * P)
-            self.layers.append(dict(
-                w_base=len(words), n_in=l.n_in, G=G, L=L, nv_last=l.n_out - (G - 1) * P,
-                chan_base=chan, src_in=int(pos == 0), src_base=(pos - 1) % 2 * self.act_depth,
-                dst_out=int(is_last), dst_base=pos % 2 * self.act_depth if not is_last else 0,
-                gap=gap, last=int(is_last),
-                lo=0 if l.activation == "relu" else fx.signed_range(l.out_bits)[0],
-                hi=fx.signed_range(l.out_bits)[1], n_out=l.n_out, ob=l.out_bits,
-                lerp=int(l.activation == "lerp"),
-                lerp_base=lerp_chan if l.activation == "lerp" else 0))
-            wmask = (1 << self.weight_bits) - 1
-            for g in range(G):
-                for i in range(l.n_in):
-                    word = 0
-                    for p in range(P):
-                        o = g * P + p
-                        if o < l.n_out:
-                            word |= (int(l.weight[o, i]) & wmask) << (p * self.weight_bits)
-                    words.append(word)
-            chan += l.n_out
-            if l.activation == "lerp":
-                lerp_chan += l.n_out
-        self.words = words
-
-    @property
-    def min_last_read_distance(self):
-        """Fewest cycles between the last reads of two consecutive passes.
-
-        Within a layer it is ``L``; from a layer's last pass to the next layer's first,
-        the pass's bubble cycles, the ``max(gap, 1)`` cycles without reads and the next
-        layer's reads; after a program's last layer, any program may start (one LOAD
-        cycle, then ``d`` reads at least).
-        """
-        dist = []
-        for f, n in self.programs:
-            lay = self.layers[f:f + n]
-            for k, x in enumerate(lay):
-                if x["G"] > 1:
-                    dist.append(x["L"])
-                nxt = lay[k + 1]["n_in"] if k + 1 < n else self.d
-                dist.append(x["L"] - x["n_in"] + max(x["gap"], 1) + nxt)
-        return min(dist)
-
-    @property
-    def ideal_cycles(self):
-        f, n = self.programs[0]
-        return sum(-(-l.n_out // self.lanes) * l.n_in for l in self.table[f:f + n])
-
-    def program_cycles(self, k=0):
-        # Each layer: G passes of L cycles, then max(gap, 1) cycles without reads (the
-        # gap, which includes the one-cycle descriptor LOAD).
-        f, n = self.programs[k]
-        return sum(d["G"] * d["L"] + max(d["gap"], 1) for d in self.layers[f:f + n])
-
-
-#: Activations the engine implements, chosen per layer.  ``"lerp"`` layers share one
-#: :class:`~pwlnet.hw.lerp.LerpUnit`, so all of them (in every program) must have the
-#: same ``out_bits`` and ``index_bits``.
-ENGINE_ACTIVATIONS = ("none", "relu", "lerp")
-
-
-def _check_activations(layers, where):
-    # Refuse rather than compute something else: a layer whose activation the datapath
-    # does not implement would otherwise come out silently wrong.
-    for i, l in enumerate(layers):
-        if l.activation not in ENGINE_ACTIVATIONS:
-            name = f" ({l.name!r})" if l.name else ""
-            raise ValueError(f"{where}layer {i}{name}: activation {l.activation!r} is not supported "
-                             f"by MLPEngine (supported: {', '.join(ENGINE_ACTIVATIONS)})")
-
-
-def _check_program(model, k, layers):
-    """An extra program: layers from the model's input codes to its output codes."""
-    if isinstance(layers, CompiledModel):
-        layers = layers.layers
-    layers = list(layers)
-    where = f"program {k}"
-    if not layers or not all(isinstance(l, Layer) for l in layers):
-        raise TypeError(f"{where} must be a non-empty list of pwlnet.artifact.Layer, not {layers!r}")
-    probe = CompiledModel(input_shape=model.input_shape, input_bits=model.input_bits,
-                          input_scale=model.input_scale, input_zero_point=model.input_zero_point,
-                          layers=layers)
-    try:
-        probe.validate(where=where)
-    except ValueError as e:
-        raise ValueError(str(e)) from None
-    _check_activations(layers, f"{where}: ")
-    last, want = layers[-1], model.layers[-1]
-    if (last.n_out, last.out_bits) != (want.n_out, want.out_bits):
-        raise ValueError(f"{where} gives {last.n_out} outputs of {last.out_bits} bits; the output "
-                         f"stream carries {want.n_out} of {want.out_bits} bits")
-    return layers
-
-
-def _empty_slot(model, fmt):
-    """The initial contents of an unwritten cache slot: ``W = 0, b = 0`` (never run: invalid)."""
-    last = model.layers[-1]
-    n_out, d = model.output_dim, model.input_dim
-    return Layer(weight=np.zeros((n_out, d), dtype=np.int64), bias=np.zeros(n_out, dtype=np.int64),
-                 multiplier=np.ones(n_out, dtype=np.int64), shift=np.full(n_out, fmt.min_shift, dtype=np.int64),
-                 weight_bits=fmt.weight_bits, in_bits=model.input_bits, out_bits=last.out_bits,
-                 acc_bits=2, activation="none", out_scale=last.out_scale, requant=last.requant,
-                 name="cache_slot")
-
-
-def _check_lerp_split(programs):
-    """Refuse LERP layers of different ``(out_bits, index_bits)``: there is one LERP unit.
-
-    ``programs`` is the list of layer lists (program 0 = the network).  Supporting several
-    splits would take one unit (and table memory) per split and a write-back arbiter;
-    the models pwlnet produces use one split throughout, so a clear refusal is better.
-    """
-    first = None
-    for k, layers in enumerate(programs):
-        for i, l in enumerate(layers):
-            if l.activation != "lerp":
-                continue
-            where = (f"program {k}: " if k else "") + f"layer {i}" + (f" ({l.name!r})" if l.name else "")
-            split = (l.out_bits, l.index_bits)
-            if first is None:
-                first = (where, split)
-            elif split != first[1]:
-                raise ValueError(
-                    f"{where}: LERP layer with out_bits {split[0]} and index_bits {split[1]}, but "
-                    f"{first[0]} has out_bits {first[1][0]} and index_bits {first[1][1]}; MLPEngine "
-                    f"has one LERP unit, so every LERP layer must use the same out_bits and index_bits")
-
-
-def _check_model(model):
-    if not isinstance(model, CompiledModel):
-        raise TypeError(f"model must be a pwlnet.artifact.CompiledModel, not {model!r}")
-    model.validate()
-    _check_activations(model.layers, "")
 
 
 class MLPEngine(wiring.Component):
@@ -400,55 +146,26 @@ class MLPEngine(wiring.Component):
 
     def __init__(self, model, lanes, *, target="generic", weight_memory="auto", programs=(),
                  cache_slots=0, slot_format=None, slot_layers=None):
-        _check_model(model)
-        programs = [_check_program(model, k + 1, p) for k, p in enumerate(programs)]
-        cache_slots = 0 if cache_slots is None else cache_slots
-        if isinstance(cache_slots, bool) or not isinstance(cache_slots, (int, np.integer)) or cache_slots < 0:
-            raise ValueError(f"cache_slots must be a non-negative integer, not {cache_slots!r}")
-        self._n_slots = int(cache_slots)
-        self._slots = slot_format if self._n_slots else None
-        if self._n_slots:
-            if slot_format is None:
-                raise ValueError("cache_slots needs slot_format (a pwlnet.code_cache.SlotFormat)")
-            if slot_format.lanes != lanes or slot_format.dim != model.input_dim or slot_format.n_out != model.output_dim:
-                raise ValueError(f"slot_format {slot_format!r} does not describe this model at {lanes} lanes")
-            slot_layers = list(slot_layers) if slot_layers is not None else [None] * self._n_slots
-            if len(slot_layers) != self._n_slots:
-                raise ValueError(f"slot_layers has {len(slot_layers)} items for {self._n_slots} slots")
-            self._first_slot = 1 + len(programs)
-            for k, l in enumerate(slot_layers):
-                l = _empty_slot(model, slot_format) if l is None else l
-                programs.append(_check_program(model, self._first_slot + k, [l]))
-        else:
-            self._first_slot = None
-        _check_lerp_split([list(model.layers)] + programs)
-        if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)):
-            raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
-        if lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        check_target(target)
-        if weight_memory not in WEIGHT_MEMORIES:
-            raise ValueError(f"weight_memory must be one of {WEIGHT_MEMORIES}, not {weight_memory!r}")
+        # The plan checks the model, programs, slots and lane count (in that order), then
+        # the target and weight storage are checked by the choice of weight memory.
+        self._plan = plan = EnginePlan(model, lanes, programs=programs, cache_slots=cache_slots,
+                                       slot_format=slot_format, slot_layers=slot_layers)
+        self._weight_memory = plan.weight_memory_for(target, weight_memory)
         self._model = model
         self._target = target
-        self._plan = plan = _Plan(model, int(lanes), [list(model.layers)] + programs, self._slots)
-        wbits = plan.lanes * plan.weight_bits * len(plan.words)
-        if weight_memory == "auto":
-            weight_memory = "ram" if target == "ice40" and wbits > _EBR_WEIGHT_BUDGET else "rom"
-        if weight_memory == "ram" and target == "ice40" and len(plan.words) > SPRAM_DEPTH:
-            raise ValueError(f"the model needs {len(plan.words)} weight words at {lanes} lanes; "
-                             f"SPRAM holds {SPRAM_DEPTH}")
-        self._weight_memory = weight_memory
+        self._n_slots = plan.cache_slots
+        self._slots = plan.slot_format
+        self._first_slot = plan.first_slot_program
         members = {
             "i": In(stream.Signature(signed(model.input_bits))),
             "o": Out(stream.Signature(output_layout(model, len(plan.programs)))),
         }
-        if programs:
+        if len(plan.programs) > 1:
             members["prog"] = In(stream.Signature(range(len(plan.programs))))
         if self._n_slots:
             members["cw"] = In(stream.Signature(self.slot_write_layout))
             members["quiet"] = Out(1)
-        if weight_memory == "ram":
+        if self._weight_memory == "ram":
             members["w_wr"] = In(stream.Signature(data.StructLayout({
                 "addr": range(max(2, len(plan.words))),
                 "data": unsigned(plan.lanes * plan.weight_bits)})))
@@ -467,11 +184,11 @@ class MLPEngine(wiring.Component):
 
     def slot_word_base(self, s):
         """Weight-memory address of slot ``s``'s first weight word."""
-        return self._plan.layers[self._plan.programs[self._first_slot + s][0]]["w_base"]
+        return self._plan.slot_word_base(s)
 
     def slot_chan_base(self, s):
         """Parameter-memory index of slot ``s``'s first output channel."""
-        return self._plan.layers[self._plan.programs[self._first_slot + s][0]]["chan_base"]
+        return self._plan.slot_chan_base(s)
 
     @property
     def slot_write_layout(self):
@@ -492,6 +209,11 @@ class MLPEngine(wiring.Component):
 
     # -- read-only facts -------------------------------------------------------------
     @property
+    def plan(self):
+        """The :class:`~pwlnet.hw.engine.plan.EnginePlan` the engine is built from."""
+        return self._plan
+
+    @property
     def lanes(self):
         """Number of lanes ``P``."""
         return self._plan.lanes
@@ -504,7 +226,7 @@ class MLPEngine(wiring.Component):
     @property
     def cycles_per_inference(self):
         """Exact steady-state interval between inferences (back-to-back inputs, no back-pressure)."""
-        return self._plan.program_cycles(0)
+        return self._plan.cycles_per_inference
 
     def program_cycles(self, k):
         """Exact cycles program ``k`` occupies the lanes (0 = the network)."""
@@ -518,12 +240,12 @@ class MLPEngine(wiring.Component):
     @property
     def weight_words(self):
         """Weight memory image: one int per word, lane ``p`` in bits ``[p*wb, (p+1)*wb)``."""
-        return list(self._plan.words)
+        return self._plan.weight_words
 
     @property
     def weight_word_bits(self):
         """Width of one weight word (``P * weight_bits``)."""
-        return self._plan.lanes * self._plan.weight_bits
+        return self._plan.weight_word_bits
 
     @property
     def write_delay(self):

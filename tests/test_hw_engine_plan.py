@@ -1,0 +1,78 @@
+"""The engine plan (pure Python): its packing, offsets and cycle formulas, without hardware."""
+
+import numpy as np
+import pytest
+
+from pwlnet import fixedpoint as fx
+from pwlnet.hw.engine import MLPEngine
+from pwlnet.hw.engine.plan import (EBR_WEIGHT_BUDGET, EnginePlan, ideal_cycles, pack_weight_words,
+                                   requant_offset)
+from pwlnet.synth import random_model
+
+
+def test_pack_weight_words_lane_bits():
+    w = np.array([[1, -1, 3], [-2, 0, 7], [5, 6, -8]])
+    words = pack_weight_words(w, 2, 4)
+    assert len(words) == 2 * 3                  # ceil(3 / 2) passes of 3 inputs
+    for g in range(2):
+        for i in range(3):
+            for p in range(2):
+                o = g * 2 + p
+                got = (words[g * 3 + i] >> (4 * p)) & 0xF
+                want = (int(w[o, i]) & 0xF) if o < 3 else 0
+                assert got == want
+
+
+@pytest.mark.parametrize("shift", [0, 1, 5, 17])
+def test_requant_offset_matches_requantize(shift):
+    rng = np.random.default_rng(shift)
+    for _ in range(200):
+        acc, bias = (int(v) for v in rng.integers(-(1 << 20), 1 << 20, size=2))
+        mult = int(rng.integers(1, 1 << 10))
+        off = requant_offset(bias, mult, shift)
+        # the requantizer's (acc * m + off) >> s, before saturation
+        assert (acc * mult + off) >> shift == fx.round_shift((acc + bias) * mult, shift)
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 8])
+def test_plan_cycles(lanes):
+    model = random_model(1, [13, 20, 7])
+    plan = EnginePlan(model, lanes)
+    assert plan.ideal_cycles == ideal_cycles(model.layers, lanes) == sum(
+        -(-l.n_out // lanes) * l.n_in for l in model.layers)
+    assert plan.cycles_per_inference == plan.program_cycles(0) == sum(
+        x["G"] * x["L"] + max(x["gap"], 1) for x in plan.layers)
+    engine = MLPEngine(model, lanes)
+    assert engine.plan is engine._plan
+    assert (engine.ideal_cycles, engine.cycles_per_inference) == (plan.ideal_cycles, plan.cycles_per_inference)
+    assert engine.weight_words == plan.weight_words
+    assert plan.weight_words == [w for l in model.layers for w in pack_weight_words(l.weight, lanes, plan.weight_bits)]
+
+
+def test_plan_programs_and_params():
+    model = random_model(2, [13, 20, 7], requant="multiply")
+    extra = random_model(3, [13, 7]).layers
+    plan = EnginePlan(model, 3, programs=[extra])
+    assert len(plan.programs) == 2
+    assert plan.program_cycles(1) == sum(x["G"] * x["L"] + max(x["gap"], 1) for x in plan.layers[-1:])
+    layers = list(model.layers) + list(extra)
+    want = [(requant_offset(l.bias[o], l.multiplier[o], l.shift[o]), int(l.multiplier[o]), int(l.shift[o]))
+            for l in layers for o in range(l.n_out)]
+    assert plan.params == want
+
+
+def test_plan_weight_memory_choice():
+    model = random_model(5, [64, 64, 64, 4])
+    plan = EnginePlan(model, 8)
+    assert plan.weight_word_bits * len(plan.words) <= EBR_WEIGHT_BUDGET
+    assert plan.weight_memory_for("ice40") == "rom"
+    assert plan.weight_memory_for("generic", "ram") == "ram"
+    with pytest.raises(ValueError, match=r"^weight_memory must be one of \('auto', 'rom', 'ram'\), not 'flash'$"):
+        plan.weight_memory_for("generic", "flash")
+
+
+def test_plan_checks_like_engine():
+    with pytest.raises(TypeError, match=r"^model must be a pwlnet.artifact.CompiledModel, not \[1, 2\]$"):
+        EnginePlan([1, 2], 2)
+    with pytest.raises(ValueError, match=r"^lanes must be a positive integer, not 0$"):
+        EnginePlan(random_model(0, [4, 3]), 0)
