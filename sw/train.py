@@ -234,6 +234,68 @@ def _torch_threads(n):
         torch.set_num_threads(old)
 
 
+def _region_settings(region_margin, activation, weight, metric, fraction, ramp, boundary, code_bits):
+    """The checked settings of region-aware training (``{}`` for plain training)."""
+    if region_margin is None:
+        return {}
+    if activation != "relu":
+        raise ValueError("region-aware training (region_margin) needs ReLU hidden layers, "
+                         f"not activation={activation!r}")
+    gamma = _check_positive(region_margin, "region_margin (the wanted radius in input codes)", float)
+    if not (isinstance(weight, numbers.Real) and math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"region_weight must be a non-negative number, not {weight!r}")
+    if metric not in margin_mod.METRICS:
+        raise ValueError(f"region_metric must be one of {', '.join(margin_mod.METRICS)}, not {metric!r}")
+    fraction = _check_positive(fraction, "region_fraction", float)
+    if fraction > 1:
+        raise ValueError(f"region_fraction must be at most 1, not {fraction!r}")
+    if not (isinstance(ramp, numbers.Real) and 0 <= ramp <= 1):
+        raise ValueError(f"region_ramp must be a number in [0, 1], not {ramp!r}")
+    fixedpoint.check_bits(code_bits, "code_bits")
+    return {"gamma": gamma, "weight": float(weight), "metric": metric, "fraction": fraction,
+            "ramp": float(ramp), "code_bits": int(code_bits), "boundary": bool(boundary)}
+
+
+def _fit(model, x_train, y_train, *, epochs, lr, seed, batch_size, weight_decay, margin, region, smoothness,
+         lerp, verbose, desc):
+    """Adam on cross-entropy (plus the region and smoothness penalties); the loss per epoch."""
+    ramp_epochs = region["ramp"] * epochs if region else 0.0
+    batches = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    n = len(y_train)
+    losses = []
+    model.train()
+    with tqdm(range(epochs), desc=desc, unit="epoch", file=sys.stderr,
+              disable=not verbose, dynamic_ncols=True) as bar:
+        for epoch in bar:
+            order = torch.randperm(n, generator=batches)
+            total = 0.0
+            n_batches = -(-n // batch_size)
+            for b, start in enumerate(range(0, n, batch_size)):
+                idx = order[start:start + batch_size]
+                opt.zero_grad()
+                if margin is None:
+                    loss = loss_fn(model(x_train[idx]), y_train[idx])
+                else:
+                    dist, logits = margin.distances(model, x_train[idx])
+                    progress = epoch + b / n_batches
+                    weight = region["weight"] * (min(1.0, progress / ramp_epochs) if ramp_epochs > 0 else 1.0)
+                    penalty = margin(model, x_train[idx], dist)
+                    if region["boundary"]:
+                        penalty = penalty + margin.boundary(model, x_train[idx], y_train[idx])
+                    loss = loss_fn(logits, y_train[idx]) + weight * penalty
+                if lerp and smoothness > 0:
+                    loss = loss + smoothness * model.roughness()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            losses.append(total / n)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    model.eval()
+    return losses
+
+
 def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float = DEFAULT_LR,
           seed: int = DEFAULT_SEED, batch_size: int = DEFAULT_BATCH_SIZE, *,
           weight_decay: float = 0.0, threads: int = DEFAULT_THREADS,
@@ -322,25 +384,8 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     if not (isinstance(smoothness, numbers.Real) and math.isfinite(smoothness) and smoothness >= 0):
         raise ValueError(f"smoothness must be a non-negative number, not {smoothness!r}")
-    region = {}
-    if region_margin is not None:
-        if activation != "relu":
-            raise ValueError("region-aware training (region_margin) needs ReLU hidden layers, "
-                             f"not activation={activation!r}")
-        gamma = _check_positive(region_margin, "region_margin (the wanted radius in input codes)", float)
-        if not (isinstance(region_weight, numbers.Real) and math.isfinite(region_weight) and region_weight >= 0):
-            raise ValueError(f"region_weight must be a non-negative number, not {region_weight!r}")
-        if region_metric not in margin_mod.METRICS:
-            raise ValueError(f"region_metric must be one of {', '.join(margin_mod.METRICS)}, not {region_metric!r}")
-        fraction = _check_positive(region_fraction, "region_fraction", float)
-        if fraction > 1:
-            raise ValueError(f"region_fraction must be at most 1, not {region_fraction!r}")
-        if not (isinstance(region_ramp, numbers.Real) and 0 <= region_ramp <= 1):
-            raise ValueError(f"region_ramp must be a number in [0, 1], not {region_ramp!r}")
-        fixedpoint.check_bits(code_bits, "code_bits")
-        region = {"gamma": gamma, "weight": float(region_weight), "metric": region_metric,
-                  "fraction": fraction, "ramp": float(region_ramp), "code_bits": int(code_bits),
-                  "boundary": bool(region_boundary)}
+    region = _region_settings(region_margin, activation, region_weight, region_metric, region_fraction,
+                              region_ramp, region_boundary, code_bits)
     lerp = {}
     if activation == "lerp":
         lo, hi = (float(v) for v in lerp_range)
@@ -364,40 +409,9 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
             margin = margin_mod.RegionMargin(
                 region["gamma"], margin_mod.code_widths(ds.x_train, mean, std, code_bits),
                 region["metric"], region["fraction"])
-            ramp_epochs = region["ramp"] * epochs
-        batches = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        n = len(y_train)
-        losses = []
-        model.train()
-        with tqdm(range(epochs), desc=f"train {dataset}", unit="epoch", file=sys.stderr,
-                  disable=not verbose, dynamic_ncols=True) as bar:
-            for epoch in bar:
-                order = torch.randperm(n, generator=batches)
-                total = 0.0
-                n_batches = -(-n // batch_size)
-                for b, start in enumerate(range(0, n, batch_size)):
-                    idx = order[start:start + batch_size]
-                    opt.zero_grad()
-                    if margin is None:
-                        loss = loss_fn(model(x_train[idx]), y_train[idx])
-                    else:
-                        dist, logits = margin.distances(model, x_train[idx])
-                        progress = epoch + b / n_batches
-                        weight = region["weight"] * (min(1.0, progress / ramp_epochs) if ramp_epochs > 0 else 1.0)
-                        penalty = margin(model, x_train[idx], dist)
-                        if region["boundary"]:
-                            penalty = penalty + margin.boundary(model, x_train[idx], y_train[idx])
-                        loss = loss_fn(logits, y_train[idx]) + weight * penalty
-                    if activation == "lerp" and smoothness > 0:
-                        loss = loss + smoothness * model.roughness()
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(idx)
-                losses.append(total / n)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        model.eval()
+        losses = _fit(model, x_train, y_train, epochs=epochs, lr=lr, seed=seed, batch_size=batch_size,
+                      weight_decay=weight_decay, margin=margin, region=region, smoothness=smoothness,
+                      lerp=activation == "lerp", verbose=verbose, desc=f"train {dataset}")
         # The artifact is the folded model, so its accuracy is the one reported.
         model.fold_standardization(mean, std)
         test_acc = accuracy(model, ds.x_test, ds.y_test)
