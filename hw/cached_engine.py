@@ -36,15 +36,15 @@ Bit-exact with :class:`pwlnet.code_cache.HwCache` (hit, slot, output codes) driv
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from pwlnet import code_cache
 
 from .comparator_bank import ComparatorBank
+from .entry_writer import EntryWriter
 from .engine import MLPEngine
 from .params import check_int
 
@@ -241,19 +241,46 @@ class CachedEngine(wiring.Component):
         m = Module()
         m.submodules.engine = eng = self.engine
         m.submodules.bank = bank = self.bank
-        fmt, n = self.fmt, self._entries
-        d = self._model.input_dim
-        first = eng.first_slot_program
         if "w_wr" in eng.signature.members:
             wiring.connect(m, wiring.flipped(self.w_wr), eng.w_wr)
+        m.submodules.writer = writer = self._writer()
+        in_fifo, in_first = self._input(m, writer.hold)
+        self._answer(m)
+        self._outputs(m)
 
-        # ---- input: a two-code FIFO, then a fork to the engine and the bank ----------
-        # The FIFO makes `i.ready` a function of registers only (the fork's handshake
-        # would otherwise reach the producer's logic combinationally).  A write or clear
-        # that is waiting or running (`hold`, a register) holds off the *first* code of
-        # new inputs at the port; the writer starts only once `hold` is set and the FIFO,
-        # the bank and the engine are empty, so no inference can straddle a write.
-        hold = Signal()
+        wiring.connect(m, wiring.flipped(self.cw), writer.cw)
+        wiring.connect(m, writer.engine, eng.cw)
+        wiring.connect(m, writer.bank, bank.w)
+        m.d.comb += [
+            writer.clear.eq(self.clear),
+            writer.quiet.eq(bank.idle & eng.quiet & ~in_fifo.r_rdy & in_first),
+            bank.clear.eq(writer.bank_clear),
+            self.idle.eq(writer.idle),
+        ]
+        if "w_wr" in eng.signature.members:
+            m.d.comb += writer.weights_written.eq(self.w_wr.valid)
+        return m
+
+    def _writer(self):
+        """The entry writer for this engine's slot programs and bank."""
+        eng, n = self.engine, self._entries
+        return EntryWriter(self.fmt, n, word_base=[eng.slot_word_base(s) for s in range(n)],
+                           chan_base=[eng.slot_chan_base(s) for s in range(n)],
+                           weight_words=len(eng.weight_words), engine_layout=eng.slot_write_layout,
+                           bank_layout=self.bank.w.payload.shape(),
+                           weight_port="w_wr" in eng.signature.members)
+
+    def _input(self, m, hold):
+        """A two-code FIFO, then a fork to the engine and the bank; returns the FIFO and
+        the "next code is an input's first" register.
+
+        The FIFO makes `i.ready` a function of registers only (the fork's handshake would
+        otherwise reach the producer's logic combinationally).  A write or clear that is
+        waiting or running (`hold`, a register of the writer) holds off the *first* code
+        of new inputs at the port; the writer starts only once `hold` is set and the
+        FIFO, the bank and the engine are empty, so no inference can straddle a write.
+        """
+        eng, bank = self.engine, self.bank
         d_in = self._model.input_dim
         m.submodules.in_fifo = in_fifo = fifo.SyncFIFO(width=self._model.input_bits, depth=2)
         in_k = Signal(range(d_in))          # codes of the current input taken at the port
@@ -272,12 +299,15 @@ class CachedEngine(wiring.Component):
             bank.q.valid.eq(in_fifo.r_rdy & eng.i.ready),
             in_fifo.r_en.eq(eng.i.ready & bank.q.ready),
         ]
+        return in_fifo, in_first
 
-        # ---- the bank's answer chooses the engine's program --------------------------
+    def _answer(self, m):
+        """The bank's answer chooses the engine's program; the hit and miss counters."""
+        eng, bank = self.engine, self.bank
         ans = bank.o.payload
         m.d.comb += [
             eng.prog.valid.eq(bank.o.valid),
-            eng.prog.payload.eq(Mux(ans.hit, ans.slot + first, 0)),
+            eng.prog.payload.eq(Mux(ans.hit, ans.slot + eng.first_slot_program, 0)),
             bank.o.ready.eq(eng.prog.ready),
         ]
         inc_hit, inc_miss = Signal(), Signal()
@@ -291,7 +321,10 @@ class CachedEngine(wiring.Component):
             with m.If(inc_miss):
                 m.d.sync += self.misses.eq(self.misses + 1)
 
-        # ---- outputs -------------------------------------------------------------------
+    def _outputs(self, m):
+        """The engine's output stream with ``cached`` and ``slot`` read off its program number."""
+        eng = self.engine
+        first = eng.first_slot_program
         prog = eng.o.payload.program
         m.d.comb += [
             self.o.valid.eq(eng.o.valid),
@@ -302,131 +335,3 @@ class CachedEngine(wiring.Component):
             self.o.payload.cached.eq(prog >= first),
             self.o.payload.slot.eq(Mux(prog >= first, prog - first, 0)),
         ]
-
-        # ---- entry writer --------------------------------------------------------------
-        # Slot -> (first weight word, first channel) of its program, and whether the slot
-        # exists (a non-power-of-two N leaves slot numbers without a program).
-        slot_w = len(self.cw.payload.slot)
-        n_words = max(2, len(eng.weight_words))
-        n_chan = eng.slot_chan_base(n - 1) + fmt.n_out
-        base_layout = data.StructLayout({"w": range(n_words + 1), "c": range(n_chan + 1), "ok": 1})
-        m.submodules.slot_rom = slot_rom = Memory(
-            shape=base_layout, depth=1 << slot_w,
-            init=[{"w": eng.slot_word_base(s), "c": eng.slot_chan_base(s), "ok": 1} if s < n else
-                  {"w": 0, "c": 0, "ok": 0} for s in range(1 << slot_w)])
-        base_rd = slot_rom.read_port(domain="comb")
-        m.d.comb += base_rd.addr.eq(self.cw.payload.slot)
-
-        # Fields in image order: weight words, channel parameters, bound, center codes.
-        PH_W, PH_P, PH_B, PH_C = range(4)
-        nbytes = [fmt.word_bytes, fmt.param_bytes, fmt.bound_bytes, fmt.code_bytes]
-        counts = [fmt.weight_words, fmt.n_out, 1, d]
-        sw = 8 * max(nbytes)
-        sh = Signal(sw)                      # bytes arrive at the top and shift down
-        phase = Signal(2)
-        nb = Signal(range(max(nbytes)))      # bytes of the current field so far
-        item = Signal(range(max(counts)))    # fields of the current phase so far
-        nb_last = Signal()
-        item_last = Signal()
-        wa = Signal(range(n_words + 1))
-        ca = Signal(range(n_chan + 1))
-        ok = Signal()
-        slot = Signal(slot_w)
-        bound = Signal(fmt.distance_bits)
-        clear_pend = Signal()
-
-        def field(ph):
-            return sh[sw - 8 * nbytes[ph]:]
-
-        nb_last_of = Const(0, 1)
-        for ph in range(4):
-            nb_last_of = Mux(phase == ph, nb == nbytes[ph] - 1, nb_last_of)
-        m.d.comb += nb_last.eq(nb_last_of)
-        item_last_of = Const(0, 1)
-        for ph in range(4):
-            item_last_of = Mux(phase == ph, item == counts[ph] - 1, item_last_of)
-        m.d.comb += item_last.eq(item_last_of)
-
-        with m.If(self.clear):
-            m.d.sync += clear_pend.eq(1)
-        if "w_wr" in eng.signature.members:
-            # A weight load rewrites the slots' words too (with the host's image, in which
-            # they are empty): it empties the cache.
-            with m.If(self.w_wr.valid):
-                m.d.sync += clear_pend.eq(1)
-        # Registered: with `hold` already set in the cycle it looks at, no input can start
-        # in between, so one cycle of staleness never lets a write meet an inference.
-        ready_for_host = Signal()
-        m.d.sync += ready_for_host.eq(bank.idle & eng.quiet & ~in_fifo.r_rdy & in_first & hold)
-
-        pw = field(PH_P)
-        ob, mb = 8 * fmt.off_bytes, 8 * fmt.mult_bytes
-        m.d.comb += [
-            eng.cw.payload.addr.eq(Mux(phase == PH_W, wa, ca)),
-            eng.cw.payload.kind.eq(phase == PH_P),
-            eng.cw.payload.word.eq(field(PH_W)),
-            eng.cw.payload.off.eq(pw[:fmt.off_bits]),
-            eng.cw.payload.shift.eq(pw[ob + mb:ob + mb + 8]),
-            bank.w.payload.slot.eq(slot),
-            bank.w.payload.index.eq(item),
-            bank.w.payload.codes[0].eq(field(PH_C)),
-            bank.w.payload.bound.eq(bound),
-            bank.w.payload.valid.eq(1),
-            bank.w.payload.commit.eq(item_last),
-        ]
-        if fmt.mult_bits:
-            m.d.comb += eng.cw.payload.mult.eq(pw[ob:ob + fmt.mult_bits])
-
-        # The store strobes are registers, set as the field's last byte arrives, so the
-        # memories' and the bank's write enables do not hang off the state decode.
-        st_eng, st_bank = Signal(), Signal()
-        m.d.comb += [eng.cw.valid.eq(st_eng), bank.w.valid.eq(st_bank)]
-
-        with m.FSM(name="writer") as fsm:
-            with m.State("IDLE"):
-                # The write's start state is loaded on every idle cycle (it matters only
-                # once the write starts), so these registers' enables are a state decode.
-                m.d.sync += [slot.eq(self.cw.payload.slot), wa.eq(base_rd.data.w), ca.eq(base_rd.data.c),
-                             ok.eq(base_rd.data.ok), phase.eq(PH_W), nb.eq(0), item.eq(0)]
-                with m.If(ready_for_host & clear_pend):
-                    # A clear pending before a write is applied first.
-                    m.d.comb += bank.clear.eq(1)
-                    m.d.sync += clear_pend.eq(self.clear)
-                with m.Elif(ready_for_host & self.cw.valid):
-                    m.next = "BYTE"
-            with m.State("BYTE"):
-                m.d.comb += self.cw.ready.eq(1)
-                with m.If(self.cw.valid):
-                    m.d.sync += sh.eq(Cat(sh[8:], self.cw.payload.data))
-                    with m.If(nb_last):
-                        m.d.sync += [nb.eq(0), st_eng.eq(ok & ((phase == PH_W) | (phase == PH_P))),
-                                     st_bank.eq(ok & (phase == PH_C))]
-                        m.next = "STORE"
-                    with m.Else():
-                        m.d.sync += nb.eq(nb + 1)
-            with m.State("STORE"):
-                # The field is complete in `sh`: store it where its phase says.
-                done = Signal()
-                m.d.comb += done.eq(~(st_eng & ~eng.cw.ready) & ~(st_bank & ~bank.w.ready))
-                with m.If(phase == PH_B):
-                    m.d.sync += bound.eq(field(PH_B)[:fmt.distance_bits])
-                with m.If(done):
-                    m.d.sync += [st_eng.eq(0), st_bank.eq(0)]
-                    with m.If(phase == PH_W):
-                        m.d.sync += wa.eq(wa + 1)
-                    with m.If(phase == PH_P):
-                        m.d.sync += ca.eq(ca + 1)
-                    with m.If(item_last):
-                        m.d.sync += [item.eq(0), phase.eq(phase + 1)]
-                        with m.If(phase == PH_C):
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.next = "BYTE"
-                    with m.Else():
-                        m.d.sync += item.eq(item + 1)
-                        m.next = "BYTE"
-
-        m.d.sync += hold.eq(self.cw.valid | clear_pend | self.clear | ~fsm.ongoing("IDLE"))
-        m.d.sync += self.idle.eq(bank.idle & eng.quiet & ~in_fifo.r_rdy & in_first & fsm.ongoing("IDLE")
-                                 & ~clear_pend & ~self.clear & ~self.cw.valid)
-        return m

@@ -241,25 +241,60 @@ class ComparatorBank(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, lanes, bits, beats = self._entries, self._lanes, self._bits, self.beats
-        dbits = self.distance_bits
+        wr, rd = self._centers(m)
+        k, take, taken, at_last = self._control(m)
+        valid, bound = self._writes(m, wr)
 
-        # ---- center memory: row = beat index, element e*L + j = slot e, lane j ----------
+        # ---- stage 1: memory read, query registered alongside ---------------------------
+        m.d.comb += [rd.addr.eq(k), rd.en.eq(take)]
+        q1 = Signal(data.ArrayLayout(signed(self._bits), self._lanes))
+        v1, first1, last1 = Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(take), first1.eq(k == 0), last1.eq(at_last)]
+        with m.If(take):
+            m.d.sync += q1.eq(self.q.payload)
+
+        # ---- stage 2: |q_i - c_i| per entry and lane --------------------------------------
+        v2, first2, last2 = Signal(), Signal(), Signal()
+        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
+        ad = self._terms(m, rd.data, q1, v1, last1)
+
+        # ---- stage 3: accumulate --------------------------------------------------------
+        done3 = Signal()
+        m.d.sync += done3.eq(v2 & last2)
+        inside = self._accumulate(m, ad, bound, v2, first2)
+
+        # ---- stage 4: priority encoder, output register ---------------------------------
+        hits = [valid[e] & inside[e] for e in range(self._entries)]
+        slot = _lowest(hits)[1] if self._entries > 1 else Const(0, 1)
+        with m.If(done3):
+            m.d.sync += [self.o.valid.eq(1),
+                         self.o.payload.hit.eq(Cat(*hits).any()),
+                         self.o.payload.slot.eq(slot)]
+        with m.Elif(taken):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+    @property
+    def _window(self):
         # linf stores the window [c - R, c + R] (clipped to the code range) instead of c:
         # |q - c| <= R iff lo <= q <= hi for every code q, so a lane needs two compares
         # and no subtractor, absolute value or bound register (about half the LUTs),
         # for twice the memory bits.
-        win = self._metric == "linf"
+        return self._metric == "linf"
+
+    def _center_image(self):
+        """Initial rows of the center memory: row = beat index, element e*L + j = slot e, lane j."""
+        lanes, win = self._lanes, self._window
         per = 2 if win else 1
-        lo_code, hi_code = fx.signed_range(bits)
+        lo_code, hi_code = fx.signed_range(self._bits)
 
         def stored(c, r):
             return [max(c - r, lo_code), min(c + r, hi_code)] if win else [c]
 
         rows = []
-        for r in range(beats):
+        for r in range(self.beats):
             row = []
-            for e in range(n):
+            for e in range(self._entries):
                 for j in range(lanes):
                     i = r * lanes + j
                     if self._init[e] is not None and i < self._dim:
@@ -267,17 +302,26 @@ class ComparatorBank(wiring.Component):
                     else:
                         row += [0] * per
             rows.append(row)
-        m.submodules.centers = mem = Memory(shape=data.ArrayLayout(signed(bits), n * lanes * per),
-                                            depth=beats, init=rows,
+        return rows
+
+    def _centers(self, m):
+        """The center memory (see the module docs); returns its write and read ports."""
+        per = 2 if self._window else 1
+        m.submodules.centers = mem = Memory(shape=data.ArrayLayout(signed(self._bits),
+                                                                   self._entries * self._lanes * per),
+                                            depth=self.beats, init=self._center_image(),
                                             attrs=NO_RW_CHECK)
-        wr = mem.write_port(granularity=lanes * per)
+        wr = mem.write_port(granularity=self._lanes * per)
         # writes and reads never overlap (w.ready): no collision logic
         rd = unchecked_read_port(m, mem, "centers_rd")
+        return wr, rd
 
-        # ---- control ----------------------------------------------------------------------
-        k = Signal(range(beats), init=0)         # beat index of the next query beat
+    def _control(self, m):
+        """Beat counter and handshakes; returns (beat index, query beat taken, result
+        taken, the beat is a query's last)."""
+        k = Signal(range(self.beats), init=0)    # beat index of the next query beat
         owed = Signal()                          # a result is in the pipeline or on o
-        at_last = k == beats - 1
+        at_last = k == self.beats - 1
         # `idle` (= k == 0 and nothing owed) is a register computed from the next-state
         # values, so the write enables that depend on it start at a flip-flop.
         idle = Signal(init=1)
@@ -292,17 +336,23 @@ class ComparatorBank(wiring.Component):
         m.d.comb += [k_next.eq(Mux(take, Mux(at_last, 0, k + 1), k)),
                      owed_next.eq(Mux(take & at_last, 1, Mux(taken, 0, owed)))]
         m.d.sync += [k.eq(k_next), owed.eq(owed_next), idle.eq((k_next == 0) & ~owed_next)]
+        return k, take, taken, at_last
 
-        # ---- entry writes ---------------------------------------------------------------
+    def _writes(self, m, wr):
+        """Entry writes into the center memory, the valid bits and the bounds; returns
+        (valid bits, bound registers)."""
+        n, bits, win = self._entries, self._bits, self._window
+        lo_code, hi_code = fx.signed_range(bits)
         valid = Signal(n, init=sum(1 << e for e in range(n) if self._init[e] is not None))
-        bound = [Signal(dbits, name=f"bound{e}", init=self._init[e][1] if self._init[e] is not None else 0)
+        bound = [Signal(self.distance_bits, name=f"bound{e}",
+                        init=self._init[e][1] if self._init[e] is not None else 0)
                  for e in range(n)]
         wp = self.w.payload
         wfire = self.w.valid & self.w.ready
         if win:
             # the window of each code of the word, from the bound sent with every beat
             parts = []
-            for j in range(lanes):
+            for j in range(self._lanes):
                 c = wp.codes[j]
                 lo = c - wp.bound
                 hi = c + wp.bound
@@ -320,29 +370,23 @@ class ComparatorBank(wiring.Component):
                     m.d.sync += bound[e].eq(wp.bound)
         with m.If(self.clear):
             m.d.sync += valid.eq(0)
+        return valid, bound
 
-        # ---- stage 1: memory read, query registered alongside ---------------------------
-        m.d.comb += [rd.addr.eq(k), rd.en.eq(take)]
-        q1 = Signal(data.ArrayLayout(signed(bits), lanes))
-        v1, first1, last1 = Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(take), first1.eq(k == 0), last1.eq(at_last)]
-        with m.If(take):
-            m.d.sync += q1.eq(self.q.payload)
-
-        # ---- stage 2: |q_i - c_i| per entry and lane --------------------------------------
+    def _terms(self, m, row, q1, v1, last1):
+        """Stage 2: per entry, ``linf``'s "every lane inside" bit or the lanes' ``|q_i - c_i|``
+        (squares from the table with ``squarer="ebr"``), registered."""
+        n, lanes, bits = self._entries, self._lanes, self._bits
         # Lanes past dim on the last beat contribute 0: within every bound (linf) and
         # adding nothing to a sum (l1, l2; 0 squares to 0 in the table too).
-        live_last = self._dim - (beats - 1) * lanes
+        live_last = self._dim - (self.beats - 1) * lanes
         ad = [[Signal(bits, name=f"ad{e}_{j}") for j in range(lanes)] for e in range(n)]
-        v2, first2, last2 = Signal(), Signal(), Signal()
-        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
         for e in range(n):
-            if win:
+            if self._window:
                 # per lane: q inside the stored window (lanes past dim always inside)
                 ins = []
                 for j in range(lanes):
-                    lo = rd.data[(e * lanes + j) * 2]
-                    hi = rd.data[(e * lanes + j) * 2 + 1]
+                    lo = row[(e * lanes + j) * 2]
+                    hi = row[(e * lanes + j) * 2 + 1]
                     t = (q1[j] >= lo) & (q1[j] <= hi)
                     if j >= live_last:
                         t = t | last1
@@ -352,7 +396,7 @@ class ComparatorBank(wiring.Component):
                 ad[e] = lane_ok
                 continue
             for j in range(lanes):
-                diff = q1[j] - rd.data[e * lanes + j]
+                diff = q1[j] - row[e * lanes + j]
                 mag = abs(diff)[:bits]              # |diff| <= 2**bits - 1 always fits
                 if j >= live_last:
                     mag = Mux(last1, 0, mag)
@@ -367,22 +411,23 @@ class ComparatorBank(wiring.Component):
                     ad[e][j] = sq.data
                 else:
                     m.d.sync += ad[e][j].eq(mag)
+        return ad
 
-        # ---- stage 3: accumulate --------------------------------------------------------
-        # No final distance comparator: for linf, max_i |d_i| <= R iff every |d_i| <= R,
-        # so each entry keeps one "inside" bit (a comparator per lane, no running max);
-        # for l1/l2 each entry counts its bound down, R - sum of the terms, and hits iff
-        # the remainder is not negative (the terms are never negative, so once below
-        # zero it stays there, and R - max_distance fits distance_bits + 1 signed bits).
-        done3 = Signal()
-        m.d.sync += done3.eq(v2 & last2)
+    def _accumulate(self, m, ad, bound, v2, first2):
+        """Stage 3: per entry, the register that says whether the query is inside so far.
+
+        No final distance comparator: for linf, max_i |d_i| <= R iff every |d_i| <= R, so
+        each entry keeps one "inside" bit (a comparator per lane, no running max); for
+        l1/l2 each entry counts its bound down, R - sum of the terms, and hits iff the
+        remainder is not negative (the terms are never negative, so once below zero it
+        stays there, and R - max_distance fits distance_bits + 1 signed bits).
+        """
         inside = []
-        for e in range(n):
-            if win:
-                ok = ad[e]
+        for e in range(self._entries):
+            if self._window:
                 flag = Signal(name=f"inside{e}")
                 with m.If(v2):
-                    m.d.sync += flag.eq(ok & (first2 | flag))
+                    m.d.sync += flag.eq(ad[e] & (first2 | flag))
                 inside.append(flag)
             else:
                 if self._metric == "l1" or self._squarer == "ebr":
@@ -392,34 +437,24 @@ class ComparatorBank(wiring.Component):
                 term = parts[0]
                 for p in parts[1:]:
                     term = term + p
-                left = Signal(signed(dbits + 1), name=f"left{e}")
+                left = Signal(signed(self.distance_bits + 1), name=f"left{e}")
                 with m.If(v2):
                     m.d.sync += left.eq(Mux(first2, bound[e], left) - term)
                 inside.append(~left[-1])
+        return inside
 
-        # ---- stage 4: priority encoder, output register ---------------------------------
-        hits = [valid[e] & inside[e] for e in range(n)]
 
-        # Priority encoder as a tree (log2 N levels of 2:1 muxes instead of a chain of N):
-        # each node gives (any hit below, index of the lowest one).
-        def lowest(hs):
-            if len(hs) == 1:
-                return hs[0], Const(0, 0)
-            half = 1 << (ceil_log2(len(hs)) - 1)
-            any_lo, idx_lo = lowest(hs[:half])
-            any_hi, idx_hi = lowest(hs[half:])
-            w = ceil_log2(half)
-            # the top bit is set only when the hit is in the upper half (0 on a miss)
-            if w == 0:
-                return any_lo | any_hi, ~any_lo & any_hi
-            hi_idx = Cat(idx_hi, Const(0, w - len(idx_hi))) if len(idx_hi) < w else idx_hi
-            return any_lo | any_hi, Cat(Mux(any_lo, idx_lo, hi_idx)[:w], ~any_lo & any_hi)
-
-        slot = lowest(hits)[1] if n > 1 else Const(0, 1)
-        with m.If(done3):
-            m.d.sync += [self.o.valid.eq(1),
-                         self.o.payload.hit.eq(Cat(*hits).any()),
-                         self.o.payload.slot.eq(slot)]
-        with m.Elif(taken):
-            m.d.sync += self.o.valid.eq(0)
-        return m
+def _lowest(hs):
+    """Priority encoder as a tree (log2 N levels of 2:1 muxes instead of a chain of N):
+    ``(any of hs, index of the lowest set one)``; the index is 0 when none is set."""
+    if len(hs) == 1:
+        return hs[0], Const(0, 0)
+    half = 1 << (ceil_log2(len(hs)) - 1)
+    any_lo, idx_lo = _lowest(hs[:half])
+    any_hi, idx_hi = _lowest(hs[half:])
+    w = ceil_log2(half)
+    # the top bit is set only when the hit is in the upper half (0 on a miss)
+    if w == 0:
+        return any_lo | any_hi, ~any_lo & any_hi
+    hi_idx = Cat(idx_hi, Const(0, w - len(idx_hi))) if len(idx_hi) < w else idx_hi
+    return any_lo | any_hi, Cat(Mux(any_lo, idx_lo, hi_idx)[:w], ~any_lo & any_hi)
