@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from pwlnet import regions
 from pwlnet.float_cache import CacheStats, RegionCache
 
-from test_regions import nets
+from helpers import nets
 
 
 def knots(*ks):

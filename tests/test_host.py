@@ -5,9 +5,9 @@ import argparse
 import numpy as np
 import pytest
 
-from pwlnet import artifact, golden
-from pwlnet.host import (Device, DeviceError, LinkError, SimTransport, add_run_arguments, cli_run)
-from pwlnet.protocol import Command, ErrorCode, encode_frame
+from pwlnet import artifact, code_cache, golden
+from pwlnet.host import (CacheStats, Device, DeviceError, LinkError, SimTransport, add_run_arguments, cli_run)
+from pwlnet.protocol import CacheInfo, Command, ErrorCode, encode_frame
 from pwlnet.synth import random_model
 
 
@@ -212,17 +212,13 @@ def test_serial_transport_through_a_pty(model):
 
 # --- the hypersphere cache ---------------------------------------------------------------
 
-from pwlnet import code_cache  # noqa: E402
-from pwlnet.host import CacheStats  # noqa: E402
-from pwlnet.protocol import CacheInfo  # noqa: E402
 
-from test_code_cache import compiled  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cached_case():
+def cached_case(cache_net):
     """A compiled model with its float blocks and a stream of inputs that repeat nearby."""
-    net, model, blocks = compiled(21, 4, [8], n_out=3)
+    net, model, blocks = cache_net
     rng = np.random.default_rng(8)
     base = rng.integers(-90, 90, size=(4, model.input_dim))
     stream = base[rng.integers(0, 4, size=14)] + rng.integers(-2, 3, size=(14, model.input_dim))

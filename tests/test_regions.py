@@ -6,20 +6,9 @@ from hypothesis import assume, given, settings, strategies as st
 
 from pwlnet import ir, regions
 
-
-def random_blocks(seed, d, hidden, n_out):
-    """A random ReLU MLP as blocks; weights scaled so activations neither vanish nor blow up."""
-    rng = np.random.default_rng(seed)
-    dims = [d, *hidden, n_out]
-    blocks = []
-    for i, (a, b) in enumerate(zip(dims, dims[1:])):
-        act = "none" if i == len(dims) - 2 else "relu"
-        blocks.append((rng.normal(size=(b, a)) / np.sqrt(a), rng.normal(size=b) * 0.5, act))
-    return blocks
+from helpers import nets, random_blocks
 
 
-nets = st.builds(random_blocks, st.integers(0, 2**31 - 1), st.integers(2, 6),
-                 st.lists(st.integers(8, 32), min_size=1, max_size=3), st.integers(1, 4))
 metrics = st.sampled_from(regions.METRICS)
 
 

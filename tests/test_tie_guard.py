@@ -9,7 +9,7 @@ from pwlnet.code_cache import EntryError, make_entry, run_stream
 from pwlnet.quantize import QuantizeError
 from pwlnet.tie_guard import FullNetworkBound, ball_radius, guarded_bound
 
-from test_code_cache import ball_points, compiled, models
+from helpers import ball_points, compiled, models
 
 
 def _in_range(model, pts):
