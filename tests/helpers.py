@@ -123,9 +123,15 @@ async def receive(ctx, port, done, on_beat, *, rng=None, stall=0.0):
 
 
 def run_streams(dut, *testbenches, period=1e-6):
-    """Run ``dut`` in Amaranth's simulator with a clock and the given async testbenches."""
+    """Run ``dut`` in Amaranth's simulator with a clock and the given testbenches.
+
+    Each testbench is a callable taking the simulator context and returning an awaitable
+    (an async function, or a lambda around :func:`send` / :func:`receive`).
+    """
     sim = Simulator(dut)
     sim.add_clock(period)
-    for tb in testbenches:
-        sim.add_testbench(tb)
+    for make in testbenches:
+        async def testbench(ctx, make=make):
+            await make(ctx)
+        sim.add_testbench(testbench)
     sim.run()

@@ -14,12 +14,14 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import unsigned
 from amaranth.lib import data
-from amaranth.sim import Simulator
 
 from pwlnet import fixedpoint as fx
 from pwlnet import golden, synth
 from pwlnet.hw.lerp import LUT_ROM_MAX_BITS, LerpUnit, bank_images, lerp_latency
 from pwlnet.sim.verilog_check import run_selfcheck, selfcheck_result
+
+from helpers import receive, run_streams, send
+
 
 # ---- tables ----------------------------------------------------------------------------
 
@@ -70,30 +72,11 @@ def run_unit(dut, items, *, gap=0.3, stall=0.3, seed=0):
     """Feed ``items`` = [(code, channel, meta)] and return [(code, meta)] as taken on ``o``."""
     rng = np.random.default_rng(seed)
     got = []
-
-    async def producer(ctx):
-        for code, ch, meta in items:
-            while rng.random() < gap:
-                ctx.set(dut.i.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.i.payload, {"code": code, "channel": ch, "meta": meta})
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        while len(got) < len(items):
-            ready = rng.random() >= stall
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready:
-                got.append((payload.code, payload.meta))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    payloads = [{"code": code, "channel": ch, "meta": meta} for code, ch, meta in items]
+    run_streams(dut,
+                lambda ctx: send(ctx, dut.i, payloads, rng=rng, gap=gap),
+                lambda ctx: receive(ctx, dut.o, lambda: len(got) >= len(items),
+                                    lambda p: got.append((p.code, p.meta)), rng=rng, stall=stall))
     return got
 
 
@@ -177,10 +160,7 @@ def test_latency_and_one_result_per_cycle(bits, k, backpressure):
                 seen[cyc] = (ctx.get(dut.o.payload.code), ctx.get(dut.o.payload.meta))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    run_streams(dut, tb)
     assert seen == {n + dut.latency: w for n, w in enumerate(want)}
 
 
@@ -203,10 +183,7 @@ def test_backpressure_holds_output_stable():
         await ctx.tick()
         assert not ctx.get(dut.o.valid)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    run_streams(dut, tb)
     want = int(fx.lerp(np.array([[77, 77]]), tables, 6, 8)[0, 1])
     assert log[-6:] == [(1, want, 9)] * 6
 
