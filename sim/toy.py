@@ -14,13 +14,14 @@ the argmax varies from one inference to the next.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from amaranth import Module, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth import Module, Signal, signed
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
+from pwlnet.hw.engine import output_layout
+from pwlnet.hw.engine.plan import ideal_cycles
 
 __all__ = ["ToyEngine", "toy_forward", "TOY_STEP"]
 
@@ -62,16 +63,12 @@ class ToyEngine(wiring.Component):
         self._lanes = lanes
         self._target = target
         n_out = model.output_dim
-        self.ideal_cycles = sum(math.ceil(l.n_out / lanes) * l.n_in for l in model.layers)
+        self.ideal_cycles = ideal_cycles(model.layers, lanes)
         # strictly sequential: input beats, then the busy wait, then output beats
         self.cycles_per_inference = model.input_dim + self.ideal_cycles + n_out
         super().__init__({
             "i": In(stream.Signature(signed(model.input_bits))),
-            "o": Out(stream.Signature(data.StructLayout({
-                "data": signed(model.layers[-1].out_bits),
-                "last": 1,
-                "argmax": unsigned(max(1, ceil_log2(n_out))),
-            }))),
+            "o": Out(stream.Signature(output_layout(model))),
         })
 
     def elaborate(self, platform):
