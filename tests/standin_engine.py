@@ -10,7 +10,7 @@ from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from pwlnet.hw.link import engine_output_layout
+from pwlnet.hw.engine import output_layout as engine_output_layout
 
 __all__ = ["StandInEngine"]
 

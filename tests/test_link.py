@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The framed link at the byte-stream level (no UART), with the real engine behind it."""
 
 import struct
@@ -244,9 +245,10 @@ def test_standin_engine_matches_golden(model):
 
 from pwlnet import code_cache  # noqa: E402
 from pwlnet.hw.cached_engine import CachedEngine  # noqa: E402
+from pwlnet.hw.slot_format import SlotFormat  # noqa: E402
 from pwlnet.protocol import CacheInfo  # noqa: E402
 
-from test_code_cache import compiled  # noqa: E402
+from helpers import compiled  # noqa: E402
 
 CACHE_ENTRIES = 3
 
@@ -313,7 +315,7 @@ def run_cached_link(dut, actions, *, settle=600):
 def cache_case():
     """A compiled model with its float blocks, and two inputs whose entries fit the slots."""
     net, model, blocks = compiled(21, 4, [8], n_out=3)
-    fmt = code_cache.SlotFormat(model, 4, "linf")
+    fmt = SlotFormat(model, 4, "linf")
     rng = np.random.default_rng(5)
     points, entries = [], []
     while len(points) < 2:
