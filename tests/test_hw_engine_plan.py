@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The engine plan (pure Python): its packing, offsets and cycle formulas, without hardware."""
 
 import numpy as np

@@ -1,0 +1,303 @@
+"""The engine's sequencer: runs programs of the layer descriptor table, one read per cycle."""
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .layouts import capture_pass_facts, lerp_channel_shape, pass_layout, read_layout
+
+__all__ = ["Sequencer", "descriptor_layout", "encode_descriptor"]
+
+
+def descriptor_layout(plan):
+    """One entry of the descriptor ROM.
+
+    Besides the plain fields, the table holds the constants the sequencer compares its
+    counters with (``x_m2`` = x - 2, or a never-reached sentinel), so every terminal-count
+    flag is an equality into a register, not a subtract-and-compare on the path that
+    restarts the counters.  LERP fields exist only in models with a LERP layer.
+    """
+    descs = plan.layers
+    max_L = max(x["L"] for x in descs)
+    max_G = max(x["G"] for x in descs)
+    max_gap = max(x["gap"] for x in descs)
+    lerp_fields = {"lerp": 1, "lerp_base": lerp_channel_shape(plan)} if plan.has_lerp else {}
+    return data.StructLayout({
+        "w_base": range(max(1, len(plan.words)) + 1),
+        "n_in_m2": range(max_L + 1),
+        "n_in_is1": 1,
+        "L_m2": range(max_L + 1),
+        "L_is1": 1,
+        "G_m2": range(max_G + 1),
+        "G_is1": 1,
+        "nv_last_m1": range(plan.lanes),
+        "chan_base": range(len(plan.params) + 1),
+        "src_in": 1,
+        "src_base": range(2 * plan.act_depth + 1),
+        "dst_out": 1,
+        "dst_base": range(2 * plan.act_depth + 1),
+        "gap_m2": range(max_gap + 1),
+        "gap_is2": 1,
+        "to_wait": 1,
+        "last": 1,
+        **lerp_fields,
+    })
+
+
+def encode_descriptor(plan, x):
+    """The ROM word (a dict for :func:`descriptor_layout`) of plan descriptor ``x``."""
+    never_L = max(y["L"] for y in plan.layers)
+    never_G = max(y["G"] for y in plan.layers)
+    return {
+        "w_base": x["w_base"],
+        "n_in_m2": x["n_in"] - 2 if x["n_in"] >= 2 else never_L, "n_in_is1": x["n_in"] == 1,
+        "L_m2": x["L"] - 2 if x["L"] >= 2 else never_L, "L_is1": x["L"] == 1,
+        "G_m2": x["G"] - 2 if x["G"] >= 2 else never_G, "G_is1": x["G"] == 1,
+        "nv_last_m1": x["nv_last"] - 1, "chan_base": x["chan_base"],
+        "src_in": x["src_in"], "src_base": x["src_base"],
+        "dst_out": x["dst_out"], "dst_base": x["dst_base"],
+        "gap_m2": max(0, x["gap"] - 2), "gap_is2": x["gap"] == 2, "to_wait": x["gap"] >= 2,
+        "last": x["last"],
+        **({"lerp": x["lerp"], "lerp_base": x["lerp_base"]} if plan.has_lerp else {}),
+    }
+
+
+class Sequencer(wiring.Component):
+    """Issues the reads of one inference: every pass of every layer of the chosen program.
+
+    One-hot states: IDLE (no inference), RUN (issuing reads), WAIT (gap before the next
+    layer), LOAD (descriptor of the next layer into ``cur``).  LOAD is a cycle of its own
+    so that no combinational path runs from the end-of-layer decision through the
+    descriptor ROM into the many ``cur``/counter registers; it costs one cycle per layer,
+    absorbed by the gap where there is one.  Every decision input is a register
+    (terminal-count flags are computed a cycle ahead), so the control logic is two or
+    three LUTs deep.  A program's cycles are :meth:`EnginePlan.program_cycles`.
+
+    An inference starts when its input bank is full, its output bank is free and (with
+    several programs) a ``prog`` beat is there; it starts either from IDLE or in the last
+    cycle of the previous inference, so back-to-back inferences leave no cycle unused.
+
+    Parameters
+    ----------
+    plan : pwlnet.hw.engine.plan.EnginePlan
+        The descriptor table (a LUT ROM here) and the buffer geometry.
+
+    Attributes
+    ----------
+    prog : In(stream.Signature(range(programs)))
+        Only with several programs: the program to run, taken when an inference starts.
+    in_full, out_busy : In(2)
+        Per bank: the input buffer holds a complete input; the output bank is claimed.
+    in_clear : Out(1)
+        Every read of input bank ``bank`` has been issued: it may be refilled.
+    bank : Out(1)
+        Input and output bank of the current inference.
+    claim : Out(1)
+        An inference starts (on output bank ``claim_bank``, program ``claim_prog``).
+    idle : Out(1)
+        No inference is running.
+    x_addr : Out
+        Activation read address (input buffer or activation buffer, same address).
+    w_addr : Out
+        Weight read address, one cycle behind ``x_addr`` (its read is a cycle later).
+    rd : Out(stream.Signature(read_layout(plan), always_ready=True))
+        The read issued this cycle (see :class:`~pwlnet.hw.engine.lanes.LaneArray`).
+    info : Out(pass_layout(plan))
+        Only when :func:`~.layouts.capture_pass_facts`: the facts of the pass whose last
+        read was issued last (held until the next pass's last read).
+    """
+
+    def __init__(self, plan):
+        self._plan = plan
+        self._capture = capture_pass_facts(plan)
+        programs = len(plan.programs)
+        members = {
+            "in_full": In(2),
+            "out_busy": In(2),
+            "in_clear": Out(1),
+            "bank": Out(1),
+            "claim": Out(1),
+            "claim_bank": Out(1),
+            "idle": Out(1),
+            "x_addr": Out(range(max(2 * plan.d, 2 * plan.act_depth))),
+            "w_addr": Out(range(max(1, len(plan.words)) + 1)),
+            "rd": Out(stream.Signature(read_layout(plan), always_ready=True)),
+        }
+        if programs > 1:
+            members["prog"] = In(stream.Signature(range(programs)))
+            members["claim_prog"] = Out(range(programs))
+        if self._capture:
+            members["info"] = Out(pass_layout(plan))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        pl = self._plan
+        descs = pl.layers
+        m.submodules.desc_rom = desc_rom = Memory(
+            shape=descriptor_layout(pl), depth=len(descs), init=[encode_descriptor(pl, x) for x in descs])
+        desc_rd = desc_rom.read_port(domain="comb")
+        s = self._state(m, desc_rd)
+        self._counters(m, s)
+        self._start(m, s)
+        self._load(m, s, desc_rd.data)
+        self._reads(m, s)
+        return m
+
+    def _state(self, m, desc_rd):
+        """The state flags, the counters' registers and the start of an inference."""
+        pl = self._plan
+        descs = pl.layers
+        n_layers = len(descs)
+        s = _Regs()
+        s.st_idle = Signal(init=1)
+        s.st_run, s.st_wait, s.st_load = Signal(), Signal(), Signal()
+        s.gap_cnt = Signal(range(max(x["gap"] for x in descs) + 1))
+        s.gap_z = Signal()         # gap_cnt == 0, registered
+        s.cb = Signal()            # bank (input and output) of the current inference
+        s.nb = Signal()            # bank of the next inference
+        s.nidx = Signal(range(max(2, n_layers)))   # table entry of the next layer
+        s.lidx = Signal(range(max(2, n_layers)))
+        s.cur = Signal(descriptor_layout(pl), reset_less=True)
+        max_L, max_G = max(x["L"] for x in descs), max(x["G"] for x in descs)
+        s.i = Signal(range(max_L))
+        s.g = Signal(range(max_G))
+        s.gp = Signal(range(max_G * pl.lanes + 1))     # g * P, kept as a counter (no multiplier)
+        s.waddr = Signal(range(max(1, len(pl.words)) + 1))
+        # Registered flags about the current (i, g): read valid, last read of the pass,
+        # last cycle of the pass, last pass of the layer, last cycle of the layer (and of
+        # the program).
+        s.f_iv, s.f_il, s.f_li, s.f_lg, s.f_end, s.f_endl = (Signal(name=n) for n in (
+            "f_iv", "f_il", "f_li", "f_lg", "f_end", "f_endl"))
+        s.xbase = Signal(range(max(2 * pl.d, 2 * pl.act_depth)))
+        s.xa = Signal.like(s.xbase)
+
+        # Program select: one `prog` beat per inference when extra programs exist.
+        firsts = Array([Const(f, range(max(2, n_layers))) for f, _ in pl.programs])
+        if len(pl.programs) > 1:
+            sel_valid, sel = self.prog.valid, self.prog.payload
+        else:
+            sel_valid, sel = Const(1), Const(0)
+        m.d.comb += [desc_rd.addr.eq(s.nidx)]
+        s.iss_valid = Signal()
+        s.layer_end = Signal()
+        m.d.comb += [s.iss_valid.eq(s.st_run & s.f_iv), s.layer_end.eq(s.st_run & s.f_end),
+                     # every read of the input bank has been issued: it may be refilled
+                     self.in_clear.eq(s.st_run & s.f_end & s.cur.src_in),
+                     self.bank.eq(s.cb), self.idle.eq(s.st_idle)]
+
+        # Registered: it can only fall by our own start (which toggles nb), and the cycle
+        # after a start is a LOAD, where no start can happen, so one cycle of staleness
+        # is harmless and keeps the flag logic off the start decision path.
+        can_start = Signal()
+        m.d.sync += can_start.eq(Mux(s.nb, self.in_full[1] & ~self.out_busy[1],
+                                     self.in_full[0] & ~self.out_busy[0]))
+        start_inf = Signal()
+        m.d.comb += [start_inf.eq(can_start & sel_valid & (s.st_idle | (s.st_run & s.f_endl))),
+                     self.claim.eq(start_inf), self.claim_bank.eq(s.nb)]
+        if len(pl.programs) > 1:
+            m.d.comb += [self.prog.ready.eq(start_inf), self.claim_prog.eq(sel)]
+        s.start_inf, s.first_of_sel = start_inf, firsts[sel]
+        return s
+
+    def _start(self, m, s):
+        """An inference starts: LOAD its first layer.  After `_counters`, whose end of the
+        previous program (IDLE) it overrides in the same cycle."""
+        with m.If(s.start_inf):
+            m.d.sync += [s.st_idle.eq(0), s.st_load.eq(1), s.cb.eq(s.nb), s.nb.eq(~s.nb),
+                         s.nidx.eq(s.first_of_sel)]
+
+    def _counters(self, m, s):
+        """RUN: step (i, g) and the read addresses; at a layer's end, WAIT or LOAD."""
+        P = self._plan.lanes
+        cur = s.cur
+        with m.If(s.st_run):
+            with m.If(s.f_li):
+                nxt_end = cur.L_is1 & (s.g == cur.G_m2)
+                m.d.sync += [s.i.eq(0), s.g.eq(s.g + 1), s.gp.eq(s.gp + P),
+                             s.f_iv.eq(1), s.f_il.eq(cur.n_in_is1), s.f_li.eq(cur.L_is1),
+                             s.f_lg.eq(s.g == cur.G_m2), s.f_end.eq(nxt_end), s.f_endl.eq(nxt_end & cur.last)]
+            with m.Else():
+                nxt_end = s.f_lg & (s.i == cur.L_m2)
+                m.d.sync += [s.i.eq(s.i + 1), s.f_iv.eq(s.f_iv & ~s.f_il),
+                             s.f_il.eq(s.i == cur.n_in_m2), s.f_li.eq(s.i == cur.L_m2),
+                             s.f_end.eq(nxt_end), s.f_endl.eq(nxt_end & cur.last)]
+            # The last read of a layer does not step the address (LOAD sets the next
+            # layer's base): it never leaves the memory, whose size stays the exact sum
+            # of the layers' words (EBR/SPRAM granularity), and never reads an address a
+            # Verilog simulation would answer with x.
+            with m.If(s.iss_valid & ~(s.f_il & s.f_lg)):
+                m.d.sync += s.waddr.eq(s.waddr + 1)
+            # Activation read address: a register, restarted every pass and frozen on the
+            # bubble cycles of a pass (so it always stays inside the buffer).
+            with m.If(s.f_li):
+                m.d.sync += s.xa.eq(s.xbase)
+            with m.Elif(s.f_iv & ~s.f_il):
+                m.d.sync += s.xa.eq(s.xa + 1)
+        with m.If(s.layer_end):
+            m.d.sync += s.st_run.eq(0)
+            with m.If(cur.last):
+                m.d.sync += s.st_idle.eq(1)
+            with m.Elif(cur.to_wait):
+                # gap - 1 WAIT cycles, then the LOAD cycle: `gap` cycles without reads.
+                m.d.sync += [s.st_wait.eq(1), s.gap_cnt.eq(cur.gap_m2), s.gap_z.eq(cur.gap_is2)]
+            with m.Else():
+                m.d.sync += s.st_load.eq(1)
+        with m.If(s.st_wait):
+            with m.If(s.gap_z):
+                m.d.sync += [s.st_wait.eq(0), s.st_load.eq(1)]
+            with m.Else():
+                m.d.sync += [s.gap_cnt.eq(s.gap_cnt - 1), s.gap_z.eq(s.gap_cnt == 1)]
+
+    def _load(self, m, s, new):
+        """LOAD: the next layer's descriptor into `cur`, the counters restarted."""
+        d = self._plan.d
+        with m.If(s.st_load):
+            base = Mux(new.src_in, Mux(s.cb, d, 0), new.src_base)
+            m.d.sync += [s.st_load.eq(0), s.st_run.eq(1), s.cur.eq(new), s.i.eq(0), s.g.eq(0), s.gp.eq(0),
+                         s.waddr.eq(new.w_base), s.nidx.eq(s.nidx + 1), s.lidx.eq(s.nidx),
+                         s.xbase.eq(base), s.xa.eq(base),
+                         s.f_iv.eq(1), s.f_il.eq(new.n_in_is1), s.f_li.eq(new.L_is1), s.f_lg.eq(new.G_is1),
+                         s.f_end.eq(new.L_is1 & new.G_is1), s.f_endl.eq(new.L_is1 & new.G_is1 & new.last)]
+
+    def _reads(self, m, s):
+        """The read addresses, the read issued this cycle and its pass's facts."""
+        pl = self._plan
+        P, cur = pl.lanes, s.cur
+        # The weight word is read one cycle after the activations, from a copy of the
+        # address: its memory's output register then stands in for an operand register
+        # (11 flip-flops instead of P * weight_bits).
+        waddr_d = Signal.like(s.waddr)
+        m.d.sync += waddr_d.eq(s.waddr)
+        m.d.comb += [self.w_addr.eq(waddr_d), self.x_addr.eq(s.xa)]
+
+        info = Signal(pass_layout(pl))
+        m.d.comb += [
+            info.chan.eq(cur.chan_base + s.gp),
+            info.wbase.eq(Mux(cur.dst_out, Mux(s.cb, pl.n_out, 0), cur.dst_base) + s.gp),
+            info.obase.eq(s.gp),
+            info.nv_m1.eq(Mux(s.f_lg, cur.nv_last_m1, P - 1)),
+            info.lidx.eq(s.lidx),
+            info.to_out.eq(cur.dst_out),
+            info.lastpass.eq(cur.last & s.f_lg),
+            info.obank.eq(s.cb),
+        ]
+        if pl.has_lerp:
+            m.d.comb += [info.lerp.eq(cur.lerp),
+                         info.lchan.eq(Mux(cur.lerp, cur.lerp_base + s.gp, 0))]
+        m.d.comb += [self.rd.valid.eq(s.iss_valid), self.rd.payload.last.eq(s.f_il),
+                     self.rd.payload.src_in.eq(cur.src_in)]
+        if self._capture:
+            # One register captured at the pass's last read holds its facts until the
+            # lanes' hold copy (see capture_pass_facts).
+            pcap = Signal(pass_layout(pl), reset_less=True)
+            with m.If(s.iss_valid & s.f_il):
+                m.d.sync += pcap.eq(info)
+            m.d.comb += self.info.eq(pcap)
+        else:
+            m.d.comb += self.rd.payload.info.eq(info)
+
+
+class _Regs:
+    """The sequencer's registers, shared by the methods that build its logic."""
