@@ -21,8 +21,9 @@ table, weight memory and parameter memory (:class:`~pwlnet.hw.engine.MLPEngine` 
 :attr:`CachedEngine.hit_cycles` cycles (``ceil(n_out / P)`` passes of ``d`` reads plus
 one) instead of :attr:`CachedEngine.cycles_per_inference`.
 
-Entry writes (``cw``) carry the bytes of :meth:`pwlnet.code_cache.SlotFormat.image`: weight
-words, channel parameters, bound, center.  The writer takes the first byte only when no
+Entry writes (``cw``) carry the bytes of :meth:`pwlnet.hw.slot_format.SlotFormat.image`: weight
+words, channel parameters, bound, center.  The writer (:class:`~pwlnet.hw.entry_writer.EntryWriter`)
+takes the first byte only when no
 inference is in flight (nothing loaded, running or being written back), and from the
 cycle after a write is offered it holds off the *first* code of new inputs, so an
 inference sees either all of an entry or none of it: those whose first code was taken
@@ -30,8 +31,10 @@ before the write's first byte see the old slot, later ones the new.  ``clear`` i
 way.  The bank marks the slot valid with its last center code, which comes last.
 
 Bit-exact with :class:`pwlnet.code_cache.HwCache` (hit, slot, output codes) driven by
-:class:`pwlnet.code_cache.CacheHost`; :func:`pwlnet.code_cache.run_stream` with
+:class:`pwlnet.cache_host.CacheHost`; :func:`pwlnet.cache_host.run_stream` with
 ``slot_format`` is the whole host-and-device loop.
+
+Layer: hardware generators.
 """
 
 from __future__ import annotations
@@ -44,11 +47,25 @@ from amaranth.utils import ceil_log2
 from pwlnet import code_cache
 
 from .comparator_bank import ComparatorBank
-from .entry_writer import EntryWriter
 from .engine import MLPEngine
+from .engine.plan import EBR_WEIGHT_BUDGET, EnginePlan
+from .entry_writer import EntryWriter
 from .params import check_int
+from .slot_format import SlotFormat
 
-__all__ = ["CachedEngine", "cached_output_layout"]
+__all__ = ["CachedEngine", "cached_output_layout", "cached_engine_plan"]
+
+
+def cached_engine_plan(model, lanes, entries, metric, *, slot_layers=None) -> EnginePlan:
+    """The plan of the engine inside a :class:`CachedEngine` (no hardware built).
+
+    The network is program 0 and the ``entries`` slots are one-layer programs after it,
+    in the slot format of ``model`` at ``lanes`` lanes and ``metric``; ``slot_layers``
+    gives their initial contents (``None``: empty slots).  Its weight words are the image
+    the host loads into a cached build's weight memory, its cycle counts the engine's.
+    """
+    return EnginePlan(model, lanes, cache_slots=entries, slot_format=SlotFormat(model, lanes, metric),
+                      slot_layers=slot_layers)
 
 
 def cached_output_layout(model, entries):
@@ -81,7 +98,7 @@ class CachedEngine(wiring.Component):
         weights to SPRAM (then loaded over the host link after power-up).
     preload : sequence of pwlnet.code_cache.HwEntry
         Entries for slots ``0, 1, ...`` at configuration (and after reset), e.g. from
-        :func:`pwlnet.code_cache.preload`; each must fit :attr:`fmt`.
+        :func:`pwlnet.cache_host.preload`; each must fit :attr:`fmt`.
     squarer : {"logic", "ebr"}
         ``l2`` only, see :class:`~pwlnet.hw.comparator_bank.ComparatorBank`.
 
@@ -108,7 +125,7 @@ class CachedEngine(wiring.Component):
     idle : Out(1)
         No inference loaded or running and no write or clear pending (outputs may still
         wait to be read).
-    fmt : pwlnet.code_cache.SlotFormat
+    fmt : pwlnet.hw.slot_format.SlotFormat
         Slot widths and the entry image layout.
     engine : MLPEngine
     bank : ComparatorBank
@@ -135,7 +152,7 @@ class CachedEngine(wiring.Component):
             raise ValueError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
         self._model = model
         self._target = target
-        self.fmt = fmt = code_cache.SlotFormat(model, lanes, metric)
+        self.fmt = fmt = SlotFormat(model, lanes, metric)
         preload = list(preload)
         if len(preload) > self._entries:
             raise ValueError(f"preload has {len(preload)} entries; the cache has {self._entries} slots")
@@ -183,14 +200,12 @@ class CachedEngine(wiring.Component):
         EBR too (256 x 16 blocks: ``N`` codes of ``code_bits``, twice for ``linf``, per
         row), so the budget is shared.
         """
-        from .engine import _EBR_WEIGHT_BUDGET
-        probe = MLPEngine(model, lanes, weight_memory="rom", cache_slots=self._entries, slot_format=self.fmt)
-        probe._MustUse__silence = True
-        words, width = len(probe.weight_words), probe.weight_word_bits
+        plan = EnginePlan(model, lanes, cache_slots=self._entries, slot_format=self.fmt)
+        words, width = len(plan.weight_words), plan.weight_word_bits
         weight_ebr = -(-words // 256) * -(-width // 16)
         per = 2 if metric == "linf" else 1
         bank_ebr = -(-self._entries * per * model.input_bits // 16) * -(-model.input_dim // 256)
-        return "rom" if (weight_ebr + bank_ebr) * 4096 <= _EBR_WEIGHT_BUDGET else "ram"
+        return "rom" if (weight_ebr + bank_ebr) * 4096 <= EBR_WEIGHT_BUDGET else "ram"
 
     @property
     def entries(self):

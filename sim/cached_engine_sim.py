@@ -4,8 +4,8 @@
 for a compiled model on Icarus or Verilator and runs an input stream through it in
 order, exactly as the host does: send one input's codes, read its outputs (with the
 ``cached`` flag and the answering slot), report the answer to
-:class:`pwlnet.code_cache.CacheHost`, and on a miss whose entry fits the slots write that
-entry's image (:meth:`pwlnet.code_cache.SlotFormat.image`) before the next input.  The
+:class:`pwlnet.cache_host.CacheHost`, and on a miss whose entry fits the slots write that
+entry's image (:meth:`pwlnet.hw.slot_format.SlotFormat.image`) before the next input.  The
 bench (:mod:`pwlnet.sim.cached_engine_tb`) keeps the golden model
 (:class:`pwlnet.code_cache.HwCache`) in lockstep -- the same preloaded entries, writes and
 clears -- and compares every inference's hit, slot, output codes and argmax, and the
@@ -24,6 +24,9 @@ inference, not a streaming interval.
 
 Builds are cached by :func:`pwlnet.sim.runner.build`; the key includes the slots, the
 metric, the preloaded entries, the squarer, the lanes and the target.
+
+Layer: simulation (above the hardware generators; the host's side comes from the bottom
+layer, :mod:`pwlnet.cache_host`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ import uuid
 
 import numpy as np
 
-from pwlnet import artifact, golden, code_cache
+from pwlnet import artifact, cache_host, code_cache, golden
+from pwlnet.hw.slot_format import SlotFormat
 from pwlnet.sim import runner
 
 __all__ = ["Infer", "Stream", "Write", "Clear", "ClearStats", "ReadCounters", "CacheSimResult",
@@ -48,7 +52,7 @@ class Infer:
     """Run input codes ``(k, d)`` through the cache in order.
 
     With ``fill`` (the default) the host writes an entry after every miss whose entry
-    fits (:meth:`pwlnet.code_cache.CacheHost.seen`); without it the host is not told of
+    fits (:meth:`pwlnet.cache_host.CacheHost.seen`); without it the host is not told of
     these inferences and writes nothing.
     """
 
@@ -333,8 +337,8 @@ def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, s
         raise ValueError(f"entries must be a positive integer, not {entries!r}")
     if metric not in code_cache.METRICS:
         raise ValueError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
-    if policy not in code_cache.POLICIES:
-        raise ValueError(f"policy must be one of {', '.join(code_cache.POLICIES)}, not {policy!r}")
+    if policy not in cache_host.POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(cache_host.POLICIES)}, not {policy!r}")
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
     entries, lanes = int(entries), int(lanes)
@@ -343,7 +347,7 @@ def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, s
     if len(codes) == 0:
         raise golden.InputError("no input vectors to simulate")
     golden.forward(model, codes)      # names a bad shape or value before any build starts
-    fmt = code_cache.SlotFormat(model, lanes, metric)
+    fmt = SlotFormat(model, lanes, metric)
     preload = tuple(preload)
     if len(preload) > entries:
         raise ValueError(f"{len(preload)} preloaded entries for {entries} slots")

@@ -17,7 +17,7 @@ Everything below comes from one command (``python -m pwlnet.bench cache``, or
   microseconds per inference at the cached build's clock, and the host link traffic
   that filling the entries costs (entry image bytes per inference).  Beside it, the hit
   rate of a cache *preloaded at build time* from the training stream and never written
-  (:func:`pwlnet.code_cache.preload`; a standalone node without a host).
+  (:func:`pwlnet.cache_host.preload`; a standalone node without a host).
 * :func:`margin_plots` -- hit rate and 8-bit accuracy against ``gamma``; histograms of
   the safe radius along the test streams, plain against region-trained.
 * :func:`bank_cost_table` -- the comparator bank's iCE40UP5K cost after yosys synthesis
@@ -117,9 +117,9 @@ def train_models(tmp, streams=STREAMS, margins=MARGINS, metrics=BANK_METRICS, *,
 
 def _preloaded_hit_rate(model, net, train_codes, test_codes, n, metric):
     """Hit rate of a cache filled at build time from ``train_codes`` and never written again."""
-    from . import code_cache
+    from . import cache_host, code_cache
     cache = code_cache.HwCache(model, n, metric)
-    for slot, entry in enumerate(code_cache.preload(model, net, train_codes, n, metric)):
+    for slot, entry in enumerate(cache_host.preload(model, net, train_codes, n, metric)):
         cache.write_entry(slot, entry)
     return float(cache.lookup(test_codes).hit.mean())
 
@@ -152,7 +152,7 @@ def cache_table(trained=None, entries=ENTRIES, metrics=BANK_METRICS, *, policy="
     """
     from . import data, golden
     from .cache_run import run_cache
-    from .code_cache import SlotFormat
+    from .hw.slot_format import SlotFormat
     from .onnx_import import load_onnx
 
     with tempfile.TemporaryDirectory() as own_tmp:
@@ -451,7 +451,7 @@ def add_bench_arguments(parser):
     parser.add_argument("--streams", default=",".join(STREAMS), help="sensor streams, comma-separated")
     parser.add_argument("--clock-mhz", type=float, default=CLOCK_MHZ,
                         help=f"clock of the cached build for the microseconds per inference (default {CLOCK_MHZ:g})")
-    from .code_cache import POLICIES
+    from .cache_host import POLICIES
     parser.add_argument("--policy", choices=POLICIES, default="lru", help="slot the host overwrites on a miss")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-synth", action="store_true", help="skip the comparator bank's yosys resource counts")

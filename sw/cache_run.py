@@ -1,7 +1,7 @@
 """``pwlnet cache``: run an input stream through the hardware cache, golden model or RTL.
 
 The stream is quantized with the compiled model's input quantizer and looked up in
-order.  Without ``--simulator`` :func:`pwlnet.code_cache.run_stream` does it, filling a slot
+order.  Without ``--simulator`` :func:`pwlnet.cache_host.run_stream` does it, filling a slot
 on every miss exactly as the host would (it linearizes the float network at the missed
 codes and writes the entry): which inputs hit, the entry that answered, and the output
 codes returned.  Its cycle figures are the engine's exact analytic counts
@@ -17,7 +17,7 @@ its answer, and on a miss the new entry written to the slot the policy picks, be
 next input.  The result file then holds the RTL's answers, the cycles per inference
 printed are *measured* in the simulation (first input beat to last output beat), and
 every answer and the hit/miss counters are compared with the golden model in lockstep
-(:func:`~pwlnet.code_cache.run_stream` with the engine's slot format: entries that do not
+(:func:`~pwlnet.cache_host.run_stream` with the engine's slot format: entries that do not
 fit a slot stay unwritten on both sides).  Any difference makes the command exit with
 status 1.  ``pwlnet run --cache`` hands :func:`run_cache` a board's answers the same way
 (``board=``, from :meth:`pwlnet.host.Device.run_cached`) and checks them likewise.
@@ -41,8 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifact, golden, code_cache, ir
+from . import artifact, cache_host, code_cache, golden, ir
 from .artifact import CompiledModel
+from .hw.engine.plan import EnginePlan
+from .hw.slot_format import SlotFormat
 from .sim.runner import SIMULATORS
 
 __all__ = ["CacheRunError", "CacheRun", "DEFAULT_LANES",
@@ -82,8 +84,8 @@ class CacheRun:
         ``codes * output_scale``, the format of ``pwlnet predict``.
     full_codes : numpy.ndarray of int64, shape (N, n_out)
         The full quantized network's output codes (:func:`pwlnet.golden.forward`).
-    stream : pwlnet.code_cache.StreamResult
-        Everything :func:`pwlnet.code_cache.run_stream` recorded (the golden model).
+    stream : pwlnet.cache_host.StreamResult
+        Everything :func:`pwlnet.cache_host.run_stream` recorded (the golden model).
     lanes : int
         Engine lanes ``P`` of the cycle figures.
     cycles_full : int
@@ -107,7 +109,7 @@ class CacheRun:
     codes: np.ndarray
     outputs: np.ndarray
     full_codes: np.ndarray
-    stream: code_cache.StreamResult
+    stream: cache_host.StreamResult
     lanes: int
     cycles_full: int
     cycles_hit: int | None
@@ -218,13 +220,11 @@ def engine_cycles(model: CompiledModel, lanes: int, entry_layer=None) -> tuple:
 
     The second figure is ``program_cycles(1)`` of an engine built with
     ``programs=[[entry_layer]]`` (program 0 is the network, extra programs count from 1).
-    Both are the engine's exact analytic counts, not simulation results.
+    Both are the engine's exact analytic counts, read off its plan
+    (:class:`pwlnet.hw.engine.plan.EnginePlan`; no hardware is built), not simulation results.
     """
-    from .hw.engine import MLPEngine
-    # Building the engine elaborates nothing; it only derives the cycle plan (milliseconds).
-    eng = MLPEngine(model, lanes, programs=[] if entry_layer is None else [[entry_layer]])
-    eng._MustUse__silence = True   # built only to read its cycle counts, never meant to be elaborated
-    return eng.cycles_per_inference, None if entry_layer is None else eng.program_cycles(1)
+    plan = EnginePlan(model, lanes, programs=[] if entry_layer is None else [[entry_layer]])
+    return plan.cycles_per_inference, None if entry_layer is None else plan.program_cycles(1)
 
 
 def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net=None,
@@ -242,7 +242,7 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
         Slots of the comparator bank.
     metric : {"l2", "linf", "l1"}
     policy : {"lru", "round_robin"}
-        The host's slot choice on a miss (:func:`pwlnet.code_cache.run_stream`).
+        The host's slot choice on a miss (:func:`pwlnet.cache_host.run_stream`).
     net : pwlnet.ir.Network, list of blocks or path to ONNX
         The float network the model was compiled from; it gives the safe radii.  A path
         is checked against the model's recorded SHA-256.
@@ -289,8 +289,8 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
         raise CacheRunError(f"entries must be a positive integer, not {entries!r}")
     if metric not in code_cache.METRICS:
         raise CacheRunError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
-    if policy not in code_cache.POLICIES:
-        raise CacheRunError(f"policy must be one of {', '.join(code_cache.POLICIES)}, not {policy!r}")
+    if policy not in cache_host.POLICIES:
+        raise CacheRunError(f"policy must be one of {', '.join(cache_host.POLICIES)}, not {policy!r}")
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
         raise CacheRunError(f"lanes must be a positive integer, not {lanes!r}")
     if simulator is not None and simulator not in SIMULATORS:
@@ -304,9 +304,9 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
     if board is not None and len(board.hit) != len(q):
         raise CacheRunError(f"the board's run has {len(board.hit)} answers for {len(q)} inputs")
     engine = simulator is not None or board is not None
-    fmt = code_cache.SlotFormat(model, int(lanes), metric) if engine else None
-    res = code_cache.run_stream(model, blocks, q, int(entries), metric, policy, margin=margin, verify=True,
-                             slot_format=fmt)
+    fmt = SlotFormat(model, int(lanes), metric) if engine else None
+    res = cache_host.run_stream(model, blocks, q, int(entries), metric, policy, margin=margin, verify=True,
+                                slot_format=fmt)
     hit, slot, out_codes, center_codes = res.hit, res.slot, res.outputs, res.center
     rtl = None
     if simulator is not None:
@@ -382,7 +382,7 @@ def add_cache_arguments(parser):
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="the ONNX file DIR was compiled from (needed: the safe radii are the float "
                              "network's; checked against the SHA-256 recorded in DIR)")
-    parser.add_argument("--policy", choices=code_cache.POLICIES, default="lru",
+    parser.add_argument("--policy", choices=cache_host.POLICIES, default="lru",
                         help="slot the host overwrites on a miss (default lru)")
     parser.add_argument("--lanes", type=positive_int, default=DEFAULT_LANES,
                         help=f"engine lanes P, of the cycle figures and the simulated engine (default {DEFAULT_LANES})")

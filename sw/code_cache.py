@@ -1,7 +1,12 @@
-"""The hardware hypersphere cache, bit-exact: entries, lookup and the host's streaming loop.
+"""The hardware hypersphere cache, bit-exact: entries and lookup in input-code space.
+
+Layer: arithmetic and compiled model (the bottom; imports only its neighbours there).
 
 This module is the specification of the comparator bank: the RTL must declare the same
-hits, pick the same slot and return the same output codes as :class:`HwCache`.
+hits, pick the same slot and return the same output codes as :class:`HwCache`.  How an
+entry is stored in the cached engine's slots is the hardware's business
+(:mod:`pwlnet.hw.slot_format`); the host's loop that fills the slots on misses is
+:mod:`pwlnet.cache_host`.
 
 Entries live in *input-code space* of a compiled model.  An entry holds
 
@@ -33,11 +38,11 @@ within ``1e-6`` of an integer.  Two further rules:
 
 The float ball is exact for the float network; the quantized full network and the
 entry's quantized layer round differently, so outputs on hits can differ from
-:func:`pwlnet.golden.forward` by a few codes.  :func:`run_stream` measures that.  Near a
-tie between two classes that could change the arg-max, so by default :func:`make_entry`
-applies the tie guard (:mod:`pwlnet.tie_guard`): it shrinks ``R`` until both answers
-provably have the same arg-max everywhere in the ball.  An input the guard turns away
-is a miss like any other, in the hardware too (which only ever sees ``R``).
+:func:`pwlnet.golden.forward` by a few codes (:func:`pwlnet.cache_host.run_stream` measures
+that).  Near a tie between two classes that could change the arg-max, so by default
+:func:`make_entry` applies the tie guard (:mod:`pwlnet.tie_guard`): it shrinks ``R``
+until both answers provably have the same arg-max everywhere in the ball.  An input the
+guard turns away is a miss like any other, in the hardware too (which only ever sees ``R``).
 
 Entry words (:meth:`HwEntry.to_words`), the payload of the host link's "write entry"
 command (the command itself carries the slot).  All words are 32-bit, sent as unsigned;
@@ -48,7 +53,8 @@ word                    field
 ======================  =====================================================
 0                       :data:`MAGIC` ``0x70774345`` (ASCII ``pwCE``)
 1                       bits 0-7 :data:`WORD_VERSION`, 8-15 metric
-                        (0 ``l2``, 1 ``linf``, 2 ``l1``), 16-23 requant
+                        (:data:`pwlnet.protocol.CACHE_METRIC_CODES`: 0 ``l2``,
+                        1 ``linf``, 2 ``l1``), 16-23 requant
                         (0 ``shift``, 1 ``multiply``)
 2                       bits 0-15 ``d``, 16-31 ``n_out``
 3                       bits 0-7 in_bits, 8-15 weight_bits, 16-23 out_bits,
@@ -75,17 +81,16 @@ import numpy as np
 from . import fixedpoint as fx
 from . import golden, regions
 from .artifact import CompiledModel, Layer
+from .protocol import CACHE_METRIC_CODES
 from .quantize import QuantizeError, code_space_blocks, quantize_dense
 from .tie_guard import FullNetworkBound, guarded_bound
 
-__all__ = ["METRICS", "POLICIES", "MAGIC", "WORD_VERSION", "DEFAULT_MARGIN", "EntryError",
+__all__ = ["METRICS", "MAGIC", "WORD_VERSION", "DEFAULT_MARGIN", "EntryError", "check_metric",
            "distance", "max_distance", "distance_bits", "radius_bound", "HwEntry", "code_blocks", "make_entry",
-           "SlotFormat", "Lookup", "HwCache", "CacheHost", "StreamResult", "run_stream", "preload"]
+           "Lookup", "HwCache"]
 
 #: Metrics of the comparator bank.
 METRICS = regions.METRICS
-#: Slot choice of :func:`run_stream` on a miss.
-POLICIES = ("round_robin", "lru")
 #: First word of every entry payload.
 MAGIC = 0x70774345
 #: Layout version of the entry payload.
@@ -93,7 +98,6 @@ WORD_VERSION = 1
 #: Default relative shrink of the float radius before it is rounded to an integer bound.
 DEFAULT_MARGIN = 1e-6
 
-_METRIC_CODE = {"l2": 0, "linf": 1, "l1": 2}
 _REQUANT_CODE = {"shift": 0, "multiply": 1}
 _HEADER_WORDS = 6
 
@@ -102,7 +106,8 @@ class EntryError(ValueError):
     """An entry that cannot be made, stored or decoded."""
 
 
-def _check_metric(metric):
+def check_metric(metric):
+    """Return ``metric`` if it is one of :data:`METRICS`, else raise ``ValueError`` naming it."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
     return metric
@@ -114,7 +119,7 @@ def distance(codes, center, metric):
     ``linf``: ``max |q - c|``; ``l2``: ``sum (q - c)**2`` (squared); ``l1``: ``sum |q - c|``.
     Returns int64.
     """
-    _check_metric(metric)
+    check_metric(metric)
     diff = np.asarray(codes, dtype=np.int64) - np.asarray(center, dtype=np.int64)
     if metric == "linf":
         return np.abs(diff).max(axis=-1)
@@ -125,7 +130,7 @@ def distance(codes, center, metric):
 
 def max_distance(metric, dim, bits) -> int:
     """Largest :func:`distance` between two ``bits``-wide code vectors of length ``dim``."""
-    _check_metric(metric)
+    check_metric(metric)
     span = (1 << bits) - 1
     return {"linf": span, "l1": dim * span, "l2": dim * span * span}[metric]
 
@@ -141,7 +146,7 @@ def radius_bound(r, metric, *, dim, bits, margin=DEFAULT_MARGIN) -> int:
     ``R = max(0, largest integer < t)`` with ``t = r (1 - margin)`` (``linf``, ``l1``) or
     ``t = (r (1 - margin))**2`` (``l2``), capped at :func:`max_distance`.
     """
-    _check_metric(metric)
+    check_metric(metric)
     r = float(r)
     if math.isnan(r) or r < 0:
         raise ValueError(f"radius must be a non-negative number, not {r}")
@@ -214,7 +219,7 @@ class HwEntry:
 
     def __post_init__(self):
         self.center = np.asarray(self.center, dtype=np.int64).reshape(-1)
-        _check_metric(self.metric)
+        check_metric(self.metric)
         self.bound = int(self.bound)
         if self.bound < 0:
             raise EntryError(f"bound must be >= 0, not {self.bound}")
@@ -246,7 +251,7 @@ class HwEntry:
         if l.acc_bits > 64:  # pragma: no cover - the golden model caps widths at 62 bits
             raise EntryError(f"acc_bits {l.acc_bits} does not fit the 64-bit bias field")
         words = [MAGIC,
-                 WORD_VERSION | (_METRIC_CODE[self.metric] << 8) | (_REQUANT_CODE[l.requant] << 16),
+                 WORD_VERSION | (CACHE_METRIC_CODES[self.metric] << 8) | (_REQUANT_CODE[l.requant] << 16),
                  self.dim | (l.n_out << 16),
                  l.in_bits | (l.weight_bits << 8) | (l.out_bits << 16) | (l.acc_bits << 24)]
         words += _wide64([self.bound])
@@ -276,7 +281,7 @@ class HwEntry:
         version, mcode, rcode = int(w[1]) & 0xFF, (int(w[1]) >> 8) & 0xFF, (int(w[1]) >> 16) & 0xFF
         if version != WORD_VERSION:
             raise EntryError(f"entry layout version {version} is not supported (this pwlnet reads {WORD_VERSION})")
-        metrics = {v: k for k, v in _METRIC_CODE.items()}
+        metrics = {v: k for k, v in CACHE_METRIC_CODES.items()}
         requants = {v: k for k, v in _REQUANT_CODE.items()}
         if mcode not in metrics or rcode not in requants:
             raise EntryError(f"word 1 holds metric code {mcode} and requant code {rcode}; "
@@ -359,7 +364,7 @@ def make_entry(model: CompiledModel, blocks, codes, metric, *, margin=DEFAULT_MA
         arg-max than the full network (a tie at the center); the host then leaves the
         input uncached.
     """
-    _check_metric(metric)
+    check_metric(metric)
     c = np.asarray(codes, dtype=np.int64).reshape(-1)
     if c.size != model.input_dim:
         raise EntryError(f"center has {c.size} codes; the model takes {model.input_dim}")
@@ -385,185 +390,6 @@ def make_entry(model: CompiledModel, blocks, codes, metric, *, margin=DEFAULT_MA
                              f"another arg-max than the full network (a near-tie); left uncached")
     return HwEntry(center=c, bound=bound, metric=metric, layer=layer, radius=lin.radii[metric],
                    pattern=lin.pattern, region_bound=region_bound)
-
-
-def _bytes_for(bits) -> int:
-    return max(1, -(-int(bits) // 8))
-
-
-class SlotFormat:
-    """How one cache slot is stored in the engine built with the cache, and what fits in it.
-
-    The engine (:class:`pwlnet.hw.cached_engine.CachedEngine`) keeps every slot's affine
-    map as a one-layer program: ``G = ceil(n_out / P)`` passes of ``d`` weight words of
-    ``P`` packed weights, and one ``(off, mult, shift)`` parameter triple per output
-    channel, with ``off = bias * mult + 2**(shift - 1)`` (``0`` when ``shift == 0``),
-    exactly as the engine stores the network's own layers.  The widths are fixed when the
-    bitstream is built, so an entry fits only if
-
-    * its weights fit ``weight_bits`` (always true for :func:`make_entry`),
-    * every ``off`` fits :attr:`off_bits` (signed): ``|bias|`` may be up to about the
-      largest ``|W x|`` of the slot,
-    * every multiplier is below ``2**mult_bits`` and every shift lies in
-      :attr:`min_shift` .. :attr:`max_shift` (about the range of the network's own
-      shifts, so the slots cost the engine's shifter and saturation little extra width).
-
-    An entry that does not fit is left uncached by the host (:func:`run_stream` with
-    ``slot_format``), so the golden model and the hardware agree on which entries exist.
-
-    Entry image (:meth:`image`): the payload of the host link's "cache write" command after
-    its slot byte, and what the cached engine's write port takes, byte by byte, all fields
-    little-endian, signed ones in two's complement:
-
-    =====================  ==========================================================
-    field                  bytes
-    =====================  ==========================================================
-    weight words           ``G * d`` words of :attr:`word_bytes` (lane ``p`` in bits
-                           ``p * wb .. p * wb + wb - 1``; pass ``g`` outer, input ``i``
-                           inner)
-    channel parameters     ``n_out`` times: ``off`` (:attr:`off_bytes`), ``mult``
-                           (:attr:`mult_bytes`, absent without multipliers), ``shift``
-                           (1 byte)
-    bound                  ``R`` (:attr:`bound_bytes`)
-    center                 ``d`` codes of :attr:`code_bytes`
-    =====================  ==========================================================
-
-    The center comes last because the comparator bank marks the slot valid with the last
-    center code: everything the slot needs is in place when it can first hit.
-
-    Parameters
-    ----------
-    model : CompiledModel
-    lanes : int
-        Engine lanes ``P``.
-    metric : {"l2", "linf", "l1"}
-    """
-
-    def __init__(self, model: CompiledModel, lanes: int, metric: str):
-        if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        self.metric = _check_metric(metric)
-        self.lanes = P = int(lanes)
-        last = model.layers[-1]
-        self.dim = d = model.input_dim
-        self.n_out = model.output_dim
-        self.in_bits = model.input_bits
-        self.out_bits = last.out_bits
-        self.weight_bits = wb = max(l.weight_bits for l in model.layers)
-        self.requant = last.requant
-        self.passes = -(-self.n_out // P)
-        self.weight_words = self.passes * d
-        self.word_bits = P * wb
-        # |W x| <= d * 2**(wb-1) * 2**(in_bits-1): the lane accumulators' reach for a slot.
-        reach = d << (wb - 1) << (self.in_bits - 1)
-        self.wx_bits = fx.signed_width(-reach, reach)
-        # The multiplier width make_entry uses (the network's last layer's), none in shift mode.
-        self.mult_bits = int(last.multiplier.max()).bit_length() if last.requant == "multiply" else 0
-        # |bias| up to about the largest |W x|: off = bias * mult + 2**(shift-1).
-        self.off_bits = self.wx_bits + max(1, self.mult_bits)
-        # Shifts within the range the network's own layers already need, so the engine's
-        # shifter and saturation keep their widths (a slot with shift 0 would make the
-        # shifted value as wide as the product).
-        shifts = np.concatenate([np.asarray(l.shift, dtype=np.int64).reshape(-1) for l in model.layers])
-        # Four below the network's smallest: a slot's slope may exceed every layer's a
-        # little (costs four bits of the shifted value's width).
-        self.min_shift = max(0, int(shifts.min()) - 4)
-        self.shift_bits = max(1, int(shifts.max()).bit_length())
-        self.max_shift = min((1 << self.shift_bits) - 1, fx.GOLDEN_MAX_BITS)
-        self.distance_bits = distance_bits(metric, d, self.in_bits)
-        self.code_bytes = 1 if self.in_bits <= 8 else 2
-        self.word_bytes = _bytes_for(self.word_bits)
-        self.off_bytes = _bytes_for(self.off_bits)
-        self.mult_bytes = _bytes_for(self.mult_bits) if self.mult_bits else 0
-        self.bound_bytes = _bytes_for(self.distance_bits)
-        self.param_bytes = self.off_bytes + self.mult_bytes + 1
-        self.image_bytes = (self.weight_words * self.word_bytes + self.n_out * self.param_bytes
-                            + self.bound_bytes + d * self.code_bytes)
-
-    def __repr__(self):
-        return (f"SlotFormat(d={self.dim}, n_out={self.n_out}, lanes={self.lanes}, metric={self.metric!r}, "
-                f"image_bytes={self.image_bytes})")
-
-    def offsets(self, layer: Layer) -> list:
-        """``off = bias * mult + 2**(shift - 1)`` per output channel (Python ints)."""
-        return [int(b) * int(mu) + ((1 << (int(s) - 1)) if s else 0)
-                for b, mu, s in zip(layer.bias, layer.multiplier, layer.shift)]
-
-    def check(self, entry: HwEntry):
-        """Raise :class:`EntryError` naming the field if ``entry`` does not fit a slot."""
-        l = entry.layer
-        if entry.metric != self.metric:
-            raise EntryError(f"entry metric {entry.metric!r} differs from the slots' {self.metric!r}")
-        if (entry.dim, l.n_out, l.in_bits, l.out_bits) != (self.dim, self.n_out, self.in_bits, self.out_bits):
-            raise EntryError(f"entry shape (d={entry.dim}, n_out={l.n_out}, in_bits={l.in_bits}, "
-                             f"out_bits={l.out_bits}) does not match the slots (d={self.dim}, n_out={self.n_out}, "
-                             f"in_bits={self.in_bits}, out_bits={self.out_bits})")
-        if l.requant != self.requant:
-            raise EntryError(f"entry requantization {l.requant!r} differs from the slots' {self.requant!r}")
-        if np.any(fx.wraps(l.weight, self.weight_bits)):
-            raise EntryError(f"a weight of the entry does not fit the engine's {self.weight_bits}-bit weights")
-        if entry.bound > max_distance(self.metric, self.dim, self.in_bits):
-            raise EntryError(f"bound {entry.bound} exceeds the largest distance "
-                             f"{max_distance(self.metric, self.dim, self.in_bits)}")
-        mult_cap = (1 << self.mult_bits) - 1 if self.mult_bits else 1
-        bad = np.flatnonzero((l.multiplier < 1) | (l.multiplier > mult_cap))
-        if bad.size:
-            raise EntryError(f"channel {int(bad[0])}: multiplier {int(l.multiplier[bad[0]])} is outside "
-                             f"1..{mult_cap}, the slots' multiplier range")
-        bad = np.flatnonzero((l.shift < self.min_shift) | (l.shift > self.max_shift))
-        if bad.size:
-            raise EntryError(f"channel {int(bad[0])}: shift {int(l.shift[bad[0]])} is outside "
-                             f"{self.min_shift}..{self.max_shift}, the slots' shift range")
-        lo, hi = fx.signed_range(self.off_bits)
-        for o, off in enumerate(self.offsets(l)):
-            if not lo <= off <= hi:
-                raise EntryError(f"channel {o}: bias {int(l.bias[o])} gives the offset {off}, which does not fit "
-                                 f"the slots' {self.off_bits}-bit offset (bias too large for the entry's weights)")
-
-    def fits(self, entry: HwEntry) -> bool:
-        """Whether :meth:`check` accepts ``entry``."""
-        try:
-            self.check(entry)
-        except EntryError:
-            return False
-        return True
-
-    def words(self, layer: Layer) -> list:
-        """The slot's weight words (unsigned ints), in the engine's order."""
-        P, wb = self.lanes, self.weight_bits
-        mask = (1 << wb) - 1
-        out = []
-        for g in range(self.passes):
-            for i in range(self.dim):
-                word = 0
-                for p in range(P):
-                    o = g * P + p
-                    if o < self.n_out:
-                        word |= (int(layer.weight[o, i]) & mask) << (p * wb)
-                out.append(word)
-        return out
-
-    def image(self, entry: HwEntry) -> bytes:
-        """The entry as the bytes a slot write carries (layout in the class docs)."""
-        self.check(entry)
-        l = entry.layer
-
-        def le(v, n):
-            return (int(v) & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
-
-        buf = bytearray()
-        for w in self.words(l):
-            buf += le(w, self.word_bytes)
-        for off, mu, s in zip(self.offsets(l), l.multiplier, l.shift):
-            buf += le(off, self.off_bytes)
-            if self.mult_bytes:
-                buf += le(mu, self.mult_bytes)
-            buf += le(s, 1)
-        buf += le(entry.bound, self.bound_bytes)
-        for c in entry.center:
-            buf += le(c, self.code_bytes)
-        assert len(buf) == self.image_bytes
-        return bytes(buf)
 
 
 @dataclasses.dataclass
@@ -604,7 +430,7 @@ class HwCache:
             raise ValueError(f"n_entries must be a positive integer, not {n_entries!r}")
         self.model = model
         self.n_entries = int(n_entries)
-        self.metric = _check_metric(metric)
+        self.metric = check_metric(metric)
         self.entries = [None] * self.n_entries
         self.hits = 0
         self.misses = 0
@@ -680,292 +506,3 @@ class HwCache:
         self.hits += int(hit.sum())
         self.misses += int((~hit).sum())
         return Lookup(hit=hit, slot=slot, outputs=out)
-
-
-class CacheHost:
-    """The host's side of the cache: on a miss, make the entry and choose its slot.
-
-    One object per stream; the golden loop (:func:`run_stream`) and the RTL loop
-    (:mod:`pwlnet.sim.cached_engine_sim`) both call :meth:`seen` after every inference, so they
-    write the same entries to the same slots.
-
-    Slot choice (``policy``):
-
-    ``"round_robin"``
-        slots ``0, 1, ..., N-1, 0, ...`` in turn (first in, first out).  Needs nothing
-        from the hardware but the miss itself.
-    ``"lru"``
-        an empty slot if there is one (the lowest), else the slot least recently
-        written or reported in a hit response.  The host learns the hitting slot from
-        each response, so it keeps the ages itself; the hardware stays a plain register
-        bank.
-
-    Parameters
-    ----------
-    model : CompiledModel
-    blocks : list
-        The float network in code space (:func:`code_blocks`).
-    n_entries : int
-    metric : str
-    policy : {"round_robin", "lru"}
-    margin : float
-    slot_format : SlotFormat, optional
-        Entries that do not fit it are not written (the input stays uncached).
-    tie_guard : bool
-        Apply the tie guard to every entry (:func:`make_entry`).
-    """
-
-    def __init__(self, model, blocks, n_entries, metric, policy="round_robin", *, margin=DEFAULT_MARGIN,
-                 slot_format: SlotFormat | None = None, tie_guard: bool = True):
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-        self.model, self.blocks, self.metric, self.policy = model, blocks, _check_metric(metric), policy
-        self.n_entries = int(n_entries)
-        self.margin = margin
-        self.slot_format = slot_format
-        self.tie_guard = FullNetworkBound(model, blocks) if tie_guard else False
-        self.valid = np.zeros(self.n_entries, dtype=bool)
-        self.age = np.full(self.n_entries, -1, dtype=np.int64)
-        self.rr = 0
-        self.t = 0
-        self.uncacheable = 0
-
-    def clear(self):
-        """The host cleared the cache: every slot is empty again."""
-        self.valid[:] = False
-        self.age[:] = -1
-
-    def seen(self, codes, hit, slot):
-        """Record one inference's answer; on a miss return ``(slot, entry)`` to write, or ``None``.
-
-        ``None`` on a hit, and on a miss whose entry cannot be made or does not fit the
-        slots (counted in :attr:`uncacheable`).
-        """
-        t = self.t
-        self.t += 1
-        if hit:
-            self.age[int(slot)] = t
-            return None
-        try:
-            e = make_entry(self.model, self.blocks, codes, self.metric, margin=self.margin,
-                           tie_guard=self.tie_guard)
-            if self.slot_format is not None:
-                self.slot_format.check(e)
-        except EntryError:
-            self.uncacheable += 1
-            return None
-        if self.policy == "round_robin":
-            s = self.rr
-            self.rr = (self.rr + 1) % self.n_entries
-        else:
-            empty = np.flatnonzero(~self.valid)
-            s = int(empty[0]) if empty.size else int(np.argmin(self.age))
-        self.valid[s] = True
-        self.age[s] = t
-        return s, e
-
-
-@dataclasses.dataclass
-class StreamResult:
-    """What :func:`run_stream` saw, per input (``N`` rows) and in total.
-
-    Attributes
-    ----------
-    hit : bool (N,)
-    slot : int (N,)
-        The slot that answered, ``-1`` on a miss.
-    written : int (N,)
-        The slot the host wrote after this miss, ``-1`` if none (a hit, or an
-        input whose affine piece could not be quantized).
-    center : int (N, d)
-        On a hit the answering entry's center; on a miss the input itself (the
-        center of the entry written for it).
-    outputs : int (N, n_out)
-        Output codes the cache returned.
-    full : int (N, n_out)
-        Output codes of the full quantized network (:func:`pwlnet.golden.forward`).
-    float_outputs : float (N, n_out)
-        The float network at the same input codes, in output-code units
-        (``f(q) / output_scale``): the reference both quantized answers approximate.
-    code_diff : int (N,)
-        ``max |outputs - full|`` per input (0 on misses).
-    argmax_disagree : bool (N,)
-        ``argmax(outputs) != argmax(full)``.
-    false_hit : bool (N,)
-        A hit whose float pattern in code space differs from its entry's (checked with
-        :func:`pwlnet.regions.same_pattern` when ``verify``; must never be true).
-    bounds : int (N,)
-        The bound ``R`` of the answering or written entry (``-1`` otherwise).
-    uncacheable : int
-        Misses whose entry could not be made.
-    hits, misses : int
-        The cache's counters after the stream.
-    shrunk : int
-        Entries written whose bound the tie guard made smaller than the safe radius
-        alone allowed.
-    """
-
-    hit: np.ndarray
-    slot: np.ndarray
-    written: np.ndarray
-    center: np.ndarray
-    outputs: np.ndarray
-    full: np.ndarray
-    float_outputs: np.ndarray
-    code_diff: np.ndarray
-    argmax_disagree: np.ndarray
-    false_hit: np.ndarray
-    bounds: np.ndarray
-    uncacheable: int
-    hits: int
-    misses: int
-    shrunk: int = 0
-
-    @property
-    def hit_rate(self) -> float:
-        n = len(self.hit)
-        return float(self.hit.sum() / n) if n else float("nan")
-
-    @property
-    def max_code_diff(self) -> int:
-        return int(self.code_diff.max(initial=0))
-
-    @property
-    def n_argmax_disagree(self) -> int:
-        return int(self.argmax_disagree.sum())
-
-    @property
-    def n_false_hits(self) -> int:
-        return int(self.false_hit.sum())
-
-
-def run_stream(model: CompiledModel, net, codes_stream, n_entries, metric="linf", policy="round_robin", *,
-               margin=DEFAULT_MARGIN, verify=True, cache: HwCache | None = None,
-               slot_format: SlotFormat | None = None, tie_guard: bool = True) -> StreamResult:
-    """Run input codes through the cache in order, filling entries on misses as the host would.
-
-    On every miss the host linearizes the float network at the missed codes
-    (:func:`make_entry`) and writes the entry into a slot chosen by ``policy``
-    (:class:`CacheHost`).
-
-    Parameters
-    ----------
-    model : CompiledModel
-    net : pwlnet.ir.Network or list
-        The float network ``model`` was compiled from, or its code-space blocks
-        (:func:`code_blocks`).
-    codes_stream : array_like of int, shape (N, d)
-    n_entries : int
-    metric : {"l2", "linf", "l1"}
-    policy : {"round_robin", "lru"}
-    margin : float
-        See :func:`radius_bound`.
-    verify : bool
-        Check every hit's float pattern (:attr:`StreamResult.false_hit`).
-    cache : HwCache, optional
-        Start from this cache (its entries and counters) instead of an empty one.
-    slot_format : SlotFormat, optional
-        The hardware's slot limits: an entry that does not fit them is not written (the
-        input counts as :attr:`StreamResult.uncacheable`), as the host does with a real
-        cached engine.
-    tie_guard : bool
-        Entries with the tie guard (the default; :func:`make_entry`).
-
-    Returns
-    -------
-    StreamResult
-    """
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
-    blocks = code_blocks(model, net)
-    codes_stream = np.asarray(codes_stream)
-    if not np.issubdtype(codes_stream.dtype, np.integer):
-        raise golden.InputError(f"input codes must be integers, not {codes_stream.dtype}")
-    codes_stream = codes_stream.astype(np.int64).reshape(len(codes_stream), -1)
-    cache = HwCache(model, n_entries, metric) if cache is None else cache
-    if cache.metric != metric or cache.n_entries != n_entries:
-        raise ValueError("the given cache has another metric or size than asked")
-    n = len(codes_stream)
-    full = golden.forward(model, codes_stream) if n else np.zeros((0, model.output_dim), dtype=np.int64)
-    hit = np.zeros(n, dtype=bool)
-    slot = np.full(n, -1, dtype=np.int64)
-    written = np.full(n, -1, dtype=np.int64)
-    bounds = np.full(n, -1, dtype=np.int64)
-    center = codes_stream.copy()
-    outputs = np.zeros_like(full)
-    false_hit = np.zeros(n, dtype=bool)
-    host = CacheHost(model, blocks, cache.n_entries, metric, policy, margin=margin, slot_format=slot_format,
-                     tie_guard=tie_guard)
-    host.valid[:] = cache.valid
-    shrunk = 0
-    for t, q in enumerate(codes_stream):
-        res = cache.lookup(q[None])
-        outputs[t] = res.outputs[0]
-        s = int(res.slot[0])
-        todo = host.seen(q, bool(res.hit[0]), s)
-        if res.hit[0]:
-            e = cache.entries[s]
-            hit[t], slot[t], center[t], bounds[t] = True, s, e.center, e.bound
-            if verify and e.pattern:
-                false_hit[t] = not regions.same_pattern(blocks, q[None].astype(np.float64), e.pattern)[0]
-        elif todo is not None:
-            s, e = todo
-            cache.write_entry(s, e)
-            written[t], bounds[t] = s, e.bound
-            shrunk += e.bound < e.region_bound
-    uncacheable = host.uncacheable
-    diff = np.abs(outputs - full).max(axis=1, initial=0) if n else np.zeros(0, dtype=np.int64)
-    disagree = golden.argmax(outputs) != golden.argmax(full) if n else np.zeros(0, dtype=bool)
-    ref = (regions.evaluate(blocks, codes_stream.astype(np.float64)).outputs / model.output_scale if n
-           else np.zeros((0, model.output_dim)))
-    return StreamResult(hit=hit, slot=slot, written=written, center=center, outputs=outputs, full=full,
-                        float_outputs=ref, code_diff=diff, argmax_disagree=disagree, false_hit=false_hit, bounds=bounds,
-                        uncacheable=uncacheable, hits=cache.hits, misses=cache.misses, shrunk=int(shrunk))
-
-
-def preload(model: CompiledModel, net, calib_codes, n_entries, metric, *, margin=DEFAULT_MARGIN,
-            max_candidates=1000, seed=0, tie_guard=True) -> list:
-    """Entries to preload at build time: a greedy cover of calibration input codes.
-
-    Every distinct calibration code vector (at most ``max_candidates`` of them, drawn at
-    random with ``seed`` when there are more) is a candidate center.  The entry covering
-    the most calibration inputs not yet covered (repeats counted) is taken first, until
-    ``n_entries`` are taken or no candidate covers anything new.  Greedy set cover is
-    within a factor ``1 - 1/e`` of the best possible coverage.
-
-    Returns
-    -------
-    list of HwEntry
-        In the order taken (write them to slots 0, 1, ...).
-    """
-    if isinstance(n_entries, bool) or not isinstance(n_entries, (int, np.integer)) or n_entries < 1:
-        raise ValueError(f"n_entries must be a positive integer, not {n_entries!r}")
-    _check_metric(metric)
-    blocks = code_blocks(model, net)
-    codes = np.asarray(calib_codes)
-    if not np.issubdtype(codes.dtype, np.integer):
-        raise golden.InputError(f"calibration codes must be integers, not {codes.dtype}")
-    uniq, count = np.unique(codes.astype(np.int64).reshape(len(codes), -1), axis=0, return_counts=True)
-    pick = np.arange(len(uniq))
-    if len(pick) > max_candidates:
-        pick = np.sort(np.random.default_rng(seed).choice(len(uniq), max_candidates, replace=False))
-    cands = []
-    guard = FullNetworkBound(model, blocks) if tie_guard else False
-    for c in uniq[pick]:
-        try:
-            cands.append(make_entry(model, blocks, c, metric, margin=margin, tie_guard=guard))
-        except EntryError:
-            pass
-    if not cands:
-        return []
-    covers = np.stack([e.hits(uniq) for e in cands])          # (candidates, distinct codes)
-    left = count.astype(np.int64)
-    chosen = []
-    while len(chosen) < n_entries:
-        gain = covers @ left
-        best = int(np.argmax(gain))
-        if gain[best] == 0:
-            break
-        chosen.append(cands[best])
-        left = np.where(covers[best], 0, left)
-    return chosen

@@ -10,7 +10,7 @@ Layers, as in Glasgow's applets:
   replies) and offers :meth:`Device.info`, :meth:`Device.infer`, :meth:`Device.counters`
   and, on a build with the hypersphere cache, :meth:`Device.cache_info`,
   :meth:`Device.cache_write`, :meth:`Device.cache_clear`, :meth:`Device.cache_stats` and
-  :meth:`Device.run_cached` (the host's side of the cache, :class:`pwlnet.code_cache.CacheHost`).
+  :meth:`Device.run_cached` (the host's side of the cache, :class:`pwlnet.cache_host.CacheHost`).
 * :func:`cli_run` is ``pwlnet run``; with ``--cache`` the host fills the board's cache
   on misses and every answer is checked against the golden loop
   (:func:`pwlnet.cache_run.run_cache` with the board's run).
@@ -91,7 +91,7 @@ class CacheStats(collections.namedtuple("CacheStats", ["hits", "misses"])):
 class CachedRun(collections.namedtuple("CachedRun", ["outputs", "argmax", "hit", "slot", "written", "cycles",
                                                      "uncacheable"])):
     """What :meth:`Device.run_cached` saw, per input (``N`` rows), laid out like
-    :class:`pwlnet.code_cache.StreamResult`: ``outputs`` (N, n_out) output codes from the
+    :class:`pwlnet.cache_host.StreamResult`: ``outputs`` (N, n_out) output codes from the
     board, ``argmax`` (N,) the board's argmax, ``hit`` (N,) bool, ``slot`` (N,) the
     answering slot or -1, ``written`` (N,) the slot written after the miss or -1,
     ``cycles`` (N,) engine cycles, ``uncacheable`` the misses whose entry could not be
@@ -510,11 +510,11 @@ class Device:
         return cache
 
     def slot_format(self):
-        """The :class:`pwlnet.code_cache.SlotFormat` of the board's slots, made from the model
+        """The :class:`pwlnet.hw.slot_format.SlotFormat` of the board's slots, made from the model
         given to the constructor and the board's lanes and metric; its image length is
         checked against the board's."""
         if self._slot_format is None:
-            from .code_cache import SlotFormat
+            from .hw.slot_format import SlotFormat
             cache = self._need_cache()
             if self._model is None:
                 raise ValueError("cache entries need the model: make the Device with model=...")
@@ -529,7 +529,7 @@ class Device:
     def cache_write(self, slot, entry):
         """Write ``entry`` (:class:`pwlnet.code_cache.HwEntry`) into ``slot``.
 
-        The image is :meth:`pwlnet.code_cache.SlotFormat.image`; the board writes it only
+        The image is :meth:`pwlnet.hw.slot_format.SlotFormat.image`; the board writes it only
         after the frame's CRC checks out (a frame that fails is re-sent, at most twice).
         Inferences sent afterwards see the new entry.
 
@@ -574,8 +574,8 @@ class Device:
     def run_cached(self, codes_stream, net, policy="round_robin", *, clear=True, margin=None):
         """Run input codes through the board's cache in order, filling a slot on every miss.
 
-        The host's side is :class:`pwlnet.code_cache.CacheHost`, as in the golden loop
-        :func:`pwlnet.code_cache.run_stream` (with ``slot_format``): after each inference it
+        The host's side is :class:`pwlnet.cache_host.CacheHost`, as in the golden loop
+        :func:`pwlnet.cache_host.run_stream` (with ``slot_format``): after each inference it
         learns hit and slot from the reply, and on a miss makes the entry at the missed
         codes and writes it to the slot ``policy`` chooses (an entry that cannot be made or
         does not fit is not written).  So from an empty cache the board answers exactly as
@@ -598,7 +598,7 @@ class Device:
         -------
         CachedRun
         """
-        from . import code_cache
+        from . import cache_host, code_cache
         cache = self._need_cache()
         fmt = self.slot_format()
         codes_stream = np.asarray(codes_stream)
@@ -606,8 +606,8 @@ class Device:
             raise ValueError(f"input codes must be integers, not {codes_stream.dtype}")
         codes_stream = codes_stream.astype(np.int64).reshape(len(codes_stream), -1)
         kw = {} if margin is None else {"margin": margin}
-        host = code_cache.CacheHost(self._model, code_cache.code_blocks(self._model, net), cache.entries,
-                                 cache.metric, policy, slot_format=fmt, **kw)
+        host = cache_host.CacheHost(self._model, code_cache.code_blocks(self._model, net), cache.entries,
+                                    cache.metric, policy, slot_format=fmt, **kw)
         if clear:
             self.cache_clear()
         else:
@@ -639,15 +639,13 @@ def weight_image(model, lanes, cache=None):
     board's cache, whose empty slots share the engine's weight memory.
     """
     if cache is not None:
-        from .hw.cached_engine import CachedEngine
-        engine = CachedEngine(model, lanes, cache.entries, cache.metric, target="ice40", weight_memory="ram")
-        for part in (engine, engine.engine, engine.bank):
-            part._MustUse__silence = True   # built only to read its memory image
-        return engine.weight_words
-    from .hw.engine import MLPEngine
-    engine = MLPEngine(model, lanes, target="ice40", weight_memory="ram")
-    engine._MustUse__silence = True   # built only to read its memory image
-    return engine.weight_words
+        from .hw.cached_engine import cached_engine_plan
+        plan = cached_engine_plan(model, lanes, cache.entries, cache.metric)
+    else:
+        from .hw.engine.plan import EnginePlan
+        plan = EnginePlan(model, lanes)
+    plan.weight_memory_for("ice40", "ram")      # refuses a model too large for SPRAM, as the engine does
+    return plan.weight_words
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -659,7 +657,8 @@ NO_CACHE = "the bitstream has no cache; build it with --cache-entries N"
 def add_run_arguments(parser):
     """Add ``pwlnet run``'s arguments to an ``argparse`` parser."""
     from .cli_args import positive_int
-    from .code_cache import METRICS, POLICIES
+    from .cache_host import POLICIES
+    from .code_cache import METRICS
     parser.add_argument("model_dir", metavar="DIR", help="compiled model directory")
     parser.add_argument("--inputs", required=True, help=".npy of float inputs (N, ...) or, with --codes, input codes")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -717,7 +716,7 @@ def cli_run(args):
     With ``--cache`` the host fills the board's cache on every miss
     (:meth:`Device.run_cached`) and every answer -- hit or miss, slot, output codes,
     argmax -- and the board's hit and miss counters are compared with the golden loop
-    (:func:`pwlnet.cache_run.run_cache`, :func:`pwlnet.code_cache.run_stream` with the
+    (:func:`pwlnet.cache_run.run_cache`, :func:`pwlnet.cache_host.run_stream` with the
     engine's slot format) on the same stream.
 
     Returns the process exit status: 0 if every output matches the golden model bit for

@@ -28,7 +28,7 @@ __all__ = [
     "PROTOCOL_VERSION", "GATEWARE_VERSION", "REQ_SYNC", "REP_SYNC", "ERROR_REPLY", "REPLY_FLAG",
     "CRC_POLY", "Command", "ErrorCode", "RESERVED_COMMANDS", "CACHE_COMMANDS", "CACHE_METRIC_CODES",
     "COUNTER_NAMES", "MAX_CACHE_ENTRIES", "check_cache_entries",
-    "crc16", "encode_frame", "code_bytes", "model_fingerprint", "LinkInfo", "CacheInfo",
+    "crc16", "encode_frame", "code_bytes", "field_bytes", "model_fingerprint", "LinkInfo", "CacheInfo",
 ]
 
 PROTOCOL_VERSION = 1
@@ -123,6 +123,11 @@ def code_bytes(bits):
     return 1 if bits <= 8 else 2
 
 
+def field_bytes(bits):
+    """Bytes of a ``bits``-wide little-endian field on the wire: whole bytes, at least one."""
+    return max(1, -(-int(bits) // 8))
+
+
 def model_fingerprint(model):
     """CRC-32 of a compiled model's integer arrays, so the host can tell which model a board holds."""
     crc = zlib.crc32(struct.pack("<HB", model.input_dim, model.input_bits))
@@ -186,7 +191,7 @@ class CacheInfo:
     Wire layout (9 bytes, little-endian): ``u16 entries, u8 metric, u16 image_bytes,
     u32 hit_cycles``.  ``metric`` is a :data:`CACHE_METRIC_CODES` code (0 ``l2``,
     1 ``linf``, 2 ``l1``); ``image_bytes`` is the length of one slot image
-    (:meth:`pwlnet.code_cache.SlotFormat.image`), so a CACHE_WRITE payload is
+    (:meth:`pwlnet.hw.slot_format.SlotFormat.image`), so a CACHE_WRITE payload is
     ``1 + image_bytes`` bytes; ``hit_cycles`` is the cycles an inference answered by an
     entry occupies the engine (a miss takes INFO's ``cycles_per_inference``).
     """

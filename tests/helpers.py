@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pwlnet import ir
 
 __all__ = ["REPO", "REGRESSION", "BOARD_MODELS", "random_blocks", "nets", "compiled", "ball_points", "models",
-           "send", "receive", "run_streams"]
+           "far_apart", "send", "receive", "run_streams"]
 
 #: The repository's root, the golden regression vectors and the models the repository ships.
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +87,18 @@ def ball_points(rng, c, bound, metric, n=24):
     pts = np.array(pts)
     assert np.all(distance(pts, c, metric) <= bound)
     return pts
+
+
+def far_apart(model, blocks, metric, n, rng):
+    """``n`` cache entries at random codes, none of whose balls holds another's center."""
+    from pwlnet.code_cache import make_entry
+
+    chosen = []
+    while len(chosen) < n:
+        e = make_entry(model, blocks, rng.integers(-128, 128, size=model.input_dim), metric)
+        if all(not a.hits(e.center) and not e.hits(a.center) for a in chosen):
+            chosen.append(e)
+    return chosen
 
 
 # ---- streams in Amaranth's simulator --------------------------------------------------

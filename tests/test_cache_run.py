@@ -5,11 +5,12 @@ import argparse
 import numpy as np
 import pytest
 
-from pwlnet import golden, code_cache, regions, train
+from pwlnet import cache_host, code_cache, golden, regions, train
 from pwlnet.cache_run import CacheRunError, add_cache_arguments, cli_cache, run_cache
 from pwlnet.compile import compile_onnx
 from pwlnet.hw.comparator_bank import LOOKUP_LATENCY
-from pwlnet.hw.engine import MLPEngine
+from pwlnet.hw.engine.plan import EnginePlan
+from pwlnet.hw.slot_format import SlotFormat
 from pwlnet.onnx_import import load_onnx
 
 pytestmark = [pytest.mark.filterwarnings(
@@ -36,7 +37,7 @@ def walk(model, n=300, seed=0):
 
 
 @pytest.mark.parametrize("metric", code_cache.METRICS)
-@pytest.mark.parametrize("policy", code_cache.POLICIES)
+@pytest.mark.parametrize("policy", cache_host.POLICIES)
 def test_hits_exact_misses_full_network(trained, metric, policy):
     _, _, model, net = trained
     x = walk(model)
@@ -70,8 +71,7 @@ def test_hits_exact_misses_full_network(trained, metric, policy):
 def test_cycle_figures_are_the_engines(trained):
     _, _, model, net = trained
     run = run_cache(model, walk(model), 8, "linf", net=net, lanes=4)
-    eng = MLPEngine(model, 4)
-    eng._MustUse__silence = True
+    eng = EnginePlan(model, 4)
     assert run.cycles_full == eng.cycles_per_inference == run.mean_cycles_without
     assert run.lookup_latency == LOOKUP_LATENCY
     assert 0 < run.cycles_hit < run.cycles_full
@@ -115,8 +115,8 @@ def _fake_rtl(monkeypatch, corrupt=None, fail=None):
     def fake(model, blocks, q, entries, metric, policy, *, simulator, lanes, target, margin, verbose):
         if fail:
             raise runner.SimError(fail)
-        fmt = code_cache.SlotFormat(model, lanes, metric)
-        ref = code_cache.run_stream(model, blocks, q, entries, metric, policy, margin=margin, slot_format=fmt)
+        fmt = SlotFormat(model, lanes, metric)
+        ref = cache_host.run_stream(model, blocks, q, entries, metric, policy, margin=margin, slot_format=fmt)
         out = ref.outputs.copy()
         bad = np.zeros(len(q), dtype=bool)
         details = []

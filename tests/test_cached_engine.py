@@ -8,8 +8,8 @@ Two kinds of run on Amaranth's simulator:
   and clears meet inferences in flight); the golden :class:`pwlnet.code_cache.HwCache`
   applies the same operations in the same order;
 * host loop: one inference at a time, and on a miss the entry that
-  :class:`pwlnet.code_cache.CacheHost` makes is written before the next input -- exactly
-  :func:`pwlnet.code_cache.run_stream` with ``slot_format``, which gives the expected hits,
+  :class:`pwlnet.cache_host.CacheHost` makes is written before the next input -- exactly
+  :func:`pwlnet.cache_host.run_stream` with ``slot_format``, which gives the expected hits,
   slots and output codes.
 
 Each checks hit, slot, every output code, ``last``, argmax, the hit and miss counters
@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from pwlnet import golden, code_cache
+from pwlnet import cache_host, code_cache, golden
 from pwlnet.hw.cached_engine import CachedEngine
+from pwlnet.hw.slot_format import SlotFormat
 
-from test_code_cache import compiled
+from helpers import compiled
 
 
 class Rig:
@@ -172,7 +173,7 @@ def scripted_ops(model, blocks, metric, entries, seed, n_ops=40):
     """Writes, clears, counter resets and inferences (near entries, exact centers, random)."""
     rng = np.random.default_rng(seed)
     lo, hi = -(1 << (model.input_bits - 1)), (1 << (model.input_bits - 1)) - 1
-    fmt = code_cache.SlotFormat(model, 1, metric)
+    fmt = SlotFormat(model, 1, metric)
     made = []
     while len(made) < 2 * entries:
         c = rng.integers(lo // 4, hi // 4 + 1, model.input_dim)
@@ -247,7 +248,7 @@ def test_preload_and_counters():
     net, model, blocks = compiled(5, 3, [12, 8], n_out=3)
     rng = np.random.default_rng(0)
     calib = golden.quantize_inputs(model, rng.normal(size=(200, 3)) * 0.3)
-    pre = code_cache.preload(model, net, calib, 3, "linf")
+    pre = cache_host.preload(model, net, calib, 3, "linf")
     assert len(pre) == 3
     dut = CachedEngine(model, 4, 4, "linf", preload=pre)
     ops = [("infer", e.center) for e in pre] + [("infer", c) for c in calib[:12]]
@@ -270,9 +271,9 @@ def test_host_loop_matches_run_stream(metric):
     path = np.hstack([np.sin(t), np.cos(1.7 * t), np.sin(0.6 * t)]) * 1.5
     codes = golden.quantize_inputs(model, path)
     dut = CachedEngine(model, 4, 4, metric)
-    want = code_cache.run_stream(model, blocks, codes, 4, metric, "lru", slot_format=dut.fmt)
+    want = cache_host.run_stream(model, blocks, codes, 4, metric, "lru", slot_format=dut.fmt)
     assert 0.1 < want.hit_rate < 0.9 and (want.written >= 0).sum() > 4      # replacements happen
-    host = code_cache.CacheHost(model, blocks, 4, metric, "lru", slot_format=dut.fmt)
+    host = cache_host.CacheHost(model, blocks, 4, metric, "lru", slot_format=dut.fmt)
     recs = Rig(dut, seed=3, out_stall=0.2).run([("infer", c) for c in codes], host=host)
     check(recs, list(zip(want.hit, np.maximum(want.slot, 0), want.outputs)))
     assert [r.get("written", (-1,))[0] for r in recs] == want.written.tolist()

@@ -7,7 +7,7 @@ per input).  The ``multiply`` model runs with the ``linf`` bank and the LRU host
 ``shift`` model with the ``l2`` bank and the round-robin host.  Every answer (cached
 flag, slot, output codes, argmax) and every counter read must equal the golden model
 (:class:`pwlnet.code_cache.HwCache`) in lockstep, and the whole stream must equal the
-independent golden loop :func:`pwlnet.code_cache.run_stream`.
+independent golden loop :func:`pwlnet.cache_host.run_stream`.
 
 Covered: hits and misses from a host that fills the cache, more misses than slots (the
 policy overwrites slots), random input gaps and output back-pressure, entry writes
@@ -33,7 +33,8 @@ import numpy as np
 import onnx.helper as oh
 import pytest
 
-from pwlnet import golden, code_cache
+from pwlnet import cache_host, code_cache, golden
+from pwlnet.hw.slot_format import SlotFormat
 from pwlnet.compile import compile_onnx
 from pwlnet.onnx_import import load_onnx
 from pwlnet.sim.cached_engine_sim import Clear, ClearStats, Infer, ReadCounters, Stream, Write, simulate_cache
@@ -121,7 +122,7 @@ def walk(model, n, seed):
 def far_apart(case, n, seed):
     """``n`` entries that fit the slots, none of whose balls holds another's center."""
     rng = np.random.default_rng(seed)
-    fmt = code_cache.SlotFormat(case.model, LANES, case.metric)
+    fmt = SlotFormat(case.model, LANES, case.metric)
     chosen = []
     for _ in range(1000):
         try:
@@ -153,8 +154,8 @@ def test_stream_matches_golden(cases, simulator, metric):
     assert r.mismatches == 0, "\n".join(r.details)
 
     # the independent golden loop: same hits, slots, outputs and writes
-    fmt = code_cache.SlotFormat(case.model, LANES, metric)
-    ref = code_cache.run_stream(case.model, case.blocks, codes, ENTRIES, metric, case.policy, slot_format=fmt)
+    fmt = SlotFormat(case.model, LANES, metric)
+    ref = cache_host.run_stream(case.model, case.blocks, codes, ENTRIES, metric, case.policy, slot_format=fmt)
     np.testing.assert_array_equal(r.hit, ref.hit)
     np.testing.assert_array_equal(r.slot, ref.slot)
     np.testing.assert_array_equal(r.outputs, ref.outputs)
@@ -245,7 +246,7 @@ def random_script(case, seed, length=14):
     in flight, writes of entries made along the stream, clears, counter resets and reads."""
     rng = np.random.default_rng(seed)
     path = walk(case.model, 80, seed=seed)
-    fmt = code_cache.SlotFormat(case.model, LANES, case.metric)
+    fmt = SlotFormat(case.model, LANES, case.metric)
     pool = [e for e in (code_cache.make_entry(case.model, case.blocks, c, case.metric) for c in path[::8])
             if fmt.fits(e)]
     pos = 0
@@ -335,8 +336,8 @@ def test_cli_cache_simulator(cases, simulator, tmp_path, capsys):
     text = capsys.readouterr()
     assert rc == 0, text.err
     assert f"measured on {simulator}" in text.out and "hit rate" in text.out
-    ref = code_cache.run_stream(case.model, case.blocks, golden.quantize_inputs(case.model, x), ENTRIES, "linf",
-                             case.policy, slot_format=code_cache.SlotFormat(case.model, LANES, "linf"))
+    ref = cache_host.run_stream(case.model, case.blocks, golden.quantize_inputs(case.model, x), ENTRIES, "linf",
+                                case.policy, slot_format=SlotFormat(case.model, LANES, "linf"))
     assert f"{100 * ref.hit_rate:.2f} %" in text.out
     with np.load(out) as f:
         assert sorted(f.files) == ["hit", "hit_center", "inputs", "outputs"]
@@ -379,8 +380,8 @@ def test_ice40_target_with_run_time_loaded_weights(cases, simulator):
     r = simulate_cache(case.model, case.net, codes, ENTRIES, "linf", case.policy, simulator=simulator,
                        lanes=LANES, target="ice40", weight_memory="ram")
     assert r.mismatches == 0, "\n".join(r.details)
-    ref = code_cache.run_stream(case.model, case.blocks, codes, ENTRIES, "linf", case.policy,
-                             slot_format=code_cache.SlotFormat(case.model, LANES, "linf"))
+    ref = cache_host.run_stream(case.model, case.blocks, codes, ENTRIES, "linf", case.policy,
+                                slot_format=SlotFormat(case.model, LANES, "linf"))
     np.testing.assert_array_equal(r.outputs, ref.outputs)
     assert r.hit.any() and (r.written >= 0).sum() > ENTRIES
 

@@ -1,58 +1,17 @@
-"""Hardware cache golden model: integer hits are never false, entries, slots, streams."""
+"""The integer cache (pwlnet.code_cache): integer hits are never false, radii, entries, lookup."""
 
-import dataclasses
 import itertools
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from pwlnet import fixedpoint as fx, golden, ir, regions
-from pwlnet.code_cache import (MAGIC, EntryError, HwCache, HwEntry, code_blocks, distance, make_entry,
-                            distance_bits, max_distance, preload, radius_bound, run_stream)
-from pwlnet.quantize import QuantizeError, quantize
+from pwlnet import fixedpoint as fx, golden, regions
+from pwlnet.code_cache import (MAGIC, EntryError, HwCache, HwEntry, distance, distance_bits, make_entry,
+                               max_distance, radius_bound)
+from pwlnet.quantize import QuantizeError
 
-from test_regions import random_blocks
-
-
-def compiled(seed, d, hidden, n_out=3, requant="shift"):
-    """A random float ReLU MLP, its compiled model and its code-space blocks."""
-    layers = []
-    for w, b, act in random_blocks(seed, d, hidden, n_out):
-        layers.append(ir.Dense(w, b))
-        if act == "relu":
-            layers.append(ir.Activation("relu"))
-    net = ir.Network(layers, (d,))
-    calib = np.random.default_rng(seed + 1).normal(size=(256, d))
-    model = quantize(net, calib, requant=requant)
-    return net, model, code_blocks(model, net)
-
-
-def ball_points(rng, c, bound, metric, n=24):
-    """Integer points at integer distance <= bound from c, most of them on the bound itself."""
-    d = c.size
-    pts = [c.copy()]
-    for _ in range(n):
-        v = rng.normal(size=d)
-        if metric == "linf":
-            q = np.round(v / np.abs(v).max() * bound).astype(np.int64)
-            q[np.argmax(np.abs(v))] = np.sign(v[np.argmax(np.abs(v))]) * bound
-            pts += [c + q, c + rng.choice([-1, 1], size=d) * bound]      # and a corner
-        elif metric == "l1":
-            q = np.trunc(v / np.abs(v).sum() * bound).astype(np.int64)
-            k = np.argmax(np.abs(v))
-            q[k] += (np.sign(v[k]) or 1) * (bound - np.abs(q).sum())
-            pts += [c + q]
-        else:
-            q = np.trunc(v / np.linalg.norm(v) * np.sqrt(bound)).astype(np.int64)
-            for k in rng.permutation(d):          # push outward while still inside
-                step = 1 if v[k] >= 0 else -1
-                while ((q + step * np.eye(d, dtype=np.int64)[k]) ** 2).sum() <= bound:
-                    q[k] += step
-            pts += [c + q]
-    pts = np.array(pts)
-    assert np.all(distance(pts, c, metric) <= bound)
-    return pts
+from helpers import ball_points, compiled, far_apart, models
 
 
 def assert_float_exact(blocks, lin, q):
@@ -61,10 +20,6 @@ def assert_float_exact(blocks, lin, q):
     out = regions.evaluate(blocks, q).outputs
     scale = 1.0 + np.abs(q) @ np.abs(lin.W).T + np.abs(lin.b)
     np.testing.assert_array_less(np.abs(out - lin(q)), 1e-9 * scale)
-
-
-models = st.builds(lambda seed, d, hidden: (seed, d, hidden), st.integers(0, 2**20), st.integers(2, 6),
-                   st.lists(st.integers(8, 32), min_size=1, max_size=3))
 
 
 @settings(max_examples=40, deadline=None)
@@ -182,31 +137,11 @@ def test_entry_words_are_checked():
         HwEntry.from_words(bad)
 
 
-def test_steep_map_is_uncacheable():
-    net, model, blocks = compiled(5, 2, [8])
-    last = model.layers[-1]
-    steep = dataclasses.replace(model, layers=[*model.layers[:-1], dataclasses.replace(last, out_scale=1e-9)])
-    with pytest.raises(EntryError, match="cache entry at codes \\[0, 0\\]"):
-        make_entry(steep, blocks, [0, 0], "linf")
-    res = run_stream(steep, blocks, np.zeros((3, 2), dtype=np.int64), 4, "linf")
-    assert res.uncacheable == 3 and not res.hit.any() and (res.written == -1).all()
-
-
-def _far_apart(model, blocks, metric, n, rng):
-    """``n`` entries none of whose balls holds another's center."""
-    chosen = []
-    while len(chosen) < n:
-        e = make_entry(model, blocks, rng.integers(-128, 128, size=model.input_dim), metric)
-        if all(not a.hits(e.center) and not e.hits(a.center) for a in chosen):
-            chosen.append(e)
-    return chosen
-
-
 def test_lookup_priority_outputs_and_counters():
     net, model, blocks = compiled(11, 3, [16, 16])
     cache = HwCache(model, 4, "l2")
     rng = np.random.default_rng(2)
-    a, b = _far_apart(model, blocks, "l2", 2, rng)
+    a, b = far_apart(model, blocks, "l2", 2, rng)
     cache.write_entry(3, a)
     cache.write_entry(1, a)
     cache.write_entry(2, b)
@@ -243,57 +178,3 @@ def test_write_entry_is_checked():
         HwCache(model, 0, "linf")
     with pytest.raises(golden.InputError, match="outside the 8-bit range"):
         cache.lookup([0, 0, 300])
-
-
-@pytest.mark.parametrize("policy, slot_for_c", [("round_robin", 0), ("lru", 1)])
-def test_full_cache_replacement(policy, slot_for_c):
-    net, model, blocks = compiled(11, 3, [32, 32])
-    a, b, c = _far_apart(model, blocks, "linf", 3, np.random.default_rng(4))
-    stream = np.stack([a.center, b.center, a.center, c.center, a.center])
-    res = run_stream(model, net, stream, 2, "linf", policy)
-    # a, b fill both slots; a hits; c must evict: FIFO takes slot 0 (a), LRU slot 1 (b)
-    assert res.hit.tolist()[:4] == [False, False, True, False]
-    assert res.written.tolist()[:4] == [0, 1, -1, slot_for_c]
-    # LRU kept the recently used a; FIFO threw it out
-    assert res.hit[4] == (policy == "lru")
-    assert res.written[4] == (-1 if policy == "lru" else 1)
-    assert res.hits == int(res.hit.sum()) and res.misses == len(stream) - res.hits
-
-
-@pytest.mark.parametrize("metric", regions.METRICS)
-def test_stream_against_the_full_network(metric):
-    net, model, blocks = compiled(13, 3, [24, 16])
-    t = np.linspace(0, 4, 400)[:, None]
-    path = np.hstack([np.sin(t), np.cos(1.7 * t), np.sin(0.6 * t)]) * 1.5
-    codes = golden.quantize_inputs(model, path)
-    res = run_stream(model, net, codes, 8, metric, "lru")
-    assert 0.2 < res.hit_rate < 1.0          # enough hits to compare
-    assert res.n_false_hits == 0
-    assert np.array_equal(res.full, golden.forward(model, codes))
-    assert np.array_equal(res.outputs[~res.hit], res.full[~res.hit])
-    assert np.array_equal(res.code_diff, np.abs(res.outputs - res.full).max(axis=1))
-    assert res.max_code_diff <= 4            # one rounding versus one per layer
-    for i in np.flatnonzero(res.hit)[:40]:
-        assert distance(codes[i], res.center[i], metric) <= res.bounds[i]
-    # the code-space blocks may be given instead of the float network
-    again = run_stream(model, blocks, codes, 8, metric, "lru")
-    assert np.array_equal(again.hit, res.hit) and np.array_equal(again.outputs, res.outputs)
-
-
-def test_preload_covers_the_calibration_set_greedily():
-    net, model, blocks = compiled(17, 2, [16])
-    rng = np.random.default_rng(5)
-    calib = golden.quantize_inputs(model, rng.normal(size=(300, 2)) * 0.5)
-    entries = preload(model, net, calib, 6, "linf")
-    assert 1 <= len(entries) <= 6
-    cache = HwCache(model, 6, "linf")
-    covered = np.zeros(len(calib), dtype=bool)
-    gains = []
-    for s, e in enumerate(entries):
-        cache.write_entry(s, e)
-        new = e.hits(calib) & ~covered
-        gains.append(int(new.sum()))
-        covered |= new
-    assert gains == sorted(gains, reverse=True) and gains[-1] > 0
-    assert np.array_equal(cache.lookup(calib).hit, covered)
-    assert preload(model, net, calib, 6, "linf", max_candidates=20, seed=1)

@@ -5,8 +5,9 @@ import argparse
 import numpy as np
 import pytest
 
-from pwlnet import artifact, code_cache, golden
+from pwlnet import artifact, cache_host, code_cache, golden
 from pwlnet.host import (CacheStats, Device, DeviceError, LinkError, SimTransport, add_run_arguments, cli_run)
+from pwlnet.hw.slot_format import SlotFormat
 from pwlnet.protocol import CacheInfo, Command, ErrorCode, encode_frame
 from pwlnet.synth import random_model
 
@@ -251,7 +252,7 @@ def test_uncached_board_has_no_cache(device, model):
 def test_cache_write_hit_stats_clear(cdev, cached_case):
     _net, model, blocks, stream = cached_case
     info = cdev.cache_info()
-    fmt = code_cache.SlotFormat(model, 4, "linf")
+    fmt = SlotFormat(model, 4, "linf")
     assert info == CacheInfo(3, "linf", fmt.image_bytes, info.hit_cycles) and info.hit_cycles > 0
     cdev.cache_clear()
     cdev.cache_stats(reset=True)
@@ -320,7 +321,7 @@ def test_run_cached_matches_golden_loop(cdev, cached_case, policy):
     net, model, _blocks, stream = cached_case
     cdev.cache_stats(reset=True)
     run = cdev.run_cached(stream, net, policy)
-    gold = code_cache.run_stream(model, net, stream, 3, "linf", policy, slot_format=cdev.slot_format())
+    gold = cache_host.run_stream(model, net, stream, 3, "linf", policy, slot_format=cdev.slot_format())
     np.testing.assert_array_equal(run.hit, gold.hit)
     assert run.hit.any() and not run.hit.all()
     np.testing.assert_array_equal(run.slot, gold.slot)
@@ -340,7 +341,7 @@ def test_run_cached_l2(cached_case):
     with dev.transport:
         assert dev.cache_info().metric == "l2"
         run = dev.run_cached(stream[:8], net)
-        gold = code_cache.run_stream(model, net, stream[:8], 2, "l2", slot_format=dev.slot_format())
+        gold = cache_host.run_stream(model, net, stream[:8], 2, "l2", slot_format=dev.slot_format())
         np.testing.assert_array_equal(run.hit, gold.hit)
         np.testing.assert_array_equal(run.outputs, gold.outputs)
         assert dev.cache_stats() == CacheStats(gold.hits, gold.misses)
@@ -363,7 +364,7 @@ def test_cache_with_spram_weights(cached_case):
         assert (info.max_payload - 2) % info.weight_word_bytes == 0
         dev.load_weights(words)
         run = dev.run_cached(stream[:6], net)
-        gold = code_cache.run_stream(model, net, stream[:6], 2, "linf", slot_format=dev.slot_format())
+        gold = cache_host.run_stream(model, net, stream[:6], 2, "linf", slot_format=dev.slot_format())
         np.testing.assert_array_equal(run.hit, gold.hit)
         np.testing.assert_array_equal(run.outputs, gold.outputs)
 

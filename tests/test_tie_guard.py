@@ -5,7 +5,8 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from pwlnet import fixedpoint as fx, golden, regions
-from pwlnet.code_cache import EntryError, make_entry, run_stream
+from pwlnet.cache_host import run_stream
+from pwlnet.code_cache import EntryError, make_entry
 from pwlnet.quantize import QuantizeError
 from pwlnet.tie_guard import FullNetworkBound, ball_radius, guarded_bound
 
