@@ -22,6 +22,7 @@ LAYERS = {
     "pwlnet.golden": 0, "pwlnet.quantize": 0, "pwlnet.lerp": 0, "pwlnet.onnx_import": 0,
     "pwlnet.regions": 0, "pwlnet.data": 0, "pwlnet.compile": 0, "pwlnet.synth": 0,
     "pwlnet.protocol": 0, "pwlnet.float_cache": 0, "pwlnet.code_cache": 0,
+    "pwlnet.cache_host": 0,
     "pwlnet.tie_guard": 0,
     # 1 -- hardware generators
     "pwlnet.hw": 1,
