@@ -430,3 +430,18 @@ def test_cache_info_roundtrip():
         CacheInfo.unpack(struct.pack("<HBHI", 1, 7, 2, 3))
     with pytest.raises(ValueError, match="CACHE_INFO payload has 2 bytes"):
         CacheInfo.unpack(b"ab")
+
+
+def test_ports_match_the_engines(model, cache_case):
+    # One definition of each payload: the link's ports carry the engines' own layouts.
+    def payload(component, name):
+        return component.signature.members[name].signature.members["payload"].shape
+
+    kw = dict(lanes=8, clk_freq=1e6, baud=1, timeout=TIMEOUT)
+    plain = MLPEngine(model, 8, target="generic")
+    assert payload(Link(model, **kw), "eng_o") == payload(plain, "o")
+    cmodel = cache_case[0]
+    eng = CachedEngine(cmodel, 4, CACHE_ENTRIES, "linf", target="generic")
+    link = Link(cmodel, cache_entries=CACHE_ENTRIES, cache_image_bytes=eng.fmt.image_bytes, **kw)
+    assert payload(link, "eng_o") == payload(eng, "o")
+    assert payload(link, "cw") == payload(eng, "cw")

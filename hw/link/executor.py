@@ -17,7 +17,7 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ...protocol import COUNTER_NAMES
+from ...protocol import COUNTER_NAMES, field_bytes
 from ..cached_engine import cached_output_layout
 from ..engine import output_layout
 from .request import ExecSignature
@@ -93,7 +93,7 @@ class CommandExecutor(wiring.Component):
         self._stage_depth = stage_depth
         self._counter_bits = counter_bits
         self._loadable = bool(weight_words)
-        self._wb = -(-weight_word_bits // 8) if weight_words else 0
+        self._wb = field_bytes(weight_word_bits) if weight_words else 0
         self._entries = cache_entries
         self._image_bytes = image_bytes if cache_entries else 0
         d, n_out = model.input_dim, model.output_dim

@@ -37,7 +37,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ...protocol import (CACHE_METRIC_CODES, GATEWARE_VERSION, PROTOCOL_VERSION, CacheInfo, LinkInfo,
-                         check_cache_entries, code_bytes, model_fingerprint)
+                         check_cache_entries, code_bytes, field_bytes, model_fingerprint)
 from ..cached_engine import cached_output_layout
 from ..engine import output_layout
 from ..memory import NO_RW_CHECK, unchecked_read_port
@@ -145,7 +145,7 @@ class Link(wiring.Component):
         self._out_bytes = code_bytes(model.layers[-1].out_bits)
         self._weight_words = int(weight_words)
         self._word_bits = int(weight_word_bits)
-        self._word_bytes = -(-self._word_bits // 8) if self._weight_words else 0
+        self._word_bytes = field_bytes(self._word_bits) if self._weight_words else 0
         self._chunk_words = int(chunk_words)
         max_payload = max(model.input_dim * self._in_bytes, 64)
         if self._cache_entries:

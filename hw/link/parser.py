@@ -17,7 +17,7 @@ from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ...protocol import CACHE_COMMANDS, REQ_SYNC, RESERVED_COMMANDS, Command, ErrorCode
+from ...protocol import CACHE_COMMANDS, REQ_SYNC, RESERVED_COMMANDS, Command, ErrorCode, code_bytes
 from .crc import CRC_INIT, crc16_step
 from .request import ExecSignature, ReplyKind, ReplySignature
 
@@ -67,7 +67,7 @@ class FrameParser(wiring.Component):
     def __init__(self, *, input_dim, input_bits, max_payload, timeout, word_bytes=0, chunk_words=0,
                  cache_entries=0, image_bytes=0):
         self._d = input_dim
-        self._bi = -(-input_bits // 8)
+        self._bi = code_bytes(input_bits)
         self._max_payload = max_payload
         self._timeout = timeout
         self._loadable = bool(word_bytes)
