@@ -440,6 +440,9 @@ def test_ports_match_the_engines(model, cache_case):
     kw = dict(lanes=8, clk_freq=1e6, baud=1, timeout=TIMEOUT)
     plain = MLPEngine(model, 8, target="generic")
     assert payload(Link(model, **kw), "eng_o") == payload(plain, "o")
+    ram = MLPEngine(model, 8, target="generic", weight_memory="ram")
+    loading = Link(model, weight_words=len(ram.weight_words), weight_word_bits=ram.weight_word_bits, **kw)
+    assert payload(loading, "w_wr") == payload(ram, "w_wr")
     cmodel = cache_case[0]
     eng = CachedEngine(cmodel, 4, CACHE_ENTRIES, "linf", target="generic")
     link = Link(cmodel, cache_entries=CACHE_ENTRIES, cache_image_bytes=eng.fmt.image_bytes, **kw)

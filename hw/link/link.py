@@ -29,6 +29,15 @@ the hypersphere cache: ``CACHE_WRITE``, ``CACHE_CLEAR``, ``CACHE_STATS`` and
 
 The wire format itself (commands, error codes, CRC, the INFO and CACHE_INFO replies) is
 defined once in :mod:`pwlnet.protocol`, which the host driver imports too.
+
+:class:`Link` is a composition: a receive FIFO feeds the frame parser
+(:class:`~pwlnet.hw.link.parser.FrameParser`), which hands checked requests to the command
+executor (:class:`~pwlnet.hw.link.executor.CommandExecutor`) and reply requests to the reply
+serializer (:class:`~pwlnet.hw.link.serializer.ReplySerializer`); the input, output and
+staging buffers between them live here.  The three run as separate state machines that
+hand over through registered pulses, so each one's state decode stays small (with one
+25-state machine the decode into the reply registers' enables alone held fmax under
+40 MHz).
 """
 
 from amaranth.hdl import Module, signed
@@ -85,7 +94,7 @@ class Link(wiring.Component):
         Slots of the cached engine behind the link (0: no cache; the cache commands are
         answered ``UNSUPPORTED`` and the engine ports are those of the plain engine).
     cache_image_bytes : int
-        Bytes of one slot image (:attr:`pwlnet.code_cache.SlotFormat.image_bytes`).
+        Bytes of one slot image (:attr:`pwlnet.hw.slot_format.SlotFormat.image_bytes`).
     cache_metric : {"l2", "linf", "l1"}
         The comparator bank's metric, reported by ``CACHE_INFO``.
     cache_hit_cycles : int
@@ -100,14 +109,15 @@ class Link(wiring.Component):
     eng_i : Out(stream.Signature(signed(input_bits)))
         Input codes to the engine.
     eng_o : In(stream.Signature(pwlnet.hw.engine.output_layout(model)))
-        Output codes from the engine (:func:`cached_output_layout` with a cache).
+        Output codes from the engine (:func:`pwlnet.hw.cached_engine.cached_output_layout`
+        with a cache).
     uart_error : In(1)
         Pulse per receiver framing error or overrun (counted).
     busy : Out(1)
         High while a frame is being handled.
     error : Out(1)
         Pulse per error reply.
-    w_wr : Out(stream.Signature(StructLayout({"addr", "data"})))
+    w_wr : Out(stream.Signature(weight_write_layout(weight_words, weight_word_bits)))
         Weight word writes to the engine (only when ``weight_words`` > 0).
     cw : Out(stream.Signature(cache_write_layout(cache_entries)))
         Slot image bytes to the cached engine, a whole image per ``CACHE_WRITE`` (only
