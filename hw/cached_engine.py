@@ -148,8 +148,7 @@ class CachedEngine(wiring.Component):
     def __init__(self, model, lanes, entries, metric, *, target="generic", weight_memory="auto", preload=(),
                  squarer="logic"):
         self._entries = check_int(entries, "entries", 1)
-        if metric not in code_cache.METRICS:
-            raise ValueError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
+        code_cache.check_metric(metric)
         self._model = model
         self._target = target
         self.fmt = fmt = SlotFormat(model, lanes, metric)

@@ -167,9 +167,7 @@ class ComparatorBank(wiring.Component):
         if isinstance(code_bits, bool) or not isinstance(code_bits, (int, np.integer)):
             raise TypeError(f"code_bits must be an integer, not {code_bits!r}")
         self._bits = fx.check_bits(int(code_bits), "code_bits")
-        if not isinstance(metric, str) or metric not in code_cache.METRICS:
-            raise ValueError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
-        self._metric = metric
+        self._metric = code_cache.check_metric(metric)
         self._lanes = check_int(lanes_per_cycle, "lanes_per_cycle", 1, self._dim)
         if squarer not in SQUARERS:
             raise ValueError(f"squarer must be one of {SQUARERS}, not {squarer!r}")

@@ -335,8 +335,7 @@ def simulate_cache(model, net, codes_stream, entries, metric, policy="lru", *, s
         model = artifact.load(model)
     if isinstance(entries, bool) or not isinstance(entries, (int, np.integer)) or entries < 1:
         raise ValueError(f"entries must be a positive integer, not {entries!r}")
-    if metric not in code_cache.METRICS:
-        raise ValueError(f"metric must be one of {', '.join(code_cache.METRICS)}, not {metric!r}")
+    code_cache.check_metric(metric)
     if policy not in cache_host.POLICIES:
         raise ValueError(f"policy must be one of {', '.join(cache_host.POLICIES)}, not {policy!r}")
     if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1:

@@ -108,7 +108,7 @@ class EntryError(ValueError):
 
 def check_metric(metric):
     """Return ``metric`` if it is one of :data:`METRICS`, else raise ``ValueError`` naming it."""
-    if metric not in METRICS:
+    if not isinstance(metric, str) or metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
     return metric
 
