@@ -23,7 +23,8 @@ from amaranth.sim import Simulator
 
 from pwlnet import golden, synth
 from pwlnet.synth import random_model
-from pwlnet.hw.engine import ENGINE_ACTIVATIONS, MLPEngine, _check_activations
+from pwlnet.hw.engine import ENGINE_ACTIVATIONS, MLPEngine
+from pwlnet.hw.engine.plan import check_activations
 from pwlnet.hw.lerp import lerp_latency
 from pwlnet.sim.verilog_check import have_iverilog, run_iverilog
 
@@ -58,7 +59,7 @@ def run_engine(engine, codes, *, in_gap=0.0, out_stall=0.0, seed=0, max_cycles=2
         first beat was taken), ``last_out`` (cycle each inference's last beat was taken).
     """
     n, d = codes.shape
-    n_out = engine._plan.n_out
+    n_out = engine.plan.n_out
     rng = np.random.default_rng(seed)
     res = {"out": np.zeros((n, n_out), dtype=np.int64), "argmax": np.zeros(n, dtype=np.int64),
            "first_in": [], "last_out": []}
@@ -150,7 +151,7 @@ def test_cycles_within_bound(seed, dims, lanes, requant, bits):
     # input loading (d) + compute + drain + output beats.
     latency = res["last_out"][0] - res["first_in"][0]
     assert latency <= _bound(engine, model) + model.input_dim + engine.write_delay \
-        + engine.lanes + engine._plan.n_out + 4
+        + engine.lanes + engine.plan.n_out + 4
 
 
 def test_extreme_weights_fully_parallel():
@@ -300,7 +301,7 @@ def test_unsupported_activation_refused():
     model.layers[0].activation = "gelu"
     with pytest.raises(ValueError, match=r"^layer 0 \('dense0'\): activation 'gelu' is not supported "
                                          r"by MLPEngine \(supported: none, relu, lerp\)$"):
-        _check_activations(model.layers, "")
+        check_activations(model.layers, "")
 
 
 # ---- LERP activations ---------------------------------------------------------------------
@@ -384,7 +385,7 @@ def test_lerp_cycles_exact(seed, dims, lanes, k, requant, tables):
     # latency: input beats, compute, drain (now through the unit), argmax, output beats
     latency = res["last_out"][0] - res["first_in"][0]
     assert latency <= model.input_dim + engine.cycles_per_inference + engine.write_delay \
-        + engine.lanes + engine._plan.n_out + 5
+        + engine.lanes + engine.plan.n_out + 5
 
 
 @pytest.mark.parametrize("pattern,lanes", [("lrn", 3), ("rll", 4), ("lnl", 8), ("rrl", 2), ("ll", 3)])
@@ -422,7 +423,7 @@ def test_lerp_in_extra_programs():
     affine = random_model(61, [6, 4], requant="shift")
     other = lerp_last(random_model(62, [6, 5, 4], activation="lerp", index_bits=4), 63, 4)
     engine = MLPEngine(model, 3, programs=[affine.layers, other])
-    assert engine._plan.lerp_tables.shape == (10 + 5 + 4, 17)
+    assert engine.plan.lerp_tables.shape == (10 + 5 + 4, 17)
     codes = _codes(model, 6, np.random.default_rng(5))
     progs = [2, 0, 1, 2, 0, 2]
     res = run_engine(engine, codes, in_gap=0.2, out_stall=0.3, seed=6, progs=progs)
@@ -436,7 +437,7 @@ def test_relu_models_build_no_lerp_unit():
     # Models without a LERP layer keep their schedule and hardware exactly.
     model = random_model(1, [64, 64, 64, 4])
     engine = MLPEngine(model, 8)
-    assert not engine._plan.has_lerp and engine._plan.lerp_latency == 0
+    assert not engine.plan.has_lerp and engine.plan.lerp_latency == 0
     names = [name for _, name, *_ in Fragment.get(engine, None).subfragments]
     assert "lerp" not in names and "wmem" in names
     assert engine.cycles_per_inference == engine.ideal_cycles + 3

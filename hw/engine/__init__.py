@@ -9,9 +9,5 @@ from .engine import MLPEngine, output_layout
 from .plan import (EBR_WEIGHT_BUDGET, ENGINE_ACTIVATIONS, WEIGHT_MEMORIES, EnginePlan, check_activations,
                    ideal_cycles, pack_weight_words, requant_offset)
 
-#: Old private names, kept importable for existing callers.
-_EBR_WEIGHT_BUDGET = EBR_WEIGHT_BUDGET
-_check_activations = check_activations
-
 __all__ = ["MLPEngine", "WEIGHT_MEMORIES", "ENGINE_ACTIVATIONS", "output_layout", "EnginePlan",
            "EBR_WEIGHT_BUDGET", "check_activations", "ideal_cycles", "pack_weight_words", "requant_offset"]
