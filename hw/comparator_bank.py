@@ -4,6 +4,8 @@ Bit-exact with :meth:`pwlnet.code_cache.HwCache.match`: a query ``q`` (``dim`` s
 hits slot ``s`` iff the slot is valid and ``distance(q, c_s, metric) <= R_s``
 (:func:`pwlnet.code_cache.distance`); the lowest hitting slot wins.
 
+Layer: hardware generators (the integer rules it implements are :mod:`pwlnet.code_cache`'s).
+
 Streams and ports
 -----------------
 ``q`` (in)
