@@ -63,7 +63,8 @@ def test_program_without_tools(tmp_path, monkeypatch):
 def test_icebreaker_build_with_cache(tmp_path, capsys):
     """`make bitstream CACHE=16`: the default model with 16 L-inf slots fits the UP5K and
     closes timing at 40 MHz or more; the report names the cache and its cycles."""
-    from pwlnet.hw.cached_engine import CachedEngine
+    from pwlnet.hw.cached_engine import cached_engine_plan
+    from pwlnet.hw.slot_format import SlotFormat
 
     onnx = Path(__file__).resolve().parents[1] / "boards" / "models" / "basicmotions_h64x64.onnx"
     assert main(["bitstream", str(onnx), "--board", "icebreaker", "--lanes", "8", "--cache-entries", "16",
@@ -74,19 +75,19 @@ def test_icebreaker_build_with_cache(tmp_path, capsys):
     text = (out / "report.txt").read_text()
     assert capsys.readouterr().out == text
     model = artifact.load(tmp_path / "build" / "icebreaker" / "basicmotions_h64x64" / "model")
-    eng = CachedEngine(model, 8, 16, "linf", target="ice40")
-    for part in (eng, eng.engine, eng.bank):
-        part._MustUse__silence = True
-    assert report["cache"] == {"entries": 16, "metric": "linf", "image_bytes": eng.fmt.image_bytes,
-                               "hit_cycles": eng.hit_cycles, "miss_cycles": eng.cycles_per_inference,
-                               "hits_per_second": pytest.approx(report["target_mhz"] * 1e6 / eng.hit_cycles)}
-    assert report["cycles_per_inference"] == eng.cycles_per_inference > eng.hit_cycles
+    plan = cached_engine_plan(model, 8, 16, "linf")
+    image_bytes = SlotFormat(model, 8, "linf").image_bytes
+    hit_cycles = plan.program_cycles(plan.first_slot_program)
+    assert report["cache"] == {"entries": 16, "metric": "linf", "image_bytes": image_bytes,
+                               "hit_cycles": hit_cycles, "miss_cycles": plan.cycles_per_inference,
+                               "hits_per_second": pytest.approx(report["target_mhz"] * 1e6 / hit_cycles)}
+    assert report["cycles_per_inference"] == plan.cycles_per_inference > hit_cycles
     for key, r in report["resources"].items():
         assert 0 <= r["used"] <= r["available"] == DEVICE_LIMITS[key][2], (key, r)
     assert report["resources"]["DSP"]["used"] == 8 and report["resources"]["SPRAM"]["used"] == 4
     # timing met at the clock the report names, and that clock is 40 MHz or more
     assert report["timing_met"] and report["fmax_mhz"] >= report["target_mhz"] >= 40.0
-    assert f"cache      16 entries, linf, {eng.fmt.image_bytes}-byte slot images; hit {eng.hit_cycles} cycles" in text
+    assert f"cache      16 entries, linf, {image_bytes}-byte slot images; hit {hit_cycles} cycles" in text
     assert (out / "basicmotions_h64x64-cache16-linf.bin").stat().st_size > 100_000
 
 
