@@ -1,15 +1,8 @@
 """The framed host protocol: a byte-stream link between the UART and the MLP engine.
 
-Frame format (both directions; multi-byte fields little-endian)::
-
-    SYNC  CMD  LEN_LO LEN_HI  PAYLOAD[LEN]  CRC_LO CRC_HI
-
-``SYNC`` is :data:`REQ_SYNC` (``0xA5``) host to device and :data:`REP_SYNC` (``0x5A``)
-device to host, so a looped-back cable or an echoing adapter is recognised at once.
-The CRC is CRC-16/CCITT-FALSE (polynomial ``0x1021``, initial value ``0xFFFF``, no
-reflection, no final XOR) over ``CMD``, ``LEN`` and ``PAYLOAD``.  A successful reply
-carries ``CMD | 0x80``; an error reply carries :data:`ERROR_REPLY` with the two-byte
-payload ``(error code, offending command)``.
+The frames (sync byte, command, length, payload, CRC-16), the commands, the error codes
+and the INFO and CACHE_INFO replies are defined once in :mod:`pwlnet.protocol`, which the
+host driver imports too; this module is the device's side of them.
 
 The device handles one request at a time: it receives a whole frame, checks it,
 executes it and sends the reply before it looks at the next byte.  Bytes that arrive
@@ -19,16 +12,13 @@ largest payload the device accepts is answered at once with ``BAD_LENGTH`` (so a
 corrupted length cannot stall the link); a frame that stops arriving mid-way is
 answered with ``TIMEOUT``.
 
-Commands (:class:`Command`): ``INFO``, ``INFER``, ``COUNTERS``, ``CLEAR_COUNTERS``,
+Commands (:class:`~pwlnet.protocol.Command`): ``INFO``, ``INFER``, ``COUNTERS``, ``CLEAR_COUNTERS``,
 ``LOAD_WEIGHTS`` (only when the engine's weights live in SPRAM: the words are staged
 and written to the engine after the CRC has checked out); ``0x10``-``0x1F`` belong to
 the hypersphere cache: ``CACHE_WRITE``, ``CACHE_CLEAR``, ``CACHE_STATS`` and
 ``CACHE_INFO`` when the link is built for a cached engine
 (:class:`pwlnet.hw.cached_engine.CachedEngine`, ``cache_entries > 0``), otherwise
-``UNSUPPORTED`` like the rest of the range.  Error codes: :class:`ErrorCode`.
-
-The wire format itself (commands, error codes, CRC, the INFO and CACHE_INFO replies) is
-defined once in :mod:`pwlnet.protocol`, which the host driver imports too.
+``UNSUPPORTED`` like the rest of the range.  Error codes: :class:`~pwlnet.protocol.ErrorCode`.
 
 :class:`Link` is a composition: a receive FIFO feeds the frame parser
 (:class:`~pwlnet.hw.link.parser.FrameParser`), which hands checked requests to the command
