@@ -231,14 +231,21 @@ def test_wide_codes():
     assert struct.unpack("<HI", payload[n:])[0] == golden.argmax(expect)
 
 
-def test_standin_engine_matches_golden(model):
-    # The stand-in the board top was first developed against keeps the engine's contract.
-    from standin_engine import StandInEngine
+def test_link_over_the_stand_in_engine(model):
+    # The link needs only the engine's contract: over the stand-in engine it answers the
+    # stand-in's own function, with the stand-in's arg-max and cycle count.
+    from pwlnet.sim.toy import ToyEngine, toy_forward
     rng = np.random.default_rng(4)
     xs = rng.integers(-128, 128, size=(2, model.input_dim))
-    frames = run_link(model, [infer_frame(x) for x in xs], engine=StandInEngine)
-    for f, x in zip(frames, xs):
-        check_infer(model, f, x)
+    frames = run_link(model, [infer_frame(x) for x in xs], engine=ToyEngine)
+    for (cmd, payload), x in zip(frames, xs):
+        assert cmd == Command.INFER | 0x80
+        n = model.output_dim
+        out = np.frombuffer(payload[:n], dtype=np.int8).astype(np.int64)
+        argmax, cycles = struct.unpack("<HI", payload[n:])
+        expect = toy_forward(model, x[None, :])[0]
+        np.testing.assert_array_equal(out, expect)
+        assert argmax == golden.argmax(expect) and cycles > 0
 
 
 # --- the hypersphere cache ---------------------------------------------------------------
