@@ -9,34 +9,16 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from pwlnet import golden
+from pwlnet import code_cache, golden
+from pwlnet.hw.cached_engine import CachedEngine
 from pwlnet.hw.engine import MLPEngine
 from pwlnet.hw.link import Link
-from pwlnet.protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REQ_SYNC, Command, ErrorCode, LinkInfo,
-                             crc16, encode_frame, model_fingerprint)
+from pwlnet.hw.slot_format import SlotFormat
+from pwlnet.protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REQ_SYNC, CacheInfo, Command, ErrorCode,
+                             LinkInfo, crc16, encode_frame, model_fingerprint)
 from pwlnet.synth import random_model
 
 TIMEOUT = 300
-
-
-def test_crc16_check_value():
-    # The catalogue check value of CRC-16/CCITT-FALSE.
-    assert crc16(b"123456789") == 0x29B1
-
-
-def test_encode_frame():
-    f = encode_frame(Command.INFO)
-    assert f[0] == REQ_SYNC and f[1] == Command.INFO and f[2:4] == b"\0\0"
-    assert struct.unpack("<H", f[4:])[0] == crc16(f[1:4])
-    with pytest.raises(ValueError, match="command must be a byte"):
-        encode_frame(256)
-
-
-def test_info_roundtrip():
-    info = LinkInfo(1, (0, 1, 0), 16, 8, 10, 8, 2, 8, 48_000_000, 115200, 123, 0xDEADBEEF, 64)
-    assert LinkInfo.unpack(info.pack()) == info
-    with pytest.raises(ValueError, match="INFO payload has 3 bytes"):
-        LinkInfo.unpack(b"abc")
 
 
 def test_timeout_checked():
@@ -60,9 +42,16 @@ class _Bench(Elaboratable):
 
 def run_link(model, actions, *, settle=600, engine=MLPEngine):
     """Feed `actions` (bytes, or an int = idle cycles) to the link; return its reply frames."""
-    dut = _Bench(model, engine=engine)
+    return drive_link(_Bench(model, engine=engine), actions, settle=settle)[0]
+
+
+def drive_link(dut, actions, *, settle=600):
+    """Feed `actions` (bytes, or an int = idle cycles) to ``dut.link`` until it has been quiet
+    for ``settle`` cycles; return its reply frames and the (slot, byte) beats it wrote to the
+    engine's ``cw`` port (a cached bench only)."""
     link = dut.link
     out = bytearray()
+    cw = []
 
     async def producer(ctx):
         for act in actions:
@@ -82,19 +71,21 @@ def run_link(model, actions, *, settle=600, engine=MLPEngine):
             await ctx.tick()
             quiet = 0 if ctx.get(link.tx.valid) or ctx.get(link.busy) else quiet + 1
 
-    async def consumer(ctx):
+    async def monitor(ctx):
         ctx.set(link.tx.ready, 1)
         while True:
             await ctx.tick()
             if ctx.get(link.tx.valid):
                 out.append(ctx.get(link.tx.payload))
+            if hasattr(link, "cw") and ctx.get(link.cw.valid) and ctx.get(link.cw.ready):
+                cw.append((ctx.get(link.cw.payload.slot), ctx.get(link.cw.payload.data)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(producer)
-    sim.add_testbench(consumer, background=True)
+    sim.add_testbench(monitor, background=True)
     sim.run()
-    return parse(bytes(out))
+    return parse(bytes(out)), cw
 
 
 def parse(buf):
@@ -250,13 +241,6 @@ def test_link_over_the_stand_in_engine(model):
 
 # --- the hypersphere cache ---------------------------------------------------------------
 
-from pwlnet import code_cache  # noqa: E402
-from pwlnet.hw.cached_engine import CachedEngine  # noqa: E402
-from pwlnet.hw.slot_format import SlotFormat  # noqa: E402
-from pwlnet.protocol import CacheInfo  # noqa: E402
-
-from helpers import compiled  # noqa: E402
-
 CACHE_ENTRIES = 3
 
 
@@ -283,45 +267,13 @@ class _CachedBench(Elaboratable):
 def run_cached_link(dut, actions, *, settle=600):
     """As :func:`run_link` on a cached bench; also returns the (slot, byte) beats the link
     wrote to the engine's ``cw`` port."""
-    link = dut.link
-    out = bytearray()
-    cw = []
-
-    async def producer(ctx):
-        for act in actions:
-            for b in act:
-                ctx.set(link.rx.payload, b)
-                ctx.set(link.rx.valid, 1)
-                await ctx.tick()
-                while not ctx.get(link.rx.ready):
-                    await ctx.tick()
-            ctx.set(link.rx.valid, 0)
-        quiet = 0
-        while quiet < settle:
-            await ctx.tick()
-            quiet = 0 if ctx.get(link.tx.valid) or ctx.get(link.busy) else quiet + 1
-
-    async def monitor(ctx):
-        ctx.set(link.tx.ready, 1)
-        while True:
-            await ctx.tick()
-            if ctx.get(link.tx.valid):
-                out.append(ctx.get(link.tx.payload))
-            if ctx.get(link.cw.valid) and ctx.get(link.cw.ready):
-                cw.append((ctx.get(link.cw.payload.slot), ctx.get(link.cw.payload.data)))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(monitor, background=True)
-    sim.run()
-    return parse(bytes(out)), cw
+    return drive_link(dut, actions, settle=settle)
 
 
 @pytest.fixture(scope="module")
-def cache_case():
+def cache_case(cache_net):
     """A compiled model with its float blocks, and two inputs whose entries fit the slots."""
-    net, model, blocks = compiled(21, 4, [8], n_out=3)
+    net, model, blocks = cache_net
     fmt = SlotFormat(model, 4, "linf")
     rng = np.random.default_rng(5)
     points, entries = [], []
@@ -428,15 +380,6 @@ def test_cache_parameters_checked(model):
         Link(model, cache_entries=2, cache_metric="cos", cache_image_bytes=10, **kw)
     with pytest.raises(ValueError, match="cache_image_bytes must be in 1..65534"):
         Link(model, cache_entries=2, cache_image_bytes=0, **kw)
-
-
-def test_cache_info_roundtrip():
-    info = CacheInfo(16, "l2", 250, 33)
-    assert len(info.pack()) == 9 and CacheInfo.unpack(info.pack()) == info
-    with pytest.raises(ValueError, match="metric code 7"):
-        CacheInfo.unpack(struct.pack("<HBHI", 1, 7, 2, 3))
-    with pytest.raises(ValueError, match="CACHE_INFO payload has 2 bytes"):
-        CacheInfo.unpack(b"ab")
 
 
 def test_ports_match_the_engines(model, cache_case):
