@@ -109,7 +109,7 @@ def test_cli_writes_the_result(trained, tmp_path, capsys):
 def _fake_rtl(monkeypatch, corrupt=None, fail=None):
     """Stand in for the RTL run: the golden loop's answers (or a build failure), optionally
     with one output code changed and reported, as the bench reports a mismatch.  The RTL
-    itself runs in tests/test_cached_engine_sim.py; here only the command's handling is tested."""
+    itself runs in tests/test_sim_cached_engine.py; here only the command's handling is tested."""
     from pwlnet.sim import cached_engine_sim, runner
 
     def fake(model, blocks, q, entries, metric, policy, *, simulator, lanes, target, margin, verbose):
