@@ -190,7 +190,7 @@ def test_imported_tanh_sigmoid_network_matches_golden(imported_tanh_sigmoid, sim
 def test_cli_simulate_on_unseen_imported_models(name, simulator, tmp_path, capsys):
     """``pwlnet simulate`` on models it has never seen: Flatten + BatchNorm + LogSoftmax,
     and MatMul + Add, with layer widths 5 and 3 at P = 3 (no width a multiple of P)."""
-    from onnx_models import export_torch, torch_models
+    from helpers import export_torch, torch_models
     from pwlnet import compile as pcompile
 
     factory, shape = torch_models()[name]

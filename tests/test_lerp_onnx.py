@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from onnx_models import graph_model, ort_run
+from helpers import graph_model, ort_run
 from pwlnet import golden, lerp, quantize as q
 from pwlnet.ir import Activation, Dense
 from pwlnet.models import Lerp, LerpMLP

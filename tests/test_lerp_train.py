@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from onnx_models import ort_run
+from helpers import ort_run
 from pwlnet import artifact, data, golden, train
 from pwlnet.cli import main
 from pwlnet.models import LerpMLP

@@ -13,7 +13,7 @@ from pwlnet.ir import Activation, Dense, Network
 from pwlnet.onnx_import import (FOLDABLE_OPS, SUPPORTED_OPS, OnnxImportError, import_model,
                                 load_onnx)
 
-from onnx_models import export_torch, graph_model, ort_run, torch_models
+from helpers import export_torch, graph_model, ort_run, torch_models
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")

@@ -39,7 +39,7 @@ from pwlnet.compile import compile_onnx
 from pwlnet.onnx_import import load_onnx
 from pwlnet.sim.cached_engine_sim import Clear, ClearStats, Infer, ReadCounters, Stream, Write, simulate_cache
 
-from onnx_models import graph_model
+from helpers import graph_model
 from test_regions import random_blocks
 
 ENTRIES = 4
