@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from pwlnet import fixedpoint as fx
 from pwlnet import code_cache, synth
 from pwlnet.hw.comparator_bank import LOOKUP_LATENCY, ComparatorBank
 from pwlnet.sim.verilog_check import run_selfcheck, selfcheck_result
+
+from helpers import receive, run_streams, send
 
 # ---- golden model and scenarios ---------------------------------------------------------
 
@@ -181,27 +182,11 @@ def run_bank(dut, ops, *, gap=0.3, stall=0.3, seed=0):
                 ctx.set(dut.clear, 0)
                 continue
             port = dut.w if op[0] == "write" else dut.q
-            for beat in beats_of(dut, op):
-                while rng.random() < gap:
-                    await ctx.tick()
-                ctx.set(port.payload, beat)
-                ctx.set(port.valid, 1)
-                await ctx.tick().until(port.ready)
-                ctx.set(port.valid, 0)
+            await send(ctx, port, beats_of(dut, op), rng=rng, gap=gap)
 
-    async def consumer(ctx):
-        while len(got) < n_queries:
-            ready = rng.random() >= stall
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready:
-                got.append((payload.hit, payload.slot))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    run_streams(dut, producer,
+                lambda ctx: receive(ctx, dut.o, lambda: len(got) >= n_queries,
+                                    lambda p: got.append((p.hit, p.slot)), rng=rng, stall=stall))
     return got
 
 
@@ -291,10 +276,7 @@ def test_latency_and_streaming(dim, lanes):
             await ctx.tick()
             cyc += 1
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    run_streams(dut, tb)
     assert [t for t, _, _ in log["out"]] == [t + dut.lookup_latency for t in log["last"]]
     assert [(h, s) for _, h, s in log["out"]] == [(n % 2, 2 * (n % 2)) for n in range(8)]
     # one query per max(beats, lookup_latency + 1) cycles: the last beat waits for the
@@ -337,10 +319,7 @@ def test_backpressure_holds_result_and_blocks_writes():
         hit, = await ctx.tick().sample(dut.o.payload.hit).until(dut.o.valid)
         assert hit == 0                          # (9, 9, 9) is 6 away from (1, 2, 3)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    run_streams(dut, tb)
 
 
 def test_write_to_a_slot_past_the_last_is_ignored():
