@@ -24,7 +24,7 @@ from pwlnet import cache_host, code_cache, golden
 from pwlnet.hw.cached_engine import CachedEngine
 from pwlnet.hw.slot_format import SlotFormat
 
-from helpers import compiled
+from helpers import compiled, receive, send
 
 
 class Rig:
@@ -56,26 +56,14 @@ class Rig:
                 cycle[0] += 1
 
         async def write(ctx, slot, entry):
-            for b in dut.fmt.image(entry):
-                ctx.set(dut.cw.valid, 1)
-                ctx.set(dut.cw.payload.slot, slot)
-                ctx.set(dut.cw.payload.data, b)
-                await ctx.tick().until(dut.cw.ready)
-            ctx.set(dut.cw.valid, 0)
+            await send(ctx, dut.cw, [{"slot": slot, "data": b} for b in dut.fmt.image(entry)])
 
         async def producer(ctx):
             k = 0
             for op in ops:
                 if op[0] == "infer":
-                    for j, c in enumerate(op[1]):
-                        while rng.random() < self.in_gap:
-                            await ctx.tick()
-                        ctx.set(dut.i.valid, 1)
-                        ctx.set(dut.i.payload, int(c))
-                        await ctx.tick().until(dut.i.ready)
-                        if j == 0:
-                            starts.append(cycle[0])
-                        ctx.set(dut.i.valid, 0)
+                    await send(ctx, dut.i, [int(c) for c in op[1]], rng=rng, gap=self.in_gap,
+                               on_taken=lambda j: starts.append(cycle[0]) if j == 0 else None)
                     k += 1
                     if host is not None:
                         while len(got) < k:
@@ -94,27 +82,32 @@ class Rig:
                 else:  # pragma: no cover - a bug in the test
                     raise ValueError(op)
 
+        out = np.zeros(n_out, dtype=np.int64)
+        beat = {"k": 0, "j": 0, "cached": 0, "slot": 0}
+
+        def done():
+            if beat["k"] >= n_inf:
+                return True
+            assert cycle[0] < max_cycles, f"timeout after {beat['k']} inferences"
+            return False
+
+        def on_beat(p):
+            k, j = beat["k"], beat["j"]
+            out[j] = p.data
+            if j == 0:
+                beat["cached"], beat["slot"] = p.cached, p.slot
+            assert (p.cached, p.slot) == (beat["cached"], beat["slot"]), f"cached/slot changed within inference {k}"
+            assert p.last == (j == n_out - 1), f"last flag wrong at inference {k} beat {j}"
+            if p.last:
+                recs.append(dict(out=out.copy(), argmax=int(p.argmax), cached=bool(beat["cached"]),
+                                 slot=int(beat["slot"]), end=cycle[0]))
+                got.append(k)
+                beat["k"], beat["j"] = k + 1, 0
+            else:
+                beat["j"] = j + 1
+
         async def consumer(ctx):
-            k = j = 0
-            out = np.zeros(n_out, dtype=np.int64)
-            while k < n_inf:
-                assert cycle[0] < max_cycles, f"timeout after {k} inferences"
-                ready = int(rng.random() >= self.out_stall)
-                ctx.set(dut.o.ready, ready)
-                _, _, valid, p = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-                if ready and valid:
-                    out[j] = p.data
-                    if j == 0:
-                        cached, slot = p.cached, p.slot
-                    assert (p.cached, p.slot) == (cached, slot), f"cached/slot changed within inference {k}"
-                    assert p.last == (j == n_out - 1), f"last flag wrong at inference {k} beat {j}"
-                    if p.last:
-                        recs.append(dict(out=out.copy(), argmax=int(p.argmax), cached=bool(cached),
-                                         slot=int(slot), end=cycle[0]))
-                        got.append(k)
-                        k, j = k + 1, 0
-                    else:
-                        j += 1
+            await receive(ctx, dut.o, done, on_beat, rng=rng, stall=self.out_stall)
 
         sim = Simulator(dut)
         sim.add_clock(1e-6)
