@@ -47,13 +47,14 @@ from amaranth.utils import ceil_log2
 from pwlnet import code_cache
 
 from .comparator_bank import ComparatorBank
-from .engine import MLPEngine
+from .engine import MLPEngine, output_layout, weight_write_layout
 from .engine.plan import EBR_WEIGHT_BUDGET, EnginePlan
 from .entry_writer import EntryWriter
 from .params import check_int
 from .slot_format import SlotFormat
 
-__all__ = ["CachedEngine", "cached_output_layout", "cached_engine_plan"]
+__all__ = ["CachedEngine", "CachedEngineSignature", "cached_output_layout", "cache_write_layout",
+           "cached_engine_plan"]
 
 
 def cached_engine_plan(model, lanes, entries, metric, *, slot_layers=None) -> EnginePlan:
@@ -68,16 +69,59 @@ def cached_engine_plan(model, lanes, entries, metric, *, slot_layers=None) -> En
                       slot_layers=slot_layers)
 
 
+def _slot_shape(entries):
+    return unsigned(max(1, ceil_log2(entries)))
+
+
 def cached_output_layout(model, entries):
     """Payload of :attr:`CachedEngine.o`: the engine's fields plus ``cached`` and ``slot``."""
-    n_out = model.layers[-1].n_out
-    return data.StructLayout({
-        "data": signed(model.layers[-1].out_bits),
-        "last": 1,
-        "argmax": unsigned(max(1, ceil_log2(n_out))),
-        "cached": 1,
-        "slot": unsigned(max(1, ceil_log2(entries))),
-    })
+    fields = {name: field.shape for name, field in output_layout(model)}
+    return data.StructLayout({**fields, "cached": 1, "slot": _slot_shape(entries)})
+
+
+def cache_write_layout(entries):
+    """Payload of :attr:`CachedEngine.cw` (and of the link's ``cw``, which drives it): one
+    byte of a slot image and the slot it goes to."""
+    return data.StructLayout({"slot": _slot_shape(entries), "data": 8})
+
+
+class CachedEngineSignature(wiring.Signature):
+    """The ports of :class:`CachedEngine`, which the link and the board top expect.
+
+    Parameters
+    ----------
+    model : pwlnet.artifact.CompiledModel
+    entries : int
+        Cache slots.
+    weight_words, weight_word_bits : int
+        The engine's weight memory when it is loaded at run time through ``w_wr`` (0 words:
+        built into the bitstream, no port).
+
+    Members
+    -------
+    i : In(stream.Signature(signed(model.input_bits)))
+    o : Out(stream.Signature(cached_output_layout(model, entries)))
+    cw : In(stream.Signature(cache_write_layout(entries)))
+    clear, clear_stats : In(1)
+    hits, misses : Out(32)
+    idle : Out(1)
+    w_wr : In(stream.Signature(weight_write_layout(...))), only with ``weight_words``
+    """
+
+    def __init__(self, model, entries, *, weight_words=0, weight_word_bits=0):
+        members = {
+            "i": In(stream.Signature(signed(model.input_bits))),
+            "o": Out(stream.Signature(cached_output_layout(model, entries))),
+            "cw": In(stream.Signature(cache_write_layout(entries))),
+            "clear": In(1),
+            "clear_stats": In(1),
+            "hits": Out(32),
+            "misses": Out(32),
+            "idle": Out(1),
+        }
+        if weight_words:
+            members["w_wr"] = In(stream.Signature(weight_write_layout(weight_words, weight_word_bits)))
+        super().__init__(members)
 
 
 class CachedEngine(wiring.Component):
@@ -176,20 +220,10 @@ class CachedEngine(wiring.Component):
                                 cache_slots=self._entries, slot_format=fmt, slot_layers=layers)
         self.bank = ComparatorBank(self._entries, model.input_dim, model.input_bits, metric, squarer=squarer,
                                    init=[(e.center, e.bound) for e in preload])
-        slot_shape = unsigned(max(1, ceil_log2(self._entries)))
-        members = {
-            "i": In(stream.Signature(signed(model.input_bits))),
-            "o": Out(stream.Signature(cached_output_layout(model, self._entries))),
-            "cw": In(stream.Signature(data.StructLayout({"slot": slot_shape, "data": 8}))),
-            "clear": In(1),
-            "clear_stats": In(1),
-            "hits": Out(32),
-            "misses": Out(32),
-            "idle": Out(1),
-        }
-        if "w_wr" in self.engine.signature.members:
-            members["w_wr"] = self.engine.signature.members["w_wr"]
-        super().__init__(members)
+        ram = self.engine.weight_memory == "ram"
+        super().__init__(CachedEngineSignature(model, self._entries,
+                                               weight_words=len(self.engine.weight_words) if ram else 0,
+                                               weight_word_bits=self.engine.weight_word_bits))
 
     def _weights_fit(self, model, lanes, metric):
         """``"rom"`` if the network's and the slots' weights fit the EBR beside the bank's

@@ -30,7 +30,7 @@ from pwlnet.hw.engine import ENGINE_ACTIVATIONS
 from pwlnet.synth import random_model
 from pwlnet.hw.params import TARGETS
 from pwlnet.sim import runner
-from pwlnet.sim.simulate import simulate
+from pwlnet.sim.engine_sim import simulate
 
 __all__ = ["SYNTH_MODELS", "RegressionCase", "regression_dir", "find_cases", "left_out",
            "unsupported_reason", "random_codes",

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth import Module, Signal, signed
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 from amaranth.utils import ceil_log2
 
-from pwlnet.hw.engine import output_layout
+from pwlnet.hw.engine import EngineSignature
 from pwlnet.hw.engine.plan import ideal_cycles
 
 __all__ = ["ToyEngine", "toy_forward", "TOY_STEP"]
@@ -66,10 +65,7 @@ class ToyEngine(wiring.Component):
         self.ideal_cycles = ideal_cycles(model.layers, lanes)
         # strictly sequential: input beats, then the busy wait, then output beats
         self.cycles_per_inference = model.input_dim + self.ideal_cycles + n_out
-        super().__init__({
-            "i": In(stream.Signature(signed(model.input_bits))),
-            "o": Out(stream.Signature(output_layout(model))),
-        })
+        super().__init__(EngineSignature(model))
 
     def elaborate(self, platform):
         m = Module()

@@ -106,7 +106,7 @@ def run_iverilog(engine, codes, *, in_gap=0.25, out_stall=0.25, seed=1, workdir=
         raise RuntimeError("iverilog/vvp not found on PATH")
     codes = np.asarray(codes, dtype=np.int64)
     n, d = codes.shape
-    pl = engine._plan
+    pl = engine.plan
     ib, ob = pl.in_bits, pl.out_bits
     n_out = pl.n_out
     am_w = max(1, (n_out - 1).bit_length())

@@ -81,9 +81,9 @@ def build_parser():
     s.set_defaults(handler="pwlnet.predict:cli_predict")
 
     s = sub.add_parser("simulate", help="run a compiled model in RTL simulation and compare with the golden model")
-    from pwlnet.sim.simulate import add_arguments as simulate_arguments   # light: no cocotb import
+    from pwlnet.sim.engine_sim import add_arguments as simulate_arguments   # light: no cocotb import
     simulate_arguments(s)
-    s.set_defaults(handler="pwlnet.sim.simulate:cli_simulate")
+    s.set_defaults(handler="pwlnet.sim.engine_sim:cli_simulate")
 
     s = sub.add_parser("cache", help="run an input stream through the hypersphere cache (golden model, or RTL with --simulator)")
     from .cache_run import add_cache_arguments

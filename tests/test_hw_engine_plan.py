@@ -44,7 +44,7 @@ def test_plan_cycles(lanes):
     assert plan.cycles_per_inference == plan.program_cycles(0) == sum(
         x["G"] * x["L"] + max(x["gap"], 1) for x in plan.layers)
     engine = MLPEngine(model, lanes)
-    assert engine.plan is engine._plan
+    assert isinstance(engine.plan, EnginePlan) and engine.plan.lanes == lanes
     assert (engine.ideal_cycles, engine.cycles_per_inference) == (plan.ideal_cycles, plan.cycles_per_inference)
     assert engine.weight_words == plan.weight_words
     assert plan.weight_words == [w for l in model.layers for w in pack_weight_words(l.weight, lanes, plan.weight_bits)]

@@ -87,7 +87,7 @@ from .requant import Requantizer
 from .sequencer import Sequencer
 from .streamer import OutputStreamer, stream_layout
 
-__all__ = ["MLPEngine", "output_layout"]
+__all__ = ["MLPEngine", "EngineSignature", "output_layout", "weight_write_layout"]
 
 
 def output_layout(model, programs=1):
@@ -99,6 +99,51 @@ def output_layout(model, programs=1):
     """
     last = model.layers[-1]
     return stream_layout(last.n_out, last.out_bits, programs)
+
+
+def weight_write_layout(words, word_bits):
+    """Payload of the engine's ``w_wr`` port (and of the link's, which drives it): one weight
+    word of ``word_bits`` and its address among ``words``."""
+    return data.StructLayout({"addr": range(max(2, words)), "data": unsigned(word_bits)})
+
+
+class EngineSignature(wiring.Signature):
+    """The engine's ports, as every engine of the contract has them (:class:`MLPEngine`, the
+    stand-in :class:`pwlnet.sim.toy.ToyEngine`) and the link and board top expect them.
+
+    Parameters
+    ----------
+    model : pwlnet.artifact.CompiledModel
+    programs : int
+        Programs the engine holds; with more than one there is a ``prog`` port and the
+        output carries the ``program`` field.
+    slot_write : Layout or None
+        Payload of the ``cw`` port of an engine with cache slots (and its ``quiet`` flag).
+    weight_words, weight_word_bits : int
+        Weight memory loaded at run time through a ``w_wr`` port (0 words: none).
+
+    Members
+    -------
+    i : In(stream.Signature(signed(model.input_bits)))
+    o : Out(stream.Signature(output_layout(model, programs)))
+    prog : In(stream.Signature(range(programs))), only with ``programs > 1``
+    cw : In(stream.Signature(slot_write)) and quiet : Out(1), only with ``slot_write``
+    w_wr : In(stream.Signature(weight_write_layout(...))), only with ``weight_words``
+    """
+
+    def __init__(self, model, *, programs=1, slot_write=None, weight_words=0, weight_word_bits=0):
+        members = {
+            "i": In(stream.Signature(signed(model.input_bits))),
+            "o": Out(stream.Signature(output_layout(model, programs))),
+        }
+        if programs > 1:
+            members["prog"] = In(stream.Signature(range(programs)))
+        if slot_write is not None:
+            members["cw"] = In(stream.Signature(slot_write))
+            members["quiet"] = Out(1)
+        if weight_words:
+            members["w_wr"] = In(stream.Signature(weight_write_layout(weight_words, weight_word_bits)))
+        super().__init__(members)
 
 
 class MLPEngine(wiring.Component):
@@ -170,20 +215,10 @@ class MLPEngine(wiring.Component):
         self._n_slots = plan.cache_slots
         self._slots = plan.slot_format
         self._first_slot = plan.first_slot_program
-        members = {
-            "i": In(stream.Signature(signed(model.input_bits))),
-            "o": Out(stream.Signature(output_layout(model, len(plan.programs)))),
-        }
-        if len(plan.programs) > 1:
-            members["prog"] = In(stream.Signature(range(len(plan.programs))))
-        if self._n_slots:
-            members["cw"] = In(stream.Signature(self.slot_write_layout))
-            members["quiet"] = Out(1)
-        if self._weight_memory == "ram":
-            members["w_wr"] = In(stream.Signature(data.StructLayout({
-                "addr": range(max(2, len(plan.words))),
-                "data": unsigned(plan.lanes * plan.weight_bits)})))
-        super().__init__(members)
+        ram = self._weight_memory == "ram"
+        super().__init__(EngineSignature(
+            model, programs=len(plan.programs), slot_write=self.slot_write_layout if self._n_slots else None,
+            weight_words=len(plan.words) if ram else 0, weight_word_bits=plan.lanes * plan.weight_bits))
 
     # -- cache slots -----------------------------------------------------------------
     @property
@@ -209,7 +244,7 @@ class MLPEngine(wiring.Component):
         """Payload of the ``cw`` port: one weight word or one channel's parameters per beat.
 
         ``kind`` 0 writes ``word`` to weight address ``addr``; ``kind`` 1 writes ``off``,
-        ``mult`` and ``shift`` (``pwlnet.code_cache.SlotFormat`` widths) to channel ``addr``.
+        ``mult`` and ``shift`` (``pwlnet.hw.slot_format.SlotFormat`` widths) to channel ``addr``.
         """
         f, pl = self._slots, self._plan
         return data.StructLayout({

@@ -186,7 +186,7 @@ def _slot_programs(model, lanes, n_programs, cache_slots, slot_format, slot_laye
     if not n:
         return 0, None, []
     if slot_format is None:
-        raise ValueError("cache_slots needs slot_format (a pwlnet.code_cache.SlotFormat)")
+        raise ValueError("cache_slots needs slot_format (a pwlnet.hw.slot_format.SlotFormat)")
     if slot_format.lanes != lanes or slot_format.dim != model.input_dim or slot_format.n_out != model.output_dim:
         raise ValueError(f"slot_format {slot_format!r} does not describe this model at {lanes} lanes")
     slot_layers = list(slot_layers) if slot_layers is not None else [None] * n
@@ -211,7 +211,7 @@ class EnginePlan:
         Extra programs (1, 2, ...), as for :class:`~pwlnet.hw.engine.MLPEngine`.
     cache_slots : int
         Writable one-layer programs after the extra programs (the hypersphere cache's).
-    slot_format : pwlnet.code_cache.SlotFormat
+    slot_format : pwlnet.hw.slot_format.SlotFormat
         The slots' widths (required with ``cache_slots``): the datapath is sized for any
         entry the host may write later.
     slot_layers : sequence of (Layer or None)
@@ -290,7 +290,7 @@ class EnginePlan:
         for l in table:
             reach = int(np.abs(l.weight).sum(axis=1).max(initial=0)) << (l.in_bits - 1)
             acc = max(acc, l.acc_bits, _width(-reach, reach))
-        # Writable cache slots (`slots`, a pwlnet.code_cache.SlotFormat): the widths must hold
+        # Writable cache slots (`slots`, a pwlnet.hw.slot_format.SlotFormat): the widths must hold
         # whatever entry the host may write later, not only the slots' initial contents.
         if slots is not None:
             acc = max(acc, slots.wx_bits)

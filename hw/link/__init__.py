@@ -10,11 +10,11 @@ between them are in :mod:`~.request`, the CRC-16 in :mod:`~.crc`, and :class:`Li
 (:mod:`~.link`) composes them.
 """
 
-from .executor import CommandExecutor, cache_write_layout, weight_write_layout
+from .executor import CommandExecutor
 from .link import Link
 from .parser import FrameParser
 from .request import ExecSignature, ReplyKind, ReplySignature
 from .serializer import ReplySerializer
 
 __all__ = ["Link", "FrameParser", "CommandExecutor", "ReplySerializer", "ReplyKind", "ReplySignature",
-           "ExecSignature", "cache_write_layout", "weight_write_layout"]
+           "ExecSignature"]

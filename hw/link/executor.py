@@ -11,30 +11,18 @@ The executor also keeps the link's counters (:data:`pwlnet.protocol.COUNTER_NAME
 registers the cache's strobes on their way to the engine.
 """
 
-from amaranth.hdl import C, Cat, Module, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import C, Cat, Module, Signal, signed
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ...protocol import COUNTER_NAMES, field_bytes
-from ..cached_engine import cached_output_layout
-from ..engine import output_layout
+from ..cached_engine import cache_write_layout, cached_output_layout
+from ..engine import output_layout, weight_write_layout
 from .request import ExecSignature
 
-__all__ = ["CommandExecutor", "cache_write_layout", "weight_write_layout"]
-
-
-def cache_write_layout(entries):
-    """Payload of the link's ``cw`` port (the cached engine's ``cw`` port): one image byte
-    and the slot it goes to."""
-    return data.StructLayout({"slot": unsigned(max(1, ceil_log2(entries))), "data": 8})
-
-
-def weight_write_layout(words, word_bits):
-    """Payload of the link's ``w_wr`` port (the engine's ``w_wr`` port): one weight word and
-    its address."""
-    return data.StructLayout({"addr": range(max(2, words)), "data": unsigned(word_bits)})
+__all__ = ["CommandExecutor"]
 
 
 class CommandExecutor(wiring.Component):

@@ -37,10 +37,10 @@ from amaranth.lib.wiring import In, Out
 
 from ...protocol import (CACHE_METRIC_CODES, GATEWARE_VERSION, PROTOCOL_VERSION, CacheInfo, LinkInfo,
                          check_cache_entries, code_bytes, field_bytes, model_fingerprint)
-from ..cached_engine import cached_output_layout
-from ..engine import output_layout
+from ..cached_engine import cache_write_layout, cached_output_layout
+from ..engine import output_layout, weight_write_layout
 from ..memory import NO_RW_CHECK, unchecked_read_port
-from .executor import CommandExecutor, cache_write_layout, weight_write_layout
+from .executor import CommandExecutor
 from .parser import FrameParser
 from .serializer import ReplySerializer, infer_reply_len
 

@@ -13,7 +13,7 @@ vector count for quick local runs.
 The bench itself is proved on the stand-in component of :mod:`pwlnet.sim.toy`: it must
 pass against its own reference and must report mismatches against the golden model.
 
-Run in parallel with ``pytest -n 2 tests/test_cocotb_engine.py``.
+Run in parallel with ``pytest -n 2 tests/test_sim_engine.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pytest
 
 from pwlnet import artifact, golden
 from pwlnet.sim import regress, runner
-from pwlnet.sim.simulate import main as simulate_main, simulate
+from pwlnet.sim.engine_sim import main as simulate_main, simulate
 from pwlnet.sim.toy import toy_forward
 
 #: Random vectors per model and simulator (the issue asks for at least 2 000 in ``make test``).

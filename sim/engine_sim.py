@@ -208,7 +208,7 @@ def cli_simulate(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry (``python -m pwlnet.sim.simulate``), the same as ``pwlnet simulate``."""
+    """Stand-alone entry (``python -m pwlnet.sim.engine_sim``), the same as ``pwlnet simulate``."""
     parser = add_arguments(argparse.ArgumentParser(prog="pwlnet simulate", description=__doc__.split("\n")[0]))
     return cli_simulate(parser.parse_args(argv))
 
