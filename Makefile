@@ -8,6 +8,7 @@ BOARD   ?= icebreaker
 MODEL   ?= boards/models/basicmotions_h64x64.onnx
 LANES   ?= 8
 CACHE   ?= 0
+BAUD    ?=
 METRIC  ?= linf
 SIM     ?= verilator
 VECTORS ?= 2000
@@ -42,8 +43,8 @@ sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [W
 bench: $(STAMP)  ## the cache on sensor streams: docs/cache_table.md, docs/cache_*.png, the 2-D figure, bank cost (long)
 	$(PY) -m pwlnet.bench cache --out docs
 
-bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=8] [CACHE=16 METRIC=linf]
-	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC)
+bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=8] [CACHE=16 METRIC=linf] [BAUD=1000000]
+	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(if $(BAUD),--baud $(BAUD),)
 
 program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL
 	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(MODEL)

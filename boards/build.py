@@ -137,6 +137,12 @@ def _run_flow(top, platform, build_dir, name):
     return products
 
 
+def _baud_error_text(r):
+    """`` (+0.16 % from 3000000)`` when the divisor misses the nominal rate, else empty."""
+    err = r.get("baud_error")
+    return f" ({err:+.2%} from {r['baud_nominal']})" if err else ""
+
+
 def _report_text(r):
     lines = [
         f"pwlnet build report: {r['model']} on {r['board']} ({r['device']})",
@@ -144,7 +150,8 @@ def _report_text(r):
         f"timing {'met' if r['timing_met'] else 'MISSED'}",
         f"  engine     {r['lanes']} lanes, {r['cycles_per_inference']} cycles/inference "
         f"(ideal {r['ideal_cycles']}), {r['inferences_per_second']:.0f} inferences/s at the clock",
-        f"  link       {r['baud']} baud, {r['link_inferences_per_second']:.1f} inferences/s over the UART",
+        f"  link       {r['baud']} baud{_baud_error_text(r)}, {r['link_inferences_per_second']:.1f} inferences/s "
+        "over the UART",
         "  resources",
     ]
     for key, v in r["resources"].items():
@@ -165,7 +172,7 @@ def cache_suffix(cache_entries, cache_metric):
 
 
 def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_TARGETS_MHZ,
-                    out_root="build", *, baud=115200, engine=None, name="top", model_name=None,
+                    out_root="build", *, baud=None, engine=None, name="top", model_name=None,
                     cache_entries=0, cache_metric="linf"):
     """Compile a model into a bitstream and write the report.
 
@@ -182,8 +189,11 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
         rounded to what the PLL can make.
     out_root : path
         Root of the output tree.
-    baud : int
-        UART bit rate (the host must use the same).
+    baud : int or None
+        UART bit rate (the host must use the same); ``None``: the fastest rate of the board
+        the clock makes within tolerance (:func:`pwlnet.boards.icebreaker.link_baud`).  The
+        report gives the nominal rate (``baud_nominal``), the rate the divisor makes
+        (``baud``) and their relative difference (``baud_error``).
     engine : callable or None
         Engine factory for :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`.
     name : str
@@ -237,7 +247,7 @@ class _Job:
     board: str
     out_dir: Path
     lanes: int
-    baud: int
+    baud: int | None
     engine: object
     name: str
     cache_entries: int
@@ -273,8 +283,9 @@ def _attempt(job, mhz):
 
 def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
     """The report of one place-and-route run (the contents of ``report.json``)."""
-    model, baud = job.model, job.baud
+    model = job.model
     achieved = pll.f_out / 1e6
+    baud = pll.f_out / top.divisor
     cycles = int(getattr(top.engine, "cycles_per_inference", 0))
     bytes_per_inf = (model.input_dim * code_bytes(model.input_bits) + 6
                      + model.output_dim * code_bytes(model.layers[-1].out_bits) + 6 + 6)
@@ -292,7 +303,9 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
         "cycles_per_inference": cycles,
         "ideal_cycles": int(getattr(top.engine, "ideal_cycles", 0)),
         "inferences_per_second": achieved * 1e6 / cycles if cycles else 0.0,
-        "baud": round(pll.f_out / top.divisor),
+        "baud": round(baud),
+        "baud_nominal": int(top.baud),
+        "baud_error": baud / top.baud - 1,
         "link_inferences_per_second": baud / (10 * bytes_per_inf),
         "bitstream": f"{job.model_name}.bin",
         "gateware": gateware,
@@ -405,7 +418,8 @@ def add_build_arguments(parser):
     parser.add_argument("--lanes", type=int, default=8)
     parser.add_argument("--target-mhz", type=float, nargs="+", default=list(DEFAULT_TARGETS_MHZ),
                         help="clock(s) to try in order; the first that closes timing is kept")
-    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--baud", type=int, default=None,
+                        help="host link bit rate (default: the fastest of the board's rates the clock makes)")
     parser.add_argument("--out", default="build", help="output root")
     parser.add_argument("--cache-entries", type=int, default=0, metavar="N",
                         help="hypersphere cache slots (default 0: no cache)")

@@ -23,9 +23,31 @@ from ..hw.pll import ICE40PLL, PLLConfig, pll_config
 from ..hw.uart import UARTRx, UARTTx, baud_divisor
 from ..hw.engine import MLPEngine
 
-__all__ = ["ICEBreakerTop", "DEFAULT_BAUD", "LED_NAMES"]
+__all__ = ["ICEBreakerTop", "LINK_BAUDS", "DEFAULT_BAUD", "link_baud", "LED_NAMES"]
 
-DEFAULT_BAUD = 115200
+#: Bit rates of the host link on this board, fastest first: rates the FT2232H's UART
+#: channel makes exactly (3 Mbaud is its 12 MHz clock over 4).  A build takes the fastest
+#: one its fabric clock divides within the UART's tolerance (:func:`link_baud`).
+LINK_BAUDS = (3_000_000, 1_000_000, 115_200)
+DEFAULT_BAUD = LINK_BAUDS[0]
+
+
+def link_baud(clk_freq, baud=None):
+    """The link's ``(baud, divisor)`` at a fabric clock of ``clk_freq`` Hz.
+
+    ``baud`` given: that rate, checked by :func:`pwlnet.hw.uart.baud_divisor` (which raises
+    if the clock cannot make it within tolerance).  ``None``: the fastest of
+    :data:`LINK_BAUDS` the clock makes within tolerance.
+    """
+    if baud is not None:
+        return baud, baud_divisor(clk_freq, baud)
+    errors = []
+    for rate in LINK_BAUDS:
+        try:
+            return rate, baud_divisor(clk_freq, rate)
+        except ValueError as e:
+            errors.append(str(e))
+    raise ValueError(f"no link rate of this board fits a {clk_freq / 1e6:.3f} MHz clock: " + "; ".join(errors))
 #: Order of the bits of :attr:`ICEBreakerTop.leds`.
 LED_NAMES = ("heartbeat", "error", "busy", "uart_error")
 
@@ -43,10 +65,11 @@ class ICEBreakerTop(wiring.Component):
         Fabric clock in Hz.  On the board it is made by the PLL (pass ``pll`` to fix the
         setting; otherwise the closest one to ``clk_freq`` is chosen and ``clk_freq``
         becomes what it achieves).
-    baud : int
-        UART bit rate.
+    baud : int or None
+        UART bit rate; ``None``: the fastest of :data:`LINK_BAUDS` the clock makes
+        (:func:`link_baud`).
     divisor : int or None
-        Cycles per UART bit; default ``baud_divisor(clk_freq, baud)``.  Simulations pass a
+        Cycles per UART bit; default from ``baud`` (:func:`link_baud`).  Simulations pass a
         small one.
     target : str
         Engine target: ``"ice40"`` (SPRAM / DSP instances) or ``"generic"``.
@@ -78,7 +101,7 @@ class ICEBreakerTop(wiring.Component):
         Status, see :data:`LED_NAMES` (simulation).
     """
 
-    def __init__(self, model, *, lanes=8, clk_freq=48e6, baud=DEFAULT_BAUD, divisor=None,
+    def __init__(self, model, *, lanes=8, clk_freq=48e6, baud=None, divisor=None,
                  target="ice40", timeout=None, engine=None, pll=None, cache_entries=0,
                  cache_metric="linf", cache_preload=()):
         if pll is not None:
@@ -91,9 +114,11 @@ class ICEBreakerTop(wiring.Component):
         self.model = model
         self.lanes = lanes
         self.clk_freq = float(clk_freq)
-        self.baud = baud
         self.pll = pll
-        self.divisor = divisor if divisor is not None else baud_divisor(clk_freq, baud)
+        if divisor is None:
+            baud, divisor = link_baud(clk_freq, baud)
+        self.baud = baud
+        self.divisor = divisor
         self.target = target
         self.timeout = timeout if timeout is not None else max(1, int(0.05 * clk_freq))
         self.cache_entries = cache_entries

@@ -31,7 +31,7 @@ from .protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REPLY_FLAG, CacheIn
                       LinkInfo, code_bytes, crc16, encode_frame, model_fingerprint)
 
 __all__ = ["Transport", "SerialTransport", "SimTransport", "Device", "DeviceError", "LinkError",
-           "Inference", "CacheStats", "CachedRun", "NO_CACHE", "weight_image", "add_run_arguments",
+           "Inference", "CacheStats", "CachedRun", "NO_CACHE", "weight_image", "link_baud_of", "add_run_arguments",
            "cli_run"]
 
 
@@ -657,6 +657,22 @@ def weight_image(model, lanes, cache=None):
 NO_CACHE = "the bitstream has no cache; build it with --cache-entries N"
 
 
+def link_baud_of(model_dir):
+    """The link rate of the bitstream built from ``model_dir``: ``baud_nominal`` of the build
+    report beside it (``<build>/<board>/<model>/report.json`` holds ``model/``), else the
+    board's default rate (:data:`pwlnet.boards.icebreaker.DEFAULT_BAUD`)."""
+    import json
+    from pathlib import Path
+
+    from .boards.icebreaker import DEFAULT_BAUD
+    report = Path(model_dir).parent / "report.json"
+    try:
+        r = json.loads(report.read_text())
+        return int(r.get("baud_nominal") or r["baud"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_BAUD
+
+
 def add_run_arguments(parser):
     """Add ``pwlnet run``'s arguments to an ``argparse`` parser."""
     from .cli_args import positive_int
@@ -667,7 +683,8 @@ def add_run_arguments(parser):
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB1")
     where.add_argument("--sim", action="store_true", help="run the board's gateware in the simulator (slow)")
-    parser.add_argument("--baud", type=int, default=None, help="baud the bitstream was built for (default 115200)")
+    parser.add_argument("--baud", type=int, default=None,
+                        help="baud the bitstream was built for (default: the build report's, see link_baud_of)")
     parser.add_argument("--codes", action="store_true", help="--inputs already holds integer input codes")
     parser.add_argument("--outputs", help="write dequantized outputs (N, n_out) to this .npy")
     parser.add_argument("--lanes", type=int, default=8, help="engine lanes (--sim only)")
@@ -730,7 +747,7 @@ def cli_run(args):
     as_codes = getattr(args, "codes", False)
     limit = getattr(args, "limit", None)
     lanes = getattr(args, "lanes", None) or 8
-    baud = getattr(args, "baud", None) or 115200
+    baud = getattr(args, "baud", None) or link_baud_of(args.model_dir)
     cached = getattr(args, "cache", False)
     problem = _usage_error(args)
     if problem:
