@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "PROTOCOL_VERSION", "GATEWARE_VERSION", "REQ_SYNC", "REP_SYNC", "ERROR_REPLY", "REPLY_FLAG",
     "CRC_POLY", "Command", "ErrorCode", "RESERVED_COMMANDS", "CACHE_COMMANDS", "CACHE_METRIC_CODES",
-    "COUNTER_NAMES", "MAX_CACHE_ENTRIES", "check_cache_entries",
+    "COUNTER_NAMES", "MAX_CACHE_ENTRIES", "check_cache_entries", "batch_limit", "batch_reply_len",
     "crc16", "encode_frame", "code_bytes", "field_bytes", "model_fingerprint", "LinkInfo", "CacheInfo",
 ]
 
@@ -49,6 +49,8 @@ class Command(enum.IntEnum):
     COUNTERS = 0x03        #: no payload; reply: :data:`COUNTER_NAMES` as u32 each
     CLEAR_COUNTERS = 0x04  #: no payload; reply: empty
     LOAD_WEIGHTS = 0x05    #: payload: u16 first word address, then whole weight words; reply: empty
+    INFER_BATCH = 0x06     #: payload: k whole inputs' codes (1 <= k <= :func:`batch_limit`); reply: per
+                           #: input its output codes and u16 argmax, then one u32 cycles (:func:`batch_reply_len`)
     CACHE_WRITE = 0x10     #: payload: u8 slot, then the slot image; reply: empty
     CACHE_CLEAR = 0x11     #: no payload; invalidate every slot; reply: empty
     CACHE_STATS = 0x12     #: payload: none or u8 flags (bit 0: zero the counters); reply: u32 hits, u32 misses
@@ -126,6 +128,24 @@ def code_bytes(bits):
 def field_bytes(bits):
     """Bytes of a ``bits``-wide little-endian field on the wire: whole bytes, at least one."""
     return max(1, -(-int(bits) // 8))
+
+
+def batch_limit(info):
+    """Most inputs one ``INFER_BATCH`` frame may carry on a device of :class:`LinkInfo` ``info``:
+    as many whole inputs as ``max_payload`` holds.
+
+    A device that answers ``INFER_BATCH`` at all (a build without the cache) sizes its
+    buffers for exactly this many; a payload that is not a whole number of inputs, or is
+    empty, is ``BAD_LENGTH``, and a longer one is refused by ``max_payload``.
+    """
+    return info.max_payload // (info.input_dim * code_bytes(info.input_bits))
+
+
+def batch_reply_len(info, k):
+    """Payload bytes of the reply to an ``INFER_BATCH`` of ``k`` inputs: for each input its
+    ``output_dim`` output codes and a u16 argmax, in order, then one u32: the cycles from the
+    engine's first input beat of the batch to its last output beat."""
+    return k * (info.output_dim * code_bytes(info.output_bits) + 2) + 4
 
 
 def model_fingerprint(model):

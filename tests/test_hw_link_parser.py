@@ -65,9 +65,13 @@ def run_parser(parser, actions, *, exec_cycles=5, reply_cycles=12, settle=200):
                 events.append(("exec", ctx.get(ex.infer), ctx.get(ex.load), ctx.get(ex.cwrite),
                                ctx.get(ex.arg0), ctx.get(ex.staged)))
                 exec_due = cyc + exec_cycles
+                if "batch" in ex.signature.members:
+                    events.append(("batch", ctx.get(ex.batch), ctx.get(ex.count)))
             if ctx.get(rp.valid):
                 events.append(("reply", ReplyKind(ctx.get(rp.kind)), ctx.get(rp.cmd), ctx.get(rp.err_code)))
                 reply_due = cyc + reply_cycles
+                if "batch" in rp.signature.members:
+                    events.append(("reply_batch", ctx.get(rp.batch), ctx.get(rp.count)))
 
     sim = Simulator(parser)
     sim.add_clock(1e-6)
@@ -202,3 +206,44 @@ def test_load_weights():
     assert [e for e in ev if e[0] == "addr"][:2] == [("addr", 0, 0x34), ("addr", 1, 0x12)]
     assert [e[1:] for e in ev if e[0] == "stage"][:len(words)] == list(enumerate(words))
     assert [e for e in ev if e[0] == "exec"] == [("exec", 0, 1, 0, 0, len(words))]
+
+
+def test_infer_batch_lengths():
+    # A batch is 1 to max_batch whole inputs; here max_payload (64) would hold 12 of them,
+    # so 4 inputs is refused by the batch limit after the frame, not by the header.
+    rng = __import__("numpy").random.default_rng(3)
+    two = bytes(rng.integers(0, 256, size=2 * D, dtype="uint8"))
+    three = bytes(rng.integers(0, 256, size=3 * D, dtype="uint8"))
+    ev = run_parser(plain_parser(max_batch=3), [
+        encode_frame(Command.INFER_BATCH, two),
+        encode_frame(Command.INFER_BATCH, three[:-1]),          # not a whole number of inputs
+        encode_frame(Command.INFER_BATCH, three + bytes(D)),    # one input more than the limit
+        encode_frame(Command.INFER_BATCH),                      # no input at all
+        encode_frame(Command.INFER_BATCH, three),               # the limit
+        encode_frame(Command.INFER, three[:D]),
+    ])
+    assert replies(ev) == [
+        (ReplyKind.INFER, Command.INFER_BATCH),
+        error(ErrorCode.BAD_LENGTH, Command.INFER_BATCH),
+        error(ErrorCode.BAD_LENGTH, Command.INFER_BATCH),
+        error(ErrorCode.BAD_LENGTH, Command.INFER_BATCH),
+        (ReplyKind.INFER, Command.INFER_BATCH),
+        (ReplyKind.INFER, Command.INFER),
+    ]
+    # The executor and the serializer learn that it is a batch and of how many inputs (the
+    # serializer looks at them only for a successful INFER reply).
+    assert [e for e in ev if e[0] == "batch"] == [("batch", 1, 2), ("batch", 1, 3), ("batch", 0, 0)]
+    kinds = [e[1] for e in ev if e[0] == "reply"]
+    sent = [e[1:] for e in ev if e[0] == "reply_batch"]
+    assert [b for k, b in zip(kinds, sent) if k == ReplyKind.INFER] == [(1, 2), (1, 3), (0, 0)]
+    # Each batch's codes went into the input buffer one input after the other from 0.
+    writes = [e[1:] for e in ev if e[0] == "in"]
+    signed = [c - 256 * (c > 127) for c in three[:D]]
+    assert writes[:2 * D] == [(i, c - 256 * (c > 127)) for i, c in enumerate(two)]
+    assert writes[-D:] == list(enumerate(signed))
+
+
+def test_infer_batch_unsupported_without_a_limit():
+    ev = run_parser(plain_parser(), [encode_frame(Command.INFER_BATCH, bytes(D))])
+    assert replies(ev) == [error(ErrorCode.UNSUPPORTED, Command.INFER_BATCH)]
+    assert not [e for e in ev if e[0] == "exec"]

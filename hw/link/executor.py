@@ -2,7 +2,11 @@
 
 INFER: the input codes go from the input buffer to the engine, the output codes from the
 engine into the output buffer, and the cycles from the first code taken to the last
-output beat are counted.  LOAD_WEIGHTS: the staged bytes become weight words, written to
+output beat are counted.  INFER_BATCH: the same for ``count`` inputs back to back (the
+engine double-buffers its input, so the next input goes in while the previous one
+computes); each inference's output codes follow the previous one's in the output buffer,
+its argmax goes to the argmax buffer, and the cycles run from the batch's first input beat
+to its last output beat.  LOAD_WEIGHTS: the staged bytes become weight words, written to
 the engine's ``w_wr`` port.  CACHE_WRITE: the staged slot image goes to the cached
 engine's ``cw`` port byte by byte.  Staged bytes reach the engine only after the frame's
 CRC has checked out, so a corrupted frame never changes a weight or an entry.
@@ -43,6 +47,8 @@ class CommandExecutor(wiring.Component):
     cache_entries, image_bytes : int
         Slots of the cached engine behind the link and bytes of a slot image (0 entries:
         the plain engine's ports).
+    max_batch : int
+        Most inputs of an ``INFER_BATCH`` (0: none; the buffers hold one inference).
 
     Attributes
     ----------
@@ -54,9 +60,11 @@ class CommandExecutor(wiring.Component):
         Output codes from the engine (:func:`~pwlnet.hw.cached_engine.cached_output_layout`
         with a cache).
     in_rd : In(ReadPort.Signature(...))
-        Read port of the input-code buffer (registered data).
+        Read port of the input-code buffer (registered data; ``max(1, max_batch)`` inputs).
     out_wr : In(WritePort.Signature(...))
-        Write port of the output-code buffer.
+        Write port of the output-code buffer (``max(1, max_batch)`` inferences' codes).
+    am_wr : In(WritePort.Signature(...))
+        Write port of the argmax buffer, u16 per inference of a batch (only with ``max_batch``).
     stage_rd : In(ReadPort.Signature(...))
         Read port of the staging buffer (only with ``stage_depth``).
     uart_error : In(1)
@@ -64,7 +72,7 @@ class CommandExecutor(wiring.Component):
     counters : Out(32 * len(COUNTER_NAMES))
         The counters, in :data:`~pwlnet.protocol.COUNTER_NAMES` order, u32 each.
     argmax : Out(16), cycles : Out(32)
-        The last inference's argmax and cycle count (INFER's reply).
+        The last INFER's argmax, and its cycle count or the last INFER_BATCH's.
     hit : Out(1), slot : Out(...)
         Whether the last inference was answered by a slot, and which (only with a cache).
     w_wr : Out(stream.Signature(weight_write_layout(...)))
@@ -76,8 +84,10 @@ class CommandExecutor(wiring.Component):
     """
 
     def __init__(self, model, *, staged_bytes, stage_depth=0, counter_bits=32, weight_words=0,
-                 weight_word_bits=0, cache_entries=0, image_bytes=0):
+                 weight_word_bits=0, cache_entries=0, image_bytes=0, max_batch=0):
         self._model = model
+        self._max_batch = int(max_batch)
+        nb = max(1, self._max_batch)
         self._stage_depth = stage_depth
         self._counter_bits = counter_bits
         self._loadable = bool(weight_words)
@@ -87,17 +97,19 @@ class CommandExecutor(wiring.Component):
         d, n_out = model.input_dim, model.output_dim
         out_layout = (cached_output_layout(model, cache_entries) if cache_entries else output_layout(model))
         members = {
-            "req":        In(ExecSignature(staged_bytes)),
+            "req":        In(ExecSignature(staged_bytes, self._max_batch)),
             "eng_i":      Out(stream.Signature(signed(model.input_bits))),
             "eng_o":      In(stream.Signature(out_layout)),
-            "in_rd":      In(ReadPort.Signature(addr_width=ceil_log2(d), shape=signed(model.input_bits))),
-            "out_wr":     In(WritePort.Signature(addr_width=ceil_log2(n_out),
+            "in_rd":      In(ReadPort.Signature(addr_width=ceil_log2(d * nb), shape=signed(model.input_bits))),
+            "out_wr":     In(WritePort.Signature(addr_width=ceil_log2(n_out * nb),
                                                  shape=signed(model.layers[-1].out_bits))),
             "uart_error": In(1),
             "counters":   Out(32 * len(COUNTER_NAMES)),
             "argmax":     Out(16),
             "cycles":     Out(32),
         }
+        if self._max_batch:
+            members["am_wr"] = In(WritePort.Signature(addr_width=ceil_log2(self._max_batch), shape=16))
         if stage_depth:
             members["stage_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(stage_depth), shape=8))
         if self._loadable:
@@ -135,8 +147,13 @@ class CommandExecutor(wiring.Component):
                     m.d.sync += st.commit_idx.eq(0)
                 if self._loadable:
                     m.d.sync += st.commit_byte.eq(0)
+                if self._max_batch:
+                    m.d.sync += [st.feed_end.eq(self.req.count * self._model.input_dim), st.rec.eq(0)]
                 with m.If(self.req.start & self.req.infer):
                     m.next = "RUN"
+                if self._max_batch:
+                    with m.Elif(self.req.start & self.req.batch):
+                        m.next = "BATCH"
                 if self._loadable:
                     with m.Elif(self.req.start & self.req.load):
                         m.next = "COMMIT_RD"
@@ -144,6 +161,8 @@ class CommandExecutor(wiring.Component):
                     with m.Elif(self.req.start & self.req.cwrite):
                         m.next = "CW_RD"
             self._run_state(m, st, inc)
+            if self._max_batch:
+                self._batch_state(m, st, inc)
             if self._loadable:
                 self._commit_states(m, st)
             if self._entries:
@@ -208,6 +227,35 @@ class CommandExecutor(wiring.Component):
                         m.d.sync += [st.hit.eq(eng_o.payload.cached), st.slot.eq(eng_o.payload.slot)]
                     m.next = "IDLE"
 
+    def _batch_state(self, m, st, inc):
+        # INFER_BATCH: the codes of `count` inputs in a row, fed as INFER feeds one (the
+        # engine takes the next input while it computes the previous one); each output
+        # beat goes to the next place of the output buffer, each inference's argmax to
+        # the argmax buffer, and the cycles stop at the last inference's last beat.
+        eng_i, eng_o, out_wr, am_wr = self.eng_i, self.eng_o, self.out_wr, self.am_wr
+        last_beat = eng_o.valid & eng_o.payload.last
+        final = st.rec == self.req.count - 1
+        with m.State("BATCH"):
+            m.d.comb += [eng_o.ready.eq(1), inc["busy_cycles"].eq(1)]
+            with m.If(self.in_rd.en):
+                m.d.sync += st.feed_valid.eq(st.feed_addr < st.feed_end)
+                with m.If(st.feed_addr < st.feed_end):
+                    m.d.sync += st.feed_addr.eq(st.feed_addr + 1)
+            with m.If(eng_i.valid & eng_i.ready & ~st.started):
+                m.d.sync += [st.started.eq(1), st.cyc.eq(1)]
+            with m.Elif(st.started & ~(last_beat & final)):
+                m.d.sync += st.cyc.eq(st.cyc + 1)
+            with m.If(eng_o.valid):
+                m.d.comb += [out_wr.addr.eq(st.out_idx), out_wr.data.eq(eng_o.payload.data), out_wr.en.eq(1)]
+                m.d.sync += st.out_idx.eq(st.out_idx + 1)
+                with m.If(eng_o.payload.last):
+                    m.d.comb += [inc["inferences"].eq(1),
+                                 am_wr.addr.eq(st.rec), am_wr.data.eq(eng_o.payload.argmax), am_wr.en.eq(1)]
+                    m.d.sync += st.rec.eq(st.rec + 1)
+                    with m.If(final):
+                        m.d.sync += self.req.done.eq(1)
+                        m.next = "IDLE"
+
     def _commit_states(self, m, st):
         # Staged words go to the engine only now that the CRC has checked out, so a
         # corrupted frame never reaches the weight memory.
@@ -260,14 +308,18 @@ class _RunState:
 
     def __init__(self, ex, m):
         d, n_out = ex._model.input_dim, ex._model.output_dim
-        self.feed_addr = Signal(range(d + 1), name="feed_addr")
+        nb = max(1, ex._max_batch)
+        self.feed_addr = Signal(range(d * nb + 1), name="feed_addr")
+        if ex._max_batch:
+            self.feed_end = Signal(range(d * nb + 1), name="feed_end")   # codes of the batch
+            self.rec = Signal(range(nb + 1), name="rec")                 # inferences of the batch done
         self.feed_valid = Signal(name="feed_valid")
         self.started = Signal(name="started")
         # Cycles from the first code taken to the last output beat; it stops there and is
         # the INFER reply's `cycles` until the next INFER starts.
         self.cyc = Signal(32, name="cyc")
         self.argmax = Signal(16, name="argmax")
-        self.out_idx = Signal(range(n_out + 1), name="out_idx")
+        self.out_idx = Signal(range(n_out * nb + 1), name="out_idx")
         if ex._entries:
             self.hit = Signal(name="hit_flag")
             self.slot = Signal(ex.slot.shape(), name="hit_slot")

@@ -12,7 +12,8 @@ largest payload the device accepts is answered at once with ``BAD_LENGTH`` (so a
 corrupted length cannot stall the link); a frame that stops arriving mid-way is
 answered with ``TIMEOUT``.
 
-Commands (:class:`~pwlnet.protocol.Command`): ``INFO``, ``INFER``, ``COUNTERS``, ``CLEAR_COUNTERS``,
+Commands (:class:`~pwlnet.protocol.Command`): ``INFO``, ``INFER``, ``INFER_BATCH`` (without a
+cache; a cached link answers it ``UNSUPPORTED``), ``COUNTERS``, ``CLEAR_COUNTERS``,
 ``LOAD_WEIGHTS`` (only when the engine's weights live in SPRAM: the words are staged
 and written to the engine after the CRC has checked out); ``0x10``-``0x1F`` belong to
 the hypersphere cache: ``CACHE_WRITE``, ``CACHE_CLEAR``, ``CACHE_STATS`` and
@@ -89,6 +90,12 @@ class Link(wiring.Component):
         The comparator bank's metric, reported by ``CACHE_INFO``.
     cache_hit_cycles : int
         Cycles of an inference answered by an entry, reported by ``CACHE_INFO``.
+    max_batch : int
+        Inputs of an ``INFER_BATCH`` the link is built for, at least (0: none).  The payload
+        limit is raised to hold that many, and the link takes as many whole inputs as
+        ``max_payload`` holds (:func:`pwlnet.protocol.batch_limit`, :attr:`batch`); its input,
+        output and argmax buffers are sized for them.  A cached link has no batches (it
+        answers ``INFER_BATCH`` with ``UNSUPPORTED``).
 
     Attributes
     ----------
@@ -122,12 +129,15 @@ class Link(wiring.Component):
 
     def __init__(self, model, *, lanes, clk_freq, baud, cycles_per_inference=0, timeout,
                  fifo_depth=256, counter_bits=32, weight_words=0, weight_word_bits=0, chunk_words=32,
-                 cache_entries=0, cache_image_bytes=0, cache_metric="linf", cache_hit_cycles=0):
+                 cache_entries=0, cache_image_bytes=0, cache_metric="linf", cache_hit_cycles=0,
+                 max_batch=16):
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             raise ValueError(f"timeout must be a positive number of cycles, not {timeout!r}")
         if not 1 <= counter_bits <= 32:
             raise ValueError(f"counter_bits must be in 1..32, not {counter_bits!r}")
         check_cache_entries(cache_entries)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 0 <= max_batch <= 255:
+            raise ValueError(f"max_batch must be an integer in 0..255, not {max_batch!r}")
         if cache_entries:
             if cache_metric not in CACHE_METRIC_CODES:
                 raise ValueError(f"cache_metric must be one of {', '.join(CACHE_METRIC_CODES)}, "
@@ -147,7 +157,8 @@ class Link(wiring.Component):
         self._word_bits = int(weight_word_bits)
         self._word_bytes = field_bytes(self._word_bits) if self._weight_words else 0
         self._chunk_words = int(chunk_words)
-        max_payload = max(model.input_dim * self._in_bytes, 64)
+        batching = bool(max_batch) and not self._cache_entries
+        max_payload = max(model.input_dim * self._in_bytes * (max_batch if batching else 1), 64)
         if self._cache_entries:
             max_payload = max(max_payload, 1 + self._image_bytes)
         if self._weight_words:
@@ -155,6 +166,8 @@ class Link(wiring.Component):
             # its chunks from max_payload; a slot image shares the staging buffer.
             self._chunk_words = max(self._chunk_words, -(-(max_payload - 2) // self._word_bytes))
             max_payload = 2 + self._chunk_words * self._word_bytes
+        # INFER_BATCH takes as many whole inputs as the payload holds.
+        self._batch = max_payload // (model.input_dim * self._in_bytes) if batching else 0
         if self._cache_entries:
             self.cache_info = CacheInfo(entries=self._cache_entries, metric=cache_metric,
                                         image_bytes=self._image_bytes, hit_cycles=int(cache_hit_cycles))
@@ -191,6 +204,11 @@ class Link(wiring.Component):
         super().__init__(members)
 
     @property
+    def batch(self):
+        """Most inputs of an ``INFER_BATCH`` (0: the link answers it ``UNSUPPORTED``)."""
+        return self._batch
+
+    @property
     def infer_len(self):
         """Payload bytes of an INFER request."""
         return self._model.input_dim * self._in_bytes
@@ -209,14 +227,14 @@ class Link(wiring.Component):
         m.submodules.parser = parser = FrameParser(
             input_dim=model.input_dim, input_bits=model.input_bits, max_payload=self.info.max_payload,
             timeout=self._timeout, word_bytes=self._word_bytes, chunk_words=self._chunk_words,
-            cache_entries=self._cache_entries, image_bytes=self._image_bytes)
+            cache_entries=self._cache_entries, image_bytes=self._image_bytes, max_batch=self._batch)
         m.submodules.executor = executor = CommandExecutor(
             model, staged_bytes=parser.staged_bytes, stage_depth=parser.stage_depth if (loadable or cached) else 0,
             counter_bits=self._counter_bits, weight_words=self._weight_words, weight_word_bits=self._word_bits,
-            cache_entries=self._cache_entries, image_bytes=self._image_bytes)
+            cache_entries=self._cache_entries, image_bytes=self._image_bytes, max_batch=self._batch)
         m.submodules.serializer = serializer = ReplySerializer(
             self.info, self.cache_info,
-            slot_bits=len(executor.slot) if cached else 1)
+            slot_bits=len(executor.slot) if cached else 1, max_batch=self._batch)
 
         # Requests the host sends while a reply is going out wait in the receive FIFO.
         m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self._fifo_depth)
@@ -257,16 +275,23 @@ class Link(wiring.Component):
         # ports without collision logic (unchecked_read_port): each buffer is written in
         # one phase (payload, engine run) and read in another, so a same-cycle read of the
         # address being written is never used.  Block RAM even for the small ones.
+        # With INFER_BATCH the input and output buffers hold a whole batch, and the argmax
+        # of each of its inferences waits in a buffer of its own.
         model = self._model
+        nb = max(1, self._batch)
         no_rw = {**NO_RW_CHECK, "ram_style": "block"}
-        m.submodules.in_mem = in_mem = Memory(shape=signed(model.input_bits), depth=model.input_dim,
+        m.submodules.in_mem = in_mem = Memory(shape=signed(model.input_bits), depth=model.input_dim * nb,
                                               init=[], attrs=no_rw)
         wiring.connect(m, parser.in_wr, in_mem.write_port())
         _connect_read(m, unchecked_read_port(m, in_mem, "in_rd"), executor.in_rd)
         m.submodules.out_mem = out_mem = Memory(shape=signed(model.layers[-1].out_bits),
-                                                depth=model.output_dim, init=[], attrs=no_rw)
+                                                depth=model.output_dim * nb, init=[], attrs=no_rw)
         wiring.connect(m, executor.out_wr, out_mem.write_port())
         _connect_read(m, unchecked_read_port(m, out_mem, "out_rd"), serializer.out_rd)
+        if self._batch:
+            m.submodules.am_mem = am_mem = Memory(shape=16, depth=self._batch, init=[], attrs=no_rw)
+            wiring.connect(m, executor.am_wr, am_mem.write_port())
+            _connect_read(m, unchecked_read_port(m, am_mem, "am_rd"), serializer.am_rd)
         if self._weight_words or self._cache_entries:
             m.submodules.stage_mem = stage_mem = Memory(shape=8, depth=parser.stage_depth, init=[], attrs=no_rw)
             wiring.connect(m, parser.stage_wr, stage_mem.write_port())

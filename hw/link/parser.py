@@ -2,7 +2,7 @@
 
 It finds ``REQ_SYNC``, reads the header, checks the length against the command and
 against the largest payload, writes the payload where it belongs (INFER's input codes
-into the input buffer, LOAD_WEIGHTS' and CACHE_WRITE's bytes into the staging buffer),
+into the input buffer, INFER_BATCH's one input after the other from address 0, LOAD_WEIGHTS' and CACHE_WRITE's bytes into the staging buffer),
 checks the CRC, and then dispatches the frame: a request the executor runs
 (:class:`~pwlnet.hw.link.request.ExecSignature`), or a reply the serializer sends straight
 away, an error reply included (:class:`~pwlnet.hw.link.request.ReplySignature`).  It
@@ -45,18 +45,21 @@ class FrameParser(wiring.Component):
         Slots of the cache (0: the cache commands are ``UNSUPPORTED``).
     image_bytes : int
         Bytes of one slot image (CACHE_WRITE's payload after the slot byte).
+    max_batch : int
+        Most inputs of an ``INFER_BATCH`` (the input buffer holds this many); its length
+        must be 1 to ``max_batch`` whole inputs.  0: ``INFER_BATCH`` is ``UNSUPPORTED``.
 
     Attributes
     ----------
     rx : In(stream.Signature(8))
         Bytes from the receive FIFO; taken one per two cycles at most.
     in_wr : In(WritePort.Signature(...))
-        Write port of the input-code buffer (``input_dim`` codes).
+        Write port of the input-code buffer (``input_dim * max(1, max_batch)`` codes).
     stage_wr : In(WritePort.Signature(...))
         Write port of the staging buffer (only with LOAD_WEIGHTS or a cache).
-    exec : Out(ExecSignature(staged_bytes))
+    exec : Out(ExecSignature(staged_bytes, max_batch))
         Requests and strobes to the executor.
-    reply : Out(ReplySignature())
+    reply : Out(ReplySignature(max_batch))
         Reply requests to the serializer.
     busy : Out(1)
         High (registered) while a frame is being handled.
@@ -65,8 +68,9 @@ class FrameParser(wiring.Component):
     """
 
     def __init__(self, *, input_dim, input_bits, max_payload, timeout, word_bytes=0, chunk_words=0,
-                 cache_entries=0, image_bytes=0):
+                 cache_entries=0, image_bytes=0, max_batch=0):
         self._d = input_dim
+        self._max_batch = int(max_batch)
         self._bi = code_bytes(input_bits)
         self._max_payload = max_payload
         self._timeout = timeout
@@ -79,9 +83,10 @@ class FrameParser(wiring.Component):
         self._stage_depth = max(chunk_words * word_bytes, self._image_bytes)
         members = {
             "rx":     In(stream.Signature(8)),
-            "in_wr":  In(WritePort.Signature(addr_width=ceil_log2(input_dim), shape=signed(input_bits))),
-            "exec":   Out(ExecSignature(self.staged_bytes)),
-            "reply":  Out(ReplySignature()),
+            "in_wr":  In(WritePort.Signature(addr_width=ceil_log2(input_dim * max(1, self._max_batch)),
+                                             shape=signed(input_bits))),
+            "exec":   Out(ExecSignature(self.staged_bytes, self._max_batch)),
+            "reply":  Out(ReplySignature(self._max_batch)),
             "busy":   Out(1),
             "error":  Out(1),
         }
@@ -128,6 +133,7 @@ class FrameParser(wiring.Component):
     def _decode(self, m, st):
         # Command decode and length checks, registered while the frame is still arriving.
         d, bi, cached, loadable = self._d, self._bi, bool(self._entries), self._loadable
+        mb = self._max_batch
         cmd, length, idx = st.cmd, st.length, st.idx
         m.d.sync += [
             st.is_info.eq(cmd == Command.INFO),
@@ -136,7 +142,9 @@ class FrameParser(wiring.Component):
             st.is_clear.eq(cmd == Command.CLEAR_COUNTERS),
             st.is_reserved.eq(((cmd >= RESERVED_COMMANDS.start) & (cmd < RESERVED_COMMANDS.stop)
                                & (((cmd > max(CACHE_COMMANDS)) | (cmd < min(CACHE_COMMANDS))) if cached else C(1)))
-                              | ((cmd == Command.LOAD_WEIGHTS) if not loadable else C(0))),
+                              | ((cmd == Command.LOAD_WEIGHTS) if not loadable else C(0))
+                              | ((cmd == Command.INFER_BATCH) if not mb else C(0))),
+            st.is_batch.eq((cmd == Command.INFER_BATCH) if mb else C(0)),
             st.is_load.eq((cmd == Command.LOAD_WEIGHTS) if loadable else C(0)),
             st.len_big.eq(length > self._max_payload),
             st.len_zero.eq(length == 0),
@@ -151,13 +159,17 @@ class FrameParser(wiring.Component):
             ]
             len_rest = Mux(st.is_cwrite, length == 1 + self._image_bytes,
                            Mux(st.is_cstats, length <= 1, length == 0))
-        m.d.sync += st.len_ok.eq(
-            Mux(st.is_infer, length == d * bi,
-                Mux(st.is_load, (length >= 2 + self._wb) & (length <= 2 + self._max_chunk)
-                    & (st.word_byte == 0), len_rest)))
+        len_ok = Mux(st.is_infer, length == d * bi,
+                     Mux(st.is_load, (length >= 2 + self._wb) & (length <= 2 + self._max_chunk)
+                         & (st.word_byte == 0), len_rest))
+        if mb:
+            # INFER_BATCH: 1 to max_batch whole inputs (the position within an input is
+            # back at 0 once the payload is in).
+            len_ok = Mux(st.is_batch, ~st.len_zero & (length <= mb * d * bi) & (st.in_pos == 0), len_ok)
+        m.d.sync += st.len_ok.eq(len_ok)
         # Where the next payload byte goes, registered ahead of it (bytes come at most
         # every other cycle, see the input register).
-        m.d.sync += [st.code_ok.eq(st.is_infer & (idx < d * bi)),
+        m.d.sync += [st.code_ok.eq((st.is_infer & (idx < d * bi)) | (st.is_batch & (idx < mb * d * bi))),
                      st.stage_ok.eq((st.is_load & (idx >= 2) & (st.staged < self._max_chunk))
                                     | (st.is_cwrite & (idx >= 1) & (st.staged < self._image_bytes)))]
         # The cache commands' one-byte argument: CACHE_WRITE's slot, CACHE_STATS' flags
@@ -170,11 +182,14 @@ class FrameParser(wiring.Component):
             self.exec.cwrite.eq(st.is_cwrite), self.exec.arg0.eq(st.arg0),
             self.exec.staged.eq(st.staged), self.reply.cmd.eq(cmd),
         ]
+        if mb:
+            m.d.comb += [self.exec.batch.eq(st.is_batch), self.exec.count.eq(st.n_in),
+                         self.reply.batch.eq(st.is_batch), self.reply.count.eq(st.n_in)]
 
     def _dispatch_decision(self, m, st):
         # The dispatch decision, registered (a priority chain of seven tests took six
         # LUT levels when evaluated in the DISPATCH state itself).
-        known = st.is_info | st.is_infer | st.is_counters | st.is_clear | st.is_load
+        known = st.is_info | st.is_infer | st.is_counters | st.is_clear | st.is_load | st.is_batch
         if self._entries:
             known = known | st.is_cwrite | st.is_cclear | st.is_cstats | st.is_cinfo
             m.d.sync += [
@@ -235,7 +250,7 @@ class FrameParser(wiring.Component):
         with m.FSM(name="link") as fsm:
             self._header_states(m, st, byte, byte_valid, byte_is_sync, receiving)
             with m.State("LEN_CHECK"):
-                m.d.sync += [st.staged.eq(0), st.word_byte.eq(0), st.arg0.eq(0)]
+                m.d.sync += [st.staged.eq(0), st.word_byte.eq(0), st.arg0.eq(0), st.in_pos.eq(0), st.n_in.eq(0)]
                 with m.If(st.len_big):
                     # Don't wait for a body this long: the length itself is corrupt.
                     fail()
@@ -247,7 +262,7 @@ class FrameParser(wiring.Component):
             with m.State("DISPATCH"):
                 with m.If(st.d_err):
                     fail()
-                with m.Elif(st.is_infer | st.is_load | st.is_cwrite):
+                with m.Elif(st.is_infer | st.is_load | st.is_cwrite | st.is_batch):
                     m.d.comb += [ex.count_frame.eq(1), ex.start.eq(1)]
                     m.next = "EXECUTE"
                 with m.Else():
@@ -282,7 +297,7 @@ class FrameParser(wiring.Component):
         with m.If(~fsm.ongoing("REPLY") & ~fsm.ongoing("WAIT_TX")):
             m.d.sync += rp.kind.eq(Mux(fsm.ongoing("DISPATCH"), Mux(st.d_err, ReplyKind.ERROR, st.d_kind),
                                        Mux(fsm.ongoing("EXECUTE"),
-                                           Mux(st.is_infer, ReplyKind.INFER, ReplyKind.LOADED),
+                                           Mux(st.is_infer | st.is_batch, ReplyKind.INFER, ReplyKind.LOADED),
                                            ReplyKind.ERROR)))
         m.d.sync += [self.busy.eq(~fsm.ongoing("IDLE")), self.error.eq(ex.count_error)]
 
@@ -337,6 +352,13 @@ class FrameParser(wiring.Component):
                 if cached:
                     with m.If(idx == 0):
                         m.d.sync += st.arg0.eq(byte)
+                if self._max_batch:
+                    # INFER_BATCH: whole inputs received, and the position in the current one.
+                    with m.If(st.is_batch):
+                        with m.If(st.in_pos == self._d * self._bi - 1):
+                            m.d.sync += [st.in_pos.eq(0), st.n_in.eq(st.n_in + 1)]
+                        with m.Else():
+                            m.d.sync += st.in_pos.eq(st.in_pos + 1)
                 if self._loadable or cached:
                     with m.If(st.stage_ok):
                         m.d.comb += [self.stage_wr.addr.eq(st.staged), self.stage_wr.data.eq(byte),
@@ -375,7 +397,7 @@ class _ParserState:
         self.crc_lo = Signal(8, name="crc_lo")
         self.code_lo = Signal(8, name="code_lo")
         self.take = Signal(name="take")
-        for n in ("is_info", "is_infer", "is_counters", "is_clear", "is_reserved", "is_load",
+        for n in ("is_info", "is_infer", "is_counters", "is_clear", "is_reserved", "is_load", "is_batch",
                   # The cache's commands (constant 0 without a cache).
                   "is_cwrite", "is_cclear", "is_cstats", "is_cinfo",
                   "len_ok", "len_big", "len_zero", "crc_ok", "code_ok", "stage_ok", "arg_bad",
@@ -386,3 +408,6 @@ class _ParserState:
         self.arg0 = Signal(8, name="arg0")
         self.word_byte = Signal(range(parser._wb), name="word_byte")   # byte position in the word being staged
         self.staged = Signal(range(parser.staged_bytes + 1), name="staged")   # bytes staged by this frame
+        # INFER_BATCH: position in the input being received, whole inputs received.
+        self.in_pos = Signal(range(parser._d * parser._bi), name="in_pos")
+        self.n_in = Signal(range(parser._max_payload // (parser._d * parser._bi) + 1), name="n_in")

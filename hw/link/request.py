@@ -19,7 +19,8 @@ class ReplyKind(enum.IntEnum):
     """What a reply carries; the serializer picks the body's bytes and length by it."""
 
     INFO = 0         #: :class:`pwlnet.protocol.LinkInfo`
-    INFER = 1        #: output codes, argmax, cycles (and hit, slot with a cache)
+    INFER = 1        #: output codes, argmax, cycles (and hit, slot with a cache); with
+                     #: ``batch`` high, INFER_BATCH's records and cycles
     COUNTERS = 2     #: :data:`pwlnet.protocol.COUNTER_NAMES`, u32 each
     EMPTY = 3        #: no payload
     ERROR = 4        #: error code and the offending command
@@ -35,6 +36,11 @@ REPLY_KIND_BITS = 3
 class ReplySignature(wiring.Signature):
     """A reply request, parser to serializer (members as seen by the parser).
 
+    Parameters
+    ----------
+    max_batch : int
+        Most inputs of an ``INFER_BATCH`` (0: no batches, and no ``batch``, ``count``).
+
     Members
     -------
     valid : Out(1)
@@ -46,24 +52,36 @@ class ReplySignature(wiring.Signature):
         reply); stable until ``done``.
     err_code : Out(8)
         The :class:`pwlnet.protocol.ErrorCode` of an ``ERROR`` reply.
+    batch : Out(1)
+        An ``INFER`` reply is ``INFER_BATCH``'s (only with ``max_batch``).
+    count : Out(range(max_batch + 1))
+        Its number of inputs, stable until ``done`` (only with ``max_batch``).
     done : In(1)
         One-cycle pulse: the reply's last byte has been taken.
     """
 
-    def __init__(self):
-        super().__init__({
+    def __init__(self, max_batch=0):
+        self._max_batch = max_batch
+        members = {
             "valid":    Out(1),
             "kind":     Out(REPLY_KIND_BITS),
             "cmd":      Out(8),
             "err_code": Out(8),
             "done":     In(1),
-        })
+        }
+        if max_batch:
+            members.update({"batch": Out(1), "count": Out(range(max_batch + 1))})
+        super().__init__(members)
+
+    @property
+    def max_batch(self):
+        return self._max_batch
 
     def __eq__(self, other):
-        return type(other) is type(self)
+        return type(other) is type(self) and other.max_batch == self.max_batch
 
     def __repr__(self):
-        return "ReplySignature()"
+        return f"ReplySignature({self._max_batch})" if self._max_batch else "ReplySignature()"
 
 
 class ExecSignature(wiring.Signature):
@@ -74,6 +92,8 @@ class ExecSignature(wiring.Signature):
     staged_bytes : int
         Most payload bytes a frame stages for the executor (LOAD_WEIGHTS words, a
         CACHE_WRITE image); the width of ``staged``.
+    max_batch : int
+        Most inputs of an ``INFER_BATCH`` (0: no batches, and no ``batch``, ``count``).
 
     Members
     -------
@@ -96,13 +116,20 @@ class ExecSignature(wiring.Signature):
         CLEAR_COUNTERS: zero every counter.
     cache_clear, clear_stats : Out(1)
         CACHE_CLEAR, and CACHE_STATS with flag 0 once its reply is out.
+    batch : Out(1)
+        The request is an ``INFER_BATCH`` (stable from before ``start`` until ``done``;
+        only with ``max_batch``).
+    count : Out(range(max_batch + 1))
+        Its number of inputs, whole inputs in the input buffer from address 0 (only with
+        ``max_batch``).
     done : In(1)
         One-cycle pulse: the request has run.
     """
 
-    def __init__(self, staged_bytes):
+    def __init__(self, staged_bytes, max_batch=0):
         self._staged_bytes = staged_bytes
-        super().__init__({
+        self._max_batch = max_batch
+        members = {
             "start":          Out(1),
             "infer":          Out(1),
             "load":           Out(1),
@@ -117,14 +144,24 @@ class ExecSignature(wiring.Signature):
             "cache_clear":    Out(1),
             "clear_stats":    Out(1),
             "done":           In(1),
-        })
+        }
+        if max_batch:
+            members.update({"batch": Out(1), "count": Out(range(max_batch + 1))})
+        super().__init__(members)
 
     @property
     def staged_bytes(self):
         return self._staged_bytes
 
+    @property
+    def max_batch(self):
+        return self._max_batch
+
     def __eq__(self, other):
-        return type(other) is type(self) and other.staged_bytes == self.staged_bytes
+        return (type(other) is type(self) and other.staged_bytes == self.staged_bytes
+                and other.max_batch == self.max_batch)
 
     def __repr__(self):
+        if self._max_batch:
+            return f"ExecSignature({self._staged_bytes}, max_batch={self._max_batch})"
         return f"ExecSignature({self._staged_bytes})"

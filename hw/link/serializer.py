@@ -6,6 +6,10 @@ length, the body and the CRC-16 over all but ``SYNC`` -- the bytes
 into a register, folded into the CRC in the next cycle, then offered to the transmitter
 (stable while valid); every selector of the body comes straight from a register, which
 costs nothing next to a UART byte time.
+
+An ``INFER_BATCH`` reply (an ``INFER`` reply with ``batch`` high) is ``count`` records of
+output codes and u16 argmax, read from the output and argmax buffers record by record,
+then the batch's u32 cycles (:func:`pwlnet.protocol.batch_reply_len`).
 """
 
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed
@@ -38,6 +42,8 @@ class ReplySerializer(wiring.Component):
         The CACHE_INFO reply (None: no cache, and no ``hits``, ``misses``, ``hit``, ``slot``).
     slot_bits : int
         Width of ``slot`` (with a cache).
+    max_batch : int
+        Most inputs of an ``INFER_BATCH`` (0: no batches; no ``am_rd``).
 
     Attributes
     ----------
@@ -46,29 +52,39 @@ class ReplySerializer(wiring.Component):
     tx : Out(stream.Signature(8))
         Bytes to the UART transmitter.
     out_rd : In(ReadPort.Signature(...))
-        Read port of the output-code buffer (registered data).
+        Read port of the output-code buffer (registered data; ``max(1, max_batch)``
+        inferences' codes).
+    am_rd : In(ReadPort.Signature(...))
+        Read port of the argmax buffer, u16 per inference of a batch (registered data; only
+        with ``max_batch``).
     counters : In(32 * len(COUNTER_NAMES))
         The link's counters (COUNTERS' body).
     argmax : In(16), cycles : In(32)
-        The tail of INFER's body.
+        The tail of INFER's body (``cycles`` also ends INFER_BATCH's).
     hit : In(1), slot : In(slot_bits)
         The cached engine's tail of INFER's body (only with a cache).
     hits, misses : In(32)
         The cached engine's counters (CACHE_STATS' body; only with a cache).
     """
 
-    def __init__(self, info, cache_info=None, *, slot_bits=1):
+    def __init__(self, info, cache_info=None, *, slot_bits=1, max_batch=0):
+        if max_batch and cache_info is not None:
+            raise ValueError("a cached link answers INFER_BATCH with UNSUPPORTED; max_batch must be 0")
         self._info = info
+        self._max_batch = int(max_batch)
+        nb = max(1, self._max_batch)
         self._cache_info = cache_info
         out_bits = info.output_bits
         members = {
-            "req":      In(ReplySignature()),
+            "req":      In(ReplySignature(self._max_batch)),
             "tx":       Out(stream.Signature(8)),
-            "out_rd":   In(ReadPort.Signature(addr_width=ceil_log2(info.output_dim), shape=signed(out_bits))),
+            "out_rd":   In(ReadPort.Signature(addr_width=ceil_log2(info.output_dim * nb), shape=signed(out_bits))),
             "counters": In(32 * len(COUNTER_NAMES)),
             "argmax":   In(16),
             "cycles":   In(32),
         }
+        if self._max_batch:
+            members["am_rd"] = In(ReadPort.Signature(addr_width=ceil_log2(self._max_batch), shape=16))
         if cache_info is not None:
             members.update({"hit": In(1), "slot": In(slot_bits), "hits": In(32), "misses": In(32)})
         super().__init__(members)
@@ -92,9 +108,16 @@ class ReplySerializer(wiring.Component):
                     # A successful reply answers the command held in `cmd`.
                     m.d.sync += [st.r_kind.eq(req.kind),
                                  st.r_cmd.eq(Mux(req.kind == R.ERROR, ERROR_REPLY, req.cmd | REPLY_FLAG)),
-                                 st.r_len.eq(kind_len[req.kind]), st.remaining.eq(kind_len[req.kind]),
                                  st.r_empty.eq((req.kind == R.EMPTY) | (req.kind == R.LOADED)),
                                  st.hpos.eq(0), st.tcrc.eq(CRC_INIT)]
+                    if self._max_batch:
+                        # INFER_BATCH: `count` records of codes and argmax, then the cycles.
+                        batch = req.batch & (req.kind == R.INFER)
+                        blen = Mux(batch, req.count * st.rec_len + 4, kind_len[req.kind])
+                        m.d.sync += [st.r_batch.eq(batch), st.r_len.eq(blen), st.remaining.eq(blen),
+                                     st.rec_pos.eq(0), st.rec.eq(0), st.code_base.eq(0)]
+                    else:
+                        m.d.sync += [st.r_len.eq(kind_len[req.kind]), st.remaining.eq(kind_len[req.kind])]
                     if cached:
                         # The cache's replies start their byte index after INFO's bytes
                         # and after the counters (see _bodies).
@@ -159,14 +182,23 @@ class ReplySerializer(wiring.Component):
         else:
             tail = Cat(self.argmax, self.cycles)
         st.codes_len = n_out * bo
+        st.rec_len = st.codes_len + 2
         out_rd = self.out_rd
+        # With batches the codes are addressed by the position in the record, from the
+        # record's first code (a single INFER is one record at 0, so the same bytes).
+        pos = st.rec_pos if self._max_batch else bidx
+        base = st.code_base if self._max_batch else 0
         if bo == 1:
-            m.d.comb += [out_rd.addr.eq(bidx), st.out_byte.eq(out_rd.data.as_unsigned())]
+            m.d.comb += [out_rd.addr.eq(base + pos), st.out_byte.eq(out_rd.data.as_unsigned())]
         else:
             # The high byte of a code narrower than 16 bits is its sign extension.
             wide = Signal(signed(16))
-            m.d.comb += [out_rd.addr.eq(bidx >> 1), wide.eq(out_rd.data),
-                         st.out_byte.eq(Mux(bidx[0], wide[8:], wide[:8]))]
+            m.d.comb += [out_rd.addr.eq(base + (pos >> 1)), wide.eq(out_rd.data),
+                         st.out_byte.eq(Mux(pos[0], wide[8:], wide[:8]))]
+        if self._max_batch:
+            # A batch record's tail is its argmax; after the last record come the cycles.
+            m.d.comb += [self.am_rd.addr.eq(st.rec), self.am_rd.en.eq(1)]
+            tail = Mux(st.r_batch, Cat(self.am_rd.data, self.cycles), tail)
         # Two register stages narrow each source to one byte (word, then byte within the
         # word) before the kind is chosen; one big mux took six LUT levels.
         st.word_sel_bits = ceil_log2(-(-max(len(info_const) // 8, len(counters_vec) // 8) // 4))
@@ -189,9 +221,10 @@ class ReplySerializer(wiring.Component):
 
     def _body_states(self, m, st, body_byte):
         bidx, tx = st.bidx, self.tx
+        pos = st.rec_pos if self._max_batch else bidx
         with m.State("BODY_PREP"):
             # The output buffer's read port answers for `bidx` in the next cycle.
-            m.d.sync += [st.is_code.eq(bidx < st.codes_len), st.tail_idx.eq(bidx - st.codes_len),
+            m.d.sync += [st.is_code.eq(pos < st.codes_len), st.tail_idx.eq(pos - st.codes_len),
                          st.body_last.eq(st.remaining == 1),
                          st.info_word.eq(st.info_padded.word_select(bidx[2:2 + st.word_sel_bits], 32)),
                          st.cnt_word.eq(st.cnt_padded.word_select(bidx[2:2 + st.word_sel_bits], 32))]
@@ -213,6 +246,14 @@ class ReplySerializer(wiring.Component):
             m.d.comb += [tx.payload.eq(st.tbyte), tx.valid.eq(1)]
             with m.If(tx.ready):
                 m.d.sync += [bidx.eq(bidx + 1), st.remaining.eq(st.remaining - 1)]
+                if self._max_batch:
+                    # The next record of a batch starts at position 0 and the next codes;
+                    # past the last record the position runs on into the cycles.
+                    with m.If(st.r_batch & (st.rec_pos == st.rec_len - 1) & (st.rec != self.req.count - 1)):
+                        m.d.sync += [st.rec_pos.eq(0), st.rec.eq(st.rec + 1),
+                                     st.code_base.eq(st.code_base + self._info.output_dim)]
+                    with m.Else():
+                        m.d.sync += st.rec_pos.eq(st.rec_pos + 1)
                 with m.If(st.body_last):
                     m.d.sync += st.crc_hi.eq(0)
                     m.next = "CRC_LOAD"
@@ -234,6 +275,12 @@ class _ReplyState:
         self.body_last = Signal(name="body_last")
         self.is_code = Signal(name="is_code")
         self.tail_idx = Signal(3, name="tail_idx")
+        # INFER_BATCH: a batch reply, the byte position in the record, the record, and
+        # the output buffer address of the record's first code.
+        self.r_batch = Signal(name="r_batch")
+        self.rec_pos = Signal(16, name="rec_pos")
+        self.rec = Signal(16, name="rec")
+        self.code_base = Signal(16, name="code_base")
         self.tcrc = Signal(16, name="tcrc")
         self.tbyte = Signal(8, name="tbyte")
         self.crc_hi = Signal(name="crc_hi")
