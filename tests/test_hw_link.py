@@ -15,7 +15,7 @@ from pwlnet.hw.engine import MLPEngine, ideal_cycles
 from pwlnet.hw.link import Link
 from pwlnet.hw.slot_format import SlotFormat
 from pwlnet.protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REQ_SYNC, CacheInfo, Command, ErrorCode,
-                             LinkInfo, crc16, encode_frame, model_fingerprint)
+                             LinkInfo, batch_limit, crc16, encode_frame, model_fingerprint)
 from pwlnet.synth import random_model
 
 TIMEOUT = 300
@@ -400,3 +400,66 @@ def test_ports_match_the_engines(model, cache_case):
                 **kw)
     assert payload(link, "eng_o") == csig.members["o"].signature.members["payload"].shape
     assert payload(link, "cw") == csig.members["cw"].signature.members["payload"].shape
+
+
+def batch_frame(codes):
+    return encode_frame(Command.INFER_BATCH, np.asarray(codes, dtype=np.int8).tobytes())
+
+
+def check_batch(model, frame, codes):
+    """The reply to an INFER_BATCH of ``codes`` (k, input_dim): per input the golden output
+    codes and argmax, then the batch's cycles, which are returned."""
+    cmd, payload = frame
+    assert cmd == Command.INFER_BATCH | 0x80
+    n, k = model.output_dim, len(codes)
+    assert len(payload) == k * (n + 2) + 4
+    expect = golden.forward(model, np.asarray(codes))
+    for j in range(k):
+        rec = payload[j * (n + 2):(j + 1) * (n + 2)]
+        np.testing.assert_array_equal(np.frombuffer(rec[:n], dtype=np.int8), expect[j])
+        assert struct.unpack("<H", rec[n:])[0] == golden.argmax(expect[j])
+    (cycles,) = struct.unpack("<I", payload[-4:])
+    assert cycles > 0
+    return cycles
+
+
+def test_infer_batch(model):
+    # Batches of several sizes up to the link's limit, between single INFERs and errors.
+    link = _Bench(model).link
+    limit = link.batch
+    assert limit == batch_limit(link.info) == 16
+    rng = np.random.default_rng(11)
+    sizes = [1, 3, limit, 2]
+    batches = [rng.integers(-128, 128, size=(k, model.input_dim)) for k in sizes]
+    x = rng.integers(-128, 128, size=model.input_dim)
+    frames = run_link(model, [
+        batch_frame(batches[0]), infer_frame(x), batch_frame(batches[1]),
+        encode_frame(Command.INFER_BATCH, bytes(2 * model.input_dim + 1)),    # not whole inputs
+        encode_frame(Command.INFER_BATCH),                                      # no input
+        batch_frame(batches[2]), infer_frame(x),
+        bytes([REQ_SYNC, Command.INFER_BATCH]) + struct.pack("<H", (limit + 1) * model.input_dim),  # too long
+        batch_frame(batches[3]), encode_frame(Command.COUNTERS),
+    ])
+    assert len(frames) == 10
+    one = check_batch(model, frames[0], batches[0])
+    single = check_infer(model, frames[1], x)
+    assert one == single, "a batch of one takes an INFER's cycles"
+    check_batch(model, frames[2], batches[1])
+    assert frames[3] == error(ErrorCode.BAD_LENGTH, Command.INFER_BATCH)
+    assert frames[4] == error(ErrorCode.BAD_LENGTH, Command.INFER_BATCH)
+    full = check_batch(model, frames[5], batches[2])
+    # Back to back: the engine takes the next input while it computes the last one.
+    assert full < limit * single
+    assert check_infer(model, frames[6], x) == single
+    assert frames[7] == error(ErrorCode.BAD_LENGTH, Command.INFER_BATCH)
+    check_batch(model, frames[8], batches[3])
+    counters = dict(zip(COUNTER_NAMES, struct.unpack("<5I", frames[9][1])))
+    assert counters["inferences"] == sum(sizes) + 2
+    assert counters["errors"] == 3
+
+
+def test_cached_link_has_no_batch(cache_case):
+    cmodel = cache_case[0]
+    link = Link(cmodel, lanes=4, clk_freq=1e6, baud=1, timeout=TIMEOUT, cache_entries=CACHE_ENTRIES,
+                cache_image_bytes=SlotFormat(cmodel, 4, "linf").image_bytes)
+    assert link.batch == 0
