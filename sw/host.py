@@ -8,7 +8,8 @@ Layers, as in Glasgow's applets:
   (:class:`pwlnet.boards.icebreaker.ICEBreakerTop`) in Amaranth's simulator and drives its
   UART pins bit by bit, so everything above it is tested against the real gateware.
 * :class:`Device` speaks the protocol of :mod:`pwlnet.protocol` (frames, CRC, error
-  replies) and offers :meth:`Device.info`, :meth:`Device.infer`, :meth:`Device.counters`
+  replies) and offers :meth:`Device.info`, :meth:`Device.infer`, :meth:`Device.infer_batch`
+  (many inputs, in ``INFER_BATCH`` frames when the bitstream has them), :meth:`Device.counters`
   and, on a build with the hypersphere cache, :meth:`Device.cache_info`,
   :meth:`Device.cache_write`, :meth:`Device.cache_clear`, :meth:`Device.cache_stats` and
   :meth:`Device.run_cached` (the host's side of the cache, :class:`pwlnet.cache_host.CacheHost`).
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import artifact, golden
 from .protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REPLY_FLAG, CacheInfo, Command, ErrorCode,
-                      LinkInfo, code_bytes, crc16, encode_frame, model_fingerprint)
+                      LinkInfo, batch_limit, batch_reply_len, code_bytes, crc16, encode_frame, model_fingerprint)
 
 __all__ = ["Transport", "SerialTransport", "SimTransport", "Device", "DeviceError", "LinkError",
            "Inference", "CacheStats", "CachedRun", "NO_CACHE", "weight_image", "link_baud_of", "add_run_arguments",
@@ -304,6 +305,7 @@ class Device:
         self._model = model
         self._info = None
         self._cache = self._UNKNOWN    # CacheInfo, or None for a build without the cache
+        self._batch = self._UNKNOWN    # inputs per INFER_BATCH, or 0 for a build without it
         self._slot_format = None
 
     # --- frames -------------------------------------------------------------------------
@@ -410,12 +412,8 @@ class Device:
         codes = np.asarray(codes).reshape(-1)
         if codes.shape != (info.input_dim,):
             raise ValueError(f"expected {info.input_dim} input codes, not {codes.shape[0]}")
-        lo, hi = -(1 << (info.input_bits - 1)), (1 << (info.input_bits - 1)) - 1
-        if codes.min() < lo or codes.max() > hi:
-            raise ValueError(f"input codes must be in [{lo}, {hi}] ({info.input_bits} bits)")
-        bi, bo = code_bytes(info.input_bits), code_bytes(info.output_bits)
-        payload = b"".join(int(c).to_bytes(bi, "little", signed=True) for c in codes)
-        reply = self.request(Command.INFER, payload)
+        bo = code_bytes(info.output_bits)
+        reply = self.request(Command.INFER, self._code_payload(info, codes[None]))
         n = info.output_dim * bo
         if self._cache is self._UNKNOWN:
             allowed = (n + 6, n + 8)
@@ -431,15 +429,97 @@ class Device:
             return Inference(outputs, argmax, cycles, cached=bool(reply[n + 6]), slot=reply[n + 7])
         return Inference(outputs, argmax, cycles)
 
-    def infer_batch(self, codes):
-        """:meth:`infer` over the rows of ``codes``; returns stacked outputs, argmaxes and cycles."""
-        outs, amax, cyc = [], [], []
-        for row in np.asarray(codes):
-            o, a, c = self.infer(row)
-            outs.append(o)
-            amax.append(a)
-            cyc.append(c)
-        return np.array(outs, dtype=np.int64), np.array(amax), np.array(cyc)
+    @staticmethod
+    def _code_payload(info, rows):
+        """The wire bytes of input codes ``rows`` (k, input_dim), checked against the widths."""
+        lo, hi = -(1 << (info.input_bits - 1)), (1 << (info.input_bits - 1)) - 1
+        if rows.size and (rows.min() < lo or rows.max() > hi):
+            raise ValueError(f"input codes must be in [{lo}, {hi}] ({info.input_bits} bits)")
+        bi = code_bytes(info.input_bits)
+        return b"".join(int(c).to_bytes(bi, "little", signed=True) for c in rows.reshape(-1))
+
+    def batch_limit(self):
+        """Most inputs one ``INFER_BATCH`` frame carries on this board
+        (:func:`pwlnet.protocol.batch_limit` of its INFO), or 0 once the board has answered
+        ``INFER_BATCH`` with ``UNSUPPORTED`` (a cached build) or ``UNKNOWN_COMMAND`` (a
+        bitstream from before the command).  Until then it is what INFO promises."""
+        if self._batch is self._UNKNOWN:
+            return batch_limit(self._layout())
+        return self._batch
+
+    def infer_batch(self, codes, max_batch=None):
+        """Run many inputs; returns ``(outputs, argmax, cycles)`` stacked over the rows.
+
+        The rows go in ``INFER_BATCH`` frames of up to :meth:`batch_limit` inputs (one
+        request and one reply per frame, so a USB round trip is paid per batch, not per
+        input); on a board that answers ``INFER_BATCH`` with ``UNSUPPORTED`` or
+        ``UNKNOWN_COMMAND`` (remembered), and with ``max_batch=1``, each row is one INFER.
+
+        Parameters
+        ----------
+        codes : array_like of int, shape (N, input_dim)
+        max_batch : int, optional
+            At most this many inputs per frame (default: the board's limit; 1: single INFERs).
+
+        Returns
+        -------
+        outputs : ndarray of int64, shape (N, output_dim)
+        argmax : ndarray of int64, shape (N,)
+        cycles : ndarray of float64, shape (N,)
+            Engine cycles per inference: an INFER's own, or, for a row that went in a batch,
+            the batch's cycles (first input beat to last output beat) divided by its inputs
+            (the engine's time per inference with the inputs back to back).
+        """
+        info = self._layout()
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != info.input_dim:
+            raise ValueError(f"expected input codes of shape (N, {info.input_dim}), not {codes.shape}")
+        if max_batch is not None and (isinstance(max_batch, bool) or int(max_batch) != max_batch or max_batch < 1):
+            raise ValueError(f"max_batch must be a positive integer, not {max_batch!r}")
+        self._code_payload(info, codes)    # refuse out-of-range codes before anything is sent
+        n = len(codes)
+        outs = np.zeros((n, info.output_dim), dtype=np.int64)
+        amax = np.zeros(n, dtype=np.int64)
+        cycles = np.zeros(n, dtype=np.float64)
+        i = 0
+        while i < n:
+            limit = self.batch_limit() if max_batch != 1 else 0
+            if limit:
+                k = min(limit, max_batch or limit, n - i)
+                try:
+                    o, a, c = self._infer_frame(info, codes[i:i + k])
+                except DeviceError as e:
+                    if self._batch is not self._UNKNOWN or e.code not in (ErrorCode.UNSUPPORTED,
+                                                                          ErrorCode.UNKNOWN_COMMAND):
+                        raise
+                    self._batch = 0     # an older or a cached bitstream: single INFERs from now on
+                    continue
+                self._batch = batch_limit(info)
+                outs[i:i + k], amax[i:i + k], cycles[i:i + k] = o, a, c / k
+            else:
+                k = 1
+                r = self.infer(codes[i])
+                outs[i], amax[i], cycles[i] = r.outputs, r.argmax, r.cycles
+            i += k
+        return outs, amax, cycles
+
+    def _infer_frame(self, info, rows):
+        """One ``INFER_BATCH`` of ``rows`` (k, input_dim); returns outputs (k, output_dim),
+        argmaxes (k,) and the batch's cycles."""
+        k = len(rows)
+        reply = self.request(Command.INFER_BATCH, self._code_payload(info, rows))
+        if len(reply) != batch_reply_len(info, k):
+            raise LinkError(f"INFER_BATCH reply for {k} inputs has {len(reply)} bytes, expected "
+                            f"{batch_reply_len(info, k)}")
+        bo = code_bytes(info.output_bits)
+        rec = info.output_dim * bo + 2
+        outs = np.zeros((k, info.output_dim), dtype=np.int64)
+        amax = np.zeros(k, dtype=np.int64)
+        for j in range(k):
+            r = reply[j * rec:(j + 1) * rec]
+            outs[j] = [int.from_bytes(r[c:c + bo], "little", signed=True) for c in range(0, rec - 2, bo)]
+            amax[j] = struct.unpack("<H", r[rec - 2:])[0]
+        return outs, amax, struct.unpack("<I", reply[-4:])[0]
 
     def counters(self):
         """Counters since power-up or :meth:`clear_counters`: a dict keyed by :data:`COUNTER_NAMES`."""

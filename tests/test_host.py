@@ -385,3 +385,76 @@ def test_cache_preload(cached_case):
             assert (r.cached, r.slot) == (bool(look.hit[0]), max(0, int(look.slot[0])))
         assert gold.hits > 0
         assert dev.cache_stats() == CacheStats(gold.hits, gold.misses)
+
+
+def test_infer_batch_same_answers_as_single(device, model):
+    # The many-input path goes in INFER_BATCH frames by itself; the answers are the same
+    # as with one INFER per input, and the golden model's.
+    codes = np.random.default_rng(21).integers(-128, 128, size=(5, model.input_dim))
+    expect = golden.forward(model, codes)
+    assert device.batch_limit() == 16      # max_payload 64 holds 16 inputs of 4 codes
+    device.clear_counters()
+    outs, amax, cycles = device.infer_batch(codes, max_batch=2)     # frames of 2, 2 and 1
+    assert device.counters()["frames"] == 3 + 1     # the COUNTERS request is counted too
+    one_outs, one_amax, one_cycles = device.infer_batch(codes, max_batch=1)
+    np.testing.assert_array_equal(outs, expect)
+    np.testing.assert_array_equal(one_outs, expect)
+    np.testing.assert_array_equal(amax, golden.argmax(expect))
+    np.testing.assert_array_equal(one_amax, amax)
+    # Two inputs back to back take less than twice one inference; the last frame holds one.
+    assert cycles[0] == cycles[1] < one_cycles[0] == cycles[4]
+    with pytest.raises(ValueError, match="input codes must be in"):
+        device.infer_batch(np.full((2, model.input_dim), 200))
+
+
+def test_infer_batch_falls_back_on_a_cached_board(cdev, cached_case):
+    # A cached build answers INFER_BATCH with UNSUPPORTED: single INFERs, remembered.
+    _net, model, _blocks, stream = cached_case
+    cdev.cache_clear()
+    outs, amax, _ = cdev.infer_batch(stream[:2])
+    np.testing.assert_array_equal(outs, golden.forward(model, stream[:2]))
+    assert cdev.batch_limit() == 0
+
+
+class _OldBoard:
+    """A board from before INFER_BATCH, in Python: INFO and INFER (from the golden model), and
+    UNKNOWN_COMMAND to anything else."""
+
+    def __init__(self, model):
+        from pwlnet.protocol import ERROR_REPLY, REP_SYNC, REPLY_FLAG, LinkInfo, model_fingerprint
+        self.model, self.out, self.commands = model, bytearray(), []
+        self.info = LinkInfo(1, (0, 1, 0), model.input_dim, model.input_bits, model.output_dim,
+                             model.layers[-1].out_bits, len(model.layers), 8, 1_000_000, 115200, 10,
+                             model_fingerprint(model), 64)
+        self.reply = lambda cmd, payload: self.out.extend(encode_frame(cmd | REPLY_FLAG, payload, sync=REP_SYNC))
+        self.error = lambda cmd: self.out.extend(encode_frame(ERROR_REPLY, bytes([ErrorCode.UNKNOWN_COMMAND, cmd]),
+                                                              sync=REP_SYNC))
+
+    def write(self, frame):
+        cmd, payload = frame[1], frame[4:-2]
+        self.commands.append(cmd)
+        if cmd == Command.INFO:
+            self.reply(cmd, self.info.pack())
+        elif cmd == Command.INFER:
+            y = golden.forward(self.model, np.frombuffer(payload, dtype=np.int8)[None].astype(np.int64))[0]
+            self.reply(cmd, y.astype(np.int8).tobytes() + bytes([golden.argmax(y), 0, 7, 0, 0, 0]))
+        else:
+            self.error(cmd)
+
+    def read(self, n, timeout):
+        data = bytes(self.out[:n])
+        del self.out[:n]
+        return data
+
+
+def test_infer_batch_falls_back_on_an_older_bitstream(model):
+    board = _OldBoard(model)
+    dev = Device(board, model=model)
+    codes = np.random.default_rng(5).integers(-128, 128, size=(3, model.input_dim))
+    outs, amax, cycles = dev.infer_batch(codes)
+    np.testing.assert_array_equal(outs, golden.forward(model, codes))
+    assert dev.batch_limit() == 0 and list(cycles) == [7, 7, 7]
+    # One INFER_BATCH tried, then one INFER per input; the next run does not try again.
+    assert board.commands == [Command.INFO, Command.INFER_BATCH] + 3 * [Command.INFER]
+    dev.infer_batch(codes[:1])
+    assert board.commands[-1] == Command.INFER and Command.INFER_BATCH not in board.commands[2:]
