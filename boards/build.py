@@ -31,8 +31,9 @@ from pathlib import Path
 
 from ..protocol import check_cache_entries, code_bytes
 
-__all__ = ["BuildError", "FitError", "TimingError", "ProgramError", "BOARDS", "DEVICE_LIMITS",
-           "DEFAULT_TARGETS_MHZ", "cache_suffix", "build_bitstream", "program", "add_build_arguments", "cli_build"]
+__all__ = ["BuildError", "FitError", "TimingError", "NetlistError", "ProgramError", "BOARDS", "DEVICE_LIMITS",
+           "DEFAULT_TARGETS_MHZ", "cache_suffix", "build_bitstream", "synthesize_netlist", "netlist_name",
+           "program", "add_build_arguments", "cli_build"]
 
 BOARDS = ("icebreaker",)
 #: Clocks tried in order (MHz) until one closes timing; after a miss, clocks above the
@@ -61,6 +62,10 @@ class FitError(BuildError):
 
 class TimingError(BuildError):
     """The design's fmax is below the clock it was built for."""
+
+
+class NetlistError(BuildError):
+    """The synthesized netlist, simulated, answered a frame unlike the golden model or the RTL."""
 
 
 class ProgramError(RuntimeError):
@@ -115,16 +120,37 @@ def _fmax(report, clock_net):
     return min(float(e["achieved"]) for e in fmax.values())
 
 
+def netlist_name(name="top"):
+    """File name of the synthesized netlist a build writes beside its other products."""
+    return f"{name}.netlist.v"
+
+
+def _flow_options(name):
+    # No "-dsp": the lanes are explicit SB_MAC16 instances, and yosys' ice40_dsp pass
+    # rewrites an existing instance's register parameters (it dropped the lanes' input and
+    # product registers); the design has no `*` meant for a DSP.  The netlist is written
+    # right after synth_ice40, from the very netlist nextpnr reads as JSON, for
+    # pwlnet.sim.netlist to simulate; -noattr keeps it plain Verilog.
+    return dict(synth_opts="", script_after_synth=f"write_verilog -noattr {netlist_name(name)}",
+                nextpnr_opts=f"--report {name}.report.json --timing-allow-fail")
+
+
+def _run_synthesis(top, platform, build_dir, name):
+    """Only the yosys step of the flow (same script and options): returns the netlist's path."""
+    plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False, **_flow_options(name))
+    plan.extract(str(build_dir))
+    run = subprocess.run([os.environ["YOSYS"], "-q", "-l", f"{name}.rpt", f"{name}.ys"], cwd=build_dir,
+                         capture_output=True, text=True)
+    if run.returncode:
+        tail = "\n".join((run.stderr or run.stdout).splitlines()[-15:])
+        raise BuildError(f"yosys failed (exit {run.returncode}) in {build_dir}:\n{tail}")
+    return Path(build_dir) / netlist_name(name)
+
+
 def _run_flow(top, platform, build_dir, name):
     try:
         products = platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
-                                  # No "-dsp": the lanes are explicit SB_MAC16 instances,
-                                  # and yosys' ice40_dsp pass rewrites an existing
-                                  # instance's register parameters (it dropped the lanes'
-                                  # input and product registers); the design has no `*`
-                                  # meant for a DSP.
-                                  synth_opts="",
-                                  nextpnr_opts=f"--report {name}.report.json --timing-allow-fail")
+                                  **_flow_options(name))
     except subprocess.CalledProcessError as e:
         log = build_dir / f"{name}.tim"
         text = log.read_text(errors="replace") if log.exists() else ""
@@ -162,6 +188,11 @@ def _report_text(r):
         lines.insert(4, f"  cache      {c['entries']} entries, {c['metric']}, {c['image_bytes']}-byte slot images; "
                         f"hit {c['hit_cycles']} cycles, miss {c['miss_cycles']} cycles "
                         f"({c['hits_per_second']:.0f} hits/s at the clock)")
+    check = r.get("netlist_check")
+    if check:
+        lines.append(f"  netlist    {'checked' if check['passed'] else 'FAILED'} on {check['simulator']}: "
+                     + (f"{check['frames']} frames ({check['inferences']} inferences) answered as the golden "
+                        f"model, {check['seconds']:.0f} s" if check["passed"] else check["error"]))
     lines.append(f"  bitstream  {r['bitstream']}")
     return "\n".join(lines) + "\n"
 
@@ -173,7 +204,7 @@ def cache_suffix(cache_entries, cache_metric):
 
 def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_TARGETS_MHZ,
                     out_root="build", *, baud=None, engine=None, name="top", model_name=None,
-                    cache_entries=0, cache_metric="linf"):
+                    cache_entries=0, cache_metric="linf", verify_netlist=0, verify_simulator="verilator"):
     """Compile a model into a bitstream and write the report.
 
     Parameters
@@ -205,6 +236,13 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
         Slots of the hypersphere cache (0: none).
     cache_metric : {"linf", "l2", "l1"}
         The cache's distance.
+    verify_netlist : int
+        After the build, simulate the kept clock's synthesized netlist (``top.netlist.v``
+        in its gateware folder) answering this many INFER frames, plus INFO and COUNTERS,
+        and compare with the golden model (:func:`pwlnet.sim.netlist.verify_netlist`);
+        0: no check.  The report's ``netlist_check`` records the result.
+    verify_simulator : {"verilator", "icarus"}
+        The simulator of that check.
 
     Returns
     -------
@@ -215,6 +253,9 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     ------
     FitError, TimingError, BuildError
         As their names say; the message names the resource or the frequencies.
+    NetlistError
+        The netlist check found a mismatch (the message names the first); the bitstream
+        is removed and the report says why.
     """
     from .. import artifact
     from ..code_cache import METRICS
@@ -226,6 +267,13 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     check_cache_entries(cache_entries, "cache entries")
     if cache_metric not in METRICS:
         raise ValueError(f"cache metric must be one of {', '.join(METRICS)}, not {cache_metric!r}")
+    if not isinstance(verify_netlist, int) or verify_netlist < 0:
+        raise ValueError(f"verify_netlist must be a non-negative integer, not {verify_netlist!r}")
+    if verify_simulator not in ("verilator", "icarus"):
+        raise ValueError(f"verify_simulator must be 'verilator' or 'icarus', not {verify_simulator!r}")
+    if verify_netlist and cache_entries:
+        raise ValueError("the netlist check covers builds without the cache; build with --cache-entries 0 "
+                         "or drop --verify-netlist")
     model_name = model_name or model_dir.resolve().name + cache_suffix(cache_entries, cache_metric)
     out_dir = Path(out_root) / board / model_name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +283,10 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     _tool_env()
     job = _Job(model=model, model_name=model_name, board=board, out_dir=out_dir, lanes=lanes, baud=baud,
                engine=engine, name=name, cache_entries=cache_entries, cache_metric=cache_metric)
-    return _walk_clocks(job, targets)
+    result = _walk_clocks(job, targets)
+    if verify_netlist:
+        result = _check_netlist(job, result, verify_netlist, verify_simulator)
+    return result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,8 +305,8 @@ class _Job:
     cache_metric: str
 
 
-def _attempt(job, mhz):
-    """Place and route ``job`` at ``mhz``; return (result dict, bitstream bytes or None)."""
+def _board(job, mhz):
+    """The board top, its platform and its PLL setting for ``job`` at ``mhz``."""
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
     from ..hw.pll import pll_config
@@ -266,6 +317,41 @@ def _attempt(job, mhz):
                         cache_entries=job.cache_entries, cache_metric=job.cache_metric)
     platform = ICEBreakerPlatform()
     platform.add_resources(platform.break_off_pmod)
+    return top, platform, pll
+
+
+def synthesize_netlist(model, build_dir, *, lanes=8, mhz=48, baud=None, engine=None, name="top",
+                       cache_entries=0, cache_metric="linf"):
+    """Synthesize the board top exactly as :func:`build_bitstream` does, without place and route.
+
+    Writes Amaranth's build tree into ``build_dir`` and runs only its yosys script
+    (``synth_ice40`` with the build's options, then ``write_verilog``), which takes about a
+    minute where the whole flow takes several.
+
+    Returns
+    -------
+    top : ICEBreakerTop
+        The (unelaborated) top that was synthesized: its ``divisor``, ``link.info`` and
+        ``clk_freq`` are what :func:`pwlnet.sim.netlist.verify_netlist` needs.
+    netlist : Path
+        ``build_dir / netlist_name(name)``.
+    """
+    from .. import artifact
+
+    if not hasattr(model, "layers"):
+        model = artifact.load(model)
+    _tool_env()
+    job = _Job(model=model, model_name=name, board="icebreaker", out_dir=Path(build_dir), lanes=lanes,
+               baud=baud, engine=engine, name=name, cache_entries=cache_entries, cache_metric=cache_metric)
+    top, platform, _pll = _board(job, mhz)
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    return top, _run_synthesis(top, platform, build_dir, name)
+
+
+def _attempt(job, mhz):
+    """Place and route ``job`` at ``mhz``; return (result dict, bitstream bytes or None)."""
+    top, platform, pll = _board(job, mhz)
     gw = job.out_dir / f"gateware-{mhz:g}MHz"
     if gw.exists():
         shutil.rmtree(gw)
@@ -310,6 +396,7 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
         "bitstream": f"{job.model_name}.bin",
         "gateware": gateware,
         "cache": None,
+        "netlist_check": None,
     }
     if job.cache_entries:
         hit = int(top.engine.hit_cycles)
@@ -326,11 +413,37 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
     return result
 
 
+def _write_report(job, result):
+    (job.out_dir / "report.json").write_text(json.dumps(result, indent=1) + "\n")
+    (job.out_dir / "report.txt").write_text(_report_text(result))
+
+
+def _check_netlist(job, result, frames, simulator):
+    """Simulate the kept build's netlist (:func:`pwlnet.sim.netlist.verify_netlist`) and
+    record the outcome in the report; on a mismatch remove the bitstream and raise."""
+    from ..sim.netlist import NetlistMismatch, verify_netlist
+
+    top, _platform, _pll = _board(job, result["requested_mhz"])
+    gw = job.out_dir / result["gateware"]
+    netlist = gw / netlist_name(job.name)
+    try:
+        check = verify_netlist(netlist, job.model, top.link.info, divisor=top.divisor, clk_freq=top.clk_freq,
+                               frames=frames, simulator=simulator, workdir=gw / "netlist_sim")
+    except NetlistMismatch as e:
+        result["netlist_check"] = {"passed": False, "simulator": simulator, "error": str(e)}
+        _write_report(job, result)
+        (job.out_dir / result["bitstream"]).unlink(missing_ok=True)
+        raise NetlistError(f"the synthesized netlist {netlist} does not answer as the golden model: {e} "
+                           f"(bitstream removed; the simulation is in {gw / 'netlist_sim'})") from None
+    result["netlist_check"] = {"passed": True, **check}
+    _write_report(job, result)
+    return result
+
+
 def _finish(job, result, bitstream, tried):
     """Write ``report.json``, ``report.txt`` and the bitstream (if any) of the kept run."""
     result["tried"] = tried
-    (job.out_dir / "report.json").write_text(json.dumps(result, indent=1) + "\n")
-    (job.out_dir / "report.txt").write_text(_report_text(result))
+    _write_report(job, result)
     if bitstream is not None:
         (job.out_dir / result["bitstream"]).write_bytes(bitstream)
     return result
@@ -425,6 +538,11 @@ def add_build_arguments(parser):
                         help="hypersphere cache slots (default 0: no cache)")
     parser.add_argument("--cache-metric", default="linf", choices=("linf", "l2", "l1"),
                         help="the cache's distance (default linf)")
+    parser.add_argument("--verify-netlist", type=int, default=0, metavar="N",
+                        help="after the build, simulate the synthesized netlist answering N INFER frames "
+                             "and fail on any difference from the golden model (default 0: no check)")
+    parser.add_argument("--verify-simulator", default="verilator", choices=("verilator", "icarus"),
+                        help="simulator of --verify-netlist (default verilator, about 50 times faster here)")
     parser.add_argument("--program", action="store_true",
                         help="program the board (with the existing bitstream, built first if missing)")
     parser.add_argument("--rebuild", action="store_true", help="with --program: build even if a bitstream exists")
@@ -443,7 +561,9 @@ def cli_build(args):
         if not (args.program and bitstream.is_file() and not getattr(args, "rebuild", False)):
             build_bitstream(model_dir, board=args.board, lanes=args.lanes, target_mhz=args.target_mhz,
                             out_root=args.out, baud=args.baud, model_name=model_name,
-                            cache_entries=cache_entries, cache_metric=cache_metric)
+                            cache_entries=cache_entries, cache_metric=cache_metric,
+                            verify_netlist=getattr(args, "verify_netlist", 0) or 0,
+                            verify_simulator=getattr(args, "verify_simulator", "verilator") or "verilator")
         print((out_dir / "report.txt").read_text(), end="")
         if args.program:
             program(args.board, bitstream)

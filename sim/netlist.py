@@ -1,0 +1,393 @@
+"""The synthesized board top, simulated as a netlist and checked through its UART pins.
+
+What the FPGA runs is not Amaranth's Verilog but yosys' netlist after ``synth_ice40``:
+LUTs, flip-flops, carry chains, block RAMs with their initialisation, the lanes'
+``SB_MAC16`` blocks, ``SB_IO`` pads and the PLL.  :func:`verify_netlist` simulates that
+netlist (the ``top.netlist.v`` a :mod:`pwlnet.boards.build` run writes) with yosys' own
+behavioural models of the iCE40 cells (``share/ice40/cells_sim.v``) on Icarus or
+Verilator, from power-up: no reset is applied from outside, the flip-flops start at the
+zero the models (and the silicon) give them, and the block RAMs hold what the netlist's
+``INIT_*`` parameters say.  A Verilog bench bit-bangs request frames
+(:func:`pwlnet.protocol.encode_frame`) into the UART's rx pad at the build's divisor and
+records every byte the tx pad sends; the replies are then checked against the RTL's own
+INFO record and against :func:`pwlnet.golden.forward`.
+
+The PLL has no behavioural model (``cells_sim.v`` declares ``SB_PLL40_PAD`` as a
+black box), so :data:`PLL_STANDIN` replaces it: its output clock *is* the pad clock, and
+LOCK rises :data:`LOCK_CYCLES` pad cycles after power-up.  Every count in the design
+(UART divisor, reset delay, link timeout) is in cycles of that clock, so the bench runs
+the pad at the PLL's output rate in cycles and nothing else changes.  The frequency
+arithmetic of the real PLL (DIVR/DIVF/DIVQ) is not simulated, and neither is any delay:
+this is a functional simulation of the netlist, not a timing one (nextpnr's timing
+report covers timing).
+
+The check is batch-wise: the bench sends a frame, waits for as many reply bytes as the
+protocol says the reply has (or gives up after a bound), and moves on.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import golden
+from ..protocol import COUNTER_NAMES, REPLY_FLAG, REP_SYNC, Command, LinkInfo, code_bytes, crc16, encode_frame
+from .runner import ice40_cells_sim
+from .verilog_check import run_selfcheck
+
+__all__ = ["NetlistMismatch", "LOCK_CYCLES", "PLL_STANDIN", "SIMULATORS", "netlist_sources", "run_frames",
+           "verify_netlist"]
+
+SIMULATORS = ("verilator", "icarus")
+#: Pad-clock cycles from power-up until the PLL stand-in raises LOCK.
+LOCK_CYCLES = 64
+#: The PLL stand-in (see the module docstring); it keeps SB_PLL40_PAD's ports and parameters.
+PLL_STANDIN = f"""
+`timescale 1ns/1ps
+module SB_PLL40_PAD (
+  input PACKAGEPIN, output PLLOUTCORE, output PLLOUTGLOBAL, input EXTFEEDBACK,
+  input [7:0] DYNAMICDELAY, output LOCK, input BYPASS, input RESETB,
+  input LATCHINPUTVALUE, output SDO, input SDI, input SCLK
+);
+  parameter FEEDBACK_PATH = "SIMPLE";
+  parameter DELAY_ADJUSTMENT_MODE_FEEDBACK = "FIXED";
+  parameter DELAY_ADJUSTMENT_MODE_RELATIVE = "FIXED";
+  parameter SHIFTREG_DIV_MODE = 1'b0;
+  parameter FDA_FEEDBACK = 4'b0000;
+  parameter FDA_RELATIVE = 4'b0000;
+  parameter PLLOUT_SELECT = "GENCLK";
+  parameter DIVR = 4'b0000;
+  parameter DIVF = 7'b0000000;
+  parameter DIVQ = 3'b000;
+  parameter FILTER_RANGE = 3'b000;
+  parameter ENABLE_ICEGATE = 1'b0;
+  parameter TEST_MODE = 1'b0;
+  parameter EXTERNAL_DIVIDE_FACTOR = 1;
+  assign PLLOUTGLOBAL = PACKAGEPIN;
+  assign PLLOUTCORE = PACKAGEPIN;
+  assign SDO = 1'b0;
+  reg locked = 1'b0;
+  integer count = 0;
+  always @(posedge PACKAGEPIN)
+    if (count < {LOCK_CYCLES}) count <= count + 1;
+    else locked <= 1'b1;
+  assign LOCK = locked & RESETB & ~BYPASS;
+endmodule
+"""
+
+# Each frame is a row of frames.hex: request length, reply length, cycle bound.
+_TB = """
+`timescale 1ns/1ps
+module tb;
+  localparam DIV = {divisor};
+  reg clk = 0;
+  always #5 clk = ~clk;
+  reg rx = 1'b1;
+  wire tx;
+  // the pads are inout ports of the netlist: drive them through nets
+  wire clk_pad = clk, rx_pad = rx;
+  {top} dut(.{clk_port}(clk_pad), .{rx_port}(rx_pad), .{tx_port}(tx));
+
+  reg [7:0] req [0:{n_bytes}-1];
+  reg [31:0] frm [0:{n_words}-1];
+  integer f, i, k, p = 0, got = 0, want = 0, waited;
+
+  task send_byte(input [7:0] b);
+    begin
+      rx <= 1'b0; repeat (DIV) @(posedge clk);
+      for (k = 0; k < 8; k = k + 1) begin rx <= b[k]; repeat (DIV) @(posedge clk); end
+      rx <= 1'b1; repeat (DIV) @(posedge clk);
+    end
+  endtask
+
+  // tx monitor: start bit seen, sample the middle of every bit, keep bytes with a stop bit
+  integer rstate = 0, rcnt = 0, rbit = 0;
+  reg [7:0] rbyte = 0;
+  always @(posedge clk) begin
+    case (rstate)
+      0: if (tx === 1'b0) begin rstate <= 1; rcnt <= DIV / 2 - 1; end
+      1: if (rcnt != 0) rcnt <= rcnt - 1;
+         else if (tx === 1'b0) begin rstate <= 2; rcnt <= DIV - 1; rbit <= 0; end
+         else rstate <= 0;
+      2: if (rcnt != 0) rcnt <= rcnt - 1;
+         else begin
+           rbyte <= {{tx === 1'b1, rbyte[7:1]}}; rcnt <= DIV - 1; rbit <= rbit + 1;
+           if (rbit == 7) rstate <= 3;
+         end
+      3: if (rcnt != 0) rcnt <= rcnt - 1;
+         else begin
+           if (tx === 1'b1) begin $fwrite(f, "%0d %02x\\n", i, rbyte); got = got + 1; end
+           else $fwrite(f, "%0d framing\\n", i);
+           rstate <= 0;
+         end
+    endcase
+  end
+
+  initial begin
+    $readmemh("req.hex", req);
+    $readmemh("frames.hex", frm);
+    f = $fopen("tx.txt", "w");
+    repeat ({startup}) @(posedge clk);
+    for (i = 0; i < {n_frames}; i = i + 1) begin
+      want = want + frm[3 * i + 1];
+      for (waited = 0; waited < frm[3 * i]; waited = waited + 1) begin
+        send_byte(req[p]); p = p + 1;
+      end
+      waited = 0;
+      while (got < want && waited < frm[3 * i + 2]) begin @(posedge clk); waited = waited + 1; end
+      if (got < want) begin
+        $display("TIMEOUT %0d", i); $fclose(f); $finish;
+      end
+      // one byte time of idle line between a reply and the next request
+      repeat (10 * DIV) @(posedge clk);
+    end
+    $display("RESULT %0d 0", i);
+    $fclose(f);
+    $finish;
+  end
+endmodule
+"""
+
+
+class NetlistMismatch(AssertionError):
+    """The netlist answered a frame differently from the RTL's contract or the golden model."""
+
+
+def netlist_sources(workdir, simulator="icarus"):
+    """Write the cell models into ``workdir``: ``cells_sim.v`` without its PLL black box,
+    and :data:`PLL_STANDIN`.  Returns their paths.
+
+    For Verilator, ``SB_IO``'s "an unconnected CLOCK_ENABLE reads as 1" (a test for
+    ``1'bz``, which Verilator refuses as a tristate) becomes plain ``CLOCK_ENABLE``: the
+    netlist connects that port of every ``SB_IO`` (see :func:`_check_io_enables`).
+    """
+    workdir = Path(workdir)
+    text = ice40_cells_sim().read_text()
+    # Drop the (* blackbox *) SB_PLL40_PAD declaration; the stand-in replaces it.
+    text, n = re.subn(r"\(\* blackbox \*\)\s*module SB_PLL40_PAD \(.*?endmodule", "", text, flags=re.S)
+    if n != 1:
+        raise RuntimeError(f"expected one SB_PLL40_PAD black box in {ice40_cells_sim()}, found {n}")
+    # Icarus cannot parse the models' input-port default values; yosys' write_verilog
+    # connects every input of the cells synth_ice40 makes, so no default is ever used.
+    text = "`define NO_ICE40_DEFAULT_ASSIGNMENTS\n" + text
+    if simulator == "verilator":
+        text, n = re.subn(r"wire clken_pulled = CLOCK_ENABLE \|\| CLOCK_ENABLE === 1'bz;",
+                          "wire clken_pulled = CLOCK_ENABLE;", text)
+        if n != 1:
+            raise RuntimeError(f"expected one SB_IO clock-enable pull-up in {ice40_cells_sim()}, found {n}")
+    cells, pll = workdir / "cells_sim.v", workdir / "pll_standin.v"
+    cells.write_text(text)
+    pll.write_text(PLL_STANDIN)
+    return [cells, pll]
+
+
+def _check_io_enables(netlist_text):
+    """Refuse a netlist with an ``SB_IO`` whose CLOCK_ENABLE is not connected (the cell
+    models are compiled without their input-port defaults, see :func:`netlist_sources`)."""
+    cells = re.findall(r"^\s*SB_IO\s*#\(.*?\)\s*(\S+)\s*\((.*?)\);", netlist_text, re.S | re.M)
+    loose = [name for name, conns in cells if ".CLOCK_ENABLE(" not in conns]
+    if not cells or loose:
+        raise RuntimeError(f"the netlist has {len(cells)} SB_IO cells; CLOCK_ENABLE unconnected on {loose}")
+
+
+def _port(netlist_text, top, pattern, what):
+    """The one port of module ``top`` whose name matches ``pattern``."""
+    head = re.search(rf"module {re.escape(top)}\s*\((.*?)\);", netlist_text, re.S)
+    if head is None:
+        raise RuntimeError(f"the netlist has no module {top!r}")
+    names = [p.strip() for p in head[1].split(",")]
+    found = [n for n in names if re.fullmatch(pattern, n)]
+    if len(found) != 1:
+        raise RuntimeError(f"the netlist's top {top!r} has {len(found)} ports for {what} "
+                           f"(pattern {pattern!r}) among {names}")
+    return found[0]
+
+
+def run_frames(netlist, frames, *, divisor, startup_cycles, simulator="verilator", workdir=None, top="top"):
+    """Simulate ``netlist`` answering ``frames`` through its UART pads.
+
+    Parameters
+    ----------
+    netlist : path
+        yosys' ``write_verilog`` output of the synthesized board top.
+    frames : list of (bytes, int, int)
+        Request frame, length of its reply in bytes, and how many cycles to wait for it
+        after the request's last stop bit.
+    divisor : int
+        Cycles per UART bit (the build's).
+    startup_cycles : int
+        Idle cycles from power-up before the first request.
+
+    Returns
+    -------
+    replies : list of bytes
+        What the tx pad sent while each frame was answered; the list stops at the first
+        frame that got fewer bytes than its reply length.
+    stdout : str
+        The simulator's output.
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {SIMULATORS}, not {simulator!r}")
+    netlist = Path(netlist).resolve()
+    work = Path(workdir or tempfile.mkdtemp(prefix="pwlnet-netlist-"))
+    work.mkdir(parents=True, exist_ok=True)
+    text = netlist.read_text()
+    _check_io_enables(text)
+    ports = dict(clk_port=_port(text, top, r"\\?clk12_0__io", "the 12 MHz pad"),
+                 rx_port=_port(text, top, r"\\?uart_0__rx__io", "the UART rx pad"),
+                 tx_port=_port(text, top, r"\\?uart_0__tx__io", "the UART tx pad"))
+    ports = {k: (v + " " if v.startswith("\\") else v) for k, v in ports.items()}
+    data = b"".join(f[0] for f in frames)
+    (work / "req.hex").write_text("".join(f"{b:02x}\n" for b in data))
+    (work / "frames.hex").write_text("".join(f"{len(r):x}\n{n:x}\n{c:x}\n" for r, n, c in frames))
+    (work / "tb.v").write_text(_TB.format(divisor=int(divisor), top=top, n_bytes=max(1, len(data)),
+                                          n_words=max(1, 3 * len(frames)), n_frames=len(frames),
+                                          startup=int(startup_cycles), **ports))
+    out = run_selfcheck(work, [work / "tb.v", netlist, *netlist_sources(work, simulator)], simulator)
+    replies = [bytearray() for _ in frames]
+    for line in (work / "tx.txt").read_text().splitlines():
+        idx, val = line.split()
+        if val == "framing":
+            raise NetlistMismatch(f"frame {idx}: the tx pad sent a byte without a stop bit")
+        replies[int(idx)].append(int(val, 16))
+    done = len(frames)
+    m = re.search(r"^TIMEOUT (\d+)", out, re.M)
+    if m:
+        done = int(m[1]) + 1
+    return [bytes(r) for r in replies[:done]], out
+
+
+def _split_reply(buf, what):
+    """``(cmd, payload)`` of the one reply frame in ``buf``, checked byte by byte."""
+    if len(buf) < 6 or buf[0] != REP_SYNC:
+        raise NetlistMismatch(f"{what}: reply {buf.hex()} does not start with a reply frame")
+    cmd, length = buf[1], struct.unpack("<H", buf[2:4])[0]
+    if len(buf) != 6 + length:
+        raise NetlistMismatch(f"{what}: reply of {len(buf)} bytes announces a {length}-byte payload")
+    body, crc = buf[1:4 + length], struct.unpack("<H", buf[4 + length:])[0]
+    if crc16(body) != crc:
+        raise NetlistMismatch(f"{what}: reply has a bad CRC")
+    return cmd, bytes(buf[4:4 + length])
+
+
+def _test_codes(model, n, seed):
+    """``n`` input rows: the two extremes, zero, then uniform random codes."""
+    lo, hi = -(1 << (model.input_bits - 1)), (1 << (model.input_bits - 1)) - 1
+    codes = np.random.default_rng(seed).integers(lo, hi + 1, size=(n, model.input_dim))
+    for row, value in zip(range(n), (hi, lo, 0)):
+        codes[row] = value
+    return codes
+
+
+def verify_netlist(netlist, model, info, *, divisor, clk_freq, frames=32, seed=0, simulator="verilator",
+                   workdir=None, top="top"):
+    """Check the synthesized board top against the RTL's INFO record and the golden model.
+
+    Sends ``INFO``, ``frames`` ``INFER`` requests (input codes: both extremes, zero, then
+    random) and ``COUNTERS``, from power-up, and checks: the INFO reply equals ``info``
+    (what the RTL reports, :attr:`pwlnet.hw.link.Link.info`); every INFER reply's output
+    codes and arg-max equal :func:`pwlnet.golden.forward` and :func:`pwlnet.golden.argmax`,
+    and its cycle count is the same for every inference; the counters say ``frames + 2``
+    frames (COUNTERS counts itself), ``frames`` inferences, no errors, and at least the inferences' cycles busy.
+    Builds whose weights are loaded over the link (``info.weight_words``) or that have the
+    cache are refused: this check covers the plain top with weights in the bitstream.
+
+    Parameters
+    ----------
+    netlist : path
+        The build's ``top.netlist.v``.
+    model : CompiledModel
+        The model built in.
+    info : LinkInfo
+        What the RTL's INFO reply holds (``ICEBreakerTop(...).link.info``).
+    divisor : int
+        The top's cycles per UART bit.
+    clk_freq : float
+        The top's fabric clock in Hz (sets the startup wait: PLL lock plus the reset delay).
+    frames : int
+        INFER frames to check.
+    simulator : {"verilator", "icarus"}
+        Verilator compiles this netlist in ~15 s and then runs ~50 times faster than Icarus.
+
+    Returns
+    -------
+    dict
+        ``{"simulator", "frames", "inferences", "seconds"}``: frames checked
+        (INFO, INFER and COUNTERS), inferences among them, wall time.
+
+    Raises
+    ------
+    NetlistMismatch
+        Naming the first frame that differs, what came and what was expected.
+    """
+    if not isinstance(info, LinkInfo):
+        raise TypeError(f"info must be a LinkInfo, not {info!r}")
+    if info.weight_words:
+        raise ValueError("verify_netlist covers builds with their weights in the bitstream; this one "
+                         f"loads {info.weight_words} weight words over the link")
+    if not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a positive integer, not {frames!r}")
+    bi, bo = code_bytes(model.input_bits), code_bytes(model.layers[-1].out_bits)
+    codes = _test_codes(model, frames, seed)
+    expect = golden.forward(model, codes)
+    amax = golden.argmax(expect)
+    byte_cycles = 10 * int(divisor)
+
+    def bound(req, reply_len):
+        # The request's echo time plus the reply's, the inference, and slack.
+        return (len(req) + reply_len + 8) * byte_cycles + 4 * info.cycles_per_inference + 4096
+
+    plan = [("INFO", encode_frame(Command.INFO), 6 + struct.calcsize(LinkInfo._FORMAT))]
+    for row in codes:
+        payload = b"".join(int(c).to_bytes(bi, "little", signed=True) for c in row)
+        plan.append(("INFER", encode_frame(Command.INFER, payload), 6 + model.output_dim * bo + 6))
+    plan.append(("COUNTERS", encode_frame(Command.COUNTERS), 6 + 4 * len(COUNTER_NAMES)))
+    names = ["INFO"] + [f"INFER #{i}" for i in range(frames)] + ["COUNTERS"]
+
+    t0 = time.monotonic()
+    # Power-up: PLL lock, then the PLL block's reset delay (15 us), then margin.
+    startup = LOCK_CYCLES + 2 * int(20e-6 * clk_freq) + 256
+    replies, _out = run_frames(netlist, [(req, n, bound(req, n)) for _, req, n in plan], divisor=divisor,
+                               startup_cycles=startup, simulator=simulator, workdir=workdir, top=top)
+    seconds = time.monotonic() - t0
+
+    cycles_seen = []
+    for i, ((kind, _req, n), name) in enumerate(zip(plan, names)):
+        what = f"frame {i} ({name})"
+        if i >= len(replies) or len(replies[i]) < n:
+            got = replies[i].hex() if i < len(replies) else ""
+            raise NetlistMismatch(f"{what}: no complete reply ({len(got) // 2} of {n} bytes: {got or 'nothing'})")
+        cmd, payload = _split_reply(replies[i], what)
+        want_cmd = int(getattr(Command, kind)) | REPLY_FLAG
+        if cmd != want_cmd:
+            raise NetlistMismatch(f"{what}: reply command 0x{cmd:02x}, expected 0x{want_cmd:02x} "
+                                  f"(payload {payload.hex()})")
+        if kind == "INFO":
+            got = LinkInfo.unpack(payload)
+            if got != info:
+                raise NetlistMismatch(f"{what}: INFO is {got}, the RTL reports {info}")
+        elif kind == "INFER":
+            k = i - 1
+            n_out = model.output_dim * bo
+            outs = [int.from_bytes(payload[j:j + bo], "little", signed=True) for j in range(0, n_out, bo)]
+            am, cyc = struct.unpack("<HI", payload[n_out:n_out + 6])
+            if outs != expect[k].tolist() or am != int(amax[k]):
+                raise NetlistMismatch(f"{what}: inputs {codes[k].tolist()} gave outputs {outs} arg-max {am}; "
+                                      f"the golden model gives {expect[k].tolist()} arg-max {int(amax[k])}")
+            cycles_seen.append(cyc)
+            if cyc == 0 or cyc != cycles_seen[0]:
+                raise NetlistMismatch(f"{what}: the inference took {cyc} cycles, the first took {cycles_seen[0]}")
+        else:
+            counters = dict(zip(COUNTER_NAMES, struct.unpack(f"<{len(COUNTER_NAMES)}I", payload)))
+            # The COUNTERS request is counted before its reply is sent.
+            want = {"frames": frames + 2, "inferences": frames, "errors": 0, "uart_errors": 0}
+            bad = {k: v for k, v in want.items() if counters[k] != v}
+            if bad or counters["busy_cycles"] < sum(cycles_seen):
+                raise NetlistMismatch(f"{what}: counters {counters}; expected {want} and busy_cycles >= "
+                                      f"{sum(cycles_seen)}")
+    return {"simulator": simulator, "frames": len(plan), "inferences": frames, "seconds": round(seconds, 1)}
