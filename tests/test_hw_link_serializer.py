@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 from pwlnet.hw.link import ReplyKind, ReplySerializer
 from pwlnet.hw.link.serializer import infer_reply_len
 from pwlnet.protocol import (ERROR_REPLY, GATEWARE_VERSION, PROTOCOL_VERSION, REP_SYNC, REPLY_FLAG, CacheInfo,
-                             Command, ErrorCode, LinkInfo, encode_frame)
+                             Command, ErrorCode, LinkInfo, batch_reply_len, encode_frame)
 
 
 def link_info(output_dim=4, output_bits=8):
@@ -135,3 +135,75 @@ def test_cache_replies(hit, slot):
         encode_frame(Command.INFO | REPLY_FLAG, info.pack(), sync=REP_SYNC),
         encode_frame(ERROR_REPLY, bytes([ErrorCode.BAD_ARGUMENT, Command.CACHE_WRITE]), sync=REP_SYNC),
     ]
+
+
+class _BatchBench(_Bench):
+    """The serializer with output and argmax buffers holding a batch."""
+
+    def __init__(self, info, codes, argmaxes, max_batch):
+        self.dut = ReplySerializer(info, slot_bits=2, max_batch=max_batch)
+        self.codes = [int(c) for c in codes]
+        self.argmaxes = [int(a) for a in argmaxes] + [0] * (max_batch - len(argmaxes))
+        self.bits = info.output_bits
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.submodules.am_mem = mem = Memory(shape=16, depth=len(self.argmaxes), init=self.argmaxes)
+        wiring.connect(m, self.dut.am_rd, mem.read_port())
+        return m
+
+
+def run_batch_replies(bench, counts, inputs):
+    """As run_replies, for INFER replies with ``batch`` high and each of ``counts`` inputs
+    (0: a single INFER's reply)."""
+    dut = bench.dut
+    frames = []
+    for k in counts:
+        async def tb(ctx, k=k):
+            ctx.set(dut.req.batch, k > 0)
+            ctx.set(dut.req.count, k)
+            for name, value in inputs.items():
+                ctx.set(getattr(dut, name), value)
+            ctx.set(dut.req.kind, ReplyKind.INFER)
+            ctx.set(dut.req.cmd, Command.INFER_BATCH if k else Command.INFER)
+            ctx.set(dut.req.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.req.valid, 0)
+            ctx.set(dut.tx.ready, 1)
+            out = bytearray()
+            for _ in range(4000):
+                valid, byte, done = ctx.get(dut.tx.valid), ctx.get(dut.tx.payload), ctx.get(dut.req.done)
+                await ctx.tick()
+                if valid:
+                    out.append(byte)
+                if done:
+                    break
+            frames.append(bytes(out))
+
+        sim = Simulator(bench)
+        sim.add_clock(1e-6)
+        sim.add_testbench(tb)
+        sim.run()
+    return frames
+
+
+@pytest.mark.parametrize("bits", [8, 12])
+def test_batch_reply(bits):
+    # Records of output codes and argmax, one per input, then the batch's cycles; a single
+    # INFER reply from the same serializer is unchanged (its first record and its tail).
+    info = link_info(output_dim=3, output_bits=bits)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    codes = np.random.default_rng(bits).integers(lo, hi + 1, size=(4, 3))
+    argmaxes = [2, 0, 1, 0x1234]
+    dtype = np.int8 if bits == 8 else "<i2"
+    frames = run_batch_replies(_BatchBench(info, codes.reshape(-1), argmaxes, 4), [4, 1, 0, 2],
+                               {"argmax": 1, "cycles": 0xA1B2C3D4})
+
+    def batch(k):
+        body = b"".join(np.array(codes[j], dtype=dtype).tobytes() + struct.pack("<H", argmaxes[j]) for j in range(k))
+        body += struct.pack("<I", 0xA1B2C3D4)
+        assert len(body) == batch_reply_len(info, k)
+        return encode_frame(Command.INFER_BATCH | REPLY_FLAG, body, sync=REP_SYNC)
+
+    single = np.array(codes[0], dtype=dtype).tobytes() + struct.pack("<HI", 1, 0xA1B2C3D4)
+    assert frames == [batch(4), batch(1), encode_frame(Command.INFER | REPLY_FLAG, single, sync=REP_SYNC), batch(2)]

@@ -4,8 +4,8 @@ import struct
 
 import pytest
 
-from pwlnet.protocol import (MAX_CACHE_ENTRIES, REQ_SYNC, CacheInfo, Command, LinkInfo, check_cache_entries, code_bytes,
-                             crc16, encode_frame, field_bytes)
+from pwlnet.protocol import (MAX_CACHE_ENTRIES, REQ_SYNC, CacheInfo, Command, LinkInfo, batch_limit, batch_reply_len,
+                             check_cache_entries, code_bytes, crc16, encode_frame, field_bytes)
 
 
 def test_crc16_check_value():
@@ -50,3 +50,17 @@ def test_code_bytes():
 
 def test_field_bytes():
     assert [field_bytes(b) for b in (0, 1, 8, 9, 16, 17, 32)] == [1, 1, 1, 2, 2, 3, 4]
+
+
+def test_batch_limit_and_reply_len():
+    # As many whole inputs as max_payload holds; two-byte codes count twice.
+    info = LinkInfo(1, (0, 1, 0), 24, 8, 4, 8, 3, 8, 48_000_000, 3_000_000, 771, 0, 384)
+    assert batch_limit(info) == 16
+    assert batch_limit(LinkInfo(1, (0, 1, 0), 24, 12, 4, 8, 3, 8, 1, 1, 1, 0, 384)) == 8
+    assert batch_limit(LinkInfo(1, (0, 1, 0), 24, 8, 4, 8, 3, 8, 1, 1, 1, 0, 383)) == 15
+    # Per input its 4 output codes and a u16 argmax, then one u32 of cycles.
+    assert batch_reply_len(info, 1) == 4 + 2 + 4
+    assert batch_reply_len(info, 16) == 16 * 6 + 4
+    wide = LinkInfo(1, (0, 1, 0), 24, 8, 4, 16, 3, 8, 1, 1, 1, 0, 384)
+    assert batch_reply_len(wide, 3) == 3 * (8 + 2) + 4
+    assert Command.INFER_BATCH == 0x06

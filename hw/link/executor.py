@@ -85,6 +85,8 @@ class CommandExecutor(wiring.Component):
 
     def __init__(self, model, *, staged_bytes, stage_depth=0, counter_bits=32, weight_words=0,
                  weight_word_bits=0, cache_entries=0, image_bytes=0, max_batch=0):
+        if max_batch and cache_entries:
+            raise ValueError("a cached link answers INFER_BATCH with UNSUPPORTED; max_batch must be 0")
         self._model = model
         self._max_batch = int(max_batch)
         nb = max(1, self._max_batch)

@@ -69,6 +69,8 @@ class FrameParser(wiring.Component):
 
     def __init__(self, *, input_dim, input_bits, max_payload, timeout, word_bytes=0, chunk_words=0,
                  cache_entries=0, image_bytes=0, max_batch=0):
+        if max_batch and cache_entries:
+            raise ValueError("a cached link answers INFER_BATCH with UNSUPPORTED; max_batch must be 0")
         self._d = input_dim
         self._max_batch = int(max_batch)
         self._bi = code_bytes(input_bits)
