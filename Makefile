@@ -14,12 +14,13 @@ SIM     ?= verilator
 VECTORS ?= 2000
 WAVES   ?= 0
 JOBS    ?= 2
+VERIFY  ?= 0
 
 .PHONY: help install test test-fast sim bench bitstream program clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: BOARD=$(BOARD) MODEL=$(MODEL) LANES=$(LANES) CACHE=$(CACHE) METRIC=$(METRIC) SIM=$(SIM) VECTORS=$(VECTORS) WAVES=$(WAVES)"
+	@echo "  variables: BOARD=$(BOARD) MODEL=$(MODEL) LANES=$(LANES) CACHE=$(CACHE) METRIC=$(METRIC) SIM=$(SIM) VECTORS=$(VECTORS) WAVES=$(WAVES) VERIFY=$(VERIFY)"
 
 # torch is pinned to the CPU build that pip finds locally (see README, "Set-up").
 $(STAMP): pyproject.toml
@@ -43,8 +44,8 @@ sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [W
 bench: $(STAMP)  ## the cache on sensor streams: docs/cache_table.md, docs/cache_*.png, the 2-D figure, bank cost (long)
 	$(PY) -m pwlnet.bench cache --out docs
 
-bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=8] [CACHE=16 METRIC=linf] [BAUD=1000000]
-	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(if $(BAUD),--baud $(BAUD),)
+bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=8] [CACHE=16 METRIC=linf] [BAUD=1000000] [VERIFY=32 (netlist check, on SIM)]
+	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(if $(BAUD),--baud $(BAUD),) $(if $(filter-out 0,$(VERIFY)),--verify-netlist $(VERIFY) --verify-simulator $(SIM),)
 
 program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL
 	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(MODEL)
