@@ -895,9 +895,11 @@ def cli_run(args):
         print(f"... and {len(bad) - 20} more")
     n = len(codes)
     if n:
+        batch = dev.batch_limit()
+        how = f"INFER_BATCH frames of up to {batch}" if batch else "one INFER per input"
         print(f"{n} inferences, {n - len(bad)} match the golden model, {len(bad)} differ; "
-              f"engine {int(cycles.mean())} cycles each "
-              f"({cycles.mean() / info.clk_hz * 1e6:.2f} us); link {n / elapsed:.1f} inferences/s")
+              f"engine {cycles.mean():.0f} cycles each "
+              f"({cycles.mean() / info.clk_hz * 1e6:.2f} us); link {n / elapsed:.1f} inferences/s ({how})")
     if args.outputs:
         np.save(args.outputs, golden.dequantize_outputs(model, outs))
     return 1 if len(bad) else 0
