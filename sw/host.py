@@ -29,7 +29,8 @@ import numpy as np
 
 from . import artifact, golden
 from .protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REPLY_FLAG, CacheInfo, Command, ErrorCode,
-                      LinkInfo, batch_limit, batch_reply_len, code_bytes, crc16, encode_frame, model_fingerprint)
+                      LinkInfo, RX_FIFO_BYTES, batch_limit, batch_reply_len, code_bytes, crc16, encode_frame,
+                      model_fingerprint)
 
 __all__ = ["Transport", "SerialTransport", "SimTransport", "Device", "DeviceError", "LinkError",
            "Inference", "CacheStats", "CachedRun", "NO_CACHE", "weight_image", "link_baud_of", "add_run_arguments",
@@ -172,8 +173,10 @@ class SimTransport(Transport):
         Nominal clock (only reported by INFO and used for the LED timers).
     frame_timeout : int
         The link's mid-frame timeout, in byte times.
-    idle_bytes : int
-        :meth:`read` gives up after this many byte times without a byte from the device.
+    idle_bytes : int or None
+        :meth:`read` gives up after this many byte times without a byte from the device
+        (default: 48, plus the byte times a full ``INFER_BATCH`` keeps the engine busy, with
+        a quarter's margin).
     engine : callable or None
         Engine factory, as for :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`.
     cache_entries, cache_metric, cache_preload
@@ -183,7 +186,7 @@ class SimTransport(Transport):
         Write a waveform file (slow).
     """
 
-    def __init__(self, model, *, lanes=8, divisor=8, clk_freq=1e6, frame_timeout=16, idle_bytes=48,
+    def __init__(self, model, *, lanes=8, divisor=8, clk_freq=1e6, frame_timeout=16, idle_bytes=None,
                  engine=None, cache_entries=0, cache_metric="linf", cache_preload=(), vcd=None):
         from amaranth.sim import Simulator
 
@@ -198,6 +201,9 @@ class SimTransport(Transport):
                                  target="generic", timeout=frame_timeout * self.byte_cycles,
                                  engine=engine, cache_entries=cache_entries, cache_metric=cache_metric,
                                  cache_preload=cache_preload)
+        if idle_bytes is None:
+            busy = self.top.link.batch * getattr(self.top.engine, "cycles_per_inference", 0)
+            self.idle_bytes = 48 + -(-5 * busy // (4 * self.byte_cycles))
         self._to_dev = collections.deque()
         self._from_dev = collections.deque()
         self.frame_errors = 0
@@ -350,6 +356,10 @@ class Device:
             If there is no valid reply.
         """
         self.send(cmd, payload)
+        return self._reply_to(cmd)
+
+    def _reply_to(self, cmd):
+        """Receive the reply to a request ``cmd`` already sent; its payload (see :meth:`request`)."""
         rcmd, rpayload = self.receive()
         if rcmd == ERROR_REPLY:
             if len(rpayload) != 2:
@@ -452,7 +462,10 @@ class Device:
 
         The rows go in ``INFER_BATCH`` frames of up to :meth:`batch_limit` inputs (one
         request and one reply per frame, so a USB round trip is paid per batch, not per
-        input); on a board that answers ``INFER_BATCH`` with ``UNSUPPORTED`` or
+        input).  Where what may arrive while the board runs a batch and replies fits its
+        receive FIFO (:data:`pwlnet.protocol.RX_FIFO_BYTES`; INFO's clock, baud and cycles
+        tell), the next batch is sent before the previous reply is read, so the wire is not
+        idle during the board's turnaround and the round trip.  On a board that answers ``INFER_BATCH`` with ``UNSUPPORTED`` or
         ``UNKNOWN_COMMAND`` (remembered), and with ``max_batch=1``, each row is one INFER.
 
         Parameters
@@ -481,33 +494,79 @@ class Device:
         outs = np.zeros((n, info.output_dim), dtype=np.int64)
         amax = np.zeros(n, dtype=np.int64)
         cycles = np.zeros(n, dtype=np.float64)
+        pending = collections.deque()     # (first row, inputs) of batches sent, not yet answered
+
+        def collect():
+            j, k = pending.popleft()
+            try:
+                outs[j:j + k], amax[j:j + k], c = self._batch_reply(info, k)
+            except (DeviceError, LinkError):
+                self._drain(len(pending))
+                raise
+            cycles[j:j + k] = c / k
+
         i = 0
         while i < n:
             limit = self.batch_limit() if max_batch != 1 else 0
-            if limit:
-                k = min(limit, max_batch or limit, n - i)
+            if not limit:
+                r = self.infer(codes[i])
+                outs[i], amax[i], cycles[i] = r.outputs, r.argmax, r.cycles
+                i += 1
+                continue
+            k = min(limit, max_batch or limit, n - i)
+            if self._batch is self._UNKNOWN:
+                # The first batch alone: the answer says whether the board has batches.
                 try:
-                    o, a, c = self._infer_frame(info, codes[i:i + k])
+                    outs[i:i + k], amax[i:i + k], c = self._infer_frame(info, codes[i:i + k])
                 except DeviceError as e:
-                    if self._batch is not self._UNKNOWN or e.code not in (ErrorCode.UNSUPPORTED,
-                                                                          ErrorCode.UNKNOWN_COMMAND):
+                    if e.code not in (ErrorCode.UNSUPPORTED, ErrorCode.UNKNOWN_COMMAND):
                         raise
                     self._batch = 0     # an older or a cached bitstream: single INFERs from now on
                     continue
                 self._batch = batch_limit(info)
-                outs[i:i + k], amax[i:i + k], cycles[i:i + k] = o, a, c / k
-            else:
-                k = 1
-                r = self.infer(codes[i])
-                outs[i], amax[i], cycles[i] = r.outputs, r.argmax, r.cycles
+                cycles[i:i + k] = c / k
+                i += k
+                continue
+            # Two batches in flight when the board's FIFO holds what arrives meanwhile: the
+            # next request crosses the wire while the board runs this one and replies.
+            # (The batch the board may be busy with is at most `limit` inputs long.)
+            if len(pending) >= (2 if self._can_pipeline(info, min(limit, max_batch or limit)) else 1):
+                collect()
+            self.send(Command.INFER_BATCH, self._code_payload(info, codes[i:i + k]))
+            pending.append((i, k))
             i += k
+        while pending:
+            collect()
         return outs, amax, cycles
+
+    @staticmethod
+    def _can_pipeline(info, k):
+        """Whether a batch of ``k`` may be sent before the reply to the previous one: the bytes
+        that can arrive while the board runs a batch (with a quarter's margin on INFO's
+        cycles per inference) and sends its reply fit :data:`RX_FIFO_BYTES`."""
+        if not (info.clk_hz and info.baud and info.cycles_per_inference):
+            return False
+        byte_cycles = 10 * info.clk_hz / info.baud
+        busy = 1.25 * k * info.cycles_per_inference / byte_cycles + 6 + batch_reply_len(info, k) + 8
+        return busy <= RX_FIFO_BYTES
+
+    def _drain(self, frames):
+        """Read and drop the replies of ``frames`` requests still on their way (after an error)."""
+        for _ in range(frames):
+            try:
+                self.receive()
+            except LinkError:
+                return
 
     def _infer_frame(self, info, rows):
         """One ``INFER_BATCH`` of ``rows`` (k, input_dim); returns outputs (k, output_dim),
         argmaxes (k,) and the batch's cycles."""
-        k = len(rows)
-        reply = self.request(Command.INFER_BATCH, self._code_payload(info, rows))
+        self.send(Command.INFER_BATCH, self._code_payload(info, rows))
+        return self._batch_reply(info, len(rows))
+
+    def _batch_reply(self, info, k):
+        """Receive and unpack the reply to an ``INFER_BATCH`` of ``k`` inputs already sent."""
+        reply = self._reply_to(Command.INFER_BATCH)
         if len(reply) != batch_reply_len(info, k):
             raise LinkError(f"INFER_BATCH reply for {k} inputs has {len(reply)} bytes, expected "
                             f"{batch_reply_len(info, k)}")

@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "PROTOCOL_VERSION", "GATEWARE_VERSION", "REQ_SYNC", "REP_SYNC", "ERROR_REPLY", "REPLY_FLAG",
     "CRC_POLY", "Command", "ErrorCode", "RESERVED_COMMANDS", "CACHE_COMMANDS", "CACHE_METRIC_CODES",
-    "COUNTER_NAMES", "MAX_CACHE_ENTRIES", "check_cache_entries", "batch_limit", "batch_reply_len",
+    "COUNTER_NAMES", "MAX_CACHE_ENTRIES", "RX_FIFO_BYTES", "check_cache_entries", "batch_limit", "batch_reply_len",
     "crc16", "encode_frame", "code_bytes", "field_bytes", "model_fingerprint", "LinkInfo", "CacheInfo",
 ]
 
@@ -92,6 +92,10 @@ def check_cache_entries(entries, name="cache_entries"):
         raise ValueError(f"{name} must be an integer in 0..{MAX_CACHE_ENTRIES}, not {entries!r}")
     return entries
 
+
+#: Bytes of the device's receive FIFO: what a host may send while the device is busy with
+#: an earlier request (running it, sending its reply) without losing a byte.
+RX_FIFO_BYTES = 256
 
 #: Order of the u32 counters in a COUNTERS reply.
 COUNTER_NAMES = ("frames", "inferences", "errors", "busy_cycles", "uart_errors")

@@ -394,8 +394,25 @@ def test_infer_batch_same_answers_as_single(device, model):
     expect = golden.forward(model, codes)
     assert device.batch_limit() == 16      # max_payload 64 holds 16 inputs of 4 codes
     device.clear_counters()
-    outs, amax, cycles = device.infer_batch(codes, max_batch=2)     # frames of 2, 2 and 1
-    assert device.counters()["frames"] == 3 + 1     # the COUNTERS request is counted too
+    device.batch_limit()
+    events = []
+
+    class Watch:     # when frames go out and replies come in
+        def write(self, data):
+            events.append("w")
+            device.transport.write(data)
+
+        def read(self, n, timeout):
+            data = device.transport.read(n, timeout)
+            if data and data[0] == 0x5A and n == 1:
+                events.append("r")
+            return data
+
+    watched = Device(Watch(), model=model)
+    outs, amax, cycles = watched.infer_batch(codes, max_batch=2)     # frames of 2, 2 and 1
+    # INFO, then the first batch alone (does the board have batches?), then two in flight.
+    assert "".join(events) == "wr" + "wr" + "wwrr"
+    assert device.counters()["frames"] == 1 + 3 + 1     # INFO and COUNTERS are counted too
     one_outs, one_amax, one_cycles = device.infer_batch(codes, max_batch=1)
     np.testing.assert_array_equal(outs, expect)
     np.testing.assert_array_equal(one_outs, expect)

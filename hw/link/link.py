@@ -36,7 +36,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ...protocol import (CACHE_METRIC_CODES, GATEWARE_VERSION, PROTOCOL_VERSION, CacheInfo, LinkInfo,
+from ...protocol import (CACHE_METRIC_CODES, GATEWARE_VERSION, PROTOCOL_VERSION, RX_FIFO_BYTES, CacheInfo, LinkInfo,
                          check_cache_entries, code_bytes, field_bytes, model_fingerprint)
 from ..cached_engine import cache_write_layout, cached_output_layout
 from ..engine import output_layout, weight_write_layout
@@ -128,7 +128,7 @@ class Link(wiring.Component):
     """
 
     def __init__(self, model, *, lanes, clk_freq, baud, cycles_per_inference=0, timeout,
-                 fifo_depth=256, counter_bits=32, weight_words=0, weight_word_bits=0, chunk_words=32,
+                 fifo_depth=RX_FIFO_BYTES, counter_bits=32, weight_words=0, weight_word_bits=0, chunk_words=32,
                  cache_entries=0, cache_image_bytes=0, cache_metric="linf", cache_hit_cycles=0,
                  max_batch=16):
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
