@@ -15,7 +15,7 @@ from pwlnet.hw.engine import MLPEngine, ideal_cycles
 from pwlnet.hw.link import Link
 from pwlnet.hw.slot_format import SlotFormat
 from pwlnet.protocol import (COUNTER_NAMES, ERROR_REPLY, REP_SYNC, REQ_SYNC, CacheInfo, Command, ErrorCode,
-                             LinkInfo, batch_limit, crc16, encode_frame, model_fingerprint)
+                             LinkInfo, batch_limit, batch_reply_len, crc16, encode_frame, model_fingerprint)
 from pwlnet.synth import random_model
 
 TIMEOUT = 300
@@ -463,3 +463,23 @@ def test_cached_link_has_no_batch(cache_case):
     link = Link(cmodel, lanes=4, clk_freq=1e6, baud=1, timeout=TIMEOUT, cache_entries=CACHE_ENTRIES,
                 cache_image_bytes=SlotFormat(cmodel, 4, "linf").image_bytes)
     assert link.batch == 0
+
+
+def test_infer_batch_wide_codes():
+    # Codes of more than 8 bits travel as two bytes, in a batch too (input and output).
+    wide = random_model(9, [3, 5, 2], act_bits=12)
+    assert wide.input_bits > 8 and wide.layers[-1].out_bits > 8
+    link = _Bench(wide).link
+    lo, hi = -(1 << (wide.input_bits - 1)), (1 << (wide.input_bits - 1)) - 1
+    codes = np.random.default_rng(4).integers(lo, hi + 1, size=(link.batch, wide.input_dim))
+    frames = run_link(wide, [encode_frame(Command.INFER_BATCH, codes.astype("<i2").tobytes()),
+                             encode_frame(Command.INFER_BATCH, codes[:1].astype("<i2").tobytes()[:-1])])
+    cmd, payload = frames[0]
+    assert cmd == Command.INFER_BATCH | 0x80 and len(payload) == batch_reply_len(link.info, link.batch)
+    expect = golden.forward(wide, codes)
+    n = wide.output_dim
+    for j in range(link.batch):
+        rec = payload[j * (2 * n + 2):(j + 1) * (2 * n + 2)]
+        np.testing.assert_array_equal(np.frombuffer(rec[:2 * n], dtype="<i2"), expect[j])
+        assert struct.unpack("<H", rec[2 * n:])[0] == golden.argmax(expect[j])
+    assert frames[1] == error(ErrorCode.BAD_LENGTH, Command.INFER_BATCH)

@@ -3,8 +3,8 @@ engine, as a composition of blocks.
 
 ``rx`` bytes go through a receive FIFO into the frame parser
 (:class:`~.parser.FrameParser`), which checks a whole frame and hands on a request; the
-command executor (:class:`~.executor.CommandExecutor`) runs INFER, LOAD_WEIGHTS and
-CACHE_WRITE against the engine and keeps the counters; the reply serializer
+command executor (:class:`~.executor.CommandExecutor`) runs INFER, INFER_BATCH, LOAD_WEIGHTS
+and CACHE_WRITE against the engine and keeps the counters; the reply serializer
 (:class:`~.serializer.ReplySerializer`) sends the reply frame to ``tx``.  The contracts
 between them are in :mod:`~.request`, the CRC-16 in :mod:`~.crc`, and :class:`Link`
 (:mod:`~.link`) composes them.

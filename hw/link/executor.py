@@ -30,7 +30,7 @@ __all__ = ["CommandExecutor"]
 
 
 class CommandExecutor(wiring.Component):
-    """Runs INFER, LOAD_WEIGHTS and CACHE_WRITE for the link, and keeps its counters.
+    """Runs INFER, INFER_BATCH, LOAD_WEIGHTS and CACHE_WRITE for the link, and keeps its counters.
 
     Parameters
     ----------
