@@ -91,7 +91,7 @@ class ReplySerializer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        st = _ReplyState()
+        st = _ReplyState(self._info, self._max_batch)
         body_byte, hdr_byte, bodies = self._bodies(m, st)
         cinfo_start, stats_start = bodies
         cached = self._cache_info is not None
@@ -264,7 +264,8 @@ class ReplySerializer(wiring.Component):
 class _ReplyState:
     """The serializer's registers, shared by its elaboration steps."""
 
-    def __init__(self):
+    def __init__(self, info, max_batch):
+        nb, rec_len = max(1, max_batch), info.output_dim * code_bytes(info.output_bits) + 2
         self.r_kind = Signal(3, name="r_kind")
         self.r_cmd = Signal(8, name="r_cmd")
         self.r_len = Signal(16, name="r_len")
@@ -278,9 +279,9 @@ class _ReplyState:
         # INFER_BATCH: a batch reply, the byte position in the record, the record, and
         # the output buffer address of the record's first code.
         self.r_batch = Signal(name="r_batch")
-        self.rec_pos = Signal(16, name="rec_pos")
-        self.rec = Signal(16, name="rec")
-        self.code_base = Signal(16, name="code_base")
+        self.rec_pos = Signal(range(rec_len + 8), name="rec_pos")
+        self.rec = Signal(range(nb + 1), name="rec")
+        self.code_base = Signal(range(info.output_dim * nb + 1), name="code_base")
         self.tcrc = Signal(16, name="tcrc")
         self.tbyte = Signal(8, name="tbyte")
         self.crc_hi = Signal(name="crc_hi")
