@@ -36,8 +36,9 @@ REQ_SYNC = 0xA5
 REP_SYNC = 0x5A
 REPLY_FLAG = 0x80
 ERROR_REPLY = 0xFF
-#: Gateware version reported by INFO (major, minor, patch).
-GATEWARE_VERSION = (0, 1, 0)
+#: Gateware version reported by INFO (major, minor, patch); 0.2 added INFER_BATCH (the protocol,
+#: version 1, only gained a command: an older device answers it UNKNOWN_COMMAND).
+GATEWARE_VERSION = (0, 2, 0)
 
 
 class Command(enum.IntEnum):

@@ -475,3 +475,13 @@ def test_infer_batch_falls_back_on_an_older_bitstream(model):
     assert board.commands == [Command.INFO, Command.INFER_BATCH] + 3 * [Command.INFER]
     dev.infer_batch(codes[:1])
     assert board.commands[-1] == Command.INFER and Command.INFER_BATCH not in board.commands[2:]
+
+
+def test_two_batches_in_flight_only_where_the_fifo_holds_them():
+    # What may arrive while the board runs a batch and replies must fit its receive FIFO.
+    from pwlnet.protocol import LinkInfo
+    default = LinkInfo(1, (0, 2, 0), 24, 8, 4, 8, 3, 8, 48_000_000, 3_000_000, 771, 0, 384)
+    assert Device._can_pipeline(default, 16)       # about 96 bytes' time of engine, 106 of reply
+    slow = LinkInfo(1, (0, 2, 0), 24, 8, 4, 8, 3, 8, 48_000_000, 3_000_000, 3000, 0, 384)
+    assert not Device._can_pipeline(slow, 16) and Device._can_pipeline(slow, 4)
+    assert not Device._can_pipeline(LinkInfo(1, (0, 2, 0), 24, 8, 4, 8, 3, 8, 0, 0, 0, 0, 384), 1)
