@@ -303,6 +303,8 @@ class _Job:
     name: str
     cache_entries: int
     cache_metric: str
+    #: The top elaborated at each clock tried (MHz -> ICEBreakerTop), for the netlist check.
+    tops: dict = dataclasses.field(default_factory=dict)
 
 
 def _board(job, mhz):
@@ -352,6 +354,7 @@ def synthesize_netlist(model, build_dir, *, lanes=8, mhz=48, baud=None, engine=N
 def _attempt(job, mhz):
     """Place and route ``job`` at ``mhz``; return (result dict, bitstream bytes or None)."""
     top, platform, pll = _board(job, mhz)
+    job.tops[float(mhz)] = top
     gw = job.out_dir / f"gateware-{mhz:g}MHz"
     if gw.exists():
         shutil.rmtree(gw)
@@ -423,7 +426,7 @@ def _check_netlist(job, result, frames, simulator):
     record the outcome in the report; on a mismatch remove the bitstream and raise."""
     from ..sim.netlist import NetlistMismatch, verify_netlist
 
-    top, _platform, _pll = _board(job, result["requested_mhz"])
+    top = job.tops[float(result["requested_mhz"])]
     gw = job.out_dir / result["gateware"]
     netlist = gw / netlist_name(job.name)
     try:

@@ -27,8 +27,12 @@ protocol says the reply has (or gives up after a bound), and moves on.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shutil
 import struct
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -37,8 +41,7 @@ import numpy as np
 
 from .. import golden
 from ..protocol import COUNTER_NAMES, REPLY_FLAG, REP_SYNC, Command, LinkInfo, code_bytes, crc16, encode_frame
-from .runner import ice40_cells_sim
-from .verilog_check import run_selfcheck
+from .runner import cache_root, ice40_cells_sim, verilator_env
 
 __all__ = ["NetlistMismatch", "LOCK_CYCLES", "PLL_STANDIN", "SIMULATORS", "netlist_sources", "run_frames",
            "verify_netlist"]
@@ -80,11 +83,17 @@ module SB_PLL40_PAD (
 endmodule
 """
 
-# Each frame is a row of frames.hex: request length, reply length, cycle bound.
+#: Most request bytes and frames one run takes (the bench's arrays; runs read their sizes
+#: from files, so one compiled bench serves every run on a netlist).
+MAX_BYTES, MAX_FRAMES = 1 << 20, 1 << 16
+
+# params.hex: divisor, startup cycles, frame count.  frames.hex: per frame, request length,
+# reply length, cycle bound.  req.hex: the request bytes.
 _TB = """
 `timescale 1ns/1ps
 module tb;
-  localparam DIV = {divisor};
+  reg [31:0] prm [0:2];
+  integer DIV;
   reg clk = 0;
   always #5 clk = ~clk;
   reg rx = 1'b1;
@@ -93,8 +102,8 @@ module tb;
   wire clk_pad = clk, rx_pad = rx;
   {top} dut(.{clk_port}(clk_pad), .{rx_port}(rx_pad), .{tx_port}(tx));
 
-  reg [7:0] req [0:{n_bytes}-1];
-  reg [31:0] frm [0:{n_words}-1];
+  reg [7:0] req [0:{max_bytes}-1];
+  reg [31:0] frm [0:{max_words}-1];
   integer f, i, k, p = 0, got = 0, want = 0, waited;
 
   task send_byte(input [7:0] b);
@@ -129,11 +138,13 @@ module tb;
   end
 
   initial begin
+    $readmemh("params.hex", prm);
+    DIV = prm[0];
     $readmemh("req.hex", req);
     $readmemh("frames.hex", frm);
     f = $fopen("tx.txt", "w");
-    repeat ({startup}) @(posedge clk);
-    for (i = 0; i < {n_frames}; i = i + 1) begin
+    repeat (prm[1]) @(posedge clk);
+    for (i = 0; i < prm[2]; i = i + 1) begin
       want = want + frm[3 * i + 1];
       for (waited = 0; waited < frm[3 * i]; waited = waited + 1) begin
         send_byte(req[p]); p = p + 1;
@@ -243,12 +254,16 @@ def run_frames(netlist, frames, *, divisor, startup_cycles, simulator="verilator
                  tx_port=_port(text, top, r"\\?uart_0__tx__io", "the UART tx pad"))
     ports = {k: (v + " " if v.startswith("\\") else v) for k, v in ports.items()}
     data = b"".join(f[0] for f in frames)
-    (work / "req.hex").write_text("".join(f"{b:02x}\n" for b in data))
-    (work / "frames.hex").write_text("".join(f"{len(r):x}\n{n:x}\n{c:x}\n" for r, n, c in frames))
-    (work / "tb.v").write_text(_TB.format(divisor=int(divisor), top=top, n_bytes=max(1, len(data)),
-                                          n_words=max(1, 3 * len(frames)), n_frames=len(frames),
-                                          startup=int(startup_cycles), **ports))
-    out = run_selfcheck(work, [work / "tb.v", netlist, *netlist_sources(work, simulator)], simulator)
+    if len(data) > MAX_BYTES or len(frames) > MAX_FRAMES:
+        raise ValueError(f"{len(frames)} frames of {len(data)} bytes exceed the bench's {MAX_FRAMES} frames "
+                         f"and {MAX_BYTES} bytes")
+    (work / "params.hex").write_text(f"{int(divisor):x}\n{int(startup_cycles):x}\n{len(frames):x}\n")
+    (work / "req.hex").write_text("".join(f"{b:02x}\n" for b in data) or "00\n")
+    (work / "frames.hex").write_text("".join(f"{len(r):x}\n{n:x}\n{c:x}\n" for r, n, c in frames) or "0\n")
+    bench = _TB.format(top=top, max_bytes=MAX_BYTES, max_words=3 * MAX_FRAMES, **ports)
+    binary = _compiled(bench, netlist, text, simulator)
+    cmd = ["vvp", "-n", str(binary)] if simulator == "icarus" else [str(binary)]
+    out = subprocess.run(cmd, cwd=work, check=True, capture_output=True, text=True).stdout
     replies = [bytearray() for _ in frames]
     for line in (work / "tx.txt").read_text().splitlines():
         idx, val = line.split()
@@ -260,6 +275,43 @@ def run_frames(netlist, frames, *, divisor, startup_cycles, simulator="verilator
     if m:
         done = int(m[1]) + 1
     return [bytes(r) for r in replies[:done]], out
+
+
+def _compiled(bench, netlist, netlist_text, simulator):
+    """The bench compiled with ``netlist`` on ``simulator``, built once per content (kept
+    under :func:`pwlnet.sim.runner.cache_root`).  Flags as in
+    :func:`pwlnet.sim.verilog_check.run_selfcheck`."""
+    cells = ice40_cells_sim().read_bytes()
+    key = hashlib.sha256(b"\0".join([bench.encode(), netlist_text.encode(), cells, PLL_STANDIN.encode(),
+                                      simulator.encode()])).hexdigest()[:16]
+    final = cache_root() / "netlist" / f"{simulator}-{key}"
+    binary = final / ("sim.vvp" if simulator == "icarus" else "obj_dir/simv")
+    if binary.is_file():
+        return binary
+    final.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f"{final.name}.", dir=final.parent))
+    (build / "tb.v").write_text(bench)
+    sources = [str(build / "tb.v"), str(netlist), *map(str, netlist_sources(build, simulator))]
+    if simulator == "icarus":
+        cmd = ["iverilog", "-g2012", "-o", "sim.vvp", "-s", "tb", *sources]
+    else:
+        verilator_env()
+        # g++ 12 compiles Verilator's --timing coroutines only in C++20 mode with -fcoroutines.
+        cmd = ["verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "tb",
+               "-o", "simv", "-j", str(os.cpu_count() or 1), "-CFLAGS", "-O0 -std=c++20 -fcoroutines", *sources]
+    run = subprocess.run(cmd, cwd=build, capture_output=True, text=True)
+    if run.returncode:
+        raise RuntimeError(f"{simulator} could not compile the netlist bench in {build}:\n{run.stderr[-3000:]}")
+    if simulator == "verilator":
+        # Keep the executable only: the C++ and objects of one netlist take ~200 MB.
+        for item in (build / "obj_dir").iterdir():
+            if item.name != "simv":
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+    try:
+        os.replace(build, final)
+    except OSError:         # another process built the same bench meanwhile
+        shutil.rmtree(build, ignore_errors=True)
+    return binary
 
 
 def _split_reply(buf, what):

@@ -5,14 +5,17 @@ and the golden model say; a netlist with one block RAM's initialisation dropped 
 import argparse
 import dataclasses
 import re
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pwlnet import artifact
+from pwlnet import artifact, golden
 from pwlnet.boards.build import (BuildError, NetlistError, _report_text, add_build_arguments, build_bitstream,
                                  synthesize_netlist)
 from pwlnet.compile import compile_onnx
+from pwlnet.protocol import Command, LinkInfo, encode_frame
 from pwlnet.sim.netlist import NetlistMismatch, netlist_sources, verify_netlist
 from pwlnet.sim.verilog_check import have_iverilog
 from pwlnet.synth import random_model
@@ -59,6 +62,52 @@ def test_netlist_answers_as_golden(synthesized, tmp_path):
     check = _verify(model, top, netlist, tmp_path)
     assert check["simulator"] == SIMULATOR
     assert (check["frames"], check["inferences"]) == (INFERENCES + 2, INFERENCES)
+
+
+class _Replay:
+    """A transport whose device is a finished netlist simulation: every write must be the
+    next request frame that was simulated, and reads return that frame's recorded reply."""
+
+    def __init__(self, requests, replies):
+        self._pending = list(zip(requests, replies))
+        self._buf = bytearray()
+
+    def write(self, data):
+        request, reply = self._pending.pop(0)
+        assert bytes(data) == request, "the driver sent another frame than the netlist answered"
+        self._buf += reply
+
+    def read(self, n, timeout):
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def close(self):
+        pass
+
+
+@synth_group
+def test_host_driver_reads_the_netlists_replies(synthesized, tmp_path):
+    """pwlnet.host.Device decodes what the netlist sent for the frames Device itself sends."""
+    from pwlnet.host import Device
+    from pwlnet.sim.netlist import run_frames
+
+    model, top, netlist = synthesized
+    info = top.link.info
+    assert model.input_bits == model.layers[-1].out_bits == 8      # one byte per code on the wire
+    codes = np.random.default_rng(11).integers(-128, 128, size=(6, model.input_dim))
+    requests = [encode_frame(Command.INFO)] + [encode_frame(Command.INFER, row.astype("<i1").tobytes())
+                                               for row in codes]
+    reply_lens = [6 + struct.calcsize(LinkInfo._FORMAT)] + [6 + model.output_dim + 6] * len(codes)
+    bound = 200 * 10 * top.divisor + 4 * info.cycles_per_inference
+    replies, _ = run_frames(netlist, [(r, n, bound) for r, n in zip(requests, reply_lens)],
+                            divisor=top.divisor, startup_cycles=4096, workdir=tmp_path)
+    dev = Device(_Replay(requests, replies), model=model)
+    assert dev.info() == info
+    expect = golden.forward(model, codes)
+    for row, want in zip(codes, expect):
+        outputs, argmax, cycles = dev.infer(row)
+        assert outputs.tolist() == want.tolist() and argmax == golden.argmax(want[None])[0] and cycles > 0
 
 
 def _drop_memory_init(text):
@@ -143,3 +192,49 @@ def test_report_text_names_the_netlist_check():
 def test_netlist_error_is_a_build_error():
     # cli_build turns a BuildError into "pwlnet bitstream: error: ..." and exit status 1
     assert issubclass(NetlistError, BuildError)
+
+
+@synth_group
+def test_build_fails_on_a_broken_netlist(synthesized, tmp_path):
+    """The flow's side of --verify-netlist: a mismatch fails the build with the first
+    mismatching frame named, removes the bitstream and records the failure in the report."""
+    import json
+
+    from pwlnet.boards.build import _check_netlist, _Job
+
+    model, top, netlist = synthesized
+    gw = tmp_path / "gateware-48MHz"
+    gw.mkdir()
+    (gw / "top.netlist.v").write_text(_drop_memory_init(netlist.read_text())[0])
+    (tmp_path / "m.bin").write_bytes(b"\0")
+    job = _Job(model=model, model_name="m", board="icebreaker", out_dir=tmp_path, lanes=8, baud=None,
+               engine=None, name="top", cache_entries=0, cache_metric="linf", tops={48.0: top})
+    result = {"model": "m", "board": "icebreaker", "device": "iCE40UP5K-SG48", "target_mhz": 48.0,
+              "requested_mhz": 48.0, "pll": "p", "fmax_mhz": 50.0, "timing_met": True, "lanes": 8,
+              "cycles_per_inference": 771, "ideal_cycles": 768, "inferences_per_second": 1.0, "baud": 3000000,
+              "link_inferences_per_second": 1.0, "resources": {}, "bitstream": "m.bin",
+              "gateware": gw.name, "cache": None, "netlist_check": None}
+    with pytest.raises(NetlistError, match=r"does not answer as the golden model: frame \d+ \(INFER #\d+\)"):
+        _check_netlist(job, result, 8, SIMULATOR)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["netlist_check"]["passed"] is False and "INFER #" in report["netlist_check"]["error"]
+    assert "  netlist    FAILED on verilator: frame" in (tmp_path / "report.txt").read_text()
+    assert not (tmp_path / "m.bin").exists()
+
+
+@pytest.mark.slow
+def test_bitstream_with_netlist_check(tmp_path, capsys):
+    """`make bitstream VERIFY=16`: place and route, then the netlist check in the report."""
+    import json
+
+    from pwlnet.cli import main
+
+    model_dir = artifact.save(random_model(3, [16, 32, 10]), tmp_path / "mlp16")
+    assert main(["bitstream", str(model_dir), "--target-mhz", "40", "36", "--out", str(tmp_path / "build"),
+                 "--verify-netlist", "16"]) == 0
+    out = tmp_path / "build" / "icebreaker" / "mlp16"
+    report = json.loads((out / "report.json").read_text())
+    check = report["netlist_check"]
+    assert check["passed"] and (check["frames"], check["inferences"], check["simulator"]) == (18, 16, "verilator")
+    assert (out / report["gateware"] / "top.netlist.v").is_file()
+    assert "  netlist    checked on verilator: 18 frames (16 inferences)" in capsys.readouterr().out
