@@ -175,7 +175,7 @@ def netlist_sources(workdir, simulator="icarus"):
 
     For Verilator, ``SB_IO``'s "an unconnected CLOCK_ENABLE reads as 1" (a test for
     ``1'bz``, which Verilator refuses as a tristate) becomes plain ``CLOCK_ENABLE``: the
-    netlist connects that port of every ``SB_IO`` (see :func:`_check_io_enables`).
+    netlist connects that port of every ``SB_IO`` (see :func:`_check_defaults_connected`).
     """
     workdir = Path(workdir)
     text = ice40_cells_sim().read_text()
@@ -197,13 +197,30 @@ def netlist_sources(workdir, simulator="icarus"):
     return [cells, pll]
 
 
-def _check_io_enables(netlist_text):
-    """Refuse a netlist with an ``SB_IO`` whose CLOCK_ENABLE is not connected (the cell
-    models are compiled without their input-port defaults, see :func:`netlist_sources`)."""
-    cells = re.findall(r"^\s*SB_IO\s*#\(.*?\)\s*(\S+)\s*\((.*?)\);", netlist_text, re.S | re.M)
-    loose = [name for name, conns in cells if ".CLOCK_ENABLE(" not in conns]
-    if not cells or loose:
-        raise RuntimeError(f"the netlist has {len(cells)} SB_IO cells; CLOCK_ENABLE unconnected on {loose}")
+def _defaulted_ports():
+    """``{cell: [input ports with a default value]}`` as ``cells_sim.v`` declares them."""
+    out = {}
+    for name, body in re.findall(r"^module (\w+)\s*\((.*?)\);", ice40_cells_sim().read_text(), re.S | re.M):
+        ports = re.findall(r"input\s+(?:\[[^]]*\]\s*)?(\w+)\s*`ICE40_DEFAULT_ASSIGNMENT", body)
+        if ports:
+            out[name] = ports
+    return out
+
+
+def _check_defaults_connected(netlist_text):
+    """Refuse a netlist with a cell whose defaulted input port is left unconnected.
+
+    The cell models are compiled without their input-port defaults (see
+    :func:`netlist_sources`), so such a port would float instead of taking its default.
+    """
+    loose = []
+    for cell, ports in _defaulted_ports().items():
+        for name, conns in re.findall(rf"^\s*{cell}\s+(?:#\(.*?\)\s*)?(\S+)\s*\((.*?)\);", netlist_text,
+                                      re.S | re.M):
+            loose += [f"{cell} {name} .{port}" for port in ports if f".{port}(" not in conns]
+    if loose:
+        raise RuntimeError(f"the netlist leaves {len(loose)} defaulted cell inputs unconnected, which the "
+                           f"simulation cannot model: {', '.join(loose[:10])}")
 
 
 def _port(netlist_text, top, pattern, what):
@@ -248,7 +265,7 @@ def run_frames(netlist, frames, *, divisor, startup_cycles, simulator="verilator
     work = Path(workdir or tempfile.mkdtemp(prefix="pwlnet-netlist-"))
     work.mkdir(parents=True, exist_ok=True)
     text = netlist.read_text()
-    _check_io_enables(text)
+    _check_defaults_connected(text)
     ports = dict(clk_port=_port(text, top, r"\\?clk12_0__io", "the 12 MHz pad"),
                  rx_port=_port(text, top, r"\\?uart_0__rx__io", "the UART rx pad"),
                  tx_port=_port(text, top, r"\\?uart_0__tx__io", "the UART tx pad"))

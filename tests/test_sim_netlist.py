@@ -160,6 +160,16 @@ def test_pll_standin_replaces_the_black_box(tmp_path):
     assert "CLOCK_ENABLE === 1'bz" in netlist_sources(tmp_path / "icarus", "icarus")[0].read_text()
 
 
+def test_unconnected_defaulted_port_is_refused():
+    from pwlnet.sim.netlist import _check_defaults_connected
+
+    ram = ("  SB_RAM40_4K #(\n    .READ_MODE(2'h1)\n  ) \\m.0  (\n    .RCLK(clk),\n{}    .RE(1'h1),\n"
+           "    .WCLKE(1'h1),\n    .WE(1'h1),\n    .MASK(16'h0000)\n  );\n")
+    _check_defaults_connected(ram.format("    .RCLKE(1'h1),\n"))
+    with pytest.raises(RuntimeError, match=r"leaves 1 defaulted cell inputs unconnected.*SB_RAM40_4K \\m.0 .RCLKE"):
+        _check_defaults_connected(ram.format(""))
+
+
 def test_verify_arguments(tmp_path):
     parser = add_build_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["m", "--verify-netlist", "24"])
