@@ -104,7 +104,7 @@ module tb;
 
   reg [7:0] req [0:{max_bytes}-1];
   reg [31:0] frm [0:{max_words}-1];
-  integer f, i, k, p = 0, got = 0, want = 0, waited;
+  integer f, i, j, k, p = 0, got = 0, want = 0, waited;
 
   task send_byte(input [7:0] b);
     begin
@@ -146,7 +146,7 @@ module tb;
     repeat (prm[1]) @(posedge clk);
     for (i = 0; i < prm[2]; i = i + 1) begin
       want = want + frm[3 * i + 1];
-      for (waited = 0; waited < frm[3 * i]; waited = waited + 1) begin
+      for (j = 0; j < frm[3 * i]; j = j + 1) begin
         send_byte(req[p]); p = p + 1;
       end
       waited = 0;
