@@ -90,6 +90,10 @@ class ICEBreakerTop(wiring.Component):
         The comparator bank's distance.
     cache_preload : sequence of HwEntry
         Entries the slots hold at configuration (slots 0, 1, ...).
+    max_batch : int
+        Inputs per INFER_BATCH frame the link takes (0: none; see
+        :class:`~pwlnet.hw.link.Link`).  The simulated board keeps the link's default;
+        the bitstream build leaves batches out unless asked (``--batch``).
 
     Attributes
     ----------
@@ -103,7 +107,7 @@ class ICEBreakerTop(wiring.Component):
 
     def __init__(self, model, *, lanes=8, clk_freq=48e6, baud=None, divisor=None,
                  target="ice40", timeout=None, engine=None, pll=None, cache_entries=0,
-                 cache_metric="linf", cache_preload=()):
+                 cache_metric="linf", cache_preload=(), max_batch=16):
         if pll is not None:
             if not isinstance(pll, PLLConfig):
                 raise TypeError(f"pll must be a PLLConfig, not {pll!r}")
@@ -140,7 +144,8 @@ class ICEBreakerTop(wiring.Component):
                          cache_entries=cache_entries,
                          cache_image_bytes=self.engine.fmt.image_bytes if cache_entries else 0,
                          cache_metric=cache_metric,
-                         cache_hit_cycles=self.engine.hit_cycles if cache_entries else 0)
+                         cache_hit_cycles=self.engine.hit_cycles if cache_entries else 0,
+                         max_batch=max_batch)
         super().__init__({
             "uart_rx": In(1, init=1),
             "uart_tx": Out(1, init=1),
