@@ -41,12 +41,11 @@ import numpy as np
 
 from .. import golden
 from ..protocol import COUNTER_NAMES, REPLY_FLAG, REP_SYNC, Command, LinkInfo, code_bytes, crc16, encode_frame
-from .runner import cache_root, ice40_cells_sim, verilator_env
+from .runner import SIMULATORS, cache_root, ice40_cells_sim, verilator_env
 
-__all__ = ["NetlistMismatch", "LOCK_CYCLES", "PLL_STANDIN", "SIMULATORS", "netlist_sources", "run_frames",
+__all__ = ["NetlistMismatch", "LOCK_CYCLES", "PLL_STANDIN", "netlist_sources", "run_frames",
            "verify_netlist"]
 
-SIMULATORS = ("verilator", "icarus")
 #: Pad-clock cycles from power-up until the PLL stand-in raises LOCK.
 LOCK_CYCLES = 64
 #: The PLL stand-in (see the module docstring); it keeps SB_PLL40_PAD's ports and parameters.
