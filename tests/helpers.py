@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pwlnet import ir
 
 __all__ = ["REPO", "REGRESSION", "BOARD_MODELS", "random_blocks", "nets", "compiled", "ball_points", "models",
-           "far_apart", "ORT_IR_VERSION", "ort_run", "export_torch", "graph_model", "torch_models",
+           "far_apart", "fitting_entries", "ORT_IR_VERSION", "ort_run", "export_torch", "graph_model", "torch_models",
            "simulator_param", "send", "receive", "run_streams"]
 
 #: The repository's root, the golden regression vectors and the models the repository ships.
@@ -107,6 +107,22 @@ def far_apart(model, blocks, metric, n, rng):
         if all(not a.hits(e.center) and not e.hits(a.center) for a in chosen):
             chosen.append(e)
     return chosen
+
+
+def fitting_entries(model, blocks, fmt, n, rng, span):
+    """``n`` cache entries at random codes in ``-span..span`` that fit the slot format ``fmt``
+    (codes where no entry can be made are skipped)."""
+    from pwlnet.code_cache import EntryError, make_entry
+
+    out = []
+    while len(out) < n:
+        try:
+            e = make_entry(model, blocks, rng.integers(-span, span + 1, size=model.input_dim), fmt.metric)
+        except EntryError:
+            continue
+        if fmt.fits(e):
+            out.append(e)
+    return out
 
 
 # ---- small ONNX models ------------------------------------------------------------------

@@ -10,13 +10,12 @@ slot, and its center codes with the bound for the comparator bank, the last one 
 import numpy as np
 import pytest
 
-from pwlnet import code_cache
 from pwlnet.hw.comparator_bank import ComparatorBank
 from pwlnet.hw.engine import MLPEngine
 from pwlnet.hw.entry_writer import EntryWriter
 from pwlnet.hw.slot_format import SlotFormat
 
-from helpers import compiled, run_streams
+from helpers import compiled, fitting_entries, run_streams
 
 LANES, ENTRIES = 4, 3          # a non-power-of-two N: slot 3 has no program
 
@@ -30,15 +29,7 @@ def _setup(metric, requant):
                          chan_base=[eng.slot_chan_base(s) for s in range(ENTRIES)],
                          weight_words=len(eng.weight_words), engine_layout=eng.slot_write_layout,
                          bank_layout=bank.w.payload.shape())
-    rng = np.random.default_rng(1)
-    entries = []
-    while len(entries) < 2:
-        try:
-            e = code_cache.make_entry(model, blocks, rng.integers(-50, 51, size=model.input_dim), metric)
-        except code_cache.EntryError:
-            continue
-        if fmt.fits(e):
-            entries.append(e)
+    entries = fitting_entries(model, blocks, fmt, 2, np.random.default_rng(1), 50)
     return fmt, eng, writer, entries
 
 

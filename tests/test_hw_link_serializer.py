@@ -7,12 +7,13 @@ import pytest
 from amaranth.hdl import Elaboratable, Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.sim import Simulator
 
 from pwlnet.hw.link import ReplyKind, ReplySerializer
 from pwlnet.hw.link.serializer import infer_reply_len
 from pwlnet.protocol import (ERROR_REPLY, GATEWARE_VERSION, PROTOCOL_VERSION, REP_SYNC, REPLY_FLAG, CacheInfo,
                              Command, ErrorCode, LinkInfo, batch_reply_len, encode_frame)
+
+from helpers import run_streams
 
 
 def link_info(output_dim=4, output_bits=8):
@@ -71,10 +72,7 @@ def run_replies(bench, requests, inputs):
                 raise AssertionError("the serializer never answered done")
             frames.append(bytes(out))
 
-    sim = Simulator(bench)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    run_streams(bench, tb)
     return frames
 
 
@@ -180,10 +178,7 @@ def run_batch_replies(bench, counts, inputs):
                     break
             frames.append(bytes(out))
 
-        sim = Simulator(bench)
-        sim.add_clock(1e-6)
-        sim.add_testbench(tb)
-        sim.run()
+        run_streams(bench, tb)
     return frames
 
 

@@ -10,22 +10,12 @@ from pwlnet.hw.engine.plan import EnginePlan, pack_weight_words, requant_offset
 from pwlnet.hw.slot_format import SlotFormat
 from pwlnet.protocol import code_bytes, field_bytes
 
-from helpers import compiled
+from helpers import compiled, fitting_entries
 
 
 def _entries(model, blocks, metric, n, seed):
     """``n`` entries at random codes that fit the slots at 4 lanes."""
-    rng = np.random.default_rng(seed)
-    fmt = SlotFormat(model, 4, metric)
-    out = []
-    while len(out) < n:
-        try:
-            e = code_cache.make_entry(model, blocks, rng.integers(-60, 61, size=model.input_dim), metric)
-        except code_cache.EntryError:
-            continue
-        if fmt.fits(e):
-            out.append(e)
-    return out
+    return fitting_entries(model, blocks, SlotFormat(model, 4, metric), n, np.random.default_rng(seed), 60)
 
 
 def _le(buf, pos, n, signed=False):
