@@ -29,7 +29,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["KINDS", "SPRAM_DEPTH", "SPRAM_WIDTH", "WeightMemory", "NO_RW_CHECK", "unchecked_read_port",
+__all__ = ["KINDS", "SPRAM_DEPTH", "SPRAM_WIDTH", "SPRAM_BLOCKS", "WeightMemory", "NO_RW_CHECK", "unchecked_read_port",
            "delay_line"]
 
 #: Memory attribute: a read of the address written in the same cycle may return anything.
@@ -88,6 +88,8 @@ def delay_line(m, value, n, name):
 KINDS = ("rom", "ram")
 #: Geometry of one iCE40UP ``SB_SPRAM256KA``.
 SPRAM_DEPTH, SPRAM_WIDTH = 16384, 16
+#: ``SB_SPRAM256KA`` blocks on the iCE40UP5K: side by side they give at most a 64-bit word.
+SPRAM_BLOCKS = 4
 
 
 class WeightMemory(wiring.Component):
@@ -129,6 +131,9 @@ class WeightMemory(wiring.Component):
             raise ValueError("a 'ram' weight memory has no initial contents; load it through wr_*")
         if kind == "ram" and target == "ice40" and depth > SPRAM_DEPTH:
             raise ValueError(f"SPRAM holds at most {SPRAM_DEPTH} words, not {depth}")
+        if kind == "ram" and target == "ice40" and width > SPRAM_BLOCKS * SPRAM_WIDTH:
+            raise ValueError(f"SPRAM words are at most {SPRAM_BLOCKS * SPRAM_WIDTH} bits ({SPRAM_BLOCKS} blocks "
+                             f"side by side), not {width}")
         self._width, self._depth, self._kind, self._target = width, depth, kind, target
         self._writable = kind == "ram" or bool(writable)
         self._init = [int(v) for v in init]

@@ -6,8 +6,8 @@ import pytest
 
 from pwlnet import fixedpoint as fx
 from pwlnet.hw.engine import MLPEngine
-from pwlnet.hw.engine.plan import (EBR_WEIGHT_BUDGET, EnginePlan, ideal_cycles, pack_weight_words,
-                                   requant_offset)
+from pwlnet.hw.engine.plan import (EBR_WEIGHT_BUDGET, ICE40_DSPS, EnginePlan, ideal_cycles,
+                                   pack_weight_words, requant_offset)
 from pwlnet.synth import random_model
 
 
@@ -70,6 +70,33 @@ def test_plan_weight_memory_choice():
     assert plan.weight_memory_for("generic", "ram") == "ram"
     with pytest.raises(ValueError, match=r"^weight_memory must be one of \('auto', 'rom', 'ram'\), not 'flash'$"):
         plan.weight_memory_for("generic", "flash")
+
+
+@pytest.mark.parametrize("lanes,bits,pairs,dsps", [
+    (8, 8, False, 8),        # one lane per SB_MAC16 up to the UP5K's eight
+    (16, 8, True, 8),        # two 8x8 lanes per SB_MAC16 beyond
+    (11, 8, True, 6),        # an odd count: the last DSP carries one lane
+    (16, 9, False, 16),      # 9-bit operands do not fit the 8x8 halves
+])
+def test_plan_mac_pairs_and_dsps(lanes, bits, pairs, dsps):
+    plan = EnginePlan(random_model(4, [13, 20, 7], weight_bits=bits, act_bits=bits), lanes)
+    assert plan.mac_pairs("ice40") is pairs
+    assert plan.dsps("ice40") == dsps
+    assert not plan.mac_pairs("generic") and plan.dsps("generic") == 0
+    assert ICE40_DSPS == 8
+
+
+def test_plan_spram_word_limit():
+    """Weights over the EBR budget go to SPRAM, whose word is 64 bits: 16 lanes of int8
+    cannot read it, and the message says how many lanes can."""
+    model = random_model(5, [256, 256, 64, 4])
+    plan8, plan16 = EnginePlan(model, 8), EnginePlan(model, 16)
+    assert plan8.weight_memory_for("ice40") == "ram"
+    with pytest.raises(ValueError, match=r"^the weights need SPRAM \(\d+ bits, over the EBR budget of 90112\) "
+                                         r"but a word of 16 lanes x 8 bits is 128 bits and SPRAM gives 64: "
+                                         r"use at most 8 lanes$"):
+        plan16.weight_memory_for("ice40")
+    assert plan16.weight_memory_for("generic") == "rom"
 
 
 def test_plan_checks_like_engine():

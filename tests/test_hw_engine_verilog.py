@@ -23,11 +23,16 @@ pytestmark = pytest.mark.skipif(not have_iverilog(), reason="iverilog not instal
     ([13, 20, 7], 3, "multiply", 8, "rom"),
     ([9, 5, 2], 8, "shift", 12, "rom"),
     ([13, 20, 7], 8, "shift", 8, "ram"),
+    # More lanes than the UP5K has DSPs: paired lanes (two 8x8 products per SB_MAC16) on
+    # ice40, also with an odd lane count (the last DSP's top half multiplies 0).
+    ([13, 20, 7], 16, "multiply", 8, "rom"),
+    ([30, 20, 7], 11, "shift", 8, "rom"),
 ])
 def test_verilog_matches_golden(tmp_path, target, dims, lanes, requant, bits, weights):
     model = random_model(3, dims, requant=requant, weight_bits=bits, act_bits=bits)
     codes = np.random.default_rng(0).integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(5, dims[0]))
     engine = MLPEngine(model, lanes, target=target, weight_memory=weights)
+    assert engine.plan.mac_pairs(target) == (target == "ice40" and lanes > 8)
     out, am, _ = run_iverilog(engine, codes, workdir=tmp_path)
     want = golden.forward(model, codes)
     np.testing.assert_array_equal(out, want)

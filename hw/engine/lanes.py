@@ -5,7 +5,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..mac import LaneMAC
+from ..mac import LaneMAC, LanePairMAC
 
 __all__ = ["LaneArray"]
 
@@ -41,6 +41,10 @@ class LaneArray(wiring.Component):
         rather than with every read.
     target : str
         ``"generic"`` or ``"ice40"`` (``SB_MAC16`` lanes).
+    pairs : bool
+        Build the lanes two by two as :class:`~pwlnet.hw.mac.LanePairMAC` (lanes ``2k``
+        and ``2k + 1`` in one ``SB_MAC16`` on ``"ice40"``, accumulators in the fabric)
+        instead of one :class:`~pwlnet.hw.mac.LaneMAC` each.  Same timing and sums.
 
     Attributes
     ----------
@@ -57,8 +61,9 @@ class LaneArray(wiring.Component):
     """
 
     def __init__(self, lanes, weight_bits, in_bits, act_bits, acc_bits, info_layout, *, capture,
-                 target="generic"):
+                 target="generic", pairs=False):
         self._lanes = lanes
+        self._pairs = bool(pairs)
         self._wb = weight_bits
         self._in_bits = in_bits
         self._act_bits = act_bits
@@ -130,14 +135,9 @@ class LaneArray(wiring.Component):
         f4 = Signal(flag_layout)
         pass_end = Signal()
         m.d.sync += [f4.eq(fa), pass_end.eq(fa.valid & fa.last)]
+        w_lane = [w[p * wb:(p + 1) * wb].as_signed() for p in range(P)]
+        m.d.comb += [a.eq(b) for a, b in zip(accs, self._macs(m, w_lane, x, fa.valid, fresh))]
         for p in range(P):
-            # On iCE40 the accumulator is the DSP's own output register (see LaneMAC).
-            mac = LaneMAC(wb, xb, accw, target=self._target)
-            m.submodules[f"mul{p}"] = mac
-            # The enable (not only the zero products of bubble cycles) keeps a Verilog
-            # simulation exact: x * an undefined weight (SPRAM being loaded) is x there.
-            m.d.comb += [mac.a.eq(w[p * wb:(p + 1) * wb].as_signed()), mac.b.eq(x),
-                         mac.en.eq(fa.valid), mac.clr.eq(fresh), accs[p].eq(mac.acc)]
             with m.If(pass_end):
                 m.d.sync += hold[p].eq(accs[p])
             with m.Else():
@@ -153,3 +153,23 @@ class LaneArray(wiring.Component):
         m.d.comb += [self.o.valid.eq(ser_act), self.o.payload.acc.eq(hold[0]),
                      self.o.payload.j.eq(ser_j), self.o.payload.info.eq(sinfo)]
         return m
+
+    def _macs(self, m, w_lane, x, en, clr):
+        """The lanes' multiply-accumulates; returns the ``P`` accumulators."""
+        # The enable (not only the zero products of bubble cycles) keeps a Verilog
+        # simulation exact: x * an undefined weight (SPRAM being loaded) is x there.
+        wb, xb, accw = self._wb, max(self._in_bits, self._act_bits), self._acc_bits
+        accs = []
+        if not self._pairs:
+            for p, a in enumerate(w_lane):
+                # On iCE40 the accumulator is the DSP's own output register (see LaneMAC).
+                m.submodules[f"mul{p}"] = mac = LaneMAC(wb, xb, accw, target=self._target)
+                m.d.comb += [mac.a.eq(a), mac.b.eq(x), mac.en.eq(en), mac.clr.eq(clr)]
+                accs.append(mac.acc)
+            return accs
+        for k in range(0, len(w_lane), 2):
+            m.submodules[f"pair{k // 2}"] = mac = LanePairMAC(wb, xb, accw, target=self._target)
+            odd = w_lane[k + 1] if k + 1 < len(w_lane) else 0
+            m.d.comb += [mac.a0.eq(w_lane[k]), mac.a1.eq(odd), mac.b.eq(x), mac.en.eq(en), mac.clr.eq(clr)]
+            accs += [mac.acc0, mac.acc1]
+        return accs[:len(w_lane)]

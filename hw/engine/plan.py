@@ -26,11 +26,11 @@ from pwlnet import fixedpoint as fx
 from pwlnet.artifact import CompiledModel, Layer
 
 from ..lerp import lerp_latency
-from ..mac import MUL_LATENCY
-from ..memory import SPRAM_DEPTH
+from ..mac import MUL_LATENCY, lanes_per_dsp
+from ..memory import SPRAM_BLOCKS, SPRAM_DEPTH, SPRAM_WIDTH
 from ..params import check_target
 
-__all__ = ["EnginePlan", "ENGINE_ACTIVATIONS", "WEIGHT_MEMORIES", "EBR_WEIGHT_BUDGET",
+__all__ = ["EnginePlan", "ENGINE_ACTIVATIONS", "WEIGHT_MEMORIES", "EBR_WEIGHT_BUDGET", "ICE40_DSPS",
            "ideal_cycles", "pack_weight_words", "requant_offset", "check_activations"]
 
 #: Activations the engine implements, chosen per layer.  ``"lerp"`` layers share one
@@ -44,6 +44,10 @@ WEIGHT_MEMORIES = ("auto", "rom", "ram")
 #: EBR bits the weights may take before ``"auto"`` moves them to SPRAM (of 30 x 4 Kbit
 #: on the UP5K; the rest is left for buffers, parameters and the rest of the design).
 EBR_WEIGHT_BUDGET = 22 * 4096
+
+#: ``SB_MAC16`` blocks on the iCE40UP5K.  The ``"ice40"`` target gives each lane its own
+#: DSP up to this many lanes and pairs them (two 8x8 products per DSP) beyond.
+ICE40_DSPS = 8
 
 
 def _width(lo, hi):
@@ -428,6 +432,23 @@ class EnginePlan:
         """Parameter-memory index of cache slot ``s``'s first output channel."""
         return self.layers[self.programs[self.first_slot_program + s][0]]["chan_base"]
 
+    def mac_pairs(self, target="generic"):
+        """Whether the lanes are built two per ``SB_MAC16`` (:class:`~pwlnet.hw.mac.LanePairMAC`).
+
+        On ``"ice40"`` when there are more lanes than :data:`ICE40_DSPS` and the weights and
+        activations fit the dual 8x8 mode; never on ``"generic"``.
+        """
+        check_target(target)
+        return (target == "ice40" and self.lanes > ICE40_DSPS
+                and lanes_per_dsp(self.weight_bits, self.x_bits) == 2)
+
+    def dsps(self, target="generic"):
+        """``SB_MAC16`` blocks the lanes take on ``target`` (0 on ``"generic"``; the
+        requantizer's multiplier, if any, is built from fabric)."""
+        if check_target(target) != "ice40":
+            return 0
+        return -(-self.lanes // 2) if self.mac_pairs(target) else self.lanes
+
     def weight_memory_for(self, target="generic", weight_memory="auto"):
         """The weight storage an engine of this plan uses: ``"rom"`` or ``"ram"``.
 
@@ -441,7 +462,15 @@ class EnginePlan:
         if weight_memory == "auto":
             bits = self.weight_word_bits * len(self.words)
             weight_memory = "ram" if target == "ice40" and bits > EBR_WEIGHT_BUDGET else "rom"
-        if weight_memory == "ram" and target == "ice40" and len(self.words) > SPRAM_DEPTH:
-            raise ValueError(f"the model needs {len(self.words)} weight words at {self.lanes} lanes; "
-                             f"SPRAM holds {SPRAM_DEPTH}")
+        if weight_memory == "ram" and target == "ice40":
+            if len(self.words) > SPRAM_DEPTH:
+                raise ValueError(f"the model needs {len(self.words)} weight words at {self.lanes} lanes; "
+                                 f"SPRAM holds {SPRAM_DEPTH}")
+            if self.weight_word_bits > SPRAM_BLOCKS * SPRAM_WIDTH:
+                raise ValueError(
+                    f"the weights need SPRAM ({self.weight_word_bits * len(self.words)} bits, over the EBR "
+                    f"budget of {EBR_WEIGHT_BUDGET}) but a word of {self.lanes} lanes x {self.weight_bits} "
+                    f"bits is {self.weight_word_bits} bits and SPRAM gives "
+                    f"{SPRAM_BLOCKS * SPRAM_WIDTH}: use at most "
+                    f"{SPRAM_BLOCKS * SPRAM_WIDTH // self.weight_bits} lanes")
         return weight_memory
