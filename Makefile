@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.pwlnet-installed
 
 BOARD   ?= icebreaker
 MODEL   ?= boards/models/basicmotions_h64x64.onnx
-LANES   ?= 8
+LANES   ?= auto
 CACHE   ?= 0
 BAUD    ?=
 BATCH   ?= 0
@@ -45,7 +45,7 @@ sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [W
 bench: $(STAMP)  ## the cache on sensor streams: docs/cache_table.md, docs/cache_*.png, the 2-D figure, bank cost (long)
 	$(PY) -m pwlnet.bench cache --out docs
 
-bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=8] [CACHE=16 METRIC=linf] [BAUD=1000000] [BATCH=16] [VERIFY=32 (netlist check, on SIM)]
+bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=auto|8|16] [CACHE=16 METRIC=linf] [BAUD=1000000] [BATCH=16] [VERIFY=32 (netlist check, on SIM)]
 	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(if $(BAUD),--baud $(BAUD),) $(if $(filter-out 0,$(VERIFY)),--verify-netlist $(VERIFY) --verify-simulator $(SIM),) --batch $(BATCH)
 
 program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL

@@ -174,8 +174,9 @@ def _report_text(r):
         f"pwlnet build report: {r['model']} on {r['board']} ({r['device']})",
         f"  clock      target {r['target_mhz']:.3f} MHz (PLL: {r['pll']}), fmax {r['fmax_mhz']:.2f} MHz, "
         f"timing {'met' if r['timing_met'] else 'MISSED'}",
-        f"  engine     {r['lanes']} lanes, {r['cycles_per_inference']} cycles/inference "
-        f"(ideal {r['ideal_cycles']}), {r['inferences_per_second']:.0f} inferences/s at the clock",
+        f"  engine     {r['lanes']} lanes ({r['lanes_why']}), {r['macs_per_second'] / 1e6:.0f} million MAC/s "
+        f"peak, {r['cycles_per_inference']} cycles/inference (ideal {r['ideal_cycles']}), "
+        f"{r['inferences_per_second']:.0f} inferences/s at the clock",
         f"  link       {r['baud']} baud{_baud_error_text(r)}, {r['link_inferences_per_second']:.1f} inferences/s "
         "over the UART",
         "  resources",
@@ -202,7 +203,7 @@ def cache_suffix(cache_entries, cache_metric):
     return f"-cache{cache_entries}-{cache_metric}" if cache_entries else ""
 
 
-def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_TARGETS_MHZ,
+def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=DEFAULT_TARGETS_MHZ,
                     out_root="build", *, baud=None, engine=None, name="top", model_name=None,
                     cache_entries=0, cache_metric="linf", verify_netlist=0, verify_simulator="verilator",
                     batch=0):
@@ -214,8 +215,10 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
         Compiled model directory (:mod:`pwlnet.artifact`).
     board : str
         One of :data:`BOARDS`.
-    lanes : int
-        Engine lanes.
+    lanes : int or "auto"
+        Engine lanes; ``"auto"`` (the default): as many as the board's DSPs carry for this
+        model (:func:`pwlnet.boards.icebreaker.auto_lanes`; the report says why).  More
+        lanes than the DSPs can carry are refused before synthesis.
     target_mhz : float or sequence of float
         Clock(s) to try, in order; the first that closes timing is kept.  Each is
         rounded to what the PLL can make.
@@ -243,9 +246,12 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
         The cache's distance.
     verify_netlist : int
         After the build, simulate the kept clock's synthesized netlist (``top.netlist.v``
-        in its gateware folder) answering this many INFER frames, plus INFO and COUNTERS,
-        and compare with the golden model (:func:`pwlnet.sim.netlist.verify_netlist`);
-        0: no check.  The report's ``netlist_check`` records the result.
+        in its gateware folder) answering this many INFER frames, among INFO, COUNTERS,
+        refused frames, INFER_BATCH (with ``batch``) and, on a cached build, LOAD_WEIGHTS
+        and the cache commands (at least 12 INFERs then), and compare with the golden
+        model (:func:`pwlnet.sim.netlist.verify_top`); 0: no check.  The report's
+        ``netlist_check`` records the result: frames per kind, and the cache's writes,
+        hits and misses.
     verify_simulator : {"verilator", "icarus"}
         The simulator of that check.
 
@@ -277,8 +283,11 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
     if verify_simulator not in ("verilator", "icarus"):
         raise ValueError(f"verify_simulator must be 'verilator' or 'icarus', not {verify_simulator!r}")
     if verify_netlist and cache_entries:
-        raise ValueError("the netlist check covers builds without the cache; build with --cache-entries 0 "
-                         "or drop --verify-netlist")
+        from ..sim.netlist_plan import MIN_CACHED_FRAMES
+        if verify_netlist < MIN_CACHED_FRAMES:
+            raise ValueError(f"the netlist check of a cached build needs at least {MIN_CACHED_FRAMES} INFER frames "
+                             f"(cache writes, hits and misses), not verify_netlist={verify_netlist}")
+    lanes, lanes_why = _lanes(model, lanes, cache_entries)
     model_name = model_name or model_dir.resolve().name + cache_suffix(cache_entries, cache_metric)
     out_dir = Path(out_root) / board / model_name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -287,11 +296,32 @@ def build_bitstream(model_dir, board="icebreaker", lanes=8, target_mhz=DEFAULT_T
         raise ValueError("target_mhz names no clock")
     _tool_env()
     job = _Job(model=model, model_name=model_name, board=board, out_dir=out_dir, lanes=lanes, baud=baud,
-               engine=engine, name=name, cache_entries=cache_entries, cache_metric=cache_metric, batch=batch)
+               engine=engine, name=name, cache_entries=cache_entries, cache_metric=cache_metric, batch=batch,
+               lanes_why=lanes_why)
     result = _walk_clocks(job, targets)
     if verify_netlist:
         result = _check_netlist(job, result, verify_netlist, verify_simulator)
     return result
+
+
+def _lanes(model, lanes, cache_entries):
+    """``(lanes, why)``: ``"auto"`` resolved by :func:`~pwlnet.boards.icebreaker.auto_lanes`, a
+    given count checked against the DSPs it needs (``ValueError`` before any synthesis)."""
+    from ..hw.engine.plan import ICE40_DSPS, EnginePlan
+    from .icebreaker import MAX_LANES, auto_lanes
+
+    if lanes == "auto":
+        return auto_lanes(model, cache_entries)
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"lanes must be a positive integer or 'auto', not {lanes!r}")
+    plan = EnginePlan(model, lanes)
+    if plan.dsps("ice40") > ICE40_DSPS:
+        why = (f"{plan.weight_bits}-bit weights and {plan.x_bits}-bit activations take one DSP per lane"
+               if lanes <= MAX_LANES else f"two 8x8 lanes per DSP make at most {MAX_LANES}")
+        raise ValueError(f"{lanes} lanes need {plan.dsps('ice40')} SB_MAC16 blocks and the iCE40UP5K has "
+                         f"{ICE40_DSPS} ({why}): use --lanes {MAX_LANES if plan.mac_pairs('ice40') else ICE40_DSPS} "
+                         f"or fewer, or --lanes auto")
+    return lanes, "given"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,6 +340,8 @@ class _Job:
     cache_metric: str
     #: Inputs per INFER_BATCH frame the link accepts (0: no INFER_BATCH).
     batch: int = 0
+    #: Why the build has its lane count ("given", or :func:`~pwlnet.boards.icebreaker.auto_lanes`' reason).
+    lanes_why: str = "given"
     #: The top elaborated at each clock tried (MHz -> ICEBreakerTop), for the netlist check.
     tops: dict = dataclasses.field(default_factory=dict)
 
@@ -330,12 +362,12 @@ def _board(job, mhz):
 
 
 def synthesize_netlist(model, build_dir, *, lanes=8, mhz=48, baud=None, engine=None, name="top",
-                       cache_entries=0, cache_metric="linf"):
+                       cache_entries=0, cache_metric="linf", batch=0):
     """Synthesize the board top exactly as :func:`build_bitstream` does, without place and route.
 
     Writes Amaranth's build tree into ``build_dir`` and runs only its yosys script
     (``synth_ice40`` with the build's options, then ``write_verilog``), which takes about a
-    minute where the whole flow takes several.
+    minute where the whole flow takes several.  ``batch``: as :func:`build_bitstream`'s.
 
     Returns
     -------
@@ -351,7 +383,8 @@ def synthesize_netlist(model, build_dir, *, lanes=8, mhz=48, baud=None, engine=N
         model = artifact.load(model)
     _tool_env()
     job = _Job(model=model, model_name=name, board="icebreaker", out_dir=Path(build_dir), lanes=lanes,
-               baud=baud, engine=engine, name=name, cache_entries=cache_entries, cache_metric=cache_metric)
+               baud=baud, engine=engine, name=name, cache_entries=cache_entries, cache_metric=cache_metric,
+               batch=batch)
     top, platform, _pll = _board(job, mhz)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -396,6 +429,9 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
         "timing_met": fmax >= achieved,
         "resources": resources,
         "lanes": job.lanes,
+        "lanes_why": job.lanes_why,
+        "dsps": _engine_plan(top.engine).dsps("ice40") if _engine_plan(top.engine) else None,
+        "macs_per_second": job.lanes * achieved * 1e6,
         "cycles_per_inference": cycles,
         "ideal_cycles": int(getattr(top.engine, "ideal_cycles", 0)),
         "inferences_per_second": achieved * 1e6 / cycles if cycles else 0.0,
@@ -423,24 +459,31 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
     return result
 
 
+def _engine_plan(engine):
+    """The :class:`~pwlnet.hw.engine.plan.EnginePlan` of an engine or a cached engine (None for
+    another engine factory's component)."""
+    inner = getattr(engine, "engine", engine)
+    return getattr(inner, "plan", None)
+
+
 def _write_report(job, result):
     (job.out_dir / "report.json").write_text(json.dumps(result, indent=1) + "\n")
     (job.out_dir / "report.txt").write_text(_report_text(result))
 
 
 def _check_netlist(job, result, frames, simulator):
-    """Simulate the kept build's netlist (:func:`pwlnet.sim.netlist.verify_netlist`) and
+    """Simulate the kept build's netlist (:func:`pwlnet.sim.netlist.verify_top`) and
     record the outcome in the report; on a mismatch remove the bitstream and raise."""
-    from ..sim.netlist import NetlistMismatch, verify_netlist
+    from ..sim.netlist import NetlistMismatch, verify_top
 
     top = job.tops[float(result["requested_mhz"])]
     gw = job.out_dir / result["gateware"]
     netlist = gw / netlist_name(job.name)
     try:
-        check = verify_netlist(netlist, job.model, top.link.info, divisor=top.divisor, clk_freq=top.clk_freq,
-                               frames=frames, simulator=simulator, workdir=gw / "netlist_sim")
+        check = verify_top(netlist, top, frames=frames, simulator=simulator, workdir=gw / "netlist_sim")
     except NetlistMismatch as e:
-        result["netlist_check"] = {"passed": False, "simulator": simulator, "error": str(e)}
+        result["netlist_check"] = {"passed": False, "simulator": simulator,
+                                   "top": "cached" if job.cache_entries else "plain", "error": str(e)}
         _write_report(job, result)
         (job.out_dir / result["bitstream"]).unlink(missing_ok=True)
         raise NetlistError(f"the synthesized netlist {netlist} does not answer as the golden model: {e} "
@@ -534,11 +577,28 @@ def _model_dir(model, board, out_root):
     return model, model.resolve().name
 
 
+def _lanes_arg(text):
+    """``--lanes``: ``auto`` or a positive integer."""
+    import argparse
+
+    if text == "auto":
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, not {text!r}")
+    return v
+
+
 def add_build_arguments(parser):
     """Add the build arguments to an ``argparse`` parser (``python -m pwlnet.boards.build``)."""
     parser.add_argument("model", help="compiled model directory or ONNX file")
     parser.add_argument("--board", default="icebreaker", choices=BOARDS)
-    parser.add_argument("--lanes", type=int, default=8)
+    parser.add_argument("--lanes", type=_lanes_arg, default="auto",
+                        help="engine lanes (default auto: 16 on the UP5K's DSPs for 8-bit models whose "
+                             "weights fit EBR, else 8)")
     parser.add_argument("--target-mhz", type=float, nargs="+", default=list(DEFAULT_TARGETS_MHZ),
                         help="clock(s) to try in order; the first that closes timing is kept")
     parser.add_argument("--baud", type=int, default=None,
@@ -552,7 +612,8 @@ def add_build_arguments(parser):
                         help="the cache's distance (default linf)")
     parser.add_argument("--verify-netlist", type=int, default=0, metavar="N",
                         help="after the build, simulate the synthesized netlist answering N INFER frames "
-                             "and fail on any difference from the golden model (default 0: no check)")
+                             "(with the cache: at least 12, among cache writes, hits and misses) and fail on "
+                             "any difference from the golden model (default 0: no check)")
     parser.add_argument("--verify-simulator", default="verilator", choices=("verilator", "icarus"),
                         help="simulator of --verify-netlist (default verilator, about 50 times faster here)")
     parser.add_argument("--program", action="store_true",

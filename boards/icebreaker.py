@@ -22,8 +22,9 @@ from ..protocol import check_cache_entries
 from ..hw.pll import ICE40PLL, PLLConfig, pll_config
 from ..hw.uart import UARTRx, UARTTx, baud_divisor
 from ..hw.engine import MLPEngine
+from ..hw.engine.plan import ICE40_DSPS, EnginePlan
 
-__all__ = ["ICEBreakerTop", "LINK_BAUDS", "DEFAULT_BAUD", "link_baud", "LED_NAMES"]
+__all__ = ["ICEBreakerTop", "LINK_BAUDS", "DEFAULT_BAUD", "link_baud", "LED_NAMES", "MAX_LANES", "auto_lanes"]
 
 #: Bit rates of the host link on this board, fastest first: rates the FT2232H's UART
 #: channel makes exactly (3 Mbaud is its 12 MHz clock over 4).  A build takes the fastest
@@ -48,6 +49,35 @@ def link_baud(clk_freq, baud=None):
         except ValueError as e:
             errors.append(str(e))
     raise ValueError(f"no link rate of this board fits a {clk_freq / 1e6:.3f} MHz clock: " + "; ".join(errors))
+
+
+#: Most lanes the UP5K carries: its eight SB_MAC16 blocks, each as two 8x8 multipliers.
+MAX_LANES = 2 * ICE40_DSPS
+
+
+def auto_lanes(model, cache_entries=0):
+    """The lane count a build takes when none is given: ``(lanes, why)``.
+
+    :data:`MAX_LANES` (two 8x8 lanes per DSP) when the weights and activations fit 8 bits
+    and the 128-bit weight words stay in EBR; else :data:`~pwlnet.hw.engine.plan.ICE40_DSPS`
+    (one lane per DSP, and a 64-bit word that SPRAM can give).  A cached build keeps
+    :data:`~pwlnet.hw.engine.plan.ICE40_DSPS`: its comparator bank and slot images already
+    take nearly all the EBR.
+    """
+    if cache_entries:
+        return ICE40_DSPS, "the cached top is built with one lane per DSP"
+    plan = EnginePlan(model, MAX_LANES)
+    if not plan.mac_pairs("ice40"):
+        return ICE40_DSPS, (f"{plan.weight_bits}-bit weights and {plan.x_bits}-bit activations do not fit "
+                            f"the DSP's 8x8 halves")
+    try:
+        if plan.weight_memory_for("ice40") != "rom":
+            raise ValueError
+    except ValueError:
+        return ICE40_DSPS, "the weights need SPRAM, whose 64-bit word feeds 8 lanes"
+    return MAX_LANES, "two 8x8 lanes per DSP, weights in EBR"
+
+
 #: Order of the bits of :attr:`ICEBreakerTop.leds`.
 LED_NAMES = ("heartbeat", "error", "busy", "uart_error")
 
@@ -60,7 +90,8 @@ class ICEBreakerTop(wiring.Component):
     model : CompiledModel
         The network.
     lanes : int
-        Engine lanes (8 fills the UP5K's DSPs and SPRAM word).
+        Engine lanes: 8 fills the UP5K's DSPs one lane each (and the SPRAM word); up to
+        :data:`MAX_LANES` with 8-bit operands, two per DSP (:func:`auto_lanes` chooses).
     clk_freq : float
         Fabric clock in Hz.  On the board it is made by the PLL (pass ``pll`` to fix the
         setting; otherwise the closest one to ``clk_freq`` is chosen and ``clk_freq``

@@ -110,7 +110,8 @@ def test_cache_build_arguments(tmp_path, capsys):
 def test_report_text_names_the_cache():
     from pwlnet.boards.build import _report_text
     r = {"model": "m", "board": "icebreaker", "device": "iCE40UP5K-SG48", "target_mhz": 48.0, "pll": "p",
-         "fmax_mhz": 50.0, "timing_met": True, "lanes": 8, "cycles_per_inference": 900, "ideal_cycles": 800,
+         "fmax_mhz": 50.0, "timing_met": True, "lanes": 8, "lanes_why": "given",
+         "macs_per_second": 8 * 48e6, "cycles_per_inference": 900, "ideal_cycles": 800,
          "inferences_per_second": 53333.0, "baud": 115200, "link_inferences_per_second": 300.0,
          "resources": {"LUT": {"used": 1, "available": 5280}}, "bitstream": "m.bin",
          "cache": {"entries": 16, "metric": "linf", "image_bytes": 241, "hit_cycles": 30, "miss_cycles": 900,

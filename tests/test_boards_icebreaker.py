@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pwlnet.boards.build import DEFAULT_TARGETS_MHZ
-from pwlnet.boards.icebreaker import DEFAULT_BAUD, LINK_BAUDS, link_baud
+from pwlnet.boards.icebreaker import DEFAULT_BAUD, LINK_BAUDS, MAX_LANES, auto_lanes, link_baud
 from pwlnet.host import link_baud_of
 from pwlnet.hw.pll import pll_config
 from pwlnet.hw.uart import UARTTx
@@ -108,10 +108,40 @@ def test_host_takes_the_rate_from_the_build_report(tmp_path):
 def test_report_names_the_rate_and_its_error():
     from pwlnet.boards.build import _report_text
     r = {"model": "m", "board": "icebreaker", "device": "iCE40UP5K-SG48", "target_mhz": 39.75, "pll": "p",
-         "fmax_mhz": 41.0, "timing_met": True, "lanes": 8, "cycles_per_inference": 900, "ideal_cycles": 800,
+         "fmax_mhz": 41.0, "timing_met": True, "lanes": 8, "lanes_why": "given",
+         "macs_per_second": 8 * 48e6, "cycles_per_inference": 900, "ideal_cycles": 800,
          "inferences_per_second": 44166.0, "baud": 3057692, "baud_nominal": 3000000,
          "baud_error": 39.75e6 / 13 / 3e6 - 1, "link_inferences_per_second": 6647.0,
          "resources": {"LUT": {"used": 1, "available": 5280}}, "bitstream": "m.bin", "cache": None}
     assert "  link       3057692 baud (+1.92% from 3000000), 6647.0 inferences/s over the UART" in _report_text(r)
     r.update(baud=3000000, baud_error=0.0, target_mhz=48.0)
     assert "  link       3000000 baud, 6647.0 inferences/s over the UART" in _report_text(r)
+
+
+@pytest.mark.parametrize("dims,bits,cache,lanes,why", [
+    ([24, 64, 64, 4], 8, 0, 16, "two 8x8 lanes per DSP, weights in EBR"),
+    ([24, 64, 64, 4], 10, 0, 8, "10-bit weights and 10-bit activations do not fit the DSP's 8x8 halves"),
+    ([256, 256, 64, 4], 8, 0, 8, "the weights need SPRAM, whose 64-bit word feeds 8 lanes"),
+    ([24, 64, 64, 4], 8, 16, 8, "the cached top is built with one lane per DSP"),
+])
+def test_auto_lanes(dims, bits, cache, lanes, why):
+    from pwlnet.synth import random_model
+    model = random_model(1, dims, weight_bits=bits, act_bits=bits)
+    assert auto_lanes(model, cache) == (lanes, why)
+    assert MAX_LANES == 16
+
+
+def test_given_lanes_are_checked_before_synthesis(tmp_path):
+    from pwlnet import artifact
+    from pwlnet.boards.build import build_bitstream
+    from pwlnet.synth import random_model
+    for bits, lanes, msg in [
+            (8, 17, r"^17 lanes need 9 SB_MAC16 blocks and the iCE40UP5K has 8 \(two 8x8 lanes per DSP make at "
+                    r"most 16\): use --lanes 16 or fewer, or --lanes auto$"),
+            (12, 9, r"^9 lanes need 9 SB_MAC16 blocks and the iCE40UP5K has 8 \(12-bit weights and 12-bit "
+                    r"activations take one DSP per lane\): use --lanes 8 or fewer, or --lanes auto$"),
+            (8, 0, r"^lanes must be a positive integer or 'auto', not 0$")]:
+        model_dir = artifact.save(random_model(2, [6, 20, 3], weight_bits=bits, act_bits=bits), tmp_path / f"m{bits}")
+        with pytest.raises(ValueError, match=msg):
+            build_bitstream(model_dir, lanes=lanes, out_root=tmp_path / "b")
+        assert not (tmp_path / "b").exists()        # refused before anything was written
