@@ -39,12 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import golden
-from ..protocol import COUNTER_NAMES, REPLY_FLAG, REP_SYNC, Command, LinkInfo, code_bytes, crc16, encode_frame
+from ..protocol import REP_SYNC, CacheInfo, LinkInfo, crc16
+from .netlist_plan import NetlistMismatch, cached_plan, model_blocks, plain_plan
 from .runner import SIMULATORS, cache_root, ice40_cells_sim, verilator_env
 
 __all__ = ["NetlistMismatch", "LOCK_CYCLES", "PLL_STANDIN", "netlist_sources", "run_frames",
-           "verify_netlist"]
+           "verify_netlist", "verify_top"]
 
 #: Pad-clock cycles from power-up until the PLL stand-in raises LOCK.
 LOCK_CYCLES = 64
@@ -162,10 +162,6 @@ module tb;
   end
 endmodule
 """
-
-
-class NetlistMismatch(AssertionError):
-    """The netlist answered a frame differently from the RTL's contract or the golden model."""
 
 
 def netlist_sources(workdir, simulator="icarus"):
@@ -343,27 +339,69 @@ def _split_reply(buf, what):
     return cmd, bytes(buf[4:4 + length])
 
 
-def _test_codes(model, n, seed):
-    """``n`` input rows: the two extremes, zero, then uniform random codes."""
-    lo, hi = -(1 << (model.input_bits - 1)), (1 << (model.input_bits - 1)) - 1
-    codes = np.random.default_rng(seed).integers(lo, hi + 1, size=(n, model.input_dim))
-    for row, value in zip(range(n), (hi, lo, 0)):
-        codes[row] = value
-    return codes
+def _run_plan(plan, netlist, *, divisor, clk_freq, simulator, workdir, top):
+    """Simulate ``netlist`` answering ``plan``'s frames and check every reply in order."""
+    byte_cycles = 10 * int(divisor)
+    # Power-up: PLL lock, then the PLL block's reset delay (15 us), then margin.
+    startup = LOCK_CYCLES + 2 * int(20e-6 * clk_freq) + 256
+    # Each wait: the request's echo time plus the reply's, 4x the engine's cycles, and slack.
+    waits = [(s.request, s.reply_len, (len(s.request) + s.reply_len + 8) * byte_cycles + 4 * s.engine_cycles + 4096)
+             for s in plan.steps]
+    t0 = time.monotonic()
+    replies, _out = run_frames(netlist, waits, divisor=divisor, startup_cycles=startup, simulator=simulator,
+                               workdir=workdir, top=top)
+    seconds = time.monotonic() - t0
+    for i, step in enumerate(plan.steps):
+        what = f"frame {i} ({step.name})"
+        if i >= len(replies) or len(replies[i]) < step.reply_len:
+            got = replies[i].hex() if i < len(replies) else ""
+            raise NetlistMismatch(f"{what}: no complete reply ({len(got) // 2} of {step.reply_len} bytes: "
+                                  f"{got or 'nothing'})")
+        step.verify(*_split_reply(replies[i], what), where=f"frame {i}")
+    return seconds
+
+
+def _check_args(info, cache_info, frames, batch, weight_words):
+    """Refuse arguments that do not describe a board top :func:`verify_netlist` can check."""
+    if not isinstance(info, LinkInfo):
+        raise TypeError(f"info must be a LinkInfo, not {info!r}")
+    if cache_info is not None and not isinstance(cache_info, CacheInfo):
+        raise TypeError(f"cache_info must be a CacheInfo or None, not {cache_info!r}")
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a positive integer, not {frames!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+        raise ValueError(f"batch must be a non-negative integer, not {batch!r}")
+    if batch and cache_info is not None:
+        raise ValueError(f"a cached top answers INFER_BATCH with UNSUPPORTED; batch must be 0, not {batch}")
+    if info.weight_words and (weight_words is None or len(weight_words) != info.weight_words):
+        got = "none" if weight_words is None else len(weight_words)
+        raise ValueError(f"this build loads its {info.weight_words} weight words over the link (LOAD_WEIGHTS); "
+                         f"weight_words must hold them, got {got}")
+    if info.weight_words and cache_info is None:
+        raise ValueError("verify_netlist covers the plain top with its weights in the bitstream; this one loads "
+                         f"{info.weight_words} weight words over the link")
 
 
 def verify_netlist(netlist, model, info, *, divisor, clk_freq, frames=32, seed=0, simulator="verilator",
-                   workdir=None, top="top"):
+                   workdir=None, top="top", cache_info=None, weight_words=None, batch=0, net=None):
     """Check the synthesized board top against the RTL's INFO record and the golden model.
 
-    Sends ``INFO``, ``frames`` ``INFER`` requests (input codes: both extremes, zero, then
-    random) and ``COUNTERS``, from power-up, and checks: the INFO reply equals ``info``
-    (what the RTL reports, :attr:`pwlnet.hw.link.Link.info`); every INFER reply's output
-    codes and arg-max equal :func:`pwlnet.golden.forward` and :func:`pwlnet.golden.argmax`,
-    and its cycle count is the same for every inference; the counters say ``frames + 2``
-    frames (COUNTERS counts itself), ``frames`` inferences, no errors, and at least the inferences' cycles busy.
-    Builds whose weights are loaded over the link (``info.weight_words``) or that have the
-    cache are refused: this check covers the plain top with weights in the bitstream.
+    Sends a script of frames from power-up (:mod:`pwlnet.sim.netlist_plan`) and checks
+    every reply: INFO equals ``info``; every INFER's output codes and arg-max equal
+    :func:`pwlnet.golden.forward` and :func:`pwlnet.golden.argmax`, or on the cached top
+    the golden cache's (:class:`pwlnet.code_cache.HwCache`: ``cached``, ``slot``, a hit's
+    codes from the stored affine map, a miss's from the network), and every answer of one
+    kind (network, hit) takes the same cycles; the refused frames (bad CRC, unknown
+    command, wrong length, unsupported commands) get the protocol's error reply; COUNTERS
+    counts the frames, inferences and errors sent (and zero after CLEAR_COUNTERS).
+
+    * Plain top (``cache_info`` None): ``frames`` INFERs (both extremes, zero, random), and
+      with ``batch`` INFER_BATCH frames of 1, ``batch // 2`` and ``batch`` inputs.
+    * Cached top: CACHE_INFO, LOAD_WEIGHTS of ``weight_words`` when the build loads its
+      weights into SPRAM, then ``frames`` INFERs (at least
+      :data:`pwlnet.sim.netlist_plan.MIN_CACHED_FRAMES`) among cache writes made as the host
+      makes them, probes on and past the entries' bounds, CACHE_STATS and CACHE_CLEAR
+      (:func:`pwlnet.sim.netlist_plan.cached_plan`).
 
     Parameters
     ----------
@@ -379,83 +417,53 @@ def verify_netlist(netlist, model, info, *, divisor, clk_freq, frames=32, seed=0
         The top's fabric clock in Hz (sets the startup wait: PLL lock plus the reset delay).
     frames : int
         INFER frames to check.
+    seed : int
+        Seed of the random codes (and entries).
     simulator : {"verilator", "icarus"}
         Verilator compiles this netlist in ~15 s and then runs ~50 times faster than Icarus.
+    cache_info : CacheInfo or None
+        The RTL's CACHE_INFO record (``top.link.cache_info``); ``None``: the plain top.
+    weight_words : sequence of int, optional
+        The engine's weight memory image (``top.engine.weight_words``), when the build loads it.
+    batch : int
+        Inputs per INFER_BATCH the build takes (``top.link.batch``; 0: it must refuse them).
+    net : pwlnet.ir.Network or list, optional
+        The float network entries are made from (as :func:`pwlnet.code_cache.code_blocks`
+        takes it); default :func:`pwlnet.sim.netlist_plan.model_blocks`.
 
     Returns
     -------
     dict
-        ``{"simulator", "frames", "inferences", "seconds"}``: frames checked
-        (INFO, INFER and COUNTERS), inferences among them, wall time.
+        ``{"simulator", "top", "frames", "inferences", "kinds", "seconds"}`` and on the
+        cached top ``"cache": {"writes", "hits", "misses"}``: frames checked, inferences
+        among them, frames per kind (``"ERROR"``: refused frames), wall time of the simulation.
 
     Raises
     ------
     NetlistMismatch
         Naming the first frame that differs, what came and what was expected.
     """
-    if not isinstance(info, LinkInfo):
-        raise TypeError(f"info must be a LinkInfo, not {info!r}")
-    if info.weight_words:
-        raise ValueError("verify_netlist covers builds with their weights in the bitstream; this one "
-                         f"loads {info.weight_words} weight words over the link")
-    if not isinstance(frames, int) or frames < 1:
-        raise ValueError(f"frames must be a positive integer, not {frames!r}")
-    bi, bo = code_bytes(model.input_bits), code_bytes(model.layers[-1].out_bits)
-    codes = _test_codes(model, frames, seed)
-    expect = golden.forward(model, codes)
-    amax = golden.argmax(expect)
-    byte_cycles = 10 * int(divisor)
+    _check_args(info, cache_info, frames, batch, weight_words)
+    rng = np.random.default_rng(seed)
+    if cache_info is None:
+        plan = plain_plan(model, info, frames, rng, batch=batch)
+    else:
+        plan = cached_plan(model, info, cache_info, frames, rng, weight_words=weight_words,
+                           blocks=model_blocks(model) if net is None else net)
+    seconds = _run_plan(plan, netlist, divisor=divisor, clk_freq=clk_freq, simulator=simulator, workdir=workdir,
+                        top=top)
+    out = {"simulator": simulator, "top": "plain" if cache_info is None else "cached", "frames": len(plan.steps),
+           "inferences": plan.inferences, "kinds": dict(plan.kinds), "seconds": round(seconds, 1)}
+    if cache_info is not None:
+        out["cache"] = {"writes": plan.kinds["CACHE_WRITE"], "hits": plan.hits, "misses": plan.misses}
+    return out
 
-    def bound(req, reply_len):
-        # The request's echo time plus the reply's, the inference, and slack.
-        return (len(req) + reply_len + 8) * byte_cycles + 4 * info.cycles_per_inference + 4096
 
-    plan = [("INFO", encode_frame(Command.INFO), 6 + struct.calcsize(LinkInfo._FORMAT))]
-    for row in codes:
-        payload = b"".join(int(c).to_bytes(bi, "little", signed=True) for c in row)
-        plan.append(("INFER", encode_frame(Command.INFER, payload), 6 + model.output_dim * bo + 6))
-    plan.append(("COUNTERS", encode_frame(Command.COUNTERS), 6 + 4 * len(COUNTER_NAMES)))
-    names = ["INFO"] + [f"INFER #{i}" for i in range(frames)] + ["COUNTERS"]
-
-    t0 = time.monotonic()
-    # Power-up: PLL lock, then the PLL block's reset delay (15 us), then margin.
-    startup = LOCK_CYCLES + 2 * int(20e-6 * clk_freq) + 256
-    replies, _out = run_frames(netlist, [(req, n, bound(req, n)) for _, req, n in plan], divisor=divisor,
-                               startup_cycles=startup, simulator=simulator, workdir=workdir, top=top)
-    seconds = time.monotonic() - t0
-
-    cycles_seen = []
-    for i, ((kind, _req, n), name) in enumerate(zip(plan, names)):
-        what = f"frame {i} ({name})"
-        if i >= len(replies) or len(replies[i]) < n:
-            got = replies[i].hex() if i < len(replies) else ""
-            raise NetlistMismatch(f"{what}: no complete reply ({len(got) // 2} of {n} bytes: {got or 'nothing'})")
-        cmd, payload = _split_reply(replies[i], what)
-        want_cmd = int(getattr(Command, kind)) | REPLY_FLAG
-        if cmd != want_cmd:
-            raise NetlistMismatch(f"{what}: reply command 0x{cmd:02x}, expected 0x{want_cmd:02x} "
-                                  f"(payload {payload.hex()})")
-        if kind == "INFO":
-            got = LinkInfo.unpack(payload)
-            if got != info:
-                raise NetlistMismatch(f"{what}: INFO is {got}, the RTL reports {info}")
-        elif kind == "INFER":
-            k = i - 1
-            n_out = model.output_dim * bo
-            outs = [int.from_bytes(payload[j:j + bo], "little", signed=True) for j in range(0, n_out, bo)]
-            am, cyc = struct.unpack("<HI", payload[n_out:n_out + 6])
-            if outs != expect[k].tolist() or am != int(amax[k]):
-                raise NetlistMismatch(f"{what}: inputs {codes[k].tolist()} gave outputs {outs} arg-max {am}; "
-                                      f"the golden model gives {expect[k].tolist()} arg-max {int(amax[k])}")
-            cycles_seen.append(cyc)
-            if cyc == 0 or cyc != cycles_seen[0]:
-                raise NetlistMismatch(f"{what}: the inference took {cyc} cycles, the first took {cycles_seen[0]}")
-        else:
-            counters = dict(zip(COUNTER_NAMES, struct.unpack(f"<{len(COUNTER_NAMES)}I", payload)))
-            # The COUNTERS request is counted before its reply is sent.
-            want = {"frames": frames + 2, "inferences": frames, "errors": 0, "uart_errors": 0}
-            bad = {k: v for k, v in want.items() if counters[k] != v}
-            if bad or counters["busy_cycles"] < sum(cycles_seen):
-                raise NetlistMismatch(f"{what}: counters {counters}; expected {want} and busy_cycles >= "
-                                      f"{sum(cycles_seen)}")
-    return {"simulator": simulator, "frames": len(plan), "inferences": frames, "seconds": round(seconds, 1)}
+def verify_top(netlist, board_top, *, frames=32, **kwargs):
+    """:func:`verify_netlist` for an :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`: its
+    model, INFO, CACHE_INFO, divisor, clock, batch size and (when loaded over the link) weight
+    words are read from ``board_top``, the object that was synthesized."""
+    info = board_top.link.info
+    return verify_netlist(netlist, board_top.model, info, divisor=board_top.divisor, clk_freq=board_top.clk_freq,
+                          frames=frames, cache_info=board_top.link.cache_info, batch=board_top.link.batch,
+                          weight_words=list(board_top.engine.weight_words) if info.weight_words else None, **kwargs)

@@ -28,6 +28,7 @@ LAYERS = {
     "pwlnet.hw": 1,
     # 2 -- simulation and board builds
     "pwlnet.sim": 2, "pwlnet.boards": 2,
+    "pwlnet.sim.netlist_plan": 2, "pwlnet.sim.netlist_bench": 2,
     # 3 -- the application: command line, host driver, training, benchmarks
     "pwlnet.cli": 3, "pwlnet.cli_args": 3, "pwlnet.host": 3, "pwlnet.cache_run": 3,
     "pwlnet.predict": 3, "pwlnet.models": 3, "pwlnet.train": 3, "pwlnet.margin": 3,
