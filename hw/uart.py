@@ -73,7 +73,8 @@ class UARTTx(wiring.Component):
     Attributes
     ----------
     i : In(stream.Signature(8))
-        Bytes to send; ``ready`` is high while the transmitter is idle.
+        Bytes to send; ``ready`` (a register) is high while the one-byte holding register
+        is empty, which it is again as soon as its byte moves into the shift register.
     tx : Out(1)
         The serial line (idles high).
     """
@@ -96,16 +97,24 @@ class UARTTx(wiring.Component):
         bits = Signal(range(11))
         timer = Signal(range(self._divisor))
         expired = Signal()   # `timer == 0`, registered (see UARTRx)
+        # A one-byte holding register in front of the shift register: `ready` is a flip-flop
+        # (not decoded from the bit counter), so the sender's logic and this transmitter's
+        # load do not share a cycle.  A byte waits there at most until the stop bit of
+        # the one before has gone out; the next byte's start bit follows it directly.
+        hold = Signal(8)
+        full = Signal()
 
         m.d.comb += [
             self.tx.eq(shreg[0]),
-            self.i.ready.eq(bits == 0),
+            self.i.ready.eq(~full),
         ]
+        with m.If(self.i.valid & ~full):
+            m.d.sync += [hold.eq(self.i.payload), full.eq(1)]
         with m.If(bits == 0):
-            with m.If(self.i.valid):
+            with m.If(full):
                 m.d.sync += [
-                    shreg.eq(Cat(C(0, 1), self.i.payload, C(1, 1))),
-                    bits.eq(10),
+                    shreg.eq(Cat(C(0, 1), hold, C(1, 1))),
+                    bits.eq(10), full.eq(0),
                     timer.eq(self._divisor - 1), expired.eq(0),
                 ]
         with m.Elif(expired):
@@ -164,10 +173,14 @@ class UARTRx(wiring.Component):
 
         timer = Signal(range(div))
         # `expired` is `timer == 0`, registered: the comparison then sits off the paths
-        # from the timer into the state logic (every reload value is at least 1).
+        # from the timer into the state logic (every reload value is at least 1).  The
+        # countdown is the default of every cycle; the states below only reload it.
         expired = Signal()
+        m.d.sync += [timer.eq(timer - 1), expired.eq(timer == 1)]
         shreg = Signal(8)
         bitno = Signal(range(8))
+        last_bit = Signal()      # `bitno == 7`, registered with bitno
+        stop_ok = Signal()       # the stop bit's sample, decided upon a cycle later
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -187,34 +200,33 @@ class UARTRx(wiring.Component):
                         # A glitch shorter than half a bit, not a start bit.
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [timer.eq(div - 1), expired.eq(0), bitno.eq(0)]
+                        m.d.sync += [timer.eq(div - 1), expired.eq(0), bitno.eq(0), last_bit.eq(0)]
                         m.next = "DATA"
-                with m.Else():
-                    m.d.sync += [timer.eq(timer - 1), expired.eq(timer == 1)]
             with m.State("DATA"):
                 with m.If(expired):
                     m.d.sync += [
                         shreg.eq(Cat(shreg[1:], rx)),
                         timer.eq(div - 1), expired.eq(0),
-                        bitno.eq(bitno + 1),
+                        bitno.eq(bitno + 1), last_bit.eq(bitno == 6),
                     ]
-                    with m.If(bitno == 7):
+                    with m.If(last_bit):
                         m.next = "STOP"
-                with m.Else():
-                    m.d.sync += [timer.eq(timer - 1), expired.eq(timer == 1)]
             with m.State("STOP"):
+                # The middle of the stop bit: sample it, and decide in CHECK (half a bit
+                # is left before the next start bit can begin).
                 with m.If(expired):
-                    with m.If(rx):
-                        with m.If(self.o.valid & ~self.o.ready):
-                            m.d.sync += self.overrun.eq(1)
-                        with m.Else():
-                            m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
-                        m.next = "IDLE"
+                    m.d.sync += stop_ok.eq(rx)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(stop_ok):
+                    with m.If(self.o.valid & ~self.o.ready):
+                        m.d.sync += self.overrun.eq(1)
                     with m.Else():
-                        m.d.sync += self.frame_error.eq(1)
-                        m.next = "BREAK"
+                        m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
+                    m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [timer.eq(timer - 1), expired.eq(timer == 1)]
+                    m.d.sync += self.frame_error.eq(1)
+                    m.next = "BREAK"
             with m.State("BREAK"):
                 # Wait for the line to go idle so a held-low line is not read as 0x00 bytes.
                 with m.If(rx):

@@ -165,7 +165,7 @@ class Requantizer(wiring.Component):
             terms.append(t)
         # The offset is the odd term out until the level that adds it: it is read from
         # off_mem just in time, with the parameter address delayed (level i's inputs are
-        # registers i + 1 cycles after the address).
+        # registers i + 1 cycles after the address; the offset's register is the last).
         OFF = "off"
         terms.append(OFF)
         m.d.sync += sh.eq(prm.shift)
@@ -178,12 +178,16 @@ class Requantizer(wiring.Component):
             for k in range(0, len(terms) - 1, 2):
                 a, b = terms[k], terms[k + 1]
                 if a is OFF or b is OFF:
-                    for _ in range(level):
+                    # Read a cycle early and register the offset in the fabric: the EBR's
+                    # output then does not share a cycle with this level's carry chain.
+                    for _ in range(level - 1):
                         d_ = Signal.like(off_addr, name=f"off_addr{level}")
                         m.d.sync += d_.eq(off_addr)
                         off_addr = d_
                     m.d.comb += off_rd.addr.eq(off_addr)
-                    a, b = (off_rd.data if x is OFF else x for x in (a, b))
+                    off_q = Signal.like(off_rd.data, name="off_q")
+                    m.d.sync += off_q.eq(off_rd.data)
+                    a, b = (off_q if x is OFF else x for x in (a, b))
                 t = Signal(signed(pw), name=f"sum{len(st.stages)}_{k}")
                 m.d.sync += t.eq(a + b)
                 nxt.append(t)

@@ -249,6 +249,14 @@ class FrameParser(wiring.Component):
             with m.If(timed_out):
                 fail()
 
+        # A byte taken into the CRC is folded in one cycle later, from a copy of it kept
+        # beside the CRC register (the byte register fans out across the link).  Bytes
+        # are taken at least two cycles apart (the input register refills only when
+        # empty), so each fold is done before the next byte's.  IDLE's restart (below)
+        # overrides it.
+        m.d.sync += st.crc_upd.eq(0)
+        with m.If(st.crc_upd):
+            m.d.sync += st.crc.eq(crc16_step(st.crc, st.crc_in))
         with m.FSM(name="link") as fsm:
             self._header_states(m, st, byte, byte_valid, byte_is_sync, receiving)
             with m.State("LEN_CHECK"):
@@ -314,17 +322,17 @@ class FrameParser(wiring.Component):
         with m.State("CMD"):
             receiving()
             with m.If(byte_valid):
-                m.d.sync += [cmd.eq(byte), crc.eq(crc16_step(crc, byte))]
+                m.d.sync += [cmd.eq(byte), *st.fold(byte)]
                 m.next = "LEN_LO"
         with m.State("LEN_LO"):
             receiving()
             with m.If(byte_valid):
-                m.d.sync += [length[:8].eq(byte), crc.eq(crc16_step(crc, byte))]
+                m.d.sync += [length[:8].eq(byte), *st.fold(byte)]
                 m.next = "LEN_HI"
         with m.State("LEN_HI"):
             receiving()
             with m.If(byte_valid):
-                m.d.sync += [length[8:].eq(byte), crc.eq(crc16_step(crc, byte)), st.idx.eq(0)]
+                m.d.sync += [length[8:].eq(byte), *st.fold(byte), st.idx.eq(0)]
                 m.next = "LEN_WAIT"
         with m.State("LEN_WAIT"):
             # One cycle for the length flags to be computed from the full length.
@@ -336,7 +344,7 @@ class FrameParser(wiring.Component):
         with m.State("PAYLOAD"):
             receiving()
             with m.If(byte_valid):
-                m.d.sync += [crc.eq(crc16_step(crc, byte)), idx.eq(idx + 1), st.left.eq(st.left - 1)]
+                m.d.sync += [*st.fold(byte), idx.eq(idx + 1), st.left.eq(st.left - 1)]
                 with m.If(st.code_ok):
                     in_wr = self.in_wr
                     if self._bi == 1:
@@ -379,8 +387,12 @@ class FrameParser(wiring.Component):
         with m.State("CRC_HI"):
             receiving()
             with m.If(byte_valid):
-                m.d.sync += st.crc_ok.eq(Cat(st.crc_lo, byte) == crc)
-                m.next = "CHECK"
+                m.d.sync += st.crc_hi.eq(byte)
+                m.next = "CRC_CMP"
+        with m.State("CRC_CMP"):
+            # The compare from registers only (the received CRC and the computed one).
+            m.d.sync += st.crc_ok.eq(Cat(st.crc_lo, st.crc_hi) == crc)
+            m.next = "CHECK"
         with m.State("CHECK"):
             # One cycle for the decision registers to see `crc_ok`.
             m.next = "DISPATCH"
@@ -397,6 +409,9 @@ class _ParserState:
         self.left = Signal(range(parser._max_payload + 1), name="left")   # body bytes to come, minus one
         self.crc = Signal(16, name="crc")
         self.crc_lo = Signal(8, name="crc_lo")
+        self.crc_hi = Signal(8, name="crc_hi")
+        self.crc_in = Signal(8, name="crc_in")     # the byte being folded into `crc`
+        self.crc_upd = Signal(name="crc_upd")
         self.code_lo = Signal(8, name="code_lo")
         self.take = Signal(name="take")
         for n in ("is_info", "is_infer", "is_counters", "is_clear", "is_reserved", "is_load", "is_batch",
@@ -413,3 +428,7 @@ class _ParserState:
         # INFER_BATCH: position in the input being received, whole inputs received.
         self.in_pos = Signal(range(parser._d * parser._bi), name="in_pos")
         self.n_in = Signal(range(parser._max_payload // (parser._d * parser._bi) + 1), name="n_in")
+
+    def fold(self, byte):
+        """The statements that fold ``byte`` into the CRC (one cycle later)."""
+        return [self.crc_in.eq(byte), self.crc_upd.eq(1)]
