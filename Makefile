@@ -54,3 +54,6 @@ program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf build sim_build .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -exec rm -rf {} +
+
+verify-netlist: $(STAMP)  ## the netlist check, long: synthesize MODEL's top, FRAMES INFERs (200) on SIM, e.g. make verify-netlist CACHE=16 SIM="verilator icarus" [BATCH=16]
+	$(PY) -m pwlnet.sim.netlist_bench --model $(MODEL) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) --batch $(BATCH) --frames $(or $(FRAMES),200) --simulator $(SIM) --out build/netlist-check/$(if $(filter-out 0,$(CACHE)),cache$(CACHE)-$(METRIC),plain)$(if $(filter-out 0,$(BATCH)),-batch$(BATCH),) --json build/netlist-check/$(if $(filter-out 0,$(CACHE)),cache$(CACHE)-$(METRIC),plain)$(if $(filter-out 0,$(BATCH)),-batch$(BATCH),).json

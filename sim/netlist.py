@@ -44,7 +44,7 @@ from .netlist_plan import NetlistMismatch, cached_plan, model_blocks, plain_plan
 from .runner import SIMULATORS, cache_root, ice40_cells_sim, verilator_env
 
 __all__ = ["NetlistMismatch", "LOCK_CYCLES", "PLL_STANDIN", "netlist_sources", "run_frames",
-           "verify_netlist", "verify_top"]
+           "run_plan", "verify_netlist", "verify_top"]
 
 #: Pad-clock cycles from power-up until the PLL stand-in raises LOCK.
 LOCK_CYCLES = 64
@@ -339,8 +339,12 @@ def _split_reply(buf, what):
     return cmd, bytes(buf[4:4 + length])
 
 
-def _run_plan(plan, netlist, *, divisor, clk_freq, simulator, workdir, top):
-    """Simulate ``netlist`` answering ``plan``'s frames and check every reply in order."""
+def run_plan(plan, netlist, *, divisor, clk_freq, simulator="verilator", workdir=None, top="top"):
+    """Simulate ``netlist`` answering the frames of ``plan`` (:class:`pwlnet.sim.netlist_plan.Plan`)
+    from power-up and check every reply in order; returns the simulation's wall time in seconds.
+
+    Raises :class:`NetlistMismatch` naming the first frame whose reply differs or is missing.
+    """
     byte_cycles = 10 * int(divisor)
     # Power-up: PLL lock, then the PLL block's reset delay (15 us), then margin.
     startup = LOCK_CYCLES + 2 * int(20e-6 * clk_freq) + 256
@@ -450,7 +454,7 @@ def verify_netlist(netlist, model, info, *, divisor, clk_freq, frames=32, seed=0
     else:
         plan = cached_plan(model, info, cache_info, frames, rng, weight_words=weight_words,
                            blocks=model_blocks(model) if net is None else net)
-    seconds = _run_plan(plan, netlist, divisor=divisor, clk_freq=clk_freq, simulator=simulator, workdir=workdir,
+    seconds = run_plan(plan, netlist, divisor=divisor, clk_freq=clk_freq, simulator=simulator, workdir=workdir,
                         top=top)
     out = {"simulator": simulator, "top": "plain" if cache_info is None else "cached", "frames": len(plan.steps),
            "inferences": plan.inferences, "kinds": dict(plan.kinds), "seconds": round(seconds, 1)}
