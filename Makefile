@@ -16,12 +16,14 @@ VECTORS ?= 2000
 WAVES   ?= 0
 JOBS    ?= 2
 VERIFY  ?= 0
+TARGET  ?= generic
+SEEDS   ?= 1
 
 .PHONY: help install test test-fast sim bench bitstream program clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: BOARD=$(BOARD) MODEL=$(MODEL) LANES=$(LANES) CACHE=$(CACHE) METRIC=$(METRIC) SIM=$(SIM) VECTORS=$(VECTORS) WAVES=$(WAVES) VERIFY=$(VERIFY)"
+	@echo "  variables: BOARD=$(BOARD) MODEL=$(MODEL) LANES=$(LANES) CACHE=$(CACHE) METRIC=$(METRIC) SIM=$(SIM) VECTORS=$(VECTORS) WAVES=$(WAVES) VERIFY=$(VERIFY) TARGET=$(TARGET)"
 
 # torch is pinned to the CPU build that pip finds locally (see README, "Set-up").
 $(STAMP): pyproject.toml
@@ -39,14 +41,14 @@ test: $(STAMP)  ## run the whole test suite (unit, golden regression, cocotb on 
 test-fast: $(STAMP)  ## the suite without slow tests (no bitstream build)
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q -m "not slow"
 
-sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [WAVES=1]
-	$(PY) -m pwlnet.sim.regress --simulator $(SIM) --vectors $(VECTORS) $(if $(filter 1,$(WAVES)),--waves,)
+sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [WAVES=1] [LANES=16 TARGET=ice40]
+	$(PY) -m pwlnet.sim.regress --simulator $(SIM) --vectors $(VECTORS) $(if $(filter 1,$(WAVES)),--waves,) $(if $(filter-out auto,$(LANES)),--lanes $(LANES),) --target $(TARGET)
 
 bench: $(STAMP)  ## the cache on sensor streams: docs/cache_table.md, docs/cache_*.png, the 2-D figure, bank cost (long)
 	$(PY) -m pwlnet.bench cache --out docs
 
-bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=auto|8|16] [CACHE=16 METRIC=linf] [BAUD=1000000] [BATCH=16] [VERIFY=32 (netlist check, on SIM)]
-	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(if $(BAUD),--baud $(BAUD),) $(if $(filter-out 0,$(VERIFY)),--verify-netlist $(VERIFY) --verify-simulator $(SIM),) --batch $(BATCH)
+bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=auto|8|16] [CACHE=16 METRIC=linf] [BAUD=1000000] [BATCH=16] [SEEDS=3] [VERIFY=32 (netlist check, on SIM)]
+	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(if $(BAUD),--baud $(BAUD),) $(if $(filter-out 0,$(VERIFY)),--verify-netlist $(VERIFY) --verify-simulator $(SIM),) --batch $(BATCH) --seeds $(SEEDS)
 
 program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL
 	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(MODEL)

@@ -121,3 +121,31 @@ def test_report_text_names_the_cache():
                         "(1600000 hits/s at the clock)")
     r["cache"] = None
     assert "cache" not in _report_text(r)
+
+
+def test_seeds_are_tried_until_timing_closes(monkeypatch):
+    """--seeds N: at each clock the seeds 1..N in turn, stopping at the first that closes
+    timing or that misses by more than 3 %; then the walk goes on as with one seed."""
+    from pwlnet.boards import build
+
+    fmax = {(64, 1): 62.5, (64, 2): 63.0, (64, 3): 61.0, (60, 1): 59.0, (60, 2): 60.5}
+    calls = []
+
+    def fake_attempt(job, mhz, seed=1):
+        calls.append((mhz, seed))
+        f = fmax.get((mhz, seed), 50.0)
+        return {"target_mhz": float(mhz), "fmax_mhz": f, "timing_met": f >= mhz, "seed": seed}, b"bits"
+
+    monkeypatch.setattr(build, "_attempt", fake_attempt)
+    monkeypatch.setattr(build, "_finish", lambda job, result, bits, tried: dict(result, tried=tried))
+    job = build._Job(model=None, model_name="m", board="icebreaker", out_dir=None, lanes=8, baud=None,
+                     engine=None, name="top", cache_entries=0, cache_metric="linf", seeds=(1, 2, 3))
+    result = build._walk_clocks(job, [64, 60])
+    # 64: seeds 1, 2, 3 miss by under 3 %, then at 60 seed 1 misses and seed 2 closes.
+    assert calls == [(64, 1), (64, 2), (64, 3), (60, 1), (60, 2)]
+    assert result["target_mhz"] == 60.0 and result["seed"] == 2
+    assert [t["seed"] for t in result["tried"]] == [1, 2, 3, 1, 2]
+    calls.clear()
+    fmax[(64, 1)] = 59.5                      # a miss by more than 3 %: no other seed there
+    build._walk_clocks(job, [64, 60])
+    assert calls == [(64, 1), (60, 1), (60, 2)]

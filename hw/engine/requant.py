@@ -4,7 +4,9 @@
 time (:func:`~pwlnet.hw.engine.plan.requant_offset`), which is exactly
 :func:`pwlnet.fixedpoint.requantize`: ``(acc + b) * m + half = acc * m + off``; ReLU layers
 clamp at 0.  One carry chain per stage at most; the multiply is an adder tree of partial
-products; the shift and the saturation take two stages each.
+products; the shift and the saturation take two stages each.  The data registers have no
+reset (only the stages' valid flags do): a reset would take each flip-flop's set/reset
+input and keep it out of the logic cell of the adder bit that drives it.
 """
 
 from amaranth.hdl import Mux, Module, Signal, signed, unsigned
@@ -88,12 +90,13 @@ class Requantizer(wiring.Component):
         m.d.comb += par_rd.addr.eq(self.i.payload.info.chan + self.i.payload.j)
         # s1: accumulator and meta registered, parameters arrive from the EBR
         st.stage()
-        a1 = Signal(signed(pl.acc_bits))
+        a1 = Signal(signed(pl.acc_bits), reset_less=True)
         m.d.sync += a1.eq(self.i.payload.acc)
         if pl.has_multiply:
             pre, sh = self._multiply(m, st, a1, par_rd, off_rd)
         else:
-            pre, sh = Signal(signed(pl.pre_bits)), Signal(unsigned(pl.shift_bits))
+            pre = Signal(signed(pl.pre_bits), reset_less=True)
+            sh = Signal(unsigned(pl.shift_bits), reset_less=True)
             m.d.sync += [pre.eq(a1 + par_rd.data.off), sh.eq(par_rd.data.shift)]
             st.stage()
         v = self._shift(m, st, pre, sh)
@@ -157,10 +160,10 @@ class Requantizer(wiring.Component):
         stage).  Returns the sum and the shift, delayed alike."""
         pl = self._plan
         prm, pw = par_rd.data, pl.pre_bits
-        sh = Signal(unsigned(pl.shift_bits))
+        sh = Signal(unsigned(pl.shift_bits), reset_less=True)
         terms = []
         for k in range(pl.mult_bits):
-            t = Signal(signed(pw), name=f"pp{k}")
+            t = Signal(signed(pw), name=f"pp{k}", reset_less=True)
             m.d.sync += t.eq(Mux(prm.mult[k], a1 << k, 0))
             terms.append(t)
         # The offset is the odd term out until the level that adds it: it is read from
@@ -185,17 +188,17 @@ class Requantizer(wiring.Component):
                         m.d.sync += d_.eq(off_addr)
                         off_addr = d_
                     m.d.comb += off_rd.addr.eq(off_addr)
-                    off_q = Signal.like(off_rd.data, name="off_q")
+                    off_q = Signal.like(off_rd.data, name="off_q", reset_less=True)
                     m.d.sync += off_q.eq(off_rd.data)
                     a, b = (off_q if x is OFF else x for x in (a, b))
-                t = Signal(signed(pw), name=f"sum{len(st.stages)}_{k}")
+                t = Signal(signed(pw), name=f"sum{len(st.stages)}_{k}", reset_less=True)
                 m.d.sync += t.eq(a + b)
                 nxt.append(t)
             if len(terms) % 2:
                 if terms[-1] is OFF:
                     nxt.append(OFF)
                 else:
-                    t = Signal(signed(pw), name=f"sum{len(st.stages)}_{len(terms) - 1}")
+                    t = Signal(signed(pw), name=f"sum{len(st.stages)}_{len(terms) - 1}", reset_less=True)
                     m.d.sync += t.eq(terms[-1])
                     nxt.append(t)
             terms = nxt
@@ -208,13 +211,13 @@ class Requantizer(wiring.Component):
     def _shift(self, m, st, pre, sh):
         """Arithmetic (flooring) shift: the low three bits of the shift, then the rest."""
         pl = self._plan
-        v = Signal(signed(pl.pre_bits), name="shr_lo")
+        v = Signal(signed(pl.pre_bits), name="shr_lo", reset_less=True)
         m.d.sync += v.eq(pre >> sh[:3])
-        sh_hi = Signal(unsigned(pl.shift_bits), name="sh_hi")
+        sh_hi = Signal(unsigned(pl.shift_bits), name="sh_hi", reset_less=True)
         m.d.sync += sh_hi.eq(sh & ~7)
         st.stage()
         if pl.shift_bits > 3:
-            v2 = Signal(signed(pl.post_bits), name="shr_hi")
+            v2 = Signal(signed(pl.post_bits), name="shr_hi", reset_less=True)
             m.d.sync += v2.eq((v >> sh_hi)[:pl.post_bits])
             st.stage()
             return v2
@@ -244,19 +247,20 @@ class Requantizer(wiring.Component):
         for b in out_bits_set:
             top = v[b - 1:]
             ovfs.append(~((top == 0) | (top == (1 << len(top)) - 1)))
-        ovf = Signal()
-        neg = Signal()
-        vlow = Signal(signed(yb))
+        ovf = Signal(reset_less=True)
+        neg = Signal(reset_less=True)
+        vlow = Signal(signed(yb), reset_less=True)
         s = st.meta_at()
         m.d.comb += sat_rd.addr.eq(s.lidx)
         ovf_sel = 0
         for k, o in enumerate(ovfs):
             ovf_sel = ovf_sel | (o & sat_rd.data.obsel[k])
-        relu, lo, hi = Signal(), Signal(signed(yb)), Signal(signed(yb))
+        relu = Signal(reset_less=True)
+        lo, hi = Signal(signed(yb), reset_less=True), Signal(signed(yb), reset_less=True)
         m.d.sync += [ovf.eq(ovf_sel), neg.eq(v[-1]), vlow.eq(v[:yb]),
                      relu.eq(sat_rd.data.relu), lo.eq(sat_rd.data.lo), hi.eq(sat_rd.data.hi)]
         s = st.register(s)
-        y = Signal(signed(yb), name="y")
+        y = Signal(signed(yb), name="y", reset_less=True)
         y_next = Mux(relu & neg, 0, Mux(ovf, Mux(neg, lo, hi), vlow))
         m.d.sync += y.eq(y_next)
         s6 = st.register(s)
