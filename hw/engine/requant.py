@@ -5,8 +5,9 @@ time (:func:`~pwlnet.hw.engine.plan.requant_offset`), which is exactly
 :func:`pwlnet.fixedpoint.requantize`: ``(acc + b) * m + half = acc * m + off``; ReLU layers
 clamp at 0.  One carry chain per stage at most; the multiply is an adder tree of partial
 products; the shift and the saturation take two stages each.  The data registers have no
-reset (only the stages' valid flags do): a reset would take each flip-flop's set/reset
-input and keep it out of the logic cell of the adder bit that drives it.
+reset (only the stages' valid flags do): nothing reads them without a valid flag, and
+without the reset net nextpnr places the adder tree tighter (the 16-lane board top's fmax
+at a 64 MHz try went from 55.3 to 59.0 MHz with this alone).
 """
 
 from amaranth.hdl import Mux, Module, Signal, signed, unsigned
