@@ -97,6 +97,8 @@ def test_plan_spram_word_limit():
                                          r"use at most 8 lanes$"):
         plan16.weight_memory_for("ice40")
     assert plan16.weight_memory_for("generic") == "rom"
+    with pytest.raises(ValueError, match=r"^the weights need SPRAM \(asked for\) but a word of 16 lanes"):
+        EnginePlan(random_model(5, [13, 20, 7]), 16).weight_memory_for("ice40", "ram")
 
 
 def test_plan_checks_like_engine():

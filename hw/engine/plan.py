@@ -459,17 +459,18 @@ class EnginePlan:
         check_target(target)
         if weight_memory not in WEIGHT_MEMORIES:
             raise ValueError(f"weight_memory must be one of {WEIGHT_MEMORIES}, not {weight_memory!r}")
+        bits = self.weight_word_bits * len(self.words)
+        why = "asked for"
         if weight_memory == "auto":
-            bits = self.weight_word_bits * len(self.words)
             weight_memory = "ram" if target == "ice40" and bits > EBR_WEIGHT_BUDGET else "rom"
+            why = f"{bits} bits, over the EBR budget of {EBR_WEIGHT_BUDGET}"
         if weight_memory == "ram" and target == "ice40":
             if len(self.words) > SPRAM_DEPTH:
                 raise ValueError(f"the model needs {len(self.words)} weight words at {self.lanes} lanes; "
                                  f"SPRAM holds {SPRAM_DEPTH}")
             if self.weight_word_bits > SPRAM_BLOCKS * SPRAM_WIDTH:
                 raise ValueError(
-                    f"the weights need SPRAM ({self.weight_word_bits * len(self.words)} bits, over the EBR "
-                    f"budget of {EBR_WEIGHT_BUDGET}) but a word of {self.lanes} lanes x {self.weight_bits} "
+                    f"the weights need SPRAM ({why}) but a word of {self.lanes} lanes x {self.weight_bits} "
                     f"bits is {self.weight_word_bits} bits and SPRAM gives "
                     f"{SPRAM_BLOCKS * SPRAM_WIDTH}: use at most "
                     f"{SPRAM_BLOCKS * SPRAM_WIDTH // self.weight_bits} lanes")
