@@ -328,7 +328,11 @@ class ComparatorBank(wiring.Component):
         m.d.comb += [self.w.ready.eq(idle), self.idle.eq(idle), self.at_first.eq(k == 0)]
         # The output register holds one result and the pipeline behind it cannot stall,
         # so a query's last beat waits until the previous query's result has been taken.
-        m.d.comb += self.q.ready.eq(~(at_last & owed) & ~(idle & self.w.valid))
+        # Nor does one start in the cycle an entry write lands in the center memory (see
+        # `_writes`): its first beat would read the row being written.
+        landing = Signal()
+        m.d.sync += landing.eq(self.w.valid & idle)
+        m.d.comb += self.q.ready.eq(~(at_last & owed) & ~(idle & self.w.valid) & ~landing)
         take = self.q.valid & self.q.ready
         taken = self.o.valid & self.o.ready
         k_next = Signal.like(k)
@@ -360,9 +364,14 @@ class ComparatorBank(wiring.Component):
             word = Cat(*parts)
         else:
             word = wp.codes.as_value()
-        m.d.comb += [wr.addr.eq(wp.index),
-                     wr.data.eq(word.replicate(n)),
-                     wr.en.eq(Mux(wfire, Const(1, n) << wp.slot, 0))]
+        # The write lands a cycle late, from registers: the window's adders and clamps
+        # (and the payload's route) then do not share a cycle with the memory's write
+        # port.  `_control` keeps a query from starting in the cycle a write lands.
+        w_addr = Signal.like(wr.addr, name="w_addr")
+        w_word = Signal(len(word), name="w_word", reset_less=True)
+        w_en = Signal(n, name="w_en")
+        m.d.sync += [w_addr.eq(wp.index), w_word.eq(word), w_en.eq(Mux(wfire, Const(1, n) << wp.slot, 0))]
+        m.d.comb += [wr.addr.eq(w_addr), wr.data.eq(w_word.replicate(n)), wr.en.eq(w_en)]
         for e in range(n):
             with m.If(wfire & wp.commit & (wp.slot == e)):
                 m.d.sync += valid[e].eq(wp.valid)

@@ -241,12 +241,13 @@ def test_random_queries_full_cache():
 def test_latency_and_streaming(dim, lanes):
     """Queries back to back with an always-ready consumer: a result exactly
     ``lookup_latency`` cycles after each last beat, and ``q`` stalls only for queries
-    of at most ``lookup_latency`` beats."""
+    of at most ``lookup_latency`` beats (and in the cycle an entry write lands)."""
     dut = ComparatorBank(4, dim, 8, "l2", lanes_per_cycle=lanes)
     assert dut.lookup_latency == LOOKUP_LATENCY == 4
     rng = np.random.default_rng(dim)
     c = rng.integers(-128, 128, dim)
-    queries = [c if n % 2 else rng.integers(-128, 128, dim) for n in range(8)]
+    # The first query, right after the write, is the written center: it must see the new row.
+    queries = [c if n % 2 == 0 else rng.integers(-128, 128, dim) for n in range(8)]
     log = {"last": [], "out": []}
 
     async def tb(ctx):
@@ -272,13 +273,14 @@ def test_latency_and_streaming(dim, lanes):
                     log["last"].append(cyc)
                 pos += 1
             elif pos < len(beats):
-                assert dut.beats <= dut.lookup_latency, "a query stalled"
+                # cycle 0 is the one the entry write lands in the center memory: no query starts
+                assert cyc == 0 or dut.beats <= dut.lookup_latency, "a query stalled"
             await ctx.tick()
             cyc += 1
 
     run_streams(dut, tb)
     assert [t for t, _, _ in log["out"]] == [t + dut.lookup_latency for t in log["last"]]
-    assert [(h, s) for _, h, s in log["out"]] == [(n % 2, 2 * (n % 2)) for n in range(8)]
+    assert [(h, s) for _, h, s in log["out"]] == [(1 - n % 2, 2 * (1 - n % 2)) for n in range(8)]
     # one query per max(beats, lookup_latency + 1) cycles: the last beat waits for the
     # previous result only when a query is shorter than the pipeline
     step = max(dut.beats, dut.lookup_latency + 1)
