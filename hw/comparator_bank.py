@@ -372,12 +372,20 @@ class ComparatorBank(wiring.Component):
         w_en = Signal(n, name="w_en")
         m.d.sync += [w_addr.eq(wp.index), w_word.eq(word), w_en.eq(Mux(wfire, Const(1, n) << wp.slot, 0))]
         m.d.comb += [wr.addr.eq(w_addr), wr.data.eq(w_word.replicate(n)), wr.en.eq(w_en)]
+        # The commit (valid bit, bound) lands with the last row, and a clear a cycle late
+        # too, so the two keep their order (a clear in the cycle of a commit wins).
+        c_en = Signal(n, name="c_en")
+        c_valid = Signal(name="c_valid")
+        c_bound = Signal.like(wp.bound, name="c_bound", reset_less=True)
+        clear = Signal(name="clear_d")
+        m.d.sync += [c_en.eq(Mux(wfire & wp.commit, Const(1, n) << wp.slot, 0)), c_valid.eq(wp.valid),
+                     c_bound.eq(wp.bound), clear.eq(self.clear)]
         for e in range(n):
-            with m.If(wfire & wp.commit & (wp.slot == e)):
-                m.d.sync += valid[e].eq(wp.valid)
+            with m.If(c_en[e]):
+                m.d.sync += valid[e].eq(c_valid)
                 if not win:
-                    m.d.sync += bound[e].eq(wp.bound)
-        with m.If(self.clear):
+                    m.d.sync += bound[e].eq(c_bound)
+        with m.If(clear):
             m.d.sync += valid.eq(0)
         return valid, bound
 
