@@ -15,7 +15,7 @@ from pwlnet.synth import random_model
 def test_icebreaker_build(tmp_path, capsys):
     """Through the command line that `make bitstream` runs."""
     model_dir = artifact.save(random_model(3, [16, 32, 10]), tmp_path / "mlp16")
-    assert main(["bitstream", str(model_dir), "--board", "icebreaker", "--lanes", "8",
+    assert main(["bitstream", str(model_dir), "--board", "icebreaker",
                  "--target-mhz", "48", "40", "--out", str(tmp_path / "build")]) == 0
     out = tmp_path / "build" / "icebreaker" / "mlp16"
     report = json.loads((out / "report.json").read_text())
@@ -24,14 +24,17 @@ def test_icebreaker_build(tmp_path, capsys):
                 "cycles_per_inference", "inferences_per_second"):
         assert key in report, key
     assert report["board"] == "icebreaker" and report["device"] == "iCE40UP5K-SG48"
-    assert report["lanes"] == 8
+    # --lanes auto: 8-bit operands and weights in EBR take 16 lanes, two per SB_MAC16
+    assert (report["lanes"], report["dsps"]) == (16, 8)
+    assert report["lanes_why"] == "two 8x8 lanes per DSP, weights in EBR"
+    assert report["macs_per_second"] == pytest.approx(16 * report["target_mhz"] * 1e6)
     assert report["fmax_mhz"] >= report["target_mhz"] >= 39.0
     assert set(report["resources"]) == set(DEVICE_LIMITS)
     for key, (_cell, _what, count) in DEVICE_LIMITS.items():
         r = report["resources"][key]
         assert r["available"] == count and 0 <= r["used"] <= count
-    assert report["resources"]["DSP"]["used"] == 8        # one SB_MAC16 per lane
-    assert report["cycles_per_inference"] >= 16 * 4 + 32 * 2
+    assert report["resources"]["DSP"]["used"] == 8        # one SB_MAC16 per two lanes
+    assert report["cycles_per_inference"] >= report["ideal_cycles"] == 2 * 16 + 1 * 32
     assert report["inferences_per_second"] == pytest.approx(
         report["target_mhz"] * 1e6 / report["cycles_per_inference"])
     assert (out / report["bitstream"]).stat().st_size > 100_000

@@ -37,6 +37,8 @@ from helpers import simulator_param
 VECTORS = int(os.environ.get("PWLNET_SIM_VECTORS", "2000"))
 #: The other lane count: not a power of two and not a divisor of most layer widths.
 OTHER_LANES = 3
+#: The model `make bitstream BOARD=icebreaker` builds.
+DEFAULT_MODEL = "basicmotions_h64x64"
 
 
 SIMS = [simulator_param("verilator"), simulator_param("icarus")]
@@ -46,10 +48,14 @@ ENGINE = importlib.util.find_spec("pwlnet.hw.engine") is not None
 
 def _configs():
     """(case index, lanes, target, weight memory): every model at P = 8, the second
-    smallest also at the other P, and the smallest on the ice40 target with SB_MAC16
-    lanes and run-time loaded SB_SPRAM256KA weights."""
+    smallest also at the other P, the smallest on the ice40 target with SB_MAC16 lanes
+    and run-time loaded SB_SPRAM256KA weights, and the board's default model as the
+    default build makes it: ice40 at P = 16, two 8x8 lanes per SB_MAC16.  (Every model at
+    P = 16 on ice40: ``make sim LANES=16 TARGET=ice40``, too long for ``make test``.)"""
     by_size = sorted(range(len(CASES)), key=lambda i: ideal_cycles(CASES[i].model.layers, 8))
     out = [(i, 8, "generic", "auto") for i in range(len(CASES))]
+    default = [i for i, c in enumerate(CASES) if c.name == DEFAULT_MODEL]
+    out += [(i, 16, "ice40", "auto") for i in default]
     out.append((by_size[min(1, len(by_size) - 1)], OTHER_LANES, "generic", "auto"))
     out.append((by_size[0], 8, "ice40", "ram"))
     return [pytest.param(i, p, t, w, id=f"{CASES[i].name}-p{p}-{t}" + ("" if w == "auto" else f"-{w}"))
