@@ -10,13 +10,16 @@ from pwlnet.boards.build import DEVICE_LIMITS, FitError, ProgramError, program
 from pwlnet.cli import main
 from pwlnet.synth import random_model
 
+from test_sim_netlist import PLAIN_ERRORS
+
 
 @pytest.mark.slow
 def test_icebreaker_build(tmp_path, capsys):
-    """Through the command line that `make bitstream` runs."""
+    """Through the command line that `make bitstream VERIFY=16` runs: place and route,
+    then the netlist check in the report."""
     model_dir = artifact.save(random_model(3, [16, 32, 10]), tmp_path / "mlp16")
     assert main(["bitstream", str(model_dir), "--board", "icebreaker",
-                 "--target-mhz", "48", "40", "--out", str(tmp_path / "build")]) == 0
+                 "--target-mhz", "48", "40", "--out", str(tmp_path / "build"), "--verify-netlist", "16"]) == 0
     out = tmp_path / "build" / "icebreaker" / "mlp16"
     report = json.loads((out / "report.json").read_text())
     assert capsys.readouterr().out == (out / "report.txt").read_text()
@@ -39,6 +42,12 @@ def test_icebreaker_build(tmp_path, capsys):
         report["target_mhz"] * 1e6 / report["cycles_per_inference"])
     assert (out / report["bitstream"]).stat().st_size > 100_000
     assert "fmax" in (out / "report.txt").read_text()
+    # the synthesized netlist answered INFO, 16 INFERs, the refused frames and the counters
+    check = report["netlist_check"]
+    frames = 1 + 16 + PLAIN_ERRORS + 3
+    assert check["passed"] and (check["frames"], check["inferences"], check["simulator"]) == (frames, 16, "verilator")
+    assert (out / report["gateware"] / "top.netlist.v").is_file()
+    assert f"  netlist    checked on verilator: {frames} frames (16 inferences)" in (out / "report.txt").read_text()
 
 
 def test_fit_error_names_the_resource():

@@ -31,7 +31,8 @@ INFERENCES = 40
 synth_group = pytest.mark.xdist_group("sim-netlist")
 
 
-@pytest.fixture(scope="module")
+# Session scope: a worker that runs other modules' tests between these keeps the netlist.
+@pytest.fixture(scope="session")
 def synthesized(tmp_path_factory):
     """The default model's board top at 48 MHz with the build's default lanes (16: two 8x8
     lanes per SB_MAC16), synthesized as the bitstream build does."""
@@ -177,7 +178,7 @@ CACHE_SLOTS, CACHED_INFERENCES = 4, 16
 cached_group = pytest.mark.xdist_group("sim-netlist-cached")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def synthesized_cached(tmp_path_factory, cache_net):
     """The cache tests' 4-8-3 network (conftest's ``cache_net``) on the cached board top with
     4 ``linf`` slots, synthesized as the bitstream build does.  Its weights are put in SPRAM
@@ -432,22 +433,3 @@ def test_build_fails_on_a_broken_netlist(synthesized, tmp_path):
     assert report["netlist_check"]["passed"] is False and "INFER #" in report["netlist_check"]["error"]
     assert "  netlist    FAILED on verilator: frame" in (tmp_path / "report.txt").read_text()
     assert not (tmp_path / "m.bin").exists()
-
-
-@pytest.mark.slow
-def test_bitstream_with_netlist_check(tmp_path, capsys):
-    """`make bitstream VERIFY=16`: place and route, then the netlist check in the report."""
-    import json
-
-    from pwlnet.cli import main
-
-    model_dir = artifact.save(random_model(3, [16, 32, 10]), tmp_path / "mlp16")
-    assert main(["bitstream", str(model_dir), "--target-mhz", "40", "36", "--out", str(tmp_path / "build"),
-                 "--verify-netlist", "16"]) == 0
-    out = tmp_path / "build" / "icebreaker" / "mlp16"
-    report = json.loads((out / "report.json").read_text())
-    check = report["netlist_check"]
-    frames = 1 + 16 + PLAIN_ERRORS + 3
-    assert check["passed"] and (check["frames"], check["inferences"], check["simulator"]) == (frames, 16, "verilator")
-    assert (out / report["gateware"] / "top.netlist.v").is_file()
-    assert f"  netlist    checked on verilator: {frames} frames (16 inferences)" in capsys.readouterr().out
