@@ -154,6 +154,36 @@ def test_cycles_within_bound(seed, dims, lanes, requant, bits):
         + engine.lanes + engine.plan.n_out + 4
 
 
+# Fan-in below P beside a wide layer: the last layer's pass is still being shifted out of
+# the hold register when the next inference's first pass ends.  Before the schedule gave
+# a program's last layer the cycles to drain it, these hung with back-to-back inputs.
+NARROW = [(31, [2, 64, 16], 16), (32, [3, 40, 12], 16), (33, [2, 20, 9], 9), (34, [4, 10, 3], 16)]
+
+
+@pytest.mark.parametrize("seed,dims,lanes", NARROW)
+def test_back_to_back_narrow_inputs(seed, dims, lanes):
+    model = random_model(seed, dims)
+    engine = MLPEngine(model, lanes)
+    codes = _codes(model, 5, np.random.default_rng(seed))
+    res = run_engine(engine, codes, max_cycles=20 * 5 * engine.cycles_per_inference)
+    np.testing.assert_array_equal(res["out"], golden.forward(model, codes))
+    assert list(np.diff(res["last_out"])) == [engine.cycles_per_inference] * 4
+
+
+def test_back_to_back_programs_narrow_inputs():
+    # Any program may follow any other: a one-output-pass affine program after the
+    # network and the network after it, back to back.
+    model = random_model(35, [2, 24, 8])
+    affine = random_model(36, [2, 8])
+    engine = MLPEngine(model, 8, programs=[affine.layers])
+    codes = _codes(model, 6, np.random.default_rng(5))
+    progs = [0, 1, 1, 0, 0, 1]
+    res = run_engine(engine, codes, progs=progs, max_cycles=5000)
+    nets = [model, affine]
+    want = np.stack([golden.forward(nets[k], codes[n:n + 1])[0] for n, k in enumerate(progs)])
+    np.testing.assert_array_equal(res["out"], want)
+
+
 def test_extreme_weights_fully_parallel():
     # Weights at both ends of the range exercise the widest accumulators; P > n_out of
     # every layer is the fully parallel case (one pass per layer).

@@ -57,11 +57,12 @@ through more than one carry chain or through a memory and a DSP at once):
   ``write_delay`` grows by the unit's latency for such models only; argmax then follows
   the unit.  Models without a LERP layer build no unit: their hardware and cycle counts
   are those of an engine without LERP support.
-* Cycles: each pass issues ``L = max(n_in, min(P, max n_out))`` cycles (so the hold
-  register has drained before the next pass ends); after each layer the sequencer spends
-  ``max(gap, 1)`` cycles without reads, where ``gap = max(0, write_delay - (G-1)*P)``
-  makes sure the next layer never reads an activation before it is written and the one
-  cycle is the descriptor LOAD.  Program cycles = ``sum(G*L + max(gap, 1))``.
+* Cycles: each pass lasts ``L`` cycles, of which the first ``n_in`` issue reads; after
+  each layer the sequencer spends ``max(gap, 1)`` cycles without reads (the one cycle is
+  the descriptor LOAD).  :func:`~.plan.schedule` sets ``L`` and ``gap`` per layer to the
+  earliest start the data path allows: a pass waits for the hold register to have
+  shifted out the pass before it, and a layer never reads an activation before it is
+  written.  Program cycles = ``sum(G*L + max(gap, 1))``.
 * Nothing inside an inference ever stalls: input availability and output back-pressure
   only decide when the next inference *starts*, which keeps the schedule static and the
   analytic cycle count exact.  Inputs are double-buffered (the next one loads while the

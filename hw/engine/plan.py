@@ -30,7 +30,7 @@ from ..mac import MUL_LATENCY, lanes_per_dsp
 from ..memory import SPRAM_BLOCKS, SPRAM_DEPTH, SPRAM_WIDTH
 from ..params import check_target
 
-__all__ = ["EnginePlan", "ENGINE_ACTIVATIONS", "WEIGHT_MEMORIES", "EBR_WEIGHT_BUDGET", "ICE40_DSPS",
+__all__ = ["EnginePlan", "schedule", "ENGINE_ACTIVATIONS", "WEIGHT_MEMORIES", "EBR_WEIGHT_BUDGET", "ICE40_DSPS",
            "ideal_cycles", "pack_weight_words", "requant_offset", "check_activations"]
 
 #: Activations the engine implements, chosen per layer.  ``"lerp"`` layers share one
@@ -202,6 +202,56 @@ def _slot_programs(model, lanes, n_programs, cache_slots, slot_format, slot_laye
     return n, first, progs
 
 
+def schedule(entries, lanes, write_delay, d, producers):
+    """Set ``L`` (cycles per pass) and ``gap`` (cycles without reads after the entry) of a
+    program's descriptor entries, in place: the earliest start of every entry that the
+    data path allows.
+
+    ``entries`` run in order, each ``G`` passes of ``L`` cycles whose first ``n_in`` issue
+    reads; ``producers[e]`` is the index of the entry whose outputs entry ``e`` reads (or
+    ``None``: it reads the input buffer).  Entry ``e`` starts (first read) at ``s[e]``, the
+    earliest cycle that meets all of:
+
+    * the descriptor LOAD: one cycle without reads after the previous entry's last pass;
+    * the hold register: the lanes' sums of a pass are copied into it at the pass's last
+      read (plus a fixed delay) and shifted out one per cycle, so the last reads of two
+      consecutive passes must be at least as many cycles apart as the first pass has
+      valid lanes (``nv``);
+    * the data: output ``o = g*P + j`` of the producer is in the buffer for a read issued
+      ``write_delay + 1 + j`` or more cycles after the last read of its pass ``g``, and
+      entry ``e`` reads input ``o`` at ``s[e] + o``.
+
+    Within an entry, a pass lasts ``L = max(n_in, P)`` cycles when a full pass follows it
+    (``G > 1``), else ``n_in``; the last entry of a program also lasts long enough that
+    its last pass is shifted out before the first pass of any program that may follow
+    (every program's first entry reads the ``d`` input codes).  The gap of the last entry
+    is 0: the next program may start in its last cycle.
+    """
+    P = lanes
+    start = []
+    for e, x in enumerate(entries):
+        L = max(x["n_in"], P if x["G"] > 1 else 0)
+        if e == len(entries) - 1:
+            # last pass's last read .. (L - n_in bubbles, one LOAD) .. next program's
+            # first last read (d - 1 reads later) must be nv_last apart
+            L = max(L, x["n_in"] + x["nv_last"] - 1 - d)
+        x["L"] = L
+        if e == 0:
+            start.append(0)
+            continue
+        y, sy = entries[e - 1], start[e - 1]
+        t = sy + y["G"] * y["L"] + 1                                            # LOAD
+        t = max(t, sy + (y["G"] - 1) * y["L"] + y["n_in"] + y["nv_last"] - x["n_in"])   # hold
+        p = producers[e]
+        if p is not None:
+            q = entries[p]
+            t = max(t, start[p] + (q["G"] - 1) * (q["L"] - P) + q["n_in"] + write_delay)  # data
+        y["gap"] = t - sy - y["G"] * y["L"]
+        start.append(t)
+    entries[-1]["gap"] = 0
+    return start
+
+
 class EnginePlan:
     """What the engine computes from a compiled model and a lane count (no hardware).
 
@@ -239,7 +289,8 @@ class EnginePlan:
     params : list of (int, int, int)
         Per output channel of every layer: ``(off, mult, shift)`` (:func:`requant_offset`).
     write_delay : int
-        Cycles from a pass's last read to the first cycle its first result can be read.
+        Cycles from a pass's last read to the write of its first result; a read issued
+        one cycle later gets it (see :func:`schedule`).
     cache_slots, first_slot_program : int
         Number of cache slots and the program number of slot 0 (``None`` without slots).
 
@@ -350,7 +401,6 @@ class EnginePlan:
             self.lerp_latency = 0
 
     def _derive_table(self, table, P):
-        nv_max = min(P, max(l.n_out for l in table))
         self.layers = []
         words = []
         chan = 0
@@ -360,13 +410,12 @@ class EnginePlan:
             pos = t - first
             is_last = pos == count - 1
             G = _passes(l.n_out, P)
-            gap = 0 if is_last else max(0, self.write_delay - (G - 1) * P)
             lerp = l.activation == "lerp"
             self.layers.append(dict(
-                w_base=len(words), n_in=l.n_in, G=G, L=max(l.n_in, nv_max), nv_last=l.n_out - (G - 1) * P,
+                w_base=len(words), n_in=l.n_in, G=G, nv_last=l.n_out - (G - 1) * P,
                 chan_base=chan, src_in=int(pos == 0), src_base=(pos - 1) % 2 * self.act_depth,
                 dst_out=int(is_last), dst_base=pos % 2 * self.act_depth if not is_last else 0,
-                gap=gap, last=int(is_last),
+                last=int(is_last),
                 lo=0 if l.activation == "relu" else fx.signed_range(l.out_bits)[0],
                 hi=fx.signed_range(l.out_bits)[1], n_out=l.n_out, ob=l.out_bits,
                 lerp=int(lerp), lerp_base=lerp_chan if lerp else 0))
@@ -374,6 +423,9 @@ class EnginePlan:
             chan += l.n_out
             if lerp:
                 lerp_chan += l.n_out
+        for f, n in self.programs:
+            run = self.layers[f:f + n]
+            schedule(run, P, self.write_delay, self.d, producers=[None] + list(range(n - 1)))
         self.words = words
 
     # -- facts ---------------------------------------------------------------------------
