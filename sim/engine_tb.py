@@ -183,9 +183,17 @@ async def run_vectors(dut):
     first_in = driver.accepted_at[0] if driver.accepted_at else None
     latency = checker.last_at[0] - first_in + 1 if checker.last_at and first_in is not None else None
     m = min(clean, len(checker.last_at))
-    # steady state: spacing over the second half of the clean run, past pipeline fill
-    h = (m - 1) // 2
-    cpi = (checker.last_at[m - 1] - checker.last_at[h]) / (m - 1 - h) if m > 1 else latency
+    # Steady state: spacing over the second half of the clean run, past pipeline fill,
+    # without its last inference (nothing is queued behind it: with a pair program it
+    # runs alone), over an even number of intervals (whole pairs: with a pair program
+    # the two inferences of a pair end a few cycles apart).
+    if m >= 4:
+        a = m - 2
+        h = (a + 1) // 2
+        h += (a - h) % 2
+        cpi = (checker.last_at[a] - checker.last_at[h]) / (a - h)
+    else:
+        cpi = (checker.last_at[m - 1] - checker.last_at[0]) / (m - 1) if m > 1 else latency
 
     result = {
         "vectors": n,
@@ -196,6 +204,7 @@ async def run_vectors(dut):
         "timed_out": timed_out,
         "latency_cycles": latency,
         "cycles_per_inference": cpi,
+        "clean_last_at": [int(t) for t in checker.last_at[:clean]],
         "total_cycles": (checker.last_at[-1] - first_in + 1) if checker.last_at and first_in is not None else None,
         "bench_wall_s": time.monotonic() - wall0,
         "python_wakeups": driver.wakeups + monitor.wakeups,

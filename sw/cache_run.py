@@ -224,7 +224,8 @@ def engine_cycles(model: CompiledModel, lanes: int, entry_layer=None) -> tuple:
     (:class:`pwlnet.hw.engine.plan.EnginePlan`; no hardware is built), not simulation results.
     """
     plan = EnginePlan(model, lanes, programs=[] if entry_layer is None else [[entry_layer]])
-    return plan.cycles_per_inference, None if entry_layer is None else plan.program_cycles(1)
+    # program 0 alone: a cached engine runs one inference at a time (no pair program)
+    return plan.program_cycles(0), None if entry_layer is None else plan.program_cycles(1)
 
 
 def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net=None,

@@ -72,7 +72,7 @@ def test_cycle_figures_are_the_engines(trained):
     _, _, model, net = trained
     run = run_cache(model, walk(model), 8, "linf", net=net, lanes=4)
     eng = EnginePlan(model, 4)
-    assert run.cycles_full == eng.cycles_per_inference == run.mean_cycles_without
+    assert run.cycles_full == eng.program_cycles(0) == run.mean_cycles_without
     assert run.lookup_latency == LOOKUP_LATENCY
     assert 0 < run.cycles_hit < run.cycles_full
     h = int(run.hit.sum())

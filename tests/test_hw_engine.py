@@ -118,6 +118,19 @@ def run_engine(engine, codes, *, in_gap=0.0, out_stall=0.0, seed=0, max_cycles=2
     return res
 
 
+def assert_steady_intervals(engine, last_out):
+    """Back-to-back inputs: every interval between inferences is the engine's exact figure;
+    with a pair program, the first inference runs alone (the second input is still
+    loading) and then pairs do, each taking exactly ``pair_cycles``."""
+    iv = list(np.diff(last_out))
+    if engine.pair_cycles is None:
+        assert iv == [engine.cycles_per_inference] * len(iv)
+    else:
+        # A's of whole pairs: 1, 3, ... (the last input may run alone)
+        pairs = [int(last_out[k + 2] - last_out[k]) for k in range(1, len(last_out) - 3, 2)]
+        assert pairs and pairs == [engine.pair_cycles] * len(pairs), (iv, engine.pair_cycles)
+
+
 def _bound(engine, model):
     return 1.10 * engine.ideal_cycles + 8 * len(model.layers)
 
@@ -138,13 +151,12 @@ def test_bit_exact_with_gaps_and_backpressure(seed, dims, lanes, requant, bits):
 def test_cycles_within_bound(seed, dims, lanes, requant, bits):
     model = random_model(seed, dims, weight_bits=bits, act_bits=bits, requant=requant)
     engine = MLPEngine(model, lanes)
-    codes = _codes(model, 4, np.random.default_rng(seed + 100))
+    codes = _codes(model, 7, np.random.default_rng(seed + 100))
     res = run_engine(engine, codes)
     want = golden.forward(model, codes)
     np.testing.assert_array_equal(res["out"], want)
-    intervals = np.diff(res["last_out"])
-    # Back-to-back inputs: every interval is exactly the engine's analytic figure ...
-    assert list(intervals) == [engine.cycles_per_inference] * (len(codes) - 1)
+    # Back-to-back inputs: the intervals are exactly the engine's analytic figures ...
+    assert_steady_intervals(engine, res["last_out"])
     # ... which is within the bound.
     assert engine.cycles_per_inference <= _bound(engine, model)
     # Latency (first input beat to last output beat) of the first, unqueued inference:
@@ -164,10 +176,10 @@ NARROW = [(31, [2, 64, 16], 16), (32, [3, 40, 12], 16), (33, [2, 20, 9], 9), (34
 def test_back_to_back_narrow_inputs(seed, dims, lanes):
     model = random_model(seed, dims)
     engine = MLPEngine(model, lanes)
-    codes = _codes(model, 5, np.random.default_rng(seed))
-    res = run_engine(engine, codes, max_cycles=20 * 5 * engine.cycles_per_inference)
+    codes = _codes(model, 7, np.random.default_rng(seed))
+    res = run_engine(engine, codes, max_cycles=20 * 7 * engine.cycles_per_inference)
     np.testing.assert_array_equal(res["out"], golden.forward(model, codes))
-    assert list(np.diff(res["last_out"])) == [engine.cycles_per_inference] * 4
+    assert_steady_intervals(engine, res["last_out"])
 
 
 def test_back_to_back_programs_narrow_inputs():
@@ -397,10 +409,10 @@ def test_lerp_bit_exact_with_gaps_and_backpressure(seed, dims, lanes, k, requant
 def test_lerp_cycles_exact(seed, dims, lanes, k, requant, tables):
     model = _lerp_model(seed, dims, k, requant, tables)
     engine = MLPEngine(model, lanes)
-    codes = _codes(model, 4, np.random.default_rng(seed + 100))
+    codes = _codes(model, 7, np.random.default_rng(seed + 100))
     res = run_engine(engine, codes)
     np.testing.assert_array_equal(res["out"], golden.forward(model, codes))
-    assert list(np.diff(res["last_out"])) == [engine.cycles_per_inference] * (len(codes) - 1)
+    assert_steady_intervals(engine, res["last_out"])
     # The unit only lengthens the write-back: same lanes and passes as the ReLU model of
     # the same seed, write_delay longer by exactly the unit's latency, so each layer
     # boundary costs at most that latency more.
@@ -408,13 +420,12 @@ def test_lerp_cycles_exact(seed, dims, lanes, k, requant, tables):
     lat = lerp_latency(8, k)
     assert engine.ideal_cycles == relu.ideal_cycles
     assert engine.write_delay == relu.write_delay + lat
-    assert relu.cycles_per_inference <= engine.cycles_per_inference \
-        <= relu.cycles_per_inference + lat * (len(dims) - 2)
+    assert relu.program_cycles(0) <= engine.program_cycles(0) <= relu.program_cycles(0) + lat * (len(dims) - 2)
     if seed not in _LATENCY_BOUND:
         assert engine.cycles_per_inference <= _bound(engine, model)
     # latency: input beats, compute, drain (now through the unit), argmax, output beats
     latency = res["last_out"][0] - res["first_in"][0]
-    assert latency <= model.input_dim + engine.cycles_per_inference + engine.write_delay \
+    assert latency <= model.input_dim + engine.program_cycles(0) + engine.write_delay \
         + engine.lanes + engine.plan.n_out + 5
 
 
@@ -432,7 +443,7 @@ def test_lerp_mixed_with_relu_none_and_last_layer(pattern, lanes):
     np.testing.assert_array_equal(res["out"], want)
     np.testing.assert_array_equal(res["argmax"], golden.argmax(want))
     res = run_engine(engine, codes)
-    assert list(np.diff(res["last_out"])) == [engine.cycles_per_inference] * (len(codes) - 1)
+    assert_steady_intervals(engine, res["last_out"])
 
 
 def test_lerp_widths_and_index_bits():
@@ -545,7 +556,7 @@ def test_lerp_regression_models(name):
         res = run_engine(engine, codes, in_gap=0.2, out_stall=0.3, seed=lanes)
         np.testing.assert_array_equal(res["out"], want)
         np.testing.assert_array_equal(res["argmax"], golden.argmax(want))
-        res = run_engine(engine, codes[:4])
-        np.testing.assert_array_equal(res["out"], want[:4])
-        assert list(np.diff(res["last_out"])) == [engine.cycles_per_inference] * 3
+        res = run_engine(engine, codes)
+        np.testing.assert_array_equal(res["out"], want)
+        assert_steady_intervals(engine, res["last_out"])
         assert engine.cycles_per_inference <= _bound(engine, model)

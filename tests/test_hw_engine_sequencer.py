@@ -35,7 +35,8 @@ def _expected_reads(plan, k, bank):
 def test_sequencer_reads_and_cycles(dims, lanes, extra):
     model = random_model(len(dims) + lanes, dims)
     programs = [] if extra is None else [random_model(9, extra).layers]
-    plan = EnginePlan(model, lanes, programs=programs)
+    # one inference at a time (the pair program is covered by the engine's tests)
+    plan = EnginePlan(model, lanes, programs=programs, interleave=False)
     capture = capture_pass_facts(plan)
     dut = Sequencer(plan)
     n_prog = len(plan.programs)
@@ -91,7 +92,7 @@ def test_sequencer_reads_and_cycles(dims, lanes, extra):
 
 
 def test_sequencer_waits_for_input_and_output_bank():
-    plan = EnginePlan(random_model(3, [9, 5, 2]), 4)
+    plan = EnginePlan(random_model(3, [9, 5, 2]), 4, interleave=False)
     dut = Sequencer(plan)
 
     async def tb(ctx):

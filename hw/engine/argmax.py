@@ -25,31 +25,34 @@ class ArgmaxTracker(wiring.Component):
         Codes per inference.
     bits : int
         Width of one code.
+    banks : int
+        Output banks (2, or 4 in an engine with a pair program).
 
     Attributes
     ----------
     i : In(stream.Signature(StructLayout({"code", "o", "first", "last", "obank"}), always_ready=True))
         One output code per valid cycle, in channel order: ``o`` its index, ``first`` and
         ``last`` mark the inference's first and last code, ``obank`` its output bank.
-    index : Out(ArrayLayout(unsigned(ceil_log2(n_out)), 2))
+    index : Out(ArrayLayout(unsigned(ceil_log2(n_out)), banks))
         Per bank, the argmax of the last inference completed there.
     done : Out(1)
         An inference's argmax is final: ``index[done_bank]`` holds it from the next cycle on.
-    done_bank : Out(1)
+    done_bank : Out(range(banks))
         The bank ``done`` refers to.
     """
 
-    def __init__(self, n_out, bits):
+    def __init__(self, n_out, bits, banks=2):
         self._n_out = n_out
         self._bits = bits
+        self._banks = banks
         am_w = max(1, ceil_log2(n_out))
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
-                "code": signed(bits), "o": unsigned(am_w), "first": 1, "last": 1, "obank": 1}),
+                "code": signed(bits), "o": unsigned(am_w), "first": 1, "last": 1, "obank": range(banks)}),
                 always_ready=True)),
-            "index": Out(data.ArrayLayout(unsigned(am_w), 2)),
+            "index": Out(data.ArrayLayout(unsigned(am_w), banks)),
             "done": Out(1),
-            "done_bank": Out(1),
+            "done_bank": Out(range(banks)),
         })
 
     def elaborate(self, platform):
@@ -59,10 +62,11 @@ class ArgmaxTracker(wiring.Component):
         sign_flip = 1 << (ob - 1)
         best_b = Signal(ob, reset_less=True)      # offset-binary running maximum
         best_idx = Signal(am_w, reset_less=True)
-        argmax = Array([Signal(am_w, name=f"argmax{b}", reset_less=True) for b in range(2)])
-        m.d.comb += [self.index[b].eq(argmax[b]) for b in range(2)]
+        banks = self._banks
+        argmax = Array([Signal(am_w, name=f"argmax{b}", reset_less=True) for b in range(banks)])
+        m.d.comb += [self.index[b].eq(argmax[b]) for b in range(banks)]
         x_layout = data.StructLayout({"code": ob, "en": 1, "first": 1, "last": 1,
-                                      "o": am_w, "obank": 1})
+                                      "o": am_w, "obank": range(banks)})
         i = self.i
         ax = Signal(x_layout)                     # stage X
         m.d.sync += [ax.code.eq(i.payload.code.as_unsigned() ^ sign_flip), ax.en.eq(i.valid),
@@ -76,7 +80,7 @@ class ArgmaxTracker(wiring.Component):
         m.d.sync += upd.eq(better)
         with m.If(better):
             m.d.sync += [best_b.eq(ay.code), best_idx.eq(ay.o)]
-        fin, fin_bank = Signal(), Signal()
+        fin, fin_bank = Signal(), Signal(range(banks))
         m.d.sync += [fin.eq(ay.last), fin_bank.eq(ay.obank)]
         m.d.comb += [self.done.eq(fin), self.done_bank.eq(fin_bank)]
         with m.If(fin):

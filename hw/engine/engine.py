@@ -171,6 +171,11 @@ class MLPEngine(wiring.Component):
         descriptor table and weight memory, e.g. the hypersphere cache's one-layer affine
         maps ``W x + b``.  Each takes the model's input codes and gives its output codes.
         With extra programs the engine has a ``prog`` port.
+    interleave : bool
+        Build the pair program where it lowers the cycles per inference (a network of
+        two or more layers without extra programs, whose layers wait for each other's
+        data): when two inputs are waiting, their layers run interleaved, each filling
+        the other's waits.  One input alone runs as before, so latency is unchanged.
 
     Attributes
     ----------
@@ -187,8 +192,9 @@ class MLPEngine(wiring.Component):
         :attr:`weight_words` before the first input.
     ideal_cycles : int
         Sum over layers of ``ceil(n_out / P) * n_in``.
-    cycles_per_inference : int
-        Steady-state cycles between inferences with back-to-back inputs (exact).
+    cycles_per_inference : int or float
+        Steady-state cycles per inference with back-to-back inputs (exact; with a pair
+        program, half of :attr:`pair_cycles`).
 
     Notes
     -----
@@ -201,15 +207,15 @@ class MLPEngine(wiring.Component):
     on the FPGA the configuration values already are the reset values.  The engine
     never stalls inside an inference, so the cycle counts above are exact, and latency
     from the first input beat to the last output beat is about
-    ``d + cycles_per_inference + write_delay + P + n_out``.
+    ``d + program_cycles(0) + write_delay + P + n_out``.
     """
 
     def __init__(self, model, lanes, *, target="generic", weight_memory="auto", programs=(),
-                 cache_slots=0, slot_format=None, slot_layers=None):
+                 cache_slots=0, slot_format=None, slot_layers=None, interleave=True):
         # The plan checks the model, programs, slots and lane count (in that order), then
         # the target and weight storage are checked by the choice of weight memory.
         self._plan = plan = EnginePlan(model, lanes, programs=programs, cache_slots=cache_slots,
-                                       slot_format=slot_format, slot_layers=slot_layers)
+                                       slot_format=slot_format, slot_layers=slot_layers, interleave=interleave)
         self._weight_memory = plan.weight_memory_for(target, weight_memory)
         self._model = model
         self._target = target
@@ -275,8 +281,15 @@ class MLPEngine(wiring.Component):
 
     @property
     def cycles_per_inference(self):
-        """Exact steady-state interval between inferences (back-to-back inputs, no back-pressure)."""
+        """Exact steady-state cycles per inference (back-to-back inputs, no back-pressure):
+        half the pair program's with one (a float then; see ``interleave``), else the
+        network's."""
         return self._plan.cycles_per_inference
+
+    @property
+    def pair_cycles(self):
+        """Exact cycles of the pair program, two interleaved inferences (``None`` without)."""
+        return self._plan.pair_cycles
 
     def program_cycles(self, k):
         """Exact cycles program ``k`` occupies the lanes (0 = the network)."""
@@ -314,8 +327,8 @@ class MLPEngine(wiring.Component):
                                                pass_layout(pl), capture=capture, target=self._target,
                                                pairs=pl.mac_pairs(self._target))
         m.submodules.requant = rq = Requantizer(pl, writable=self._n_slots > 0)
-        m.submodules.argmax = am = ArgmaxTracker(pl.n_out, pl.out_bits)
-        m.submodules.streamer = st = OutputStreamer(pl.n_out, pl.out_bits, len(pl.programs))
+        m.submodules.argmax = am = ArgmaxTracker(pl.n_out, pl.out_bits, banks=pl.out_banks)
+        m.submodules.streamer = st = OutputStreamer(pl.n_out, pl.out_bits, len(pl.programs), banks=pl.out_banks)
         wmem = self._weights(m, rq)
 
         # Inference control: the loader fills input banks, the sequencer starts an
@@ -323,11 +336,13 @@ class MLPEngine(wiring.Component):
         # that bank when the consumer has taken the last beat.
         wiring.connect(m, wiring.flipped(self.i), loader.i)
         wiring.connect(m, st.o, wiring.flipped(self.o))
-        m.d.comb += [seq.in_full.eq(loader.full), loader.clear.eq(seq.in_clear), loader.clear_bank.eq(seq.bank),
+        m.d.comb += [seq.in_full.eq(loader.full), loader.clear.eq(seq.in_clear), loader.clear_bank.eq(seq.clear_bank),
                      seq.out_busy.eq(st.busy), st.claim.eq(seq.claim), st.claim_bank.eq(seq.claim_bank)]
         if multi:
             wiring.connect(m, wiring.flipped(self.prog), seq.prog)
             m.d.comb += st.claim_prog.eq(seq.claim_prog)
+        if pl.pair:
+            m.d.comb += st.claim_pair.eq(seq.claim_pair)
 
         # Reads: x from the input or activation buffer, the weight word a cycle later.
         # Read ports without collision logic (unchecked_read_port) on every buffer: the
@@ -340,8 +355,8 @@ class MLPEngine(wiring.Component):
         m.d.comb += [loader.rd_addr.eq(seq.x_addr), lanes.x_in.eq(loader.rd_data),
                      wmem.rd_addr.eq(seq.w_addr), lanes.w.eq(wmem.rd_data)]
         if pl.act_depth:
-            m.submodules.act_mem = act_mem = Memory(shape=signed(pl.act_bits), depth=2 * pl.act_depth, init=[],
-                                                    attrs=NO_RW_CHECK)
+            m.submodules.act_mem = act_mem = Memory(shape=signed(pl.act_bits), depth=pl.act_regions * pl.act_depth,
+                                                    init=[], attrs=NO_RW_CHECK)
             act_wr = act_mem.write_port()
             act_rd = unchecked_read_port(m, act_mem, "act_rd")
             m.d.comb += [act_rd.addr.eq(seq.x_addr), lanes.x_act.eq(act_rd.data)]
@@ -428,7 +443,7 @@ class MLPEngine(wiring.Component):
         meta = res.meta
         wb_layout = data.StructLayout({
             "waddr": meta.waddr.shape(), "o": meta.o.shape(), "to_out": 1,
-            "lastchan": 1, "obank": 1, "ofirst": 1, "y": res.y.shape(), "bypass": 1})
+            "lastchan": 1, "obank": meta.obank.shape(), "ofirst": 1, "y": res.y.shape(), "bypass": 1})
         m.submodules.lerp = lerp = LerpUnit(
             len(pl.lerp_tables), pl.lerp_bits, pl.lerp_k, pl.lerp_tables, meta=wb_layout,
             target=self._target, backpressure=False)

@@ -32,13 +32,13 @@ def pass_layout(plan):
     max_G = max(x["G"] for x in plan.layers)
     return data.StructLayout({
         "chan": range(len(plan.params) + P + 1),
-        "wbase": range(max(2 * plan.act_depth, 2 * plan.n_out) + max_G * P + 1),
+        "wbase": range(max(plan.act_regions * plan.act_depth, plan.out_banks * plan.n_out) + max_G * P + 1),
         "obase": range(max_G * P + 1),
         "nv_m1": range(P),
         "lidx": range(max(2, n_layers)),
         "to_out": 1,
         "lastpass": 1,
-        "obank": 1,
+        "obank": range(plan.out_banks),
         # LERP table channel of the pass's first output (0 on other layers, so the
         # unit's table addresses stay inside its memories even when bypassed).
         **({"lerp": 1, "lchan": lerp_channel_shape(plan)} if plan.has_lerp else {}),
@@ -74,5 +74,5 @@ def meta_layout(plan):
     pl = pass_layout(plan)
     return data.StructLayout({
         "valid": 1, "waddr": pl["wbase"].shape, "o": pl["obase"].shape,
-        "lidx": pl["lidx"].shape, "to_out": 1, "lastchan": 1, "obank": 1,
+        "lidx": pl["lidx"].shape, "to_out": 1, "lastchan": 1, "obank": pl["obank"].shape,
         "ofirst": 1, **({"lerp": 1, "lchan": lerp_channel_shape(plan)} if plan.has_lerp else {})})

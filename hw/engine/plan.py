@@ -252,6 +252,13 @@ def schedule(entries, lanes, write_delay, d, producers):
     return start
 
 
+def _run_cycles(entries):
+    """Cycles a run of descriptor entries occupies the lanes: each ``G`` passes of ``L``
+    cycles, then ``max(gap, 1)`` cycles without reads (the gap, which includes the
+    one-cycle descriptor LOAD)."""
+    return sum(x["G"] * x["L"] + max(x["gap"], 1) for x in entries)
+
+
 class EnginePlan:
     """What the engine computes from a compiled model and a lane count (no hardware).
 
@@ -270,6 +277,9 @@ class EnginePlan:
         entry the host may write later.
     slot_layers : sequence of (Layer or None)
         Initial slot contents (``None``: an empty slot, ``W = 0, b = 0``).
+    interleave : bool
+        Add the *pair program* (see :attr:`pair`) where it lowers the cycles per
+        inference.
 
     Attributes
     ----------
@@ -293,6 +303,20 @@ class EnginePlan:
         one cycle later gets it (see :func:`schedule`).
     cache_slots, first_slot_program : int
         Number of cache slots and the program number of slot 0 (``None`` without slots).
+    pair : (int, int) or None
+        The pair program's first descriptor index and length: two inferences, ``A`` on the
+        current bank and ``B`` on the other, their layers interleaved (``A1 B1 A2 B2
+        ...``) so that each fills the other's waits for its data.  Only a network alone
+        (no extra programs) of two or more layers gets one, and only when it takes fewer
+        cycles than two inferences one after the other.  Its entries (after program 0's
+        in :attr:`layers`) carry ``ctx`` (0: A, 1: B) and ``endc`` (the last layer of its
+        inference).
+    act_regions : int
+        Activation buffer regions of ``act_depth`` codes: 2 (ping, pong), 4 with a pair
+        program (ping and pong per inference).
+    out_banks : int
+        Output buffer banks: 2, or 4 with a pair program (a pair claims two, while the
+        two before it may still be being sent).
 
     Raises
     ------
@@ -301,7 +325,8 @@ class EnginePlan:
         same messages as :class:`~pwlnet.hw.engine.MLPEngine`).
     """
 
-    def __init__(self, model, lanes, *, programs=(), cache_slots=0, slot_format=None, slot_layers=None):
+    def __init__(self, model, lanes, *, programs=(), cache_slots=0, slot_format=None, slot_layers=None,
+                 interleave=True):
         _check_model(model)
         programs = [_check_program(model, k + 1, p) for k, p in enumerate(programs)]
         n_slots, first_slot, slot_progs = _slot_programs(model, lanes, len(programs), cache_slots,
@@ -314,6 +339,7 @@ class EnginePlan:
         self.first_slot_program = first_slot
         self.slot_format = slot_format if n_slots else None
         self._derive(model, int(lanes), [list(model.layers)] + programs, self.slot_format)
+        self._derive_pair(bool(interleave))
 
     # -- derivation ----------------------------------------------------------------------
     def _derive(self, model, lanes, programs, slots):
@@ -415,7 +441,7 @@ class EnginePlan:
                 w_base=len(words), n_in=l.n_in, G=G, nv_last=l.n_out - (G - 1) * P,
                 chan_base=chan, src_in=int(pos == 0), src_base=(pos - 1) % 2 * self.act_depth,
                 dst_out=int(is_last), dst_base=pos % 2 * self.act_depth if not is_last else 0,
-                last=int(is_last),
+                last=int(is_last), ctx=0, endc=int(is_last),
                 lo=0 if l.activation == "relu" else fx.signed_range(l.out_bits)[0],
                 hi=fx.signed_range(l.out_bits)[1], n_out=l.n_out, ob=l.out_bits,
                 lerp=int(lerp), lerp_base=lerp_chan if lerp else 0))
@@ -428,6 +454,31 @@ class EnginePlan:
             schedule(run, P, self.write_delay, self.d, producers=[None] + list(range(n - 1)))
         self.words = words
 
+    def _derive_pair(self, interleave):
+        self.pair = None
+        self.act_regions = 2
+        self.out_banks = 2
+        f, n = self.programs[0]
+        if not interleave or len(self.programs) > 1 or n < 2:
+            return
+        # (With one layer there is no wait to fill, and its B layer would clear its input
+        # bank in the cycle the next inference may start; see Sequencer.)
+        net = self.layers[f:f + n]
+        pair = []
+        for pos, x in enumerate(net):
+            for ctx in (0, 1):
+                base = 2 * ctx * self.act_depth
+                pair.append(dict(x, ctx=ctx, endc=x["last"], last=int(ctx == 1 and x["last"]),
+                                 src_base=base + x["src_base"], dst_base=base + x["dst_base"] if not x["last"] else 0))
+        schedule(pair, self.lanes, self.write_delay, self.d,
+                 producers=[None, None] + list(range(2 * n - 2)))
+        if _run_cycles(pair) >= 2 * self.program_cycles(0):
+            return
+        self.pair = (len(self.layers), len(pair))
+        self.layers.extend(pair)
+        self.act_regions = 4
+        self.out_banks = 4
+
     # -- facts ---------------------------------------------------------------------------
     @property
     def min_last_read_distance(self):
@@ -439,7 +490,7 @@ class EnginePlan:
         cycle, then ``d`` reads at least).
         """
         dist = []
-        for f, n in self.programs:
+        for f, n in self.programs + ([self.pair] if self.pair else []):
             lay = self.layers[f:f + n]
             for k, x in enumerate(lay):
                 if x["G"] > 1:
@@ -455,16 +506,23 @@ class EnginePlan:
         return ideal_cycles(self.table[f:f + n], self.lanes)
 
     def program_cycles(self, k=0):
-        """Exact cycles program ``k`` occupies the lanes (0 = the network)."""
-        # Each layer: G passes of L cycles, then max(gap, 1) cycles without reads (the
-        # gap, which includes the one-cycle descriptor LOAD).
+        """Exact cycles program ``k`` occupies the lanes (0 = the network, alone)."""
         f, n = self.programs[k]
-        return sum(d["G"] * d["L"] + max(d["gap"], 1) for d in self.layers[f:f + n])
+        return _run_cycles(self.layers[f:f + n])
+
+    @property
+    def pair_cycles(self):
+        """Exact cycles the pair program occupies the lanes (``None`` without one)."""
+        if self.pair is None:
+            return None
+        f, n = self.pair
+        return _run_cycles(self.layers[f:f + n])
 
     @property
     def cycles_per_inference(self):
-        """Exact steady-state interval between inferences of the network (program 0)."""
-        return self.program_cycles(0)
+        """Exact steady-state cycles per inference of the network with back-to-back inputs:
+        half the pair program's with one (a float then), else program 0's."""
+        return self.pair_cycles / 2 if self.pair else self.program_cycles(0)
 
     @property
     def weight_word_bits(self):

@@ -16,13 +16,16 @@ def descriptor_layout(plan):
     Besides the plain fields, the table holds the constants the sequencer compares its
     counters with (``x_m2`` = x - 2, or a never-reached sentinel), so every terminal-count
     flag is an equality into a register, not a subtract-and-compare on the path that
-    restarts the counters.  LERP fields exist only in models with a LERP layer.
+    restarts the counters.  LERP fields exist only in models with a LERP layer, ``ctx``
+    and ``endc`` only with a pair program.
     """
     descs = plan.layers
     max_L = max(x["L"] for x in descs)
     max_G = max(x["G"] for x in descs)
     max_gap = max(x["gap"] for x in descs)
     lerp_fields = {"lerp": 1, "lerp_base": lerp_channel_shape(plan)} if plan.has_lerp else {}
+    pair_fields = {"ctx": 1, "endc": 1} if plan.pair else {}
+    act_words = plan.act_regions * plan.act_depth
     return data.StructLayout({
         "w_base": range(max(1, len(plan.words)) + 1),
         "n_in_m2": range(max_L + 1),
@@ -34,14 +37,15 @@ def descriptor_layout(plan):
         "nv_last_m1": range(plan.lanes),
         "chan_base": range(len(plan.params) + 1),
         "src_in": 1,
-        "src_base": range(2 * plan.act_depth + 1),
+        "src_base": range(act_words + 1),
         "dst_out": 1,
-        "dst_base": range(2 * plan.act_depth + 1),
+        "dst_base": range(act_words + 1),
         "gap_m2": range(max_gap + 1),
         "gap_is2": 1,
         "to_wait": 1,
         "last": 1,
         **lerp_fields,
+        **pair_fields,
     })
 
 
@@ -60,6 +64,7 @@ def encode_descriptor(plan, x):
         "gap_m2": max(0, x["gap"] - 2), "gap_is2": x["gap"] == 2, "to_wait": x["gap"] >= 2,
         "last": x["last"],
         **({"lerp": x["lerp"], "lerp_base": x["lerp_base"]} if plan.has_lerp else {}),
+        **({"ctx": x["ctx"], "endc": x["endc"]} if plan.pair else {}),
     }
 
 
@@ -77,6 +82,11 @@ class Sequencer(wiring.Component):
     An inference starts when its input bank is full, its output bank is free and (with
     several programs) a ``prog`` beat is there; it starts either from IDLE or in the last
     cycle of the previous inference, so back-to-back inferences leave no cycle unused.
+    With a pair program (:attr:`EnginePlan.pair <pwlnet.hw.engine.plan.EnginePlan>`),
+    when both input banks are full and both output banks free, two inferences start
+    together: the pair program runs ``A`` on the next bank and ``B`` on the other (each
+    entry's bank is the current one XOR its ``ctx``), and the bank after them is the
+    next one again.
 
     Parameters
     ----------
@@ -87,14 +97,22 @@ class Sequencer(wiring.Component):
     ----------
     prog : In(stream.Signature(range(programs)))
         Only with several programs: the program to run, taken when an inference starts.
-    in_full, out_busy : In(2)
-        Per bank: the input buffer holds a complete input; the output bank is claimed.
+    in_full : In(2)
+        Per input bank: it holds a complete input.
+    out_busy : In(out_banks)
+        Per output bank: it is claimed (``plan.out_banks``: 2, or 4 with a pair program,
+        where output banks are claimed round-robin, apart from the input banks).
     in_clear : Out(1)
-        Every read of input bank ``bank`` has been issued: it may be refilled.
+        Every read of input bank ``clear_bank`` has been issued: it may be refilled.
+    clear_bank : Out(1)
+        See ``in_clear``.
     bank : Out(1)
-        Input and output bank of the current inference.
+        Input and output bank of the current inference (of ``A`` in a pair).
     claim : Out(1)
         An inference starts (on output bank ``claim_bank``, program ``claim_prog``).
+    claim_pair : Out(1)
+        Only with a pair program: with ``claim``, a pair starts; it claims the other
+        output bank too.
     idle : Out(1)
         No inference is running.
     x_addr : Out
@@ -114,19 +132,22 @@ class Sequencer(wiring.Component):
         programs = len(plan.programs)
         members = {
             "in_full": In(2),
-            "out_busy": In(2),
+            "out_busy": In(plan.out_banks),
             "in_clear": Out(1),
+            "clear_bank": Out(1),
             "bank": Out(1),
             "claim": Out(1),
-            "claim_bank": Out(1),
+            "claim_bank": Out(range(plan.out_banks)),
             "idle": Out(1),
-            "x_addr": Out(range(max(2 * plan.d, 2 * plan.act_depth))),
+            "x_addr": Out(range(max(2 * plan.d, plan.act_regions * plan.act_depth))),
             "w_addr": Out(range(max(1, len(plan.words)) + 1)),
             "rd": Out(stream.Signature(read_layout(plan), always_ready=True)),
         }
         if programs > 1:
             members["prog"] = In(stream.Signature(range(programs)))
             members["claim_prog"] = Out(range(programs))
+        if plan.pair:
+            members["claim_pair"] = Out(1)
         if self._capture:
             members["info"] = Out(pass_layout(plan))
         super().__init__(members)
@@ -157,6 +178,11 @@ class Sequencer(wiring.Component):
         s.gap_z = Signal()         # gap_cnt == 0, registered
         s.cb = Signal()            # bank (input and output) of the current inference
         s.nb = Signal()            # bank of the next inference
+        if pl.pair:
+            s.cob = Signal(2)      # output bank of the current inference (A's in a pair)
+            s.nob = Signal(2)      # output bank of the next inference
+        else:
+            s.cob, s.nob = s.cb, s.nb
         s.nidx = Signal(range(max(2, n_layers)))   # table entry of the next layer
         s.lidx = Signal(range(max(2, n_layers)))
         s.cur = Signal(descriptor_layout(pl), reset_less=True)
@@ -170,7 +196,7 @@ class Sequencer(wiring.Component):
         # the program).
         s.f_iv, s.f_il, s.f_li, s.f_lg, s.f_end, s.f_endl = (Signal(name=n) for n in (
             "f_iv", "f_il", "f_li", "f_lg", "f_end", "f_endl"))
-        s.xbase = Signal(range(max(2 * pl.d, 2 * pl.act_depth)))
+        s.xbase = Signal(range(max(2 * pl.d, pl.act_regions * pl.act_depth)))
         s.xa = Signal.like(s.xbase)
 
         # Program select: one `prog` beat per inference when extra programs exist.
@@ -182,22 +208,42 @@ class Sequencer(wiring.Component):
         m.d.comb += [desc_rd.addr.eq(s.nidx)]
         s.iss_valid = Signal()
         s.layer_end = Signal()
+        # the bank of the current entry: A's (the current one) or, in a pair, B's
+        s.eb = s.cb ^ s.cur.ctx if pl.pair else s.cb
+        s.eob = (s.cob + s.cur.ctx)[:2] if pl.pair else s.cb
         m.d.comb += [s.iss_valid.eq(s.st_run & s.f_iv), s.layer_end.eq(s.st_run & s.f_end),
                      # every read of the input bank has been issued: it may be refilled
-                     self.in_clear.eq(s.st_run & s.f_end & s.cur.src_in),
+                     self.in_clear.eq(s.st_run & s.f_end & s.cur.src_in), self.clear_bank.eq(s.eb),
                      self.bank.eq(s.cb), self.idle.eq(s.st_idle)]
 
         # Registered: it can only fall by our own start (which toggles nb), and the cycle
         # after a start is a LOAD, where no start can happen, so one cycle of staleness
         # is harmless and keeps the flag logic off the start decision path.
         can_start = Signal()
-        m.d.sync += can_start.eq(Mux(s.nb, self.in_full[1] & ~self.out_busy[1],
-                                     self.in_full[0] & ~self.out_busy[0]))
+        if pl.pair:
+            nob_free = ~self.out_busy[0]
+            for b in range(1, pl.out_banks):
+                nob_free = Mux(s.nob == b, ~self.out_busy[b], nob_free)
+            m.d.sync += can_start.eq(Mux(s.nb, self.in_full[1], self.in_full[0]) & nob_free)
+        else:
+            m.d.sync += can_start.eq(Mux(s.nb, self.in_full[1] & ~self.out_busy[1],
+                                         self.in_full[0] & ~self.out_busy[0]))
         start_inf = Signal()
         m.d.comb += [start_inf.eq(can_start & sel_valid & (s.st_idle | (s.st_run & s.f_endl))),
-                     self.claim.eq(start_inf), self.claim_bank.eq(s.nb)]
+                     self.claim.eq(start_inf), self.claim_bank.eq(s.nob)]
         if len(pl.programs) > 1:
             m.d.comb += [self.prog.ready.eq(start_inf), self.claim_prog.eq(sel)]
+        s.can_pair = Signal()
+        if pl.pair:
+            # Registered like can_start.  Only our own start and the clears of running
+            # inputs make it fall; a pair's B input is cleared at the end of its first
+            # layer, never in the pair's last cycle (the network has two layers or more).
+            # both input banks full, output banks nob and nob + 1 free
+            two_free = ~self.out_busy[0] & ~self.out_busy[1]
+            for b in range(1, pl.out_banks):
+                two_free = Mux(s.nob == b, ~self.out_busy[b] & ~self.out_busy[(b + 1) % pl.out_banks], two_free)
+            m.d.sync += s.can_pair.eq(self.in_full[0] & self.in_full[1] & two_free)
+            m.d.comb += self.claim_pair.eq(start_inf & s.can_pair)
         s.start_inf, s.first_of_sel = start_inf, firsts[sel]
         return s
 
@@ -207,6 +253,12 @@ class Sequencer(wiring.Component):
         with m.If(s.start_inf):
             m.d.sync += [s.st_idle.eq(0), s.st_load.eq(1), s.cb.eq(s.nb), s.nb.eq(~s.nb),
                          s.nidx.eq(s.first_of_sel)]
+            if self._plan.pair:
+                m.d.sync += [s.cob.eq(s.nob), s.nob.eq(s.nob + 1)]
+                # a pair takes both input banks (the next inference is on this one again)
+                # and two output banks
+                with m.If(s.can_pair):
+                    m.d.sync += [s.nb.eq(s.nb), s.nob.eq(s.nob + 2), s.nidx.eq(self._plan.pair[0])]
 
     def _counters(self, m, s):
         """RUN: step (i, g) and the read addresses; at a layer's end, WAIT or LOAD."""
@@ -254,7 +306,8 @@ class Sequencer(wiring.Component):
         """LOAD: the next layer's descriptor into `cur`, the counters restarted."""
         d = self._plan.d
         with m.If(s.st_load):
-            base = Mux(new.src_in, Mux(s.cb, d, 0), new.src_base)
+            in_bank = s.cb ^ new.ctx if self._plan.pair else s.cb
+            base = Mux(new.src_in, Mux(in_bank, d, 0), new.src_base)
             m.d.sync += [s.st_load.eq(0), s.st_run.eq(1), s.cur.eq(new), s.i.eq(0), s.g.eq(0), s.gp.eq(0),
                          s.waddr.eq(new.w_base), s.nidx.eq(s.nidx + 1), s.lidx.eq(s.nidx),
                          s.xbase.eq(base), s.xa.eq(base),
@@ -275,13 +328,14 @@ class Sequencer(wiring.Component):
         info = Signal(pass_layout(pl))
         m.d.comb += [
             info.chan.eq(cur.chan_base + s.gp),
-            info.wbase.eq(Mux(cur.dst_out, Mux(s.cb, pl.n_out, 0), cur.dst_base) + s.gp),
+            info.wbase.eq(Mux(cur.dst_out, s.eob * pl.n_out if pl.pair else Mux(s.cb, pl.n_out, 0),
+                              cur.dst_base) + s.gp),
             info.obase.eq(s.gp),
             info.nv_m1.eq(Mux(s.f_lg, cur.nv_last_m1, P - 1)),
             info.lidx.eq(s.lidx),
             info.to_out.eq(cur.dst_out),
-            info.lastpass.eq(cur.last & s.f_lg),
-            info.obank.eq(s.cb),
+            info.lastpass.eq((cur.endc if pl.pair else cur.last) & s.f_lg),
+            info.obank.eq(s.eob),
         ]
         if pl.has_lerp:
             m.d.comb += [info.lerp.eq(cur.lerp),

@@ -31,6 +31,8 @@ hand over through registered pulses, so each one's state decode stays small (wit
 40 MHz).
 """
 
+import math
+
 from amaranth.hdl import Module, signed
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory
@@ -61,8 +63,8 @@ class Link(wiring.Component):
         Clock in Hz, reported by INFO.
     baud : int
         Bit rate, reported by INFO.
-    cycles_per_inference : int
-        The engine's analytic figure, reported by INFO.
+    cycles_per_inference : int or float
+        The engine's analytic figure, reported by INFO (rounded up).
     timeout : int
         Clock cycles without a byte after which a partial frame is dropped with
         ``TIMEOUT``.
@@ -178,7 +180,7 @@ class Link(wiring.Component):
             input_dim=model.input_dim, input_bits=model.input_bits,
             output_dim=model.output_dim, output_bits=model.layers[-1].out_bits,
             n_layers=len(model.layers), lanes=lanes, clk_hz=int(round(clk_freq)), baud=int(baud),
-            cycles_per_inference=int(cycles_per_inference), model_crc=model_fingerprint(model),
+            cycles_per_inference=math.ceil(cycles_per_inference), model_crc=model_fingerprint(model),
             max_payload=max_payload, weight_words=self._weight_words,
             weight_word_bytes=self._word_bytes)
         members = {
