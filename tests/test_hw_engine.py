@@ -169,13 +169,18 @@ def test_cycles_within_bound(seed, dims, lanes, requant, bits):
 # Fan-in below P beside a wide layer: the last layer's pass is still being shifted out of
 # the hold register when the next inference's first pass ends.  Before the schedule gave
 # a program's last layer the cycles to drain it, these hung with back-to-back inputs.
-NARROW = [(31, [2, 64, 16], 16), (32, [3, 40, 12], 16), (33, [2, 20, 9], 9), (34, [4, 10, 3], 16)]
+# The last two also take the second hold register (a pass may end while the one before
+# is still being shifted out) and the pair program.
+NARROW = [(31, [2, 64, 16], 16), (32, [3, 40, 12], 16), (33, [2, 20, 9], 9), (34, [4, 10, 3], 16),
+          (38, [4, 10, 3], 8), (39, [12, 24, 20, 12, 3], 16)]
 
 
 @pytest.mark.parametrize("seed,dims,lanes", NARROW)
 def test_back_to_back_narrow_inputs(seed, dims, lanes):
     model = random_model(seed, dims)
     engine = MLPEngine(model, lanes)
+    if seed >= 38:
+        assert engine.plan.hold_slots == 2 and engine.pair_cycles is not None
     codes = _codes(model, 7, np.random.default_rng(seed))
     res = run_engine(engine, codes, max_cycles=20 * 7 * engine.cycles_per_inference)
     np.testing.assert_array_equal(res["out"], golden.forward(model, codes))

@@ -325,7 +325,7 @@ class MLPEngine(wiring.Component):
         m.submodules.sequencer = seq = Sequencer(pl)
         m.submodules.lanes = lanes = LaneArray(pl.lanes, pl.weight_bits, pl.in_bits, pl.act_bits, pl.acc_bits,
                                                pass_layout(pl), capture=capture, target=self._target,
-                                               pairs=pl.mac_pairs(self._target))
+                                               pairs=pl.mac_pairs(self._target), hold_slots=pl.hold_slots)
         m.submodules.requant = rq = Requantizer(pl, writable=self._n_slots > 0)
         m.submodules.argmax = am = ArgmaxTracker(pl.n_out, pl.out_bits, banks=pl.out_banks)
         m.submodules.streamer = st = OutputStreamer(pl.n_out, pl.out_bits, len(pl.programs), banks=pl.out_banks)

@@ -45,6 +45,11 @@ class LaneArray(wiring.Component):
         Build the lanes two by two as :class:`~pwlnet.hw.mac.LanePairMAC` (lanes ``2k``
         and ``2k + 1`` in one ``SB_MAC16`` on ``"ice40"``, accumulators in the fabric)
         instead of one :class:`~pwlnet.hw.mac.LaneMAC` each.  Same timing and sums.
+    hold_slots : int
+        Hold registers (1 or 2).  With two, a pass's sums are copied into the free one
+        and shifted out after those of the pass before, so a pass may end while the one
+        before it is still being shifted out (the schedule,
+        :func:`~pwlnet.hw.engine.plan.schedule`, knows when each sum comes out).
 
     Attributes
     ----------
@@ -61,8 +66,11 @@ class LaneArray(wiring.Component):
     """
 
     def __init__(self, lanes, weight_bits, in_bits, act_bits, acc_bits, info_layout, *, capture,
-                 target="generic", pairs=False):
+                 target="generic", pairs=False, hold_slots=1):
+        if hold_slots not in (1, 2):
+            raise ValueError(f"hold_slots must be 1 or 2, not {hold_slots!r}")
         self._lanes = lanes
+        self._hold_slots = hold_slots
         self._pairs = bool(pairs)
         self._wb = weight_bits
         self._in_bits = in_bits
@@ -123,13 +131,9 @@ class LaneArray(wiring.Component):
         # end value) costs two registers per accumulator bit (`prev` and its copy beside
         # the hold register), which share logic cells with nothing.
         accs = [Signal(signed(accw), name=f"acc{p}") for p in range(P)]
-        hold = [Signal(signed(accw), name=f"hold{p}", reset_less=True) for p in range(P)]
         fresh = Signal(init=1)
         with m.If(fa.valid):
             m.d.sync += fresh.eq(fa.last)
-        ser_act = Signal()
-        ser_j = Signal(range(P))
-        sinfo = Signal(self._info, reset_less=True)
         # The hold register copies the accumulators the cycle *after* their last add (not
         # from the adder output), so no path runs through a carry chain and then a mux.
         f4 = Signal(flag_layout)
@@ -137,22 +141,76 @@ class LaneArray(wiring.Component):
         m.d.sync += [f4.eq(fa), pass_end.eq(fa.valid & fa.last)]
         w_lane = [w[p * wb:(p + 1) * wb].as_signed() for p in range(P)]
         m.d.comb += [a.eq(b) for a, b in zip(accs, self._macs(m, w_lane, x, fa.valid, fresh))]
+        info = self.info if self._capture else f4.pinfo
+        if self._hold_slots == 1:
+            self._one_hold(m, accs, pass_end, info)
+        else:
+            self._two_holds(m, accs, pass_end, info)
+        return m
+
+    def _one_hold(self, m, accs, pass_end, info):
+        """One hold register: copied at a pass end, shifted towards lane 0 every other cycle."""
+        P, accw = self._lanes, self._acc_bits
+        hold = [Signal(signed(accw), name=f"hold{p}", reset_less=True) for p in range(P)]
+        ser_act = Signal()
+        ser_j = Signal(range(P))
+        sinfo = Signal(self._info, reset_less=True)
         for p in range(P):
             with m.If(pass_end):
                 m.d.sync += hold[p].eq(accs[p])
             with m.Else():
                 # Shift towards lane 0, which feeds the shared requant pipeline.
                 m.d.sync += hold[p].eq(hold[p + 1] if p + 1 < P else 0)
-
         with m.If(pass_end):
-            m.d.sync += [ser_act.eq(1), ser_j.eq(0), sinfo.eq(self.info if self._capture else f4.pinfo)]
+            m.d.sync += [ser_act.eq(1), ser_j.eq(0), sinfo.eq(info)]
         with m.Elif(ser_act):
             m.d.sync += ser_j.eq(ser_j + 1)
             with m.If(ser_j == sinfo.nv_m1):
                 m.d.sync += ser_act.eq(0)
         m.d.comb += [self.o.valid.eq(ser_act), self.o.payload.acc.eq(hold[0]),
                      self.o.payload.j.eq(ser_j), self.o.payload.info.eq(sinfo)]
-        return m
+
+    def _two_holds(self, m, accs, pass_end, info):
+        """Two hold registers used in turn: a pass end copies into ``wp``; ``rp`` is shifted
+        out (its sums, then the other's from the next cycle on).  A slot whose last sum
+        goes out in a cycle may be copied into in that cycle."""
+        P, accw = self._lanes, self._acc_bits
+        holds = [[Signal(signed(accw), name=f"hold{k}_{p}", reset_less=True) for p in range(P)] for k in (0, 1)]
+        infos = [Signal(self._info, name=f"sinfo{k}", reset_less=True) for k in (0, 1)]
+        full = [Signal(name=f"hold_full{k}") for k in (0, 1)]
+        wp, rp = Signal(), Signal()
+        ser_j = Signal(range(P))
+        out_valid = Signal()
+        out_last = Signal()
+        m.d.comb += [out_valid.eq(Mux(rp, full[1], full[0])),
+                     out_last.eq(ser_j == Mux(rp, infos[1].nv_m1, infos[0].nv_m1))]
+        with m.If(out_valid):
+            with m.If(out_last):
+                m.d.sync += [ser_j.eq(0), rp.eq(~rp)]
+                for k in (0, 1):
+                    with m.If(rp == k):
+                        m.d.sync += full[k].eq(0)
+            with m.Else():
+                m.d.sync += ser_j.eq(ser_j + 1)
+        for k in (0, 1):
+            take = Signal(name=f"hold_take{k}")
+            m.d.comb += take.eq(pass_end & (wp == k))
+            shift = Signal(name=f"hold_shift{k}")
+            m.d.comb += shift.eq(out_valid & (rp == k))
+            for p in range(P):
+                with m.If(take):
+                    m.d.sync += holds[k][p].eq(accs[p])
+                with m.Elif(shift):
+                    m.d.sync += holds[k][p].eq(holds[k][p + 1] if p + 1 < P else 0)
+            with m.If(take):
+                # after the drain's clear above: a copy wins
+                m.d.sync += [full[k].eq(1), infos[k].eq(info)]
+        with m.If(pass_end):
+            m.d.sync += wp.eq(~wp)
+        m.d.comb += [self.o.valid.eq(out_valid),
+                     self.o.payload.acc.eq(Mux(rp, holds[1][0], holds[0][0])),
+                     self.o.payload.j.eq(ser_j),
+                     self.o.payload.info.eq(Mux(rp, infos[1], infos[0]))]
 
     def _macs(self, m, w_lane, x, en, clr):
         """The lanes' multiply-accumulates; returns the ``P`` accumulators."""

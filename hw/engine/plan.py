@@ -202,54 +202,87 @@ def _slot_programs(model, lanes, n_programs, cache_slots, slot_format, slot_laye
     return n, first, progs
 
 
-def schedule(entries, lanes, write_delay, d, producers):
+def schedule(entries, lanes, write_delay, d, producers, hold_slots=1):
     """Set ``L`` (cycles per pass) and ``gap`` (cycles without reads after the entry) of a
-    program's descriptor entries, in place: the earliest start of every entry that the
-    data path allows.
+    program's descriptor entries, in place, entry by entry, so that each ends as early as
+    the data path allows.  Returns the entries' start cycles.
 
     ``entries`` run in order, each ``G`` passes of ``L`` cycles whose first ``n_in`` issue
     reads; ``producers[e]`` is the index of the entry whose outputs entry ``e`` reads (or
-    ``None``: it reads the input buffer).  Entry ``e`` starts (first read) at ``s[e]``, the
-    earliest cycle that meets all of:
+    ``None``: it reads the input buffer).  With entry ``e`` starting (first read) at
+    ``s``, pass ``g``'s last read is at ``R = s + g*L + n_in - 1``.  Counting every time
+    from the last reads (the lanes' pipeline adds the same delay to all):
 
     * the descriptor LOAD: one cycle without reads after the previous entry's last pass;
-    * the hold register: the lanes' sums of a pass are copied into it at the pass's last
-      read (plus a fixed delay) and shifted out one per cycle, so the last reads of two
-      consecutive passes must be at least as many cycles apart as the first pass has
-      valid lanes (``nv``);
+    * the hold registers: a pass's sums are copied into a hold register at ``R`` and come
+      out one per cycle, lane ``j`` at ``O + j`` with ``O = max(R, E') + 1``, where ``E'``
+      is when the pass before put out its last sum (``E = O + nv - 1``).  With one hold
+      register ``R >= E'`` (the pass before is out); with two, ``R >= E''`` (the one
+      before that is);
     * the data: output ``o = g*P + j`` of the producer is in the buffer for a read issued
-      ``write_delay + 1 + j`` or more cycles after the last read of its pass ``g``, and
-      entry ``e`` reads input ``o`` at ``s[e] + o``.
+      at ``O + j + write_delay`` or later, and entry ``e`` reads input ``o`` at
+      ``s + o``;
+    * the program's end: the last entry lasts until the first pass of any program that
+      may follow (its first entry reads the ``d`` input codes after one LOAD cycle) ends
+      no earlier than the last sum is out.  So every program starts with empty hold
+      registers.
 
-    Within an entry, a pass lasts ``L = max(n_in, P)`` cycles when a full pass follows it
-    (``G > 1``), else ``n_in``; the last entry of a program also lasts long enough that
-    its last pass is shifted out before the first pass of any program that may follow
-    (every program's first entry reads the ``d`` input codes).  The gap of the last entry
-    is 0: the next program may start in its last cycle.
+    The gap of the last entry is 0: the next program may start in its last cycle.
     """
     P = lanes
-    start = []
+    start, outs = [], []          # per entry: start cycle, per pass O
+    e_prev = e_prev2 = None       # E of the last two passes
     for e, x in enumerate(entries):
-        L = max(x["n_in"], P if x["G"] > 1 else 0)
-        if e == len(entries) - 1:
-            # last pass's last read .. (L - n_in bubbles, one LOAD) .. next program's
-            # first last read (d - 1 reads later) must be nv_last apart
-            L = max(L, x["n_in"] + x["nv_last"] - 1 - d)
+        G, n_in = x["G"], x["n_in"]
+        nvs = [P] * (G - 1) + [x["nv_last"]]
+        lo = 0
+        if e:
+            y = entries[e - 1]
+            lo = start[e - 1] + y["G"] * y["L"] + 1                        # LOAD
+            p = producers[e]
+            if p is not None:
+                lo = max(lo, max(o + write_delay - g * P for g, o in enumerate(outs[p])))   # data
+        last = e == len(entries) - 1
+        best = None
+        for L in range(n_in, max(n_in, P) + P + 2):
+            for t in range(lo, lo + 4 * P * G + 4 * P + 8):
+                res = _passes_out(t, L, n_in, nvs, hold_slots, e_prev, e_prev2)
+                if res is None:
+                    continue
+                Os, e1, e2 = res
+                if last and t + G * L + d < e1:
+                    continue                    # not drained before the next program's first pass
+                if best is None or t + G * L < best[0] + G * best[1]:
+                    best = (t, L, Os, e1, e2)
+                break
+            if best is not None and L > best[1] + P:
+                break
+        if best is None:
+            raise AssertionError(f"no schedule for entry {e} ({x})")
+        t, L, Os, e_prev, e_prev2 = best
         x["L"] = L
-        if e == 0:
-            start.append(0)
-            continue
-        y, sy = entries[e - 1], start[e - 1]
-        t = sy + y["G"] * y["L"] + 1                                            # LOAD
-        t = max(t, sy + (y["G"] - 1) * y["L"] + y["n_in"] + y["nv_last"] - x["n_in"])   # hold
-        p = producers[e]
-        if p is not None:
-            q = entries[p]
-            t = max(t, start[p] + (q["G"] - 1) * (q["L"] - P) + q["n_in"] + write_delay)  # data
-        y["gap"] = t - sy - y["G"] * y["L"]
+        if e:
+            y = entries[e - 1]
+            y["gap"] = t - start[e - 1] - y["G"] * y["L"]
         start.append(t)
+        outs.append(Os)
     entries[-1]["gap"] = 0
     return start
+
+
+def _passes_out(t, L, n_in, nvs, hold_slots, e_prev, e_prev2):
+    """``(O per pass, E of the last pass, E of the one before)`` of an entry's passes from
+    start ``t``, or ``None`` when a pass would find no free hold register."""
+    Os = []
+    for g, nv in enumerate(nvs):
+        R = t + g * L + n_in - 1
+        free = e_prev if hold_slots == 1 else e_prev2
+        if free is not None and R < free:
+            return None
+        O = R + 1 if e_prev is None else max(R, e_prev) + 1
+        Os.append(O)
+        e_prev, e_prev2 = O + nv - 1, e_prev
+    return Os, e_prev, e_prev2
 
 
 def _run_cycles(entries):
@@ -311,6 +344,9 @@ class EnginePlan:
         cycles than two inferences one after the other.  Its entries (after program 0's
         in :attr:`layers`) carry ``ctx`` (0: A, 1: B) and ``endc`` (the last layer of its
         inference).
+    hold_slots : int
+        Hold registers of the lanes (1, or 2 where they lower the cycles per inference:
+        a pass may then end while the one before is still being shifted out).
     act_regions : int
         Activation buffer regions of ``act_depth`` codes: 2 (ping, pong), 4 with a pair
         program (ping and pong per inference).
@@ -339,7 +375,7 @@ class EnginePlan:
         self.first_slot_program = first_slot
         self.slot_format = slot_format if n_slots else None
         self._derive(model, int(lanes), [list(model.layers)] + programs, self.slot_format)
-        self._derive_pair(bool(interleave))
+        self._derive_schedule(bool(interleave))
 
     # -- derivation ----------------------------------------------------------------------
     def _derive(self, model, lanes, programs, slots):
@@ -449,35 +485,47 @@ class EnginePlan:
             chan += l.n_out
             if lerp:
                 lerp_chan += l.n_out
-        for f, n in self.programs:
-            run = self.layers[f:f + n]
-            schedule(run, P, self.write_delay, self.d, producers=[None] + list(range(n - 1)))
         self.words = words
 
-    def _derive_pair(self, interleave):
-        self.pair = None
-        self.act_regions = 2
-        self.out_banks = 2
+    def _derive_schedule(self, interleave):
+        """Pass lengths and gaps of every program (:func:`schedule`), the pair program
+        where it pays, and the hold registers: two where they lower the cycles per
+        inference, else one."""
         f, n = self.programs[0]
-        if not interleave or len(self.programs) > 1 or n < 2:
-            return
-        # (With one layer there is no wait to fill, and its B layer would clear its input
-        # bank in the cycle the next inference may start; see Sequencer.)
         net = self.layers[f:f + n]
+        # The pair program: only for a network alone of two or more layers (with one
+        # there is no wait to fill, and B's layer would clear its input bank in the
+        # cycle the next inference may start; see Sequencer).
         pair = []
-        for pos, x in enumerate(net):
-            for ctx in (0, 1):
-                base = 2 * ctx * self.act_depth
-                pair.append(dict(x, ctx=ctx, endc=x["last"], last=int(ctx == 1 and x["last"]),
-                                 src_base=base + x["src_base"], dst_base=base + x["dst_base"] if not x["last"] else 0))
-        schedule(pair, self.lanes, self.write_delay, self.d,
-                 producers=[None, None] + list(range(2 * n - 2)))
-        if _run_cycles(pair) >= 2 * self.program_cycles(0):
-            return
-        self.pair = (len(self.layers), len(pair))
-        self.layers.extend(pair)
-        self.act_regions = 4
-        self.out_banks = 4
+        if interleave and len(self.programs) == 1 and n >= 2:
+            for x in net:
+                for ctx in (0, 1):
+                    base = 2 * ctx * self.act_depth
+                    pair.append(dict(x, ctx=ctx, endc=x["last"], last=int(ctx == 1 and x["last"]),
+                                     src_base=base + x["src_base"],
+                                     dst_base=base + x["dst_base"] if not x["last"] else 0))
+        best = None
+        for slots in (1, 2):
+            runs = [[dict(x) for x in self.layers[f:f + k]] for f, k in self.programs]
+            for run in runs:
+                schedule(run, self.lanes, self.write_delay, self.d, [None] + list(range(len(run) - 1)), slots)
+            prun = [dict(x) for x in pair]
+            if prun:
+                schedule(prun, self.lanes, self.write_delay, self.d, [None, None] + list(range(len(prun) - 2)),
+                         slots)
+                if _run_cycles(prun) >= 2 * _run_cycles(runs[0]):
+                    prun = []
+            cpi = _run_cycles(prun) / 2 if prun else _run_cycles(runs[0])
+            if best is None or cpi < best[0]:
+                best = (cpi, slots, runs, prun)
+        _, self.hold_slots, runs, prun = best
+        self.layers = [x for run in runs for x in run]
+        self.pair = None
+        self.act_regions = self.out_banks = 2
+        if prun:
+            self.pair = (len(self.layers), len(prun))
+            self.layers.extend(prun)
+            self.act_regions = self.out_banks = 4
 
     # -- facts ---------------------------------------------------------------------------
     @property
