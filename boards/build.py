@@ -318,15 +318,8 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=None
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, not {seeds!r}")
     lanes, lanes_why = precheck(b, model, lanes, cache_entries)
+    targets = _targets(b, target_mhz)
     model_name = model_name or model_dir.resolve().name + cache_suffix(cache_entries, cache_metric)
-    if target_mhz is None:
-        target_mhz = b.clocks_mhz
-    targets = [target_mhz] if isinstance(target_mhz, (int, float)) else list(target_mhz)
-    if not targets:
-        raise ValueError("target_mhz names no clock")
-    from .clocks import clock_setting
-    for mhz in targets:
-        clock_setting(b.clock, mhz)          # a clock the board cannot make is refused here
     out_dir = Path(out_root) / board / model_name
     out_dir.mkdir(parents=True, exist_ok=True)
     _tool_env(b)
@@ -337,6 +330,21 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=None
     if verify_netlist:
         result = _check_netlist(job, result, verify_netlist, verify_simulator)
     return result
+
+
+def _targets(b, target_mhz):
+    """The clocks to try on board ``b`` (``None``: its own list), each checked against what
+    its clock source can make (``ValueError`` naming the clock, before anything is written)."""
+    from .clocks import clock_setting
+
+    if target_mhz is None:
+        target_mhz = b.clocks_mhz
+    targets = [target_mhz] if isinstance(target_mhz, (int, float)) else list(target_mhz)
+    if not targets:
+        raise ValueError("target_mhz names no clock")
+    for mhz in targets:
+        clock_setting(b.clock, mhz)
+    return targets
 
 
 def precheck(board, model, lanes, cache_entries=0):
@@ -757,6 +765,7 @@ def cli_build(args):
         if not (args.program and bitstream.is_file() and not getattr(args, "rebuild", False)):
             check_cache_entries(cache_entries, "cache entries")
             precheck(b, artifact.load(stem_dir), args.lanes, cache_entries)
+            _targets(b, args.target_mhz)
             if compiled is not None:
                 stem_dir = _place_model(compiled, stem_dir, args.board, args.out, stem)
                 compiled = None

