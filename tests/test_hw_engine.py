@@ -283,7 +283,7 @@ def test_cycle_formula_and_attributes():
     model = random_model(1, [64, 64, 64, 4])
     engine = MLPEngine(model, 8)
     assert engine.ideal_cycles == 8 * 64 + 8 * 64 + 64
-    assert engine.cycles_per_inference == engine.ideal_cycles + 3   # one LOAD cycle per layer
+    assert engine.cycles_per_inference == engine.ideal_cycles + 1   # one LOAD cycle per inference
     assert engine.lanes == 8
     assert engine.weight_memory == "rom"
     assert engine.weight_word_bits == 64
@@ -486,7 +486,7 @@ def test_relu_models_build_no_lerp_unit():
     assert not engine.plan.has_lerp and engine.plan.lerp_latency == 0
     names = [name for _, name, *_ in Fragment.get(engine, None).subfragments]
     assert "lerp" not in names and "wmem" in names
-    assert engine.cycles_per_inference == engine.ideal_cycles + 3
+    assert engine.cycles_per_inference == engine.ideal_cycles + 1
 
 
 def test_lerp_split_checked():

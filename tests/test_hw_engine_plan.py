@@ -41,8 +41,9 @@ def test_plan_cycles(lanes):
     plan = EnginePlan(model, lanes)
     assert plan.ideal_cycles == ideal_cycles(model.layers, lanes) == sum(
         -(-l.n_out // lanes) * l.n_in for l in model.layers)
-    assert plan.cycles_per_inference == plan.program_cycles(0) == sum(
-        x["G"] * x["L"] + max(x["gap"], 1) for x in plan.layers)
+    # one LOAD cycle, then every layer's passes and gap
+    assert plan.pair is None and plan.cycles_per_inference == plan.program_cycles(0) == 1 + sum(
+        x["G"] * x["L"] + x["gap"] for x in plan.layers)
     engine = MLPEngine(model, lanes)
     assert isinstance(engine.plan, EnginePlan) and engine.plan.lanes == lanes
     assert (engine.ideal_cycles, engine.cycles_per_inference) == (plan.ideal_cycles, plan.cycles_per_inference)
@@ -55,7 +56,7 @@ def test_plan_programs_and_params():
     extra = random_model(3, [13, 7]).layers
     plan = EnginePlan(model, 3, programs=[extra])
     assert len(plan.programs) == 2
-    assert plan.program_cycles(1) == sum(x["G"] * x["L"] + max(x["gap"], 1) for x in plan.layers[-1:])
+    assert plan.program_cycles(1) == 1 + sum(x["G"] * x["L"] + x["gap"] for x in plan.layers[-1:])
     layers = list(model.layers) + list(extra)
     want = [(requant_offset(l.bias[o], l.multiplier[o], l.shift[o]), int(l.multiplier[o]), int(l.shift[o]))
             for l in layers for o in range(l.n_out)]

@@ -58,11 +58,12 @@ through more than one carry chain or through a memory and a DSP at once):
   the unit.  Models without a LERP layer build no unit: their hardware and cycle counts
   are those of an engine without LERP support.
 * Cycles: each pass lasts ``L`` cycles, of which the first ``n_in`` issue reads; after
-  each layer the sequencer spends ``max(gap, 1)`` cycles without reads (the one cycle is
-  the descriptor LOAD).  :func:`~.plan.schedule` sets ``L`` and ``gap`` per layer to the
+  each layer the sequencer spends ``gap`` cycles without reads, and a program starts
+  with one cycle (the LOAD of its first descriptor).  :func:`~.plan.schedule` sets ``L``
+  and ``gap`` per layer to the
   earliest start the data path allows: a pass waits for the hold register to have
   shifted out the pass before it, and a layer never reads an activation before it is
-  written.  Program cycles = ``sum(G*L + max(gap, 1))``.
+  written.  Program cycles = ``1 + sum(G*L + gap)``.
 * Nothing inside an inference ever stalls: input availability and output back-pressure
   only decide when the next inference *starts*, which keeps the schedule static and the
   analytic cycle count exact.  Inputs are double-buffered (the next one loads while the
@@ -194,7 +195,8 @@ class MLPEngine(wiring.Component):
         Sum over layers of ``ceil(n_out / P) * n_in``.
     cycles_per_inference : int or float
         Steady-state cycles per inference with back-to-back inputs (exact; with a pair
-        program, half of :attr:`pair_cycles`).
+        program, half of :attr:`pair_cycles`), unless the output side is slower (see
+        :attr:`EnginePlan.cycles_per_inference <pwlnet.hw.engine.plan.EnginePlan>`).
 
     Notes
     -----

@@ -40,8 +40,8 @@ def descriptor_layout(plan):
         "src_base": range(act_words + 1),
         "dst_out": 1,
         "dst_base": range(act_words + 1),
-        "gap_m2": range(max_gap + 1),
-        "gap_is2": 1,
+        "gap_m1": range(max_gap + 1),
+        "gap_is1": 1,
         "to_wait": 1,
         "last": 1,
         **lerp_fields,
@@ -61,7 +61,7 @@ def encode_descriptor(plan, x):
         "nv_last_m1": x["nv_last"] - 1, "chan_base": x["chan_base"],
         "src_in": x["src_in"], "src_base": x["src_base"],
         "dst_out": x["dst_out"], "dst_base": x["dst_base"],
-        "gap_m2": max(0, x["gap"] - 2), "gap_is2": x["gap"] == 2, "to_wait": x["gap"] >= 2,
+        "gap_m1": max(0, x["gap"] - 1), "gap_is1": x["gap"] == 1, "to_wait": x["gap"] >= 1,
         "last": x["last"],
         **({"lerp": x["lerp"], "lerp_base": x["lerp_base"]} if plan.has_lerp else {}),
         **({"ctx": x["ctx"], "endc": x["endc"]} if plan.pair else {}),
@@ -71,13 +71,16 @@ def encode_descriptor(plan, x):
 class Sequencer(wiring.Component):
     """Issues the reads of one inference: every pass of every layer of the chosen program.
 
-    One-hot states: IDLE (no inference), RUN (issuing reads), WAIT (gap before the next
-    layer), LOAD (descriptor of the next layer into ``cur``).  LOAD is a cycle of its own
-    so that no combinational path runs from the end-of-layer decision through the
-    descriptor ROM into the many ``cur``/counter registers; it costs one cycle per layer,
-    absorbed by the gap where there is one.  Every decision input is a register
-    (terminal-count flags are computed a cycle ahead), so the control logic is two or
-    three LUTs deep.  A program's cycles are :meth:`EnginePlan.program_cycles`.
+    One-hot states: IDLE (no inference), RUN (issuing reads), WAIT (``gap`` cycles
+    before the next layer), LOAD (a program's first descriptor into ``cur``).  Within a
+    program the next layer's descriptor waits in a register (``nxt``, read from the
+    descriptor ROM while the layer before runs), and the switch to it (``cur`` and the
+    counters restarted) happens in the cycle after the layer's last read or its WAIT:
+    no cycle is lost between layers, and no combinational path runs from the
+    end-of-layer decision through the ROM.  A program's first descriptor has a LOAD
+    cycle of its own.  Every decision input is a register (terminal-count flags are
+    computed a cycle ahead), so the control logic is two or three LUTs deep.  A
+    program's cycles are :meth:`EnginePlan.program_cycles`.
 
     An inference starts when its input bank is full, its output bank is free and (with
     several programs) a ``prog`` beat is there; it starts either from IDLE or in the last
@@ -160,8 +163,12 @@ class Sequencer(wiring.Component):
             shape=descriptor_layout(pl), depth=len(descs), init=[encode_descriptor(pl, x) for x in descs])
         desc_rd = desc_rom.read_port(domain="comb")
         s = self._state(m, desc_rd)
+        # the next layer's descriptor, read while the layer before runs (see _switch)
+        s.nxt = Signal(descriptor_layout(pl), reset_less=True)
+        m.d.sync += s.nxt.eq(desc_rd.data)
         self._counters(m, s)
         self._start(m, s)
+        self._switch(m, s)
         self._load(m, s, desc_rd.data)
         self._reads(m, s)
         return m
@@ -194,8 +201,9 @@ class Sequencer(wiring.Component):
         # Registered flags about the current (i, g): read valid, last read of the pass,
         # last cycle of the pass, last pass of the layer, last cycle of the layer (and of
         # the program).
-        s.f_iv, s.f_il, s.f_li, s.f_lg, s.f_end, s.f_endl = (Signal(name=n) for n in (
-            "f_iv", "f_il", "f_li", "f_lg", "f_end", "f_endl"))
+        # f_sw: last cycle of a layer that the next follows at once (no WAIT).
+        s.f_iv, s.f_il, s.f_li, s.f_lg, s.f_end, s.f_endl, s.f_sw = (Signal(name=n) for n in (
+            "f_iv", "f_il", "f_li", "f_lg", "f_end", "f_endl", "f_sw"))
         s.xbase = Signal(range(max(2 * pl.d, pl.act_regions * pl.act_depth)))
         s.xa = Signal.like(s.xbase)
 
@@ -269,14 +277,16 @@ class Sequencer(wiring.Component):
                 nxt_end = cur.L_is1 & (s.g == cur.G_m2)
                 m.d.sync += [s.i.eq(0), s.g.eq(s.g + 1), s.gp.eq(s.gp + P),
                              s.f_iv.eq(1), s.f_il.eq(cur.n_in_is1), s.f_li.eq(cur.L_is1),
-                             s.f_lg.eq(s.g == cur.G_m2), s.f_end.eq(nxt_end), s.f_endl.eq(nxt_end & cur.last)]
+                             s.f_lg.eq(s.g == cur.G_m2), s.f_end.eq(nxt_end), s.f_endl.eq(nxt_end & cur.last),
+                             s.f_sw.eq(nxt_end & ~cur.last & ~cur.to_wait)]
             with m.Else():
                 nxt_end = s.f_lg & (s.i == cur.L_m2)
                 m.d.sync += [s.i.eq(s.i + 1), s.f_iv.eq(s.f_iv & ~s.f_il),
                              s.f_il.eq(s.i == cur.n_in_m2), s.f_li.eq(s.i == cur.L_m2),
-                             s.f_end.eq(nxt_end), s.f_endl.eq(nxt_end & cur.last)]
-            # The last read of a layer does not step the address (LOAD sets the next
-            # layer's base): it never leaves the memory, whose size stays the exact sum
+                             s.f_end.eq(nxt_end), s.f_endl.eq(nxt_end & cur.last),
+                             s.f_sw.eq(nxt_end & ~cur.last & ~cur.to_wait)]
+            # The last read of a layer does not step the address (the switch sets the
+            # next layer's base): it never leaves the memory, whose size stays the exact sum
             # of the layers' words (EBR/SPRAM granularity), and never reads an address a
             # Verilog simulation would answer with x.
             with m.If(s.iss_valid & ~(s.f_il & s.f_lg)):
@@ -292,27 +302,37 @@ class Sequencer(wiring.Component):
             with m.If(cur.last):
                 m.d.sync += s.st_idle.eq(1)
             with m.Elif(cur.to_wait):
-                # gap - 1 WAIT cycles, then the LOAD cycle: `gap` cycles without reads.
-                m.d.sync += [s.st_wait.eq(1), s.gap_cnt.eq(cur.gap_m2), s.gap_z.eq(cur.gap_is2)]
-            with m.Else():
-                m.d.sync += s.st_load.eq(1)
-        with m.If(s.st_wait):
-            with m.If(s.gap_z):
-                m.d.sync += [s.st_wait.eq(0), s.st_load.eq(1)]
-            with m.Else():
-                m.d.sync += [s.gap_cnt.eq(s.gap_cnt - 1), s.gap_z.eq(s.gap_cnt == 1)]
+                # `gap` WAIT cycles without reads, then the switch (see _switch)
+                m.d.sync += [s.st_wait.eq(1), s.gap_cnt.eq(cur.gap_m1), s.gap_z.eq(cur.gap_is1)]
+        with m.If(s.st_wait & ~s.gap_z):
+            m.d.sync += [s.gap_cnt.eq(s.gap_cnt - 1), s.gap_z.eq(s.gap_cnt == 1)]
+
+    def _enter(self, s, new):
+        """The assignments that make descriptor ``new`` (the entry at ``nidx``) the
+        current layer: RUN with its counters restarted."""
+        d = self._plan.d
+        in_bank = s.cb ^ new.ctx if self._plan.pair else s.cb
+        base = Mux(new.src_in, Mux(in_bank, d, 0), new.src_base)
+        end = new.L_is1 & new.G_is1
+        return [s.st_run.eq(1), s.cur.eq(new), s.i.eq(0), s.g.eq(0), s.gp.eq(0),
+                s.waddr.eq(new.w_base), s.nidx.eq(s.nidx + 1), s.lidx.eq(s.nidx),
+                s.xbase.eq(base), s.xa.eq(base),
+                s.f_iv.eq(1), s.f_il.eq(new.n_in_is1), s.f_li.eq(new.L_is1), s.f_lg.eq(new.G_is1),
+                s.f_end.eq(end), s.f_endl.eq(end & new.last), s.f_sw.eq(end & ~new.last & ~new.to_wait)]
+
+    def _switch(self, m, s):
+        """The next layer of the program, from ``nxt``: in the cycle after the layer's last
+        read (no gap) or after its WAIT.  After `_counters`, whose stepping it overrides.
+        ``nxt`` is read from the ROM the cycle after ``nidx`` moves on, so a layer must
+        last two cycles (reads and gap) for it to be there; :func:`~.plan.schedule`
+        gives a shorter one a gap."""
+        with m.If((s.st_run & s.f_sw) | (s.st_wait & s.gap_z)):
+            m.d.sync += [s.st_wait.eq(0), *self._enter(s, s.nxt)]
 
     def _load(self, m, s, new):
-        """LOAD: the next layer's descriptor into `cur`, the counters restarted."""
-        d = self._plan.d
+        """LOAD: a program's first descriptor, from the ROM, into `cur`."""
         with m.If(s.st_load):
-            in_bank = s.cb ^ new.ctx if self._plan.pair else s.cb
-            base = Mux(new.src_in, Mux(in_bank, d, 0), new.src_base)
-            m.d.sync += [s.st_load.eq(0), s.st_run.eq(1), s.cur.eq(new), s.i.eq(0), s.g.eq(0), s.gp.eq(0),
-                         s.waddr.eq(new.w_base), s.nidx.eq(s.nidx + 1), s.lidx.eq(s.nidx),
-                         s.xbase.eq(base), s.xa.eq(base),
-                         s.f_iv.eq(1), s.f_il.eq(new.n_in_is1), s.f_li.eq(new.L_is1), s.f_lg.eq(new.G_is1),
-                         s.f_end.eq(new.L_is1 & new.G_is1), s.f_endl.eq(new.L_is1 & new.G_is1 & new.last)]
+            m.d.sync += [s.st_load.eq(0), *self._enter(s, new)]
 
     def _reads(self, m, s):
         """The read addresses, the read issued this cycle and its pass's facts."""
