@@ -23,7 +23,7 @@ BOARD = Board(
     target="generic",
     lanes="dsp",
     # What the EHXPLLL makes exactly from 48 MHz (its phase detector needs 3.125 MHz or more).
-    clocks_mhz=(96, 80, 72, 64, 60, 56, 52, 48, 40, 36),
+    clocks_mhz=(120, 112, 104, 96, 80, 72, 64, 60, 56, 52, 48, 40, 36),
     leds=(("rgb_led", 0, "g"), ("rgb_led", 0, "r"), ("rgb_led", 0, "b")),
     programmers=(("dfu-util", "-a", "0", "-D", "{bitstream}"), ("openFPGALoader", "-b", "orangecrab", "{bitstream}")),
     bitstream_ext="bit",
