@@ -107,3 +107,46 @@ def test_plan_checks_like_engine():
         EnginePlan([1, 2], 2)
     with pytest.raises(ValueError, match=r"^lanes must be a positive integer, not 0$"):
         EnginePlan(random_model(0, [4, 3]), 0)
+
+
+_REGRESSION = __import__("pathlib").Path(__file__).parent / "regression"
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_regression_models_within_the_cycle_target(lanes):
+    # The performance target: steady-state cycles per inference within 1.05 x the
+    # lanes' ideal plus 2 per layer (the engine tests and the cocotb benches check that
+    # the hardware takes exactly the plan's figure).  Big models build neither a pair
+    # program nor a second hold register (nothing to gain): their hardware stays plain.
+    from pwlnet.artifact import load
+    for d in sorted(p for p in _REGRESSION.iterdir() if (p / "compiled").is_dir()):
+        model = load(d / "compiled")
+        plan = EnginePlan(model, lanes)
+        n = len(model.layers)
+        assert plan.cycles_per_inference <= 1.05 * plan.ideal_cycles + 2 * n, (d.name, plan.cycles_per_inference)
+        if plan.ideal_cycles >= 400:
+            assert plan.pair is None and plan.hold_slots == 1, d.name
+            assert plan.cycles_per_inference == plan.ideal_cycles + 1, d.name
+
+
+def test_pair_program_and_hold_registers_only_where_they_pay():
+    # iris-shaped 4-10-3 at 8 lanes: the second layer waits for the first's results
+    # (the requantizer's pipeline); two inferences interleaved hide the wait, and the
+    # second hold register lets the first layer's two 4-cycle passes end 4 cycles apart.
+    model = random_model(38, [4, 10, 3])
+    plan = EnginePlan(model, 8)
+    alone = EnginePlan(model, 8, interleave=False)
+    assert plan.pair is not None and plan.hold_slots == 2
+    assert plan.cycles_per_inference == plan.pair_cycles / 2 <= 0.98 * alone.cycles_per_inference
+    assert plan.program_cycles(0) == 1 + sum(x["G"] * x["L"] + x["gap"] for x in plan.layers[:2])
+    # the pair's entries: A and B of each layer, in turn, each on its own buffers
+    f, n = plan.pair
+    pair = plan.layers[f:f + n]
+    assert [x["ctx"] for x in pair] == [0, 1, 0, 1] and [x["endc"] for x in pair] == [0, 0, 1, 1]
+    assert [x["last"] for x in pair] == [0, 0, 0, 1]
+    assert pair[0]["dst_base"] != pair[1]["dst_base"] and pair[2]["src_base"] == pair[0]["dst_base"]
+    assert pair[3]["src_base"] == pair[1]["dst_base"]
+    assert (plan.act_regions, plan.out_banks) == (4, 4)
+    # a network with extra programs (the cache's) never gets one
+    extra = random_model(39, [4, 3]).layers
+    assert EnginePlan(model, 8, programs=[extra]).pair is None

@@ -269,7 +269,8 @@ class Sequencer(wiring.Component):
                     m.d.sync += [s.nb.eq(s.nb), s.nob.eq(s.nob + 2), s.nidx.eq(self._plan.pair[0])]
 
     def _counters(self, m, s):
-        """RUN: step (i, g) and the read addresses; at a layer's end, WAIT or LOAD."""
+        """RUN: step (i, g) and the read addresses; at a layer's end, IDLE, WAIT or (see
+        `_switch`) the next layer."""
         P = self._plan.lanes
         cur = s.cur
         with m.If(s.st_run):
@@ -321,11 +322,11 @@ class Sequencer(wiring.Component):
                 s.f_end.eq(end), s.f_endl.eq(end & new.last), s.f_sw.eq(end & ~new.last & ~new.to_wait)]
 
     def _switch(self, m, s):
-        """The next layer of the program, from ``nxt``: in the cycle after the layer's last
-        read (no gap) or after its WAIT.  After `_counters`, whose stepping it overrides.
-        ``nxt`` is read from the ROM the cycle after ``nidx`` moves on, so a layer must
-        last two cycles (reads and gap) for it to be there; :func:`~.plan.schedule`
-        gives a shorter one a gap."""
+        """The next layer of the program, from ``nxt``, at the end of the layer's last cycle
+        (no gap) or of its last WAIT cycle, so its first read follows at once.  After
+        `_counters`, whose stepping it overrides.  ``nxt`` is read from the ROM the cycle
+        after ``nidx`` moves on, so a layer must last two cycles (reads and gap) for it
+        to be there; :func:`~.plan.schedule` gives a shorter one a gap."""
         with m.If((s.st_run & s.f_sw) | (s.st_wait & s.gap_z)):
             m.d.sync += [s.st_wait.eq(0), *self._enter(s, s.nxt)]
 
