@@ -25,7 +25,7 @@ from ..hw.pll import PLLConfig
 from ..hw.uart import UARTRx, UARTTx, baud_divisor
 from ..hw.engine import MLPEngine
 from .clocks import ECP5PLLConfig, Oscillator, add_sync_domain, clock_setting
-from .registry import Board, board as board_named
+from .registry import board as board_named
 
 __all__ = ["BoardTop", "LED_NAMES", "link_baud"]
 
