@@ -318,8 +318,7 @@ class EnginePlan:
     slot_layers : sequence of (Layer or None)
         Initial slot contents (``None``: an empty slot, ``W = 0, b = 0``).
     interleave : bool
-        Add the *pair program* (see :attr:`pair`) where it lowers the cycles per
-        inference.
+        Allow the *pair program* (see :attr:`pair`).
 
     Attributes
     ----------
@@ -347,10 +346,11 @@ class EnginePlan:
         The pair program's first descriptor index and length: two inferences, ``A`` on the
         current bank and ``B`` on the other, their layers interleaved (``A1 B1 A2 B2
         ...``) so that each fills the other's waits for its data.  Only a network alone
-        (no extra programs) of two or more layers gets one, and only when it takes fewer
-        cycles than two inferences one after the other.  Its entries (after program 0's
-        in :attr:`layers`) carry ``ctx`` (0: A, 1: B) and ``endc`` (the last layer of its
-        inference).
+        (no extra programs) of two or more layers gets one, only where back-to-back
+        inputs do run as pairs (``_pair_enters``, ``_pair_keeps``) and only where it
+        takes at least :data:`PAYS` fewer cycles per inference.  Its entries (after
+        program 0's in :attr:`layers`) carry ``ctx`` (0: A, 1: B) and ``endc`` (the last
+        layer of its inference).
     hold_slots : int
         Hold registers of the lanes (1, or 2 where they lower the cycles per inference:
         a pass may then end while the one before is still being shifted out).

@@ -75,8 +75,8 @@ class Sequencer(wiring.Component):
     before the next layer), LOAD (a program's first descriptor into ``cur``).  Within a
     program the next layer's descriptor waits in a register (``nxt``, read from the
     descriptor ROM while the layer before runs), and the switch to it (``cur`` and the
-    counters restarted) happens in the cycle after the layer's last read or its WAIT:
-    no cycle is lost between layers, and no combinational path runs from the
+    counters restarted) happens at the end of the layer's last cycle or of its last WAIT
+    cycle: no cycle is lost between layers, and no combinational path runs from the
     end-of-layer decision through the ROM.  A program's first descriptor has a LOAD
     cycle of its own.  Every decision input is a register (terminal-count flags are
     computed a cycle ahead), so the control logic is two or three LUTs deep.  A
@@ -86,10 +86,10 @@ class Sequencer(wiring.Component):
     several programs) a ``prog`` beat is there; it starts either from IDLE or in the last
     cycle of the previous inference, so back-to-back inferences leave no cycle unused.
     With a pair program (:attr:`EnginePlan.pair <pwlnet.hw.engine.plan.EnginePlan>`),
-    when both input banks are full and both output banks free, two inferences start
-    together: the pair program runs ``A`` on the next bank and ``B`` on the other (each
-    entry's bank is the current one XOR its ``ctx``), and the bank after them is the
-    next one again.
+    when both input banks are full and the next two output banks free, two inferences
+    start together: the pair program runs ``A`` on the next input bank and ``B`` on the
+    other (each entry's input bank is the current one XOR its ``ctx``, its output bank
+    the current one plus ``ctx``), and the input bank after them is the next one again.
 
     Parameters
     ----------
@@ -114,8 +114,8 @@ class Sequencer(wiring.Component):
     claim : Out(1)
         An inference starts (on output bank ``claim_bank``, program ``claim_prog``).
     claim_pair : Out(1)
-        Only with a pair program: with ``claim``, a pair starts; it claims the other
-        output bank too.
+        Only with a pair program: with ``claim``, a pair starts; it claims the output bank
+        after ``claim_bank`` too.
     idle : Out(1)
         No inference is running.
     x_addr : Out
