@@ -60,6 +60,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import re
 
 import numpy as np
 import onnx
@@ -67,6 +68,7 @@ import onnx.checker
 import onnx.defs
 import onnx.helper
 import onnx.numpy_helper
+import onnx.version_converter
 
 from . import lerp
 from .ir import Activation, Dense, IRError, Network
@@ -87,9 +89,11 @@ __all__ = [
 #: measures on calibration data; it matters for the float network the importer returns.
 DEFAULT_LERP_RANGE = (-8.0, 8.0)
 
-#: Oldest default-domain opset accepted.  Older opsets spell several of the ops below
-#: with different attributes (BatchNormalization ``spatial``, Dropout ``is_test``),
-#: which nothing here has been checked against.
+#: Oldest default-domain opset the importer reads.  Older opsets spell several of the ops
+#: below with different attributes (BatchNormalization ``spatial``, Dropout ``is_test``),
+#: so a model below it is first lifted to it with onnx's own version converter
+#: (:func:`onnx.version_converter.convert_version`), with a notice; one the converter
+#: cannot lift is refused.
 MIN_OPSET = 11
 
 
@@ -107,13 +111,21 @@ class OnnxImportError(ValueError):
         The name of the offending node (``""`` for an unnamed one), if any.
     op_type : str, optional
         The offending node's op type, if any.
+    nodes : list of (str, str), optional
+        Every offending node as ``(name, op_type)`` when the error is about several (a
+        model with several unsupported ops is refused once, naming all of them);
+        ``node`` and ``op_type`` are then the first of them.  By default the one
+        ``(node, op_type)``, or empty.
     """
 
-    def __init__(self, message, *, source=None, node=None, op_type=None):
+    def __init__(self, message, *, source=None, node=None, op_type=None, nodes=None):
         super().__init__(message)
         self.source = source
         self.node = node
         self.op_type = op_type
+        if nodes is None:
+            nodes = [] if node is None and op_type is None else [(node, op_type)]
+        self.nodes = list(nodes)
 
 
 # --------------------------------------------------------------------------- symbols
@@ -302,13 +314,12 @@ class _Importer:
     # --- the walk -----------------------------------------------------------------
 
     def run(self) -> Network:
-        sample_shape = self.start()
         live = self.live = self.live_nodes()
+        self.check_ops()
+        sample_shape = self.start()
         for idx, node in enumerate(self.graph.node):
             if idx not in live or idx in self.done:
                 continue
-            if node.domain not in ("", "ai.onnx") and (node.domain, node.op_type) != (lerp.ONNX_DOMAIN, lerp.ONNX_OP):
-                self.unsupported(node, idx, f"op type {node.op_type!r} of domain {node.domain!r} is not supported")
             inputs = [n for n in node.input if n]
             if node.op_type == "Shape" and inputs and inputs[0] in self.data_shapes:
                 # Reading the data's shape is not a use of its values: no branching.
@@ -532,9 +543,44 @@ class _Importer:
                 # Indexing a shape can give a bare element (even BATCH): keep arrays only.
                 self.consts[name] = value if isinstance(value, np.ndarray) else np.asarray(value)
 
+    def check_ops(self):
+        """Refuse the model once, naming every node whose op pwlnet cannot translate at all.
+
+        Runs before the walk, so that the error names what the user wrote -- the Conv,
+        the MaxPool -- rather than whichever supported op happened to stand in front of
+        the first of them (the Unsqueeze torch puts before a Conv1d on a vector, say).
+        Ops pwlnet knows only in some roles (Unsqueeze on shapes, Neg inside an
+        element-wise function) pass here; the walk judges their use.
+        """
+        bad = []
+        for idx in sorted(self.live):
+            node = self.graph.node[idx]
+            if (node.domain, node.op_type) == (lerp.ONNX_DOMAIN, lerp.ONNX_OP):
+                continue
+            if node.domain not in ("", "ai.onnx"):
+                bad.append((idx, node, f"op type {node.op_type!r} of domain {node.domain!r}"))
+            elif node.op_type not in _HANDLERS and node.op_type not in _FOLDERS \
+                    and node.op_type not in _FUNCTIONS:
+                bad.append((idx, node, f"op type {node.op_type!r}"))
+        if len(bad) == 1:
+            idx, node, what = bad[0]
+            self.unsupported(node, idx, f"{what} is not supported")
+        if bad:
+            listed = "; ".join(f"{self.where(node, idx)}"
+                               + (f" of domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else "")
+                               for idx, node, _ in bad)
+            raise OnnxImportError(
+                f"{self.source}: {len(bad)} nodes use ops pwlnet does not support: {listed}. "
+                f"{self.supported_list()}", source=self.source, node=bad[0][1].name,
+                op_type=bad[0][1].op_type, nodes=[(node.name, node.op_type) for _, node, _ in bad])
+
+    @staticmethod
+    def supported_list():
+        return (f"Supported ops: {', '.join(SUPPORTED_OPS)} "
+                f"(on constants and shapes also: {', '.join(FOLDABLE_OPS)})")
+
     def unsupported(self, node, idx, what):
-        self.fail(f"{what}. Supported ops: {', '.join(SUPPORTED_OPS)} "
-                  f"(on constants and shapes also: {', '.join(FOLDABLE_OPS)})", node, idx)
+        self.fail(f"{what}. {self.supported_list()}", node, idx)
 
     def check_output_shape(self):
         shape = self.data_shapes[self.data]
@@ -567,6 +613,33 @@ def _default_opset(model, source):
                               f"opsets {MIN_OPSET} to {newest} (re-export with "
                               f"torch.onnx.export(..., opset_version=17))", source=source)
     return versions[0]
+
+
+def _lift_opset(model, source):
+    """Convert a model below :data:`MIN_OPSET` up to it; return ``(model, notice or None)``.
+
+    onnx's version converter rewrites each node into its spelling at the newer opset
+    (BatchNormalization loses ``spatial``, Dropout ``is_test``, Reshape's shape becomes an
+    input, ...), so the importer only ever reads the opsets it is written for.  When the
+    converter cannot lift a node, or its result is not a valid model, the refusal says
+    which opset the model has and what the converter reported.
+    """
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if len(versions) != 1 or not 1 <= versions[0] < MIN_OPSET:
+        return model, None
+    old = versions[0]
+    try:
+        lifted = onnx.version_converter.convert_version(model, MIN_OPSET)
+        onnx.checker.check_model(lifted)
+    except Exception as e:  # noqa: BLE001 - the converter raises RuntimeError, the checker ValidationError
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        why = re.sub(r"^.*Assertion `.*` failed: ", "", why)  # the C++ location is no help to a user
+        raise OnnxImportError(f"{source}: opset {old} is older than the opsets pwlnet imports "
+                              f"({MIN_OPSET} to {onnx.defs.onnx_opset_version()}) and onnx's version "
+                              f"converter could not lift it to opset {MIN_OPSET}: {why} (re-export with "
+                              f"torch.onnx.export(..., opset_version=17))", source=source) from e
+    return lifted, (f"the model's opset {old} was lifted to opset {MIN_OPSET} with onnx's version "
+                    f"converter before import")
 
 
 def _tensor(imp, tensor, what):
@@ -1364,6 +1437,11 @@ def import_model(model: onnx.ModelProto, source: str = "<model>", *, lerp_grid=l
     ------
     OnnxImportError
         If the model is not valid ONNX or holds anything that cannot be imported exactly.
+
+    Notes
+    -----
+    A model below :data:`MIN_OPSET` is lifted to it with onnx's version converter first;
+    ``Network.notices`` then says so.
     """
     source = str(source)
     if not isinstance(model, onnx.ModelProto):
@@ -1377,7 +1455,11 @@ def import_model(model: onnx.ModelProto, source: str = "<model>", *, lerp_grid=l
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OnnxImportError(f"{source}: is not a valid ONNX model: {first}", source=source) from e
     lerp_grid, lerp_range = _check_lerp_options(source, lerp_grid, lerp_range)
-    return _Importer(model, source, lerp_grid, lerp_range).run()
+    model, lifted = _lift_opset(model, source)
+    net = _Importer(model, source, lerp_grid, lerp_range).run()
+    if lifted:
+        net.notices.insert(0, lifted)
+    return net
 
 
 def load_onnx(path, *, lerp_grid=lerp.DEFAULT_GRID, lerp_range=None) -> Network:

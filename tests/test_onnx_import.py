@@ -536,10 +536,19 @@ def test_division_by_zero_constant():
         import_model(model)
 
 
-def test_old_opset_is_refused():
+def test_old_opset_is_lifted():
     model = graph_model([oh.make_node("MatMul", ["x", "w"], ["y"], name="g")],
                         {"w": np.ones((4, 3), np.float32)}, opset=9)
-    with pytest.raises(OnnxImportError, match=r"opset 9 is not supported; pwlnet imports opsets 11 to"):
+    net = import_model(model)
+    assert [type(l) for l in net.layers] == [Dense]
+    assert "opset 9 was lifted to opset 11" in net.notices[0]
+
+
+def test_future_opset_is_refused():
+    model = graph_model([oh.make_node("MatMul", ["x", "w"], ["y"], name="g")],
+                        {"w": np.ones((4, 3), np.float32)}, opset=13)
+    model.opset_import[0].version = onnx.defs.onnx_opset_version() + 1
+    with pytest.raises(OnnxImportError, match=r"opset \d+ is not supported; pwlnet imports opsets 11 to"):
         import_model(model)
 
 
@@ -624,3 +633,79 @@ def test_network_without_dense_layer():
 def test_not_a_model_proto():
     with pytest.raises(OnnxImportError, match="expected an onnx.ModelProto"):
         import_model(b"bytes")
+
+
+# ----------------------------------------------------------------------------- every problem at once
+
+
+def test_every_unsupported_node_is_listed_in_one_error():
+    nodes = [oh.make_node("Gemm", ["x", "w"], ["h"], name="g"),
+             oh.make_node("Sign", ["h"], ["s"], name="sign"),
+             oh.make_node("Floor", ["s"], ["f"]),
+             oh.make_node("FusedThing", ["f"], ["y"], name="fused", domain="com.example")]
+    model = graph_model(nodes, {"w": np.ones((4, 3), np.float32)})
+    model.opset_import.append(oh.make_opsetid("com.example", 1))
+    with pytest.raises(OnnxImportError) as info:
+        import_model(model, "m.onnx")
+    msg = str(info.value)
+    assert msg.startswith("m.onnx: 3 nodes use ops pwlnet does not support: node 'sign' (Sign); "
+                          "unnamed node #2 (Floor, output 'f'); node 'fused' (FusedThing) of domain "
+                          "'com.example'. Supported ops: Gemm, MatMul, Relu")
+    assert info.value.nodes == [("sign", "Sign"), ("", "Floor"), ("fused", "FusedThing")]
+    assert (info.value.node, info.value.op_type, info.value.source) == ("sign", "Sign", "m.onnx")
+
+
+def test_the_conv_is_named_not_the_unsqueeze_in_front_of_it(tmp_path):
+    class ConvOnVector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(1, 2, 3)
+            self.pool = torch.nn.MaxPool1d(2)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.conv(x.unsqueeze(1))).flatten(1))
+
+    path = export_torch(ConvOnVector(), tmp_path / "conv.onnx", (6,), 13)
+    with pytest.raises(OnnxImportError) as info:
+        load_onnx(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: 2 nodes use ops pwlnet does not support: node '/conv/Conv' (Conv); "
+                          f"node '/pool/MaxPool' (MaxPool). Supported ops:")
+    assert "Unsqueeze" not in msg.split(". Supported ops:")[0]
+    assert [op for _, op in info.value.nodes] == ["Conv", "MaxPool"]
+
+
+def test_a_node_nothing_depends_on_is_not_listed():
+    nodes = [oh.make_node("Gemm", ["x", "w"], ["y"], name="g"),
+             oh.make_node("Sign", ["w"], ["unused"], name="stray")]
+    net = import_model(graph_model(nodes, {"w": np.ones((4, 3), np.float32)}))
+    assert [type(l) for l in net.layers] == [Dense]
+
+
+# ----------------------------------------------------------------------------- old opsets
+
+
+@pytest.mark.parametrize("opset", (7, 9, 10))
+def test_old_torch_export_is_lifted_with_a_notice(tmp_path, opset):
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                                 torch.nn.Dropout(0.2), torch.nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        module[1].running_mean.uniform_(-1, 1)
+        module[1].running_var.uniform_(0.5, 2)
+    path = export_torch(module, tmp_path / "old.onnx", (4,), opset)
+    net = load_onnx(path)
+    assert net.notices[0] == (f"the model's opset {opset} was lifted to opset 11 with onnx's version "
+                              f"converter before import")
+    _assert_matches_ort(net, path, (4,))
+
+
+def test_old_opset_the_converter_cannot_lift_is_refused_naming_opset_and_why():
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["h"], name="g"),
+             oh.make_node("BatchNormalization", ["h", "s", "b", "m", "v"], ["y"], name="bn", spatial=0)]
+    inits = {"w": np.ones((4, 3), np.float32), "s": np.ones(3, np.float32), "b": np.zeros(3, np.float32),
+             "m": np.zeros(3, np.float32), "v": np.ones(3, np.float32)}
+    with pytest.raises(OnnxImportError, match=r"^m.onnx: opset 8 is older than the opsets pwlnet imports "
+                                              r"\(11 to \d+\) and onnx's version converter could not lift "
+                                              r"it to opset 11: Attribute spatial must have value 1 \(re-export"):
+        import_model(graph_model(nodes, inits, opset=8), "m.onnx")
