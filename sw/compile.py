@@ -66,8 +66,19 @@ def _float_reference(onnx_path, net, x):
     except Exception:  # noqa: BLE001 - e.g. a custom-domain node without its function body
         return net(x), "pwlnet IR (float64; onnxruntime cannot run the model)"
     inp = sess.get_inputs()[0]
-    shape = (len(x),) + tuple(net.input_shape)
-    return sess.run(None, {inp.name: np.asarray(x, np.float32).reshape(shape)})[0], "onnxruntime"
+    xs = np.asarray(x, np.float32).reshape((len(x),) + tuple(net.input_shape))
+    # A batch axis fixed at export time (torch.onnx.export without dynamic_axes) takes
+    # exactly that many samples: run in chunks of it, the last one padded.
+    batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else max(len(xs), 1)
+    try:
+        outs = []
+        for i in range(0, len(xs), batch):
+            chunk = xs[i:i + batch]
+            pad = np.zeros((batch - len(chunk),) + chunk.shape[1:], chunk.dtype)
+            outs.append(sess.run(None, {inp.name: np.concatenate([chunk, pad])})[0][:len(chunk)])
+        return np.concatenate(outs), "onnxruntime"
+    except Exception:  # noqa: BLE001 - onnxruntime refusing these inputs is no reason to fail the compile
+        return net(x), "pwlnet IR (float64; onnxruntime cannot run the model on these inputs)"
 
 
 def evaluate(model, x, y=None, float_out=None):

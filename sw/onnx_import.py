@@ -382,7 +382,7 @@ class _Importer:
             self.fail(f"graph input {inp.name!r} is not a tensor")
         if ttype.elem_type not in _FLOAT_TYPES:
             self.fail(f"graph input {inp.name!r} has element type "
-                      f"{onnx.TensorProto.DataType.Name(ttype.elem_type)}; a floating-point input is needed")
+                      f"{_dtype_name(ttype.elem_type)}; a floating-point input is needed")
         if not ttype.HasField("shape"):
             self.fail(f"graph input {inp.name!r} has no shape; its per-sample shape must be known")
         dims = list(ttype.shape.dim)
@@ -642,9 +642,17 @@ def _lift_opset(model, source):
                     f"converter before import")
 
 
+def _dtype_name(code):
+    """The name of an ONNX element type, also for a code no version of ONNX defines."""
+    try:
+        return onnx.TensorProto.DataType.Name(code)
+    except ValueError:
+        return f"{code} (not an ONNX data type)"
+
+
 def _tensor(imp, tensor, what):
     if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
-        imp.fail(f"{what} has data type {onnx.TensorProto.DataType.Name(tensor.data_type)}")
+        imp.fail(f"{what} has data type {_dtype_name(tensor.data_type)}")
     try:
         return onnx.numpy_helper.to_array(tensor)
     except Exception as e:  # noqa: BLE001 - any decoding failure means a broken tensor
@@ -1397,6 +1405,33 @@ def _tabulate(imp, fn, channels, notices):
 # --------------------------------------------------------------------------- entry points
 
 
+def _check_text(model, source):
+    """Refuse names and metadata that are not UTF-8.
+
+    ONNX strings must be UTF-8, but protobuf hands invalid ones to Python as ``bytes``
+    instead of refusing the file; they would reach layer names and the compiled model's
+    JSON.  The checker does not look at them.
+    """
+    g = model.graph
+    fields = [(f"metadata key {p.key!r}", p.key) for p in model.metadata_props]
+    fields += [(f"metadata value of {p.key!r}", p.value) for p in model.metadata_props]
+    fields += [("an opset domain", o.domain) for o in model.opset_import]
+    fields += [("a graph input's name", v.name) for v in g.input]
+    fields += [("a graph output's name", v.name) for v in g.output]
+    fields += [("an initializer's name", t.name) for t in g.initializer]
+    for idx, node in enumerate(g.node):
+        what = f"node #{idx}"
+        fields += [(f"{what}'s name", node.name), (f"{what}'s op type", node.op_type),
+                   (f"{what}'s domain", node.domain)]
+        fields += [(f"an input of {what}", n) for n in node.input]
+        fields += [(f"an output of {what}", n) for n in node.output]
+        fields += [(f"an attribute name of {what}", a.name) for a in node.attribute]
+    for what, value in fields:
+        if not isinstance(value, str):
+            raise OnnxImportError(f"{source}: is not a valid ONNX model: {what} is not UTF-8 text "
+                                  f"({bytes(value)[:40]!r})", source=source)
+
+
 def _check_lerp_options(source, lerp_grid, lerp_range):
     if not lerp.is_power_of_two(lerp_grid) or lerp_grid < 2:
         raise ValueError(f"{source}: the LERP grid must be a power of two of at least 2, not {lerp_grid!r}")
@@ -1454,6 +1489,13 @@ def import_model(model: onnx.ModelProto, source: str = "<model>", *, lerp_grid=l
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OnnxImportError(f"{source}: is not a valid ONNX model: {first}", source=source) from e
+    except UnicodeDecodeError as e:
+        # The checker's message quotes a name whose bytes are not UTF-8: the model is
+        # invalid either way, and the quote cannot be shown.
+        raise OnnxImportError(f"{source}: is not a valid ONNX model: it holds a name or string that is "
+                              f"not UTF-8 ({e.reason} at byte {e.start} of {e.object[:40]!r})",
+                              source=source) from e
+    _check_text(model, source)
     lerp_grid, lerp_range = _check_lerp_options(source, lerp_grid, lerp_range)
     model, lifted = _lift_opset(model, source)
     net = _Importer(model, source, lerp_grid, lerp_range).run()

@@ -709,3 +709,40 @@ def test_old_opset_the_converter_cannot_lift_is_refused_naming_opset_and_why():
                                               r"\(11 to \d+\) and onnx's version converter could not lift "
                                               r"it to opset 11: Attribute spatial must have value 1 \(re-export"):
         import_model(graph_model(nodes, inits, opset=8), "m.onnx")
+
+
+# ----------------------------------------------------------------------------- found by pwlnet.fuzz
+
+
+def test_checker_message_with_a_name_that_is_not_utf8(tmp_path):
+    # The checker refuses the node (Gemm needs two inputs) and quotes its name; the name's
+    # bytes are not UTF-8, so the checker's own message cannot be decoded.
+    model = graph_model([oh.make_node("Gemm", ["x"], ["y"], name="zzzz")], {"w": np.ones((4, 3), np.float32)})
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString().replace(b"zzzz", b"\xfc\xfd\xfe\xff"))
+    with pytest.raises(OnnxImportError, match=f"^{path}: is not a valid ONNX model: it holds a name or "
+                                              f"string that is not UTF-8"):
+        load_onnx(path)
+
+
+def test_input_element_type_no_onnx_version_defines():
+    # The checker lets an unknown element type of a graph input through.
+    model = graph_model([oh.make_node("Gemm", ["x", "w"], ["y"], name="g")], {"w": np.ones((4, 3), np.float32)})
+    model.graph.input[0].type.tensor_type.elem_type = 47
+    with pytest.raises(OnnxImportError, match=r"^m.onnx: graph input 'x' has element type 47 \(not an ONNX "
+                                              r"data type\); a floating-point input is needed"):
+        import_model(model, "m.onnx")
+
+
+@pytest.mark.parametrize("where", ("node name", "metadata value"))
+def test_names_and_metadata_that_are_not_utf8(tmp_path, where):
+    # protobuf hands such strings to Python as bytes; they reached the compiled model's JSON.
+    model = graph_model([oh.make_node("Gemm", ["x", "w"], ["y"], name="zzzz" if where == "node name" else "g")],
+                        {"w": np.ones((4, 3), np.float32)})
+    oh.set_model_props(model, {"pwlnet.note": "zzzz" if where == "metadata value" else "ok"})
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString().replace(b"zzzz", b"\xfc\xfd\xfe\xff"))
+    what = "node #0's name" if where == "node name" else "metadata value of 'pwlnet.note'"
+    with pytest.raises(OnnxImportError, match=f"^{path}: is not a valid ONNX model: {what} is not UTF-8 text "
+                                              r"\(b'\\xfc\\xfd\\xfe\\xff'\)$"):
+        load_onnx(path)
