@@ -71,6 +71,9 @@ def build_parser():
     s.add_argument("--lerp-range", default=None, metavar="LO,HI",
                    help="fixed input range of those tables, written --lerp-range=LO,HI "
                         "(default: each channel's calibrated range)")
+    s.add_argument("--output", default=None, metavar="NAME",
+                   help="the graph output to compile, for a model with several (default: the only one, or a "
+                        "classifier's scores behind its label and probabilities outputs)")
     s.set_defaults(handler="pwlnet.compile:cli_compile")
 
     s = sub.add_parser("predict", help="run the golden model (integer reference) on float inputs")

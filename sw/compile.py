@@ -61,6 +61,9 @@ def _float_reference(onnx_path, net, x):
         import onnxruntime as ort
     except ImportError:
         return net(x), "pwlnet IR (float64)"
+    if net.reference_output is None:
+        # e.g. skl2onnx's label and ZipMap outputs: neither holds the scores
+        return net(x), "pwlnet IR (float64; no graph output holds the scores or probabilities)"
     try:
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception:  # noqa: BLE001 - e.g. a custom-domain node without its function body
@@ -75,7 +78,7 @@ def _float_reference(onnx_path, net, x):
         for i in range(0, len(xs), batch):
             chunk = xs[i:i + batch]
             pad = np.zeros((batch - len(chunk),) + chunk.shape[1:], chunk.dtype)
-            outs.append(sess.run(None, {inp.name: np.concatenate([chunk, pad])})[0][:len(chunk)])
+            outs.append(sess.run([net.reference_output], {inp.name: np.concatenate([chunk, pad])})[0][:len(chunk)])
         return np.concatenate(outs), "onnxruntime"
     except Exception:  # noqa: BLE001 - onnxruntime refusing these inputs is no reason to fail the compile
         return net(x), "pwlnet IR (float64; onnxruntime cannot run the model on these inputs)"
@@ -97,18 +100,19 @@ def evaluate(model, x, y=None, float_out=None):
 
 
 def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, requant="multiply",
-                 multiplier_bits=8, lerp_grid=None, lerp_range=None, log=print):
+                 multiplier_bits=8, lerp_grid=None, lerp_range=None, output=None, log=print):
     """Import, quantize, evaluate and write; nothing is written if any step fails.
 
     ``lerp_grid`` and ``lerp_range`` say how imported element-wise functions (Tanh,
     GELU, ...) become LERP tables (see :func:`pwlnet.onnx_import.import_model`); by
     default 64 segments on the calibrated pre-activation range of each channel.
+    ``output`` names the graph output to import when the graph has several.
     """
     from . import lerp
     from .onnx_import import load_onnx
     onnx_path = Path(onnx_path)
     net = load_onnx(onnx_path, lerp_grid=lerp.DEFAULT_GRID if lerp_grid is None else lerp_grid,
-                    lerp_range=lerp_range)
+                    lerp_range=lerp_range, output=output)
     for n in net.notices:
         log(f"notice: {n}")
     cx, ex, ey, names, what = load_calibration(calib, net.metadata)
@@ -142,7 +146,8 @@ def cli_compile(args):
     model = compile_onnx(args.model, args.out, weight_bits=args.weight_bits, act_bits=args.act_bits,
                          calib=args.calib, requant=args.requant, multiplier_bits=args.multiplier_bits,
                          lerp_grid=getattr(args, "lerp_grid", None),
-                         lerp_range=None if lerp_range is None else parse_range(lerp_range))
+                         lerp_range=None if lerp_range is None else parse_range(lerp_range),
+                         output=getattr(args, "output", None))
     s = model.summary
     dims = [model.input_dim] + [l.n_out for l in model.layers]
     print(f"compiled {args.model} -> {args.out}: layers {'-'.join(map(str, dims))}, "

@@ -104,7 +104,11 @@ class Network:
     flattening); ``metadata`` carries what the exporter recorded beside the weights
     (for example the training data set and input standardisation, see
     :mod:`pwlnet.train`).  ``notices`` collects human-readable notes made during import
-    (for example a dropped trailing Softmax).
+    (for example a dropped trailing Softmax).  ``reference_output`` names the graph
+    output of the original model that an ONNX runtime computes this network's argmax
+    from (the output itself, or probabilities of it), or is ``None`` when none does (a
+    graph whose only other outputs are a label and a ZipMap); comparisons with the
+    float model use it.
     """
 
     layers: list
@@ -112,6 +116,7 @@ class Network:
     metadata: dict = dataclasses.field(default_factory=dict)
     notices: list = dataclasses.field(default_factory=list)
     source: str = ""
+    reference_output: str | None = None
 
     def __post_init__(self):
         self.input_shape = tuple(int(s) for s in self.input_shape)

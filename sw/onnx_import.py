@@ -216,7 +216,8 @@ class _FinalStep:
 class _Importer:
     """State of one import: constants, the data chain and the steps produced so far."""
 
-    def __init__(self, model: onnx.ModelProto, source: str, lerp_grid=lerp.DEFAULT_GRID, lerp_range=None):
+    def __init__(self, model: onnx.ModelProto, source: str, lerp_grid=lerp.DEFAULT_GRID, lerp_range=None,
+                 output=None):
         self.model = model
         self.lerp_grid = lerp_grid
         self.lerp_range = lerp_range
@@ -228,12 +229,21 @@ class _Importer:
         self.data: str | None = None  # the current end of the chain
         self.steps: list = []
         self.graph_inputs = {i.name for i in self.graph.input}
-        self.graph_outputs = [o.name for o in self.graph.output]
+        self.producer = {name: idx for idx, node in enumerate(self.graph.node) for name in node.output if name}
+        self.output_notices: list[str] = []
+        self.two_class = None  # where the two-class probabilities were, when they become two scores
+        self.reference_output = None
+        # The value the layer chain must end at, and the nodes that only compute other
+        # outputs from it (a label, a ZipMap) or outputs the caller did not pick.
+        self.graph_outputs, self.ignored = self.select_output(output)
         self.consumers: dict[str, list[int]] = {}
+        self.all_readers: dict[str, set[int]] = {}
         for idx, node in enumerate(self.graph.node):
             for name in node.input:
                 if name:
-                    self.consumers.setdefault(name, []).append(idx)
+                    self.all_readers.setdefault(name, set()).add(idx)
+                    if idx not in self.ignored:
+                        self.consumers.setdefault(name, []).append(idx)
         self.fixed_batch: int | None = None
         self.done: set[int] = set()  # nodes already handled out of order (regions, constants)
         self.live: set[int] = set()
@@ -342,18 +352,37 @@ class _Importer:
         self.check_output_shape()
         try:
             layers, notices = _lower(self)
+            if self.two_class is not None:
+                layers = self.two_scores(layers, notices)
             return Network(layers=layers, input_shape=sample_shape,
                            metadata={p.key: p.value for p in self.model.metadata_props},
-                           notices=notices, source=self.source)
+                           notices=self.output_notices + notices, source=self.source,
+                           reference_output=self.reference_output)
         except IRError as e:
             # The IR's own checks, as a last line: name the file once.
             msg = str(e) if str(e).startswith(f"{self.source}:") else f"{self.source}: {e}"
             raise OnnxImportError(msg, source=self.source) from e
 
+    def two_scores(self, layers, notices):
+        """Make the one-score network ``z`` of two-class probabilities the two scores ``(-z, z)``."""
+        last = layers[-1]
+        if not isinstance(last, Dense) or last.n_out != 1:
+            self.fail(f"{self.two_class}: two-class probabilities need one score before the Sigmoid, "
+                      f"from a dense layer; the network ends in "
+                      f"{'a dense layer of ' + str(last.n_out) + ' outputs' if isinstance(last, Dense) else 'an activation'}")
+        notices.append(f"the two-class probabilities [1 - sigmoid(z), sigmoid(z)] ({self.two_class}) "
+                       f"are imported as the two scores (-z, z): the same argmax (class 1 exactly where "
+                       f"z > 0), not probabilities")
+        return layers[:-1] + [Dense(np.vstack([-last.weight, last.weight]),
+                                    np.concatenate([-last.bias, last.bias]), name=last.name)]
+
     def start(self):
         """Check the graph's interface; set up the data value; return the sample shape."""
         inits = {t.name for t in self.graph.initializer}
         for t in self.graph.initializer:
+            readers = self.all_readers.get(t.name, set())
+            if readers and readers <= self.ignored:
+                continue  # read only by nodes of outputs not imported (a label's class list)
             self.consts[t.name] = _tensor(self, t, f"initializer {t.name!r}")
         if self.graph.sparse_initializer:
             self.fail("sparse initializers are not supported")
@@ -373,9 +402,8 @@ class _Importer:
                                   node, idx)
             self.fail(f"the graph has {len(inputs)} inputs {names}; pwlnet imports models "
                       f"with exactly one input, the sample")
-        if len(self.graph.output) != 1:
-            self.fail(f"the graph has {len(self.graph.output)} outputs "
-                      f"{[o.name for o in self.graph.output]}; pwlnet imports models with exactly one")
+        if not self.graph.output:
+            self.fail("the graph has 0 outputs; pwlnet imports the one that holds the network's scores")
         inp = inputs[0]
         ttype = inp.type.tensor_type if inp.type.HasField("tensor_type") else None
         if ttype is None:
@@ -410,18 +438,166 @@ class _Importer:
         make a good model fail; a stray node reading the *data* still counts as a second
         use of that value and is refused as branching.
         """
-        producer = {}
-        for idx, node in enumerate(self.graph.node):
-            for name in node.output:
-                if name:
-                    producer[name] = idx
-        live, todo = set(), list(self.graph_outputs)
+        return self.ancestors(self.graph_outputs)
+
+    def ancestors(self, values):
+        """Indices of the nodes that the values ``values`` depend on (their producers included)."""
+        live, todo = set(), list(values)
         while todo:
-            idx = producer.get(todo.pop())
+            idx = self.producer.get(todo.pop())
             if idx is not None and idx not in live:
                 live.add(idx)
                 todo.extend(n for n in self.graph.node[idx].input if n)
         return live
+
+    # --- several outputs ----------------------------------------------------------
+
+    def select_output(self, output):
+        """Pick the value the layer chain ends at; return ``([value], ignored node indices)``.
+
+        Exporters of classifiers write several views of the same scores: scikit-learn's
+        (skl2onnx) a *label* -- ``ArgMax`` over the probabilities, mapped through the class
+        list by ``ArrayFeatureExtractor`` and ``Reshape``/``Cast`` -- and the
+        *probabilities*, a Softmax (or, with two classes, ``[1 - sigmoid(z), sigmoid(z)]``),
+        possibly as a ``ZipMap`` of dictionaries.  Every output is traced back to the
+        scores it shows (:meth:`trace_output`); when all of them show the same scores the
+        network is those scores (the engine produces the argmax, i.e. the label, itself),
+        and the nodes that only compute the other views are ignored.  Otherwise
+        ``output`` must name the one to import; the nodes only other outputs need are
+        then ignored too.
+        """
+        names = [o.name for o in self.graph.output]
+        if not names:
+            return [], set()
+        if output is not None and output not in names:
+            self.fail(f"the graph has no output {output!r}; its outputs are {names}")
+        traced = {name: self.trace_output(name) for name in names}
+        chosen = [output] if output is not None else names
+        roots = list(dict.fromkeys(traced[name][0] for name in chosen))
+        if len(roots) > 1:
+            self.fail(f"the graph has {len(names)} outputs {names}, and they are not views of the same "
+                      f"scores; pwlnet imports one: name it with --output NAME (pwlnet compile) or "
+                      f"output=NAME (load_onnx)")
+        root = roots[0]
+        for name in chosen:
+            _, kind, problem, note = traced[name]
+            if problem:
+                self.fail(problem)
+            if note:
+                self.output_notices.append(note)
+        # The output an ONNX runtime gives with the network's argmax, for comparisons.
+        declared = {o.name: o for o in self.graph.output}
+        for name in names:
+            t = declared[name].type
+            if traced[name][:2] == (root, "scores") and t.HasField("tensor_type")                     and t.tensor_type.elem_type in _FLOAT_TYPES:
+                self.reference_output = name
+                break
+        root = self.match_two_class(root)
+        ignored = self.ancestors(names + [root] + [traced[n][0] for n in names]) - self.ancestors([root])
+        return [root], ignored
+
+    def trace_output(self, name):
+        """What graph output ``name`` shows: ``(scores value, kind, problem or None, notice or None)``.
+
+        ``kind`` is ``"label"`` (an ArgMax over the scores, see :meth:`select_output`),
+        ``"zipmap"`` (the scores as a list of dictionaries) or ``"scores"`` (the value itself).
+        """
+        nodes = self.graph.node
+        idx = self.producer.get(name)
+        if idx is not None and (nodes[idx].domain, nodes[idx].op_type) == ("ai.onnx.ml", "ZipMap"):
+            node = nodes[idx]
+            src = node.input[0] if node.input else name
+            return (src, "zipmap", None, f"graph output {name!r} ({self.where(node, idx)} of {src!r} into "
+                                         f"one dictionary per sample) is not imported: the network outputs "
+                                         f"the scores it is computed from")
+        value, classes, path = name, None, []
+        while idx is not None and idx not in path:
+            node = nodes[idx]
+            op = (node.domain if node.domain != "ai.onnx" else "", node.op_type)
+            if op in (("", "Cast"), ("", "Identity"), ("", "Reshape"), ("", "Squeeze"), ("", "Flatten")):
+                value = node.input[0] if node.input else ""
+            elif op == ("ai.onnx.ml", "ArrayFeatureExtractor") and len(node.input) == 2:
+                classes = self.static_value(node.input[0])
+                value = node.input[1]
+            elif op == ("", "ArgMax"):
+                return self.label_output(name, node, idx, classes)
+            else:
+                break
+            path.append(idx)
+            idx = self.producer.get(value)
+        return name, "scores", None, None
+
+    def label_output(self, name, node, idx, classes):
+        """A label output: the ArgMax ``node`` (at ``idx``) over the scores, maybe mapped through ``classes``."""
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        src = node.input[0] if node.input else name
+        where = self.where(node, idx)
+        problem = None
+        if attrs.get("axis", 0) not in (1, -1):
+            problem = (f"{where}: graph output {name!r} is an ArgMax over axis "
+                       f"{attrs.get('axis', 0)}, across the batch; only the argmax over the classes "
+                       f"(axis 1) is the engine's")
+        elif attrs.get("select_last_index", 0):
+            problem = (f"{where}: graph output {name!r} is an ArgMax with "
+                       f"select_last_index=1; the engine's argmax picks the first maximum")
+        mapped = ""
+        if classes is not None:
+            flat = np.asarray(classes).reshape(-1)
+            if not (flat.dtype.kind in "iu" and np.array_equal(flat, np.arange(flat.size))):
+                shown = [v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
+                         for v in flat[:12]]
+                mapped = (f"; the label is the class list {shown}{' ...' if flat.size > 12 else ''} at "
+                          f"that index (ArrayFeatureExtractor)")
+        return src, "label", problem, (f"graph output {name!r} is the class label, {where} over "
+                                       f"{src!r}: the engine's argmax (the index of the largest "
+                                       f"output) gives it{mapped}")
+
+    def static_value(self, name):
+        """An initializer's or Constant node's value, read without checks (``None`` if neither)."""
+        for t in self.graph.initializer:
+            if t.name == name:
+                try:
+                    return onnx.numpy_helper.to_array(t)
+                except Exception:  # noqa: BLE001 - an unreadable tensor is refused when it is used
+                    return None
+        idx = self.producer.get(name)
+        if idx is not None and self.graph.node[idx].op_type == "Constant":
+            for a in self.graph.node[idx].attribute:
+                if a.name == "value":
+                    try:
+                        return onnx.numpy_helper.to_array(a.t)
+                    except Exception:  # noqa: BLE001 - as above
+                        return None
+        return None
+
+    def match_two_class(self, root):
+        """``z`` if ``root`` is ``Concat([1 - Sigmoid(z), Sigmoid(z)], axis=1)``, else ``root``.
+
+        That is how skl2onnx writes a binary classifier's probabilities.  Its argmax is
+        1 exactly where ``z > 0`` (ties go to class 0), which is the argmax of the two
+        scores ``(-z, z)``: the network becomes ``z`` and :meth:`run` turns its last dense
+        layer into those two scores.
+        """
+        nodes = self.graph.node
+        idx = self.producer.get(root)
+        if idx is None or nodes[idx].op_type != "Concat" or nodes[idx].domain not in ("", "ai.onnx") \
+                or len(nodes[idx].input) != 2:
+            return root
+        concat = nodes[idx]
+        axis = next((onnx.helper.get_attribute_value(a) for a in concat.attribute if a.name == "axis"), None)
+        neg, pos = concat.input
+        i_sig, i_sub = self.producer.get(pos), self.producer.get(neg)
+        if axis not in (1, -1) or i_sig is None or i_sub is None:
+            return root
+        sig, sub = nodes[i_sig], nodes[i_sub]
+        if sig.op_type != "Sigmoid" or sub.op_type != "Sub" or list(sub.input[1:]) != [pos] \
+                or sig.domain not in ("", "ai.onnx") or sub.domain not in ("", "ai.onnx") or not sig.input:
+            return root
+        one = self.static_value(sub.input[0])
+        if one is None or one.size != 1 or float(np.asarray(one, dtype=np.float64).reshape(())) != 1.0:
+            return root
+        self.two_class = f"{self.where(sig, i_sig)} .. {self.where(concat, idx)}"
+        return sig.input[0]
 
     def advance(self, node, idx):
         """Translate the node that consumes the current data value."""
@@ -587,7 +763,9 @@ class _Importer:
         if len(shape) != 1:
             self.fail(f"the network's output has per-sample shape {shape}; a (batch, features) "
                       f"output is needed")
-        out = self.graph.output[0]
+        out = next((o for o in self.graph.output if o.name == self.data), None)
+        if out is None:
+            return  # the scores behind a label or ZipMap output: declared nowhere
         if out.type.HasField("tensor_type") and out.type.tensor_type.HasField("shape"):
             dims = out.type.tensor_type.shape.dim
             declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
@@ -881,6 +1059,16 @@ def _handle_reshape(imp, node):
     return (features,)
 
 
+def _handle_cast(imp, node):
+    """A Cast of the data to a float type of at least float32's precision changes nothing here."""
+    a = imp.attrs(node)
+    to = a.get("to")
+    if to not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+        imp.fail(f"it casts the network's values to {_dtype_name(to)}, which rounds them; only casts "
+                 f"to FLOAT or DOUBLE are supported on the data", node)
+    return imp.data_shapes[imp.data]
+
+
 def _handle_softmax(imp, node):
     a = imp.attrs(node)
     shape = imp.data_shapes[imp.data]
@@ -944,6 +1132,7 @@ _HANDLERS = {
     "Flatten": _handle_flatten,
     "Reshape": _handle_reshape,
     "Identity": _handle_identity,
+    "Cast": _handle_cast,
     "Dropout": _handle_dropout,
     "Softmax": _handle_softmax,
     "LogSoftmax": _handle_softmax,
@@ -1444,7 +1633,7 @@ def _check_lerp_options(source, lerp_grid, lerp_range):
 
 
 def import_model(model: onnx.ModelProto, source: str = "<model>", *, lerp_grid=lerp.DEFAULT_GRID,
-                 lerp_range=None) -> Network:
+                 lerp_range=None, output=None) -> Network:
     """Translate an in-memory ONNX model into a :class:`~pwlnet.ir.Network`.
 
     Parameters
@@ -1461,6 +1650,11 @@ def import_model(model: onnx.ModelProto, source: str = "<model>", *, lerp_grid=l
         The input range of those tables.  By default :data:`DEFAULT_LERP_RANGE`, and
         the tables remember their function so that the compiler can tabulate it again
         on the calibrated pre-activation range; a range given here is kept.
+    output : str, optional
+        The graph output to import, for a graph with several.  Without it a graph with
+        several outputs imports only if they all show the same scores: a classifier's
+        label (an ArgMax, which the engine computes) and its probabilities (a Softmax,
+        dropped; a ZipMap), as scikit-learn's exporter skl2onnx writes them.
 
     Returns
     -------
@@ -1498,13 +1692,13 @@ def import_model(model: onnx.ModelProto, source: str = "<model>", *, lerp_grid=l
     _check_text(model, source)
     lerp_grid, lerp_range = _check_lerp_options(source, lerp_grid, lerp_range)
     model, lifted = _lift_opset(model, source)
-    net = _Importer(model, source, lerp_grid, lerp_range).run()
+    net = _Importer(model, source, lerp_grid, lerp_range, output).run()
     if lifted:
         net.notices.insert(0, lifted)
     return net
 
 
-def load_onnx(path, *, lerp_grid=lerp.DEFAULT_GRID, lerp_range=None) -> Network:
+def load_onnx(path, *, lerp_grid=lerp.DEFAULT_GRID, lerp_range=None, output=None) -> Network:
     """Read an ONNX file into a :class:`~pwlnet.ir.Network`.
 
     Parameters
@@ -1513,6 +1707,8 @@ def load_onnx(path, *, lerp_grid=lerp.DEFAULT_GRID, lerp_range=None) -> Network:
         The ``.onnx`` file.  External tensor data is read from beside it.
     lerp_grid, lerp_range
         How imported functions become LERP tables, see :func:`import_model`.
+    output : str, optional
+        The graph output to import, see :func:`import_model`.
 
     Returns
     -------
@@ -1549,4 +1745,4 @@ def load_onnx(path, *, lerp_grid=lerp.DEFAULT_GRID, lerp_range=None) -> Network:
     except Exception as e:  # noqa: BLE001 - protobuf and onnx raise many types for bad bytes
         raise OnnxImportError(f"{source}: is not an ONNX model ({type(e).__name__}: {e})",
                               source=source) from e
-    return import_model(model, source, lerp_grid=lerp_grid, lerp_range=lerp_range)
+    return import_model(model, source, lerp_grid=lerp_grid, lerp_range=lerp_range, output=output)

@@ -746,3 +746,53 @@ def test_names_and_metadata_that_are_not_utf8(tmp_path, where):
     with pytest.raises(OnnxImportError, match=f"^{path}: is not a valid ONNX model: {what} is not UTF-8 text "
                                               r"\(b'\\xfc\\xfd\\xfe\\xff'\)$"):
         load_onnx(path)
+
+
+# ----------------------------------------------------------------------------- several outputs
+
+
+def _two_heads():
+    nodes = [oh.make_node("Gemm", ["x", "w"], ["h"], name="g"),
+             oh.make_node("Relu", ["h"], ["r"], name="relu")]
+    outputs = [oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["N", 3]) for n in ("h", "r")]
+    w = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    return graph_model(nodes, {"w": w}, outputs=outputs)
+
+
+@pytest.mark.parametrize("output", ("h", "r"))
+def test_output_picks_one_of_several_heads(output):
+    model = _two_heads()
+    net = import_model(model, output=output)
+    assert [type(l) for l in net.layers] == ([Dense] if output == "h" else [Dense, Activation])
+    assert net.reference_output == output
+    x = _inputs((4,))
+    np.testing.assert_allclose(net(x), ort_run(model, x) if output == "h" else np.maximum(ort_run(model, x), 0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_several_heads_without_output_are_refused_naming_the_option():
+    with pytest.raises(OnnxImportError, match=r"^m.onnx: the graph has 2 outputs \['h', 'r'\], and they are not "
+                                              r"views of the same scores; pwlnet imports one: name it with "
+                                              r"--output NAME"):
+        import_model(_two_heads(), "m.onnx")
+
+
+@pytest.mark.parametrize("attrs, msg", [({"axis": 0}, r"is an ArgMax over axis 0, across the batch"),
+                                        ({"axis": 1, "select_last_index": 1}, r"is an ArgMax with select_last_index=1")])
+def test_a_label_output_the_engine_cannot_give_is_refused(attrs, msg):
+    nodes = [oh.make_node("Gemm", ["x", "w"], ["y"], name="g"),
+             oh.make_node("ArgMax", ["y"], ["label"], name="am", **attrs)]
+    outputs = [oh.make_tensor_value_info("label", onnx.TensorProto.INT64, ["N", 1]),
+               oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])]
+    model = graph_model(nodes, {"w": np.ones((4, 3), np.float32)}, outputs=outputs)
+    with pytest.raises(OnnxImportError, match=rf"^m.onnx: node 'am' \(ArgMax\): graph output 'label' {msg}"):
+        import_model(model, "m.onnx")
+    assert len(import_model(model, output="y").layers) == 1
+
+
+def test_cast_of_the_data_to_an_integer_is_refused():
+    nodes = [oh.make_node("Cast", ["x"], ["c"], name="c", to=onnx.TensorProto.INT32),
+             oh.make_node("Gemm", ["c", "w"], ["y"], name="g")]
+    with pytest.raises(OnnxImportError, match=r"node 'c' \(Cast\): it casts the network's values to INT32, "
+                                              r"which rounds them"):
+        import_model(graph_model(nodes, {"w": np.ones((4, 3), np.float32)}))
