@@ -37,8 +37,9 @@ weights, bad, unknown and mistyped attributes, unknown ops and domains, cycles, 
 graph inputs and outputs, opsets and IR versions, inserted ops -- and a few act on the
 serialized bytes (truncation, flipped bytes, random bytes).  The base models are small
 MLPs built here in every spelling the importer reads (Gemm, MatMul + Add, BatchNorm,
-Flatten, torch's ``Shape ... Reshape`` chain, Constant weights, a Tanh, a Softmax), plus
-any ``.onnx`` files given with ``--corpus``.
+Flatten, torch's ``Shape ... Reshape`` chain, Constant weights, a Tanh, a Softmax, and
+skl2onnx's classifiers with label and probabilities outputs), plus any ``.onnx`` files
+given with ``--corpus``.
 
 Command line: ``python -m pwlnet.fuzz import --cases N --seed S`` prints the outcome counts
 and exits with status 1 if there was any crash, wrong result, hang or leftover.
@@ -187,9 +188,49 @@ def base_models(seed=0):
         oh.make_node("Gemm", ["r", "w2", "b2"], ["z"], name="fc2"),
         oh.make_node("Softmax", ["z"], ["y"], name="softmax", axis=1)],
         {"w1": w(4, 7), "b1": w(7), "w2": w(7, 3), "b2": w(3)}, (4,), 3), (4,))
+    out["sklearn"] = (_sklearn_like(rng, two_class=False), (4,))
+    out["sklearn_binary"] = (_sklearn_like(rng, two_class=True), (4,))
     for m, _ in out.values():
         onnx.checker.check_model(m)
     return out
+
+
+def _sklearn_like(rng, two_class):
+    """A classifier as skl2onnx writes one (zipmap off): label and probabilities outputs."""
+    n_out = 1 if two_class else 3
+    nodes = [oh.make_node("Cast", ["x"], ["xc"], name="Cast", to=onnx.TensorProto.FLOAT),
+             oh.make_node("MatMul", ["xc", "coefficient"], ["m0"], name="MatMul"),
+             oh.make_node("Add", ["m0", "intercepts"], ["a0"], name="Add"),
+             oh.make_node("Relu", ["a0"], ["r0"], name="Relu"),
+             oh.make_node("MatMul", ["r0", "coefficient1"], ["m1"], name="MatMul1"),
+             oh.make_node("Add", ["m1", "intercepts1"], ["a1"], name="Add1")]
+    if two_class:
+        nodes += [oh.make_node("Sigmoid", ["a1"], ["p1"], name="Sigmoid"),
+                  oh.make_node("Sub", ["unity", "p1"], ["p0"], name="Sub"),
+                  oh.make_node("Concat", ["p0", "p1"], ["probabilities"], name="Concat", axis=1)]
+    else:
+        nodes += [oh.make_node("Softmax", ["a1"], ["sm"], name="Softmax", axis=1),
+                  oh.make_node("Identity", ["sm"], ["probabilities"], name="Identity")]
+    nodes += [oh.make_node("ArgMax", ["probabilities"], ["am"], name="ArgMax", axis=1),
+              oh.make_node("ArrayFeatureExtractor", ["classes", "am"], ["afe"], name="ArrayFeatureExtractor",
+                           domain="ai.onnx.ml"),
+              oh.make_node("Reshape", ["afe", "shape_tensor"], ["rs"], name="Reshape"),
+              oh.make_node("Cast", ["rs"], ["label"], name="Cast1", to=onnx.TensorProto.INT64)]
+    classes = 2 if two_class else 3
+    inits = [onh.from_array((rng.normal(size=(4, 8)) / 2).astype(np.float32), "coefficient"),
+             onh.from_array(rng.normal(size=(1, 8)).astype(np.float32), "intercepts"),
+             onh.from_array((rng.normal(size=(8, n_out)) / 3).astype(np.float32), "coefficient1"),
+             onh.from_array(rng.normal(size=(1, n_out)).astype(np.float32), "intercepts1"),
+             onh.from_array(np.arange(classes, dtype=np.int64) * 2 + 1, "classes"),
+             onh.from_array(np.array([-1], np.int64), "shape_tensor")]
+    if two_class:
+        inits.append(onh.from_array(np.array(1.0, np.float32), "unity"))
+    graph = oh.make_graph(nodes, "sklearn", [_vi("x", ("N", 4))],
+                          [_vi("label", ("N",), onnx.TensorProto.INT64), _vi("probabilities", ("N", classes))],
+                          inits)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13), oh.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = _IR_VERSION
+    return model
 
 
 def load_corpus(paths):
@@ -626,10 +667,12 @@ def _check_against_ort(net, path, x):
         return None
     if any("LERP table" in n for n in net.notices):
         return None   # imported functions are approximated on purpose
+    if net.reference_output is None:
+        return None   # no graph output holds the scores (a label and a ZipMap only)
     try:
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         inp = sess.get_inputs()[0]
-        ref = sess.run(None, {inp.name: x.astype(np.float32)})[0]
+        ref = sess.run([net.reference_output], {inp.name: x.astype(np.float32)})[0]
     except Exception:  # noqa: BLE001 - a model onnxruntime refuses cannot be compared
         return None
     with np.errstate(all="ignore"):
@@ -639,7 +682,7 @@ def _check_against_ort(net, path, x):
         return f"output shape {ours.shape}, onnxruntime {ref.shape}"
     if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(ours))):
         return None   # float32 overflow in onnxruntime against float64 here: not comparable
-    if any("dropped the trailing" in n for n in net.notices):
+    if any("dropped the trailing" in n or "as the two scores" in n for n in net.notices):
         top = np.sort(ref, axis=1)
         clear = top[:, -1] - top[:, -2] > 1e-4 if ref.shape[1] > 1 else np.ones(len(ref), bool)
         if np.any(ours.argmax(axis=1)[clear] != ref.argmax(axis=1)[clear]):
@@ -722,7 +765,7 @@ def _warm_up(bases):
         import onnxruntime as ort
     except ImportError:
         return
-    ort.set_default_logger_severity(3)   # its warnings about mutated shapes would drown the counts
+    ort.set_default_logger_severity(4)   # its messages about mutated models would drown the counts
     model, _ = bases[sorted(bases)[0]]
     ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 

@@ -232,6 +232,7 @@ class _Importer:
         self.producer = {name: idx for idx, node in enumerate(self.graph.node) for name in node.output if name}
         self.output_notices: list[str] = []
         self.two_class = None  # where the two-class probabilities were, when they become two scores
+        self.label_classes = []  # (output, ArrayFeatureExtractor description, class list) of label outputs
         self.reference_output = None
         # The value the layer chain must end at, and the nodes that only compute other
         # outputs from it (a label, a ZipMap) or outputs the caller did not pick.
@@ -354,6 +355,11 @@ class _Importer:
             layers, notices = _lower(self)
             if self.two_class is not None:
                 layers = self.two_scores(layers, notices)
+            n_out = [l for l in layers if isinstance(l, Dense)][-1].n_out if layers else 0
+            for name, where, classes in self.label_classes:
+                if np.asarray(classes).size != n_out:
+                    self.fail(f"{where}: graph output {name!r} looks the argmax up in a class list of "
+                              f"{np.asarray(classes).size} entries, but the network has {n_out} outputs")
             return Network(layers=layers, input_shape=sample_shape,
                            metadata={p.key: p.value for p in self.model.metadata_props},
                            notices=self.output_notices + notices, source=self.source,
@@ -479,12 +485,15 @@ class _Importer:
                       f"scores; pwlnet imports one: name it with --output NAME (pwlnet compile) or "
                       f"output=NAME (load_onnx)")
         root = roots[0]
+        chosen_classes = []
         for name in chosen:
             _, kind, problem, note = traced[name]
             if problem:
                 self.fail(problem)
             if note:
                 self.output_notices.append(note)
+            chosen_classes += [c for c in self.label_classes if c[0] == name]
+        self.label_classes = chosen_classes
         # The output an ONNX runtime gives with the network's argmax, for comparisons.
         declared = {o.name: o for o in self.graph.output}
         for name in names:
@@ -518,6 +527,11 @@ class _Importer:
                 value = node.input[0] if node.input else ""
             elif op == ("ai.onnx.ml", "ArrayFeatureExtractor") and len(node.input) == 2:
                 classes = self.static_value(node.input[0])
+                if classes is None:
+                    return name, "label", (f"{self.where(node, idx)}: graph output {name!r} maps the "
+                                           f"argmax through {node.input[0]!r}, which is not a constant "
+                                           f"class list"), None
+                classes = (self.where(node, idx), classes)
                 value = node.input[1]
             elif op == ("", "ArgMax"):
                 return self.label_output(name, node, idx, classes)
@@ -542,7 +556,8 @@ class _Importer:
                        f"select_last_index=1; the engine's argmax picks the first maximum")
         mapped = ""
         if classes is not None:
-            flat = np.asarray(classes).reshape(-1)
+            self.label_classes.append((name, *classes))
+            flat = np.asarray(classes[1]).reshape(-1)
             if not (flat.dtype.kind in "iu" and np.array_equal(flat, np.arange(flat.size))):
                 shown = [v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
                          for v in flat[:12]]

@@ -796,3 +796,26 @@ def test_cast_of_the_data_to_an_integer_is_refused():
     with pytest.raises(OnnxImportError, match=r"node 'c' \(Cast\): it casts the network's values to INT32, "
                                               r"which rounds them"):
         import_model(graph_model(nodes, {"w": np.ones((4, 3), np.float32)}))
+
+
+def _label_model(classes):
+    nodes = [oh.make_node("Gemm", ["x", "w"], ["y"], name="g"),
+             oh.make_node("ArgMax", ["y"], ["am"], name="am", axis=1),
+             oh.make_node("ArrayFeatureExtractor", ["classes", "am"], ["label"], name="afe", domain="ai.onnx.ml")]
+    outputs = [oh.make_tensor_value_info("label", onnx.TensorProto.INT64, ["N", 1]),
+               oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])]
+    model = graph_model(nodes, {"w": np.ones((4, 3), np.float32), "classes": np.asarray(classes, np.int64)},
+                        outputs=outputs)
+    model.opset_import.append(oh.make_opsetid("ai.onnx.ml", 1))
+    return model
+
+
+def test_label_class_list_must_have_one_entry_per_output():
+    # Found by pwlnet.fuzz (a mutated skl2onnx-like classifier): onnxruntime fails on
+    # such a model only when the argmax lands past the list.
+    assert len(import_model(_label_model([0, 1, 2])).layers) == 1
+    with pytest.raises(OnnxImportError, match=r"^m.onnx: node 'afe' \(ArrayFeatureExtractor\): graph output "
+                                              r"'label' looks the argmax up in a class list of 2 entries, but "
+                                              r"the network has 3 outputs$"):
+        import_model(_label_model([0, 1]), "m.onnx")
+    assert len(import_model(_label_model([0, 1]), output="y").layers) == 1
