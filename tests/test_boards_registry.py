@@ -56,7 +56,8 @@ def test_the_icebreaker_entry_is_the_old_build():
     }
     assert build.DEFAULT_TARGETS_MHZ == (64, 60, 56, 52, 48, 45, 42, 40, 36, 34, 32)
     b = board("icebreaker")
-    assert (b.target, b.lanes, b.clock.pll, b.link.bauds) == ("ice40", "up5k", "ice40-pad", (3_000_000, 1_000_000, 115_200))
+    assert (b.target, b.lanes, b.clock.pll) == ("ice40", "up5k", "ice40-pad")
+    assert b.link.bauds == (3_000_000, 1_000_000, 115_200)
 
 
 def test_board_errors_are_named():
@@ -149,7 +150,8 @@ def test_clock_settings():
     assert isinstance(osc, Oscillator) and osc.f_out == 25e6 and "drives the fabric" in str(osc)
     with pytest.raises(ValueError, match=r"oscillator without a PLL; 50 MHz cannot be made \(give --target-mhz 25\)"):
         clock_setting(ClockSource("clk25", 25e6, "none"), 50)
-    with pytest.raises(ValueError, match=r"^no ECP5 PLL setting makes 50 MHz from 48 MHz within 1.0% \(nearest: 51.2000 MHz\)$"):
+    with pytest.raises(ValueError, match=r"^no ECP5 PLL setting makes 50 MHz from 48 MHz within 1.0% "
+                                         r"\(nearest: 51.2000 MHz\)$"):
         clock_setting(board("orangecrab").clock, 50)
 
 
