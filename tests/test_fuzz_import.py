@@ -156,7 +156,7 @@ def test_compile_with_a_batch_axis_fixed_at_export(tmp_path):
                    reason="open, in the quantizer (sw/quantize.py, not the importer): a LERP layer whose "
                           "calibration pre-activations are all equal and larger than 2**53 in magnitude "
                           "keeps lo == hi after _calibrated_range widens it by 1.0, and lerp.interpolate "
-                          "divides by hi - lo = 0 (found by pwlnet.fuzz, seed 3, cases 482, 4847, 5277, 5801)")
+                          "divides by hi - lo = 0 (found by pwlnet.fuzz; docs/robustness.md, 'Open')")
 def test_quantizer_lerp_channel_of_constant_huge_pre_activations(tmp_path):
     model, shape = fuzz.base_models()["tanh"]
     b1 = next(t for t in model.graph.initializer if t.name == "b1")
@@ -173,8 +173,8 @@ def test_quantizer_lerp_channel_of_constant_huge_pre_activations(tmp_path):
 @pytest.mark.xfail(strict=True, raises=ValueError,
                    reason="open, in the quantizer (sw/quantize.py, not the importer): _calibrated_range cuts "
                           "the flat tails of a Sigmoid so that lo > hi on some channel, and quantize_dense "
-                          "takes the log of a negative scale ('math domain error'); found by pwlnet.fuzz, "
-                          "seed 0, cases 2606, 2771, 4363 (iris_h10 with a Sigmoid or Tanh after a layer)")
+                          "takes the log of a negative scale ('math domain error'); found by pwlnet.fuzz "
+                          "(iris_h10 with a Sigmoid or Tanh after a layer; docs/robustness.md, 'Open')")
 def test_quantizer_sigmoid_after_a_dense_layer(tmp_path):
     model = onnx.load(REGRESSION / "iris_h10" / "model.onnx")
     first = model.graph.node[0].output[0]
