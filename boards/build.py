@@ -467,7 +467,9 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
     b = board_named(job.board)
     achieved = pll.f_out / 1e6
     baud = pll.f_out / top.divisor
-    cycles = int(getattr(top.engine, "cycles_per_inference", 0))
+    # steady state: with a pair program half of its cycles, so possibly a half
+    cycles = getattr(top.engine, "cycles_per_inference", 0)
+    cycles = int(cycles) if float(cycles).is_integer() else float(cycles)
     bytes_per_inf = (model.input_dim * code_bytes(model.input_bits) + 6
                      + model.output_dim * code_bytes(model.layers[-1].out_bits) + 6 + 6)
     result = {

@@ -240,8 +240,11 @@ def _calibrated_range(function, z, rel_tol=CALIBRATION_FLAT_TOLERANCE):
     plateaus.
     """
     lo, hi = z.min(axis=0), z.max(axis=0)
+    # A channel of (nearly) constant pre-activations gets a range around its value, wide
+    # enough to survive float64 rounding even for huge values (1e30 + 1.0 == 1e30).
     narrow = hi - lo <= 1e-9 * np.maximum(1.0, np.abs(lo))
-    lo, hi = np.where(narrow, lo - 1.0, lo), np.where(narrow, hi + 1.0, hi)
+    pad = np.maximum(1.0, 1e-6 * np.maximum(np.abs(lo), np.abs(hi)))
+    lo, hi = np.where(narrow, lo - pad, lo), np.where(narrow, hi + pad, hi)
     pts = lerp.grid_points(lo, hi, 1024)
     v = function(pts)
     if not np.all(np.isfinite(v)):
@@ -255,6 +258,10 @@ def _calibrated_range(function, z, rel_tol=CALIBRATION_FLAT_TOLERANCE):
             continue                             # constant over the whole range
         first = int(np.argmax(moves_lo[:, c]))
         last = len(pts) - 1 - int(np.argmax(moves_hi[::-1, c]))
+        if first > last + 1:
+            # The channel's whole change is under 2 * tol: every point is within tol of one
+            # end or the other, and cutting both tails would leave lo > hi.  Keep its range.
+            continue
         new_lo[c] = pts[max(first - 1, 0), c]
         new_hi[c] = pts[min(last + 1, len(pts) - 1), c]
     return new_lo, new_hi, v
