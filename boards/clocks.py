@@ -23,7 +23,7 @@ from amaranth import *
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
-from ..hw.pll import ICE40PLL, PLLConfig, PLLError, pll_config
+from ..hw.pll import ICE40PLL, PLLConfig, PLLError, hold_reset, pll_config
 
 __all__ = ["Oscillator", "ECP5PLLConfig", "ecp5_pll_config", "clock_setting", "ICE40CorePLL", "ECP5PLL",
            "DirectClock", "add_sync_domain", "hold_reset"]
@@ -123,28 +123,6 @@ def clock_setting(source, mhz):
         raise ValueError(f"this board's clock is its {source.freq / 1e6:g} MHz oscillator without a PLL; "
                          f"{mhz:g} MHz cannot be made (give --target-mhz {source.freq / 1e6:g})")
     return Oscillator(source.freq, source.resource)
-
-
-def hold_reset(m, clk, ready_in, f_clk, domain, delay=15e-6):
-    """Hold ``domain`` (clocked by ``clk``) in reset until ``ready_in`` (a PLL's LOCK, or 1)
-    has been high for ``delay`` seconds.
-
-    The same rule as :class:`~pwlnet.hw.pll.ICE40PLL`'s: the count runs in the new clock in
-    a reset-less domain whose flip-flops power up at zero, and iCE40 block RAMs read as
-    zero for about 3 us after configuration.
-    """
-    cycles = max(1, int(delay * f_clk))
-    timer = Signal(range(cycles + 1))
-    ready = Signal()
-    m.domains.clk_por = ClockDomain("clk_por", reset_less=True, local=True)
-    m.d.comb += ClockSignal("clk_por").eq(clk)
-    with m.If(~ready_in):
-        m.d.clk_por += [timer.eq(0), ready.eq(0)]
-    with m.Elif(timer == cycles):
-        m.d.clk_por += ready.eq(1)
-    with m.Else():
-        m.d.clk_por += timer.eq(timer + 1)
-    m.submodules.rst_sync = ResetSynchronizer(~ready, domain=domain)
 
 
 class ICE40CorePLL(Elaboratable):

@@ -18,7 +18,7 @@ import dataclasses
 from amaranth import *
 from amaranth.lib.cdc import ResetSynchronizer
 
-__all__ = ["PLLConfig", "PLLError", "pll_config", "ICE40PLL",
+__all__ = ["PLLConfig", "PLLError", "pll_config", "ICE40PLL", "hold_reset",
            "F_IN_RANGE", "F_PFD_RANGE", "F_VCO_RANGE", "F_OUT_RANGE"]
 
 F_IN_RANGE = (10e6, 133e6)
@@ -193,17 +193,26 @@ class ICE40PLL(Elaboratable):
             m.submodules.rst_half = ResetSynchronizer(~self.locked, domain=self.domain + "_half")
         m.d.comb += ClockSignal(self.domain).eq(clk)
 
-        # Count in the new clock after lock; flip-flops power up at zero on iCE40.
-        delay = max(1, int(self.reset_delay * c.f_out))
-        timer = Signal(range(delay + 1))
-        ready = Signal()
-        m.domains.pll_por = ClockDomain("pll_por", reset_less=True, local=True)
-        m.d.comb += ClockSignal("pll_por").eq(clk)
-        with m.If(~self.locked):
-            m.d.pll_por += [timer.eq(0), ready.eq(0)]
-        with m.Elif(timer == delay):
-            m.d.pll_por += ready.eq(1)
-        with m.Else():
-            m.d.pll_por += timer.eq(timer + 1)
-        m.submodules.rst_sync = ResetSynchronizer(~ready, domain=self.domain)
+        hold_reset(m, clk, self.locked, c.f_out, self.domain, self.reset_delay, por="pll_por")
         return m
+
+
+def hold_reset(m, clk, ready_in, f_clk, domain, delay=15e-6, *, por="clk_por"):
+    """Hold ``domain`` (clocked by ``clk``) in reset until ``ready_in`` (a PLL's LOCK, or 1)
+    has been high for ``delay`` seconds.
+
+    The count runs in the new clock, in a reset-less local domain ``por`` whose flip-flops
+    power up at zero; iCE40 block RAMs read as zero for about 3 us after configuration.
+    """
+    cycles = max(1, int(delay * f_clk))
+    timer = Signal(range(cycles + 1))
+    ready = Signal()
+    m.domains += ClockDomain(por, reset_less=True, local=True)
+    m.d.comb += ClockSignal(por).eq(clk)
+    with m.If(~ready_in):
+        m.d[por] += [timer.eq(0), ready.eq(0)]
+    with m.Elif(timer == cycles):
+        m.d[por] += ready.eq(1)
+    with m.Else():
+        m.d[por] += timer.eq(timer + 1)
+    m.submodules.rst_sync = ResetSynchronizer(~ready, domain=domain)
