@@ -69,3 +69,7 @@ clean:  ## remove build outputs and caches (keeps .venv)
 
 verify-netlist: $(STAMP)  ## the netlist check, long: synthesize MODEL's top, FRAMES INFERs (200) on SIM, e.g. make verify-netlist CACHE=16 SIM="verilator icarus" [BATCH=16]
 	$(PY) -m pwlnet.sim.netlist_bench --model $(MODEL) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) --batch $(BATCH) --frames $(or $(FRAMES),200) --simulator $(SIM) --out build/netlist-check/$(if $(filter-out 0,$(CACHE)),cache$(CACHE)-$(METRIC),plain)$(if $(filter-out 0,$(BATCH)),-batch$(BATCH),) --json build/netlist-check/$(if $(filter-out 0,$(CACHE)),cache$(CACHE)-$(METRIC),plain)$(if $(filter-out 0,$(BATCH)),-batch$(BATCH),).json
+
+.PHONY: pictures
+pictures: $(STAMP)  ## the pictures of issue 13 (linear regions, neurons, decision boundary, cache balls, radii, hit rate) into docs/pictures
+	$(PY) -m pwlnet.pictures --out docs/pictures

@@ -93,6 +93,11 @@ def build_parser():
     add_cache_arguments(s)
     s.set_defaults(handler="pwlnet.cache_run:cli_cache")
 
+    s = sub.add_parser("regions", help="linear regions of a 2-D/3-D ReLU MLP (vertices, edges, regions, Betti numbers); patterns and safe radii over inputs")
+    from .polycomplex import add_regions_arguments
+    add_regions_arguments(s)
+    s.set_defaults(handler="pwlnet.polycomplex:cli_regions")
+
     s = sub.add_parser("run", help="run inputs on a board over UART (or on the simulated board)")
     from .host import add_run_arguments
     add_run_arguments(s)
