@@ -20,7 +20,7 @@ VERIFY  ?= 0
 TARGET  ?= generic
 SEEDS   ?= 1
 
-.PHONY: help install test test-fast sim bench boards bitstream program clean
+.PHONY: help install test test-fast sim bench bench-cache boards bitstream program clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,7 +45,10 @@ test-fast: $(STAMP)  ## the suite without slow tests (no bitstream build)
 sim: $(STAMP)  ## RTL regression: make sim [SIM=icarus|verilator] [VECTORS=N] [WAVES=1] [LANES=16 TARGET=ice40]
 	$(PY) -m pwlnet.sim.regress --simulator $(SIM) --vectors $(VECTORS) $(if $(filter 1,$(WAVES)),--waves,) $(if $(filter-out auto,$(LANES)),--lanes $(LANES),) --target $(TARGET)
 
-bench: $(STAMP)  ## the cache on sensor streams: docs/cache_table.md, docs/cache_*.png, the 2-D figure, bank cost (long)
+bench: $(STAMP)  ## the benchmark, long: every board, a lane sweep, CPU and simulators: docs/bench.md, docs/bench_*.png [JOBS=2]
+	$(PY) -m pwlnet.bench boards --out docs --jobs $(JOBS)
+
+bench-cache: $(STAMP)  ## the cache on sensor streams, long: docs/cache_table.md, docs/cache_*.png, the 2-D figure, bank cost
 	$(PY) -m pwlnet.bench cache --out docs
 
 boards: $(STAMP)  ## list the boards (device, resources, clock, host link)

@@ -13,6 +13,9 @@ per inference of the P = 8 engine and its iCE40UP5K resources after yosys synthe
 
 ``python -m pwlnet.bench cache`` runs the hypersphere cache's golden model on the sensor
 streams and synthesises the comparator bank (see :mod:`pwlnet.bench_cache`).
+
+``python -m pwlnet.bench boards`` builds the regression models for every board, sweeps
+the lane count, times the CPU and the simulators (see :mod:`pwlnet.bench_boards`).
 """
 
 from __future__ import annotations
@@ -125,7 +128,13 @@ def main(argv=None):
     k = sub.add_parser("cache", help="hypersphere cache on sensor streams, comparator bank cost, 2-D figure")
     from .bench_cache import add_bench_arguments
     add_bench_arguments(k)
+    b = sub.add_parser("boards", help="every board, a lane sweep, the CPU and the simulators: docs/bench.md")
+    from .bench_boards import add_bench_arguments as add_boards_arguments
+    add_boards_arguments(b)
     args = p.parse_args(argv)
+    if args.what == "boards":
+        from .bench_boards import cli_bench_boards
+        return cli_bench_boards(args)
     if args.what == "cache":
         from .bench_cache import cli_bench_cache
         return cli_bench_cache(args)
