@@ -167,7 +167,7 @@ def _model_hash(name):
 
 def run_job(job, out_root):
     """Run one job in this process; returns its record (a JSON-able dict)."""
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     rec = {"job": dataclasses.asdict(job), "status": "ok", "message": "", "report": None}
     try:
         if job.kind in ("board", "sweep"):
@@ -178,6 +178,10 @@ def run_job(job, out_root):
         rec.update(status="failed", message=f"{type(e).__name__}: {e}")
     rec["seconds"] = time.monotonic() - t0
     rec["sources"] = _loaded_sources()
+    # a source edited while the job ran: the hash is not what the job used, so the record
+    # must not be reused
+    if any((ROOT / p).stat().st_mtime > started for p in rec["sources"]):
+        rec["sources"] = {}
     return rec
 
 
