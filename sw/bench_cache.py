@@ -1,7 +1,7 @@
 """``python -m pwlnet.bench cache``: the hypersphere cache measured on real sensor streams.
 
 Everything below comes from one command (``python -m pwlnet.bench cache``, or
-``make bench``), which writes a Markdown table, PNG plots and the 2-D picture:
+``make bench-cache``), which writes a Markdown table, PNG plots and the 2-D picture:
 
 * :func:`cache_table` -- for Daphnet (12 inputs) and BasicMotions (24 inputs), a
   12/24-64-64-C ReLU MLP is trained plainly and with the region margin
