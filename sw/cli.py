@@ -34,6 +34,7 @@ def build_parser():
     s.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--batch-size", type=positive_int, default=None, help="mini-batch size")
+    s.add_argument("--model", choices=("mlp", "pelu"), default="mlp", help="mlp (default) or pelu: mass-conserving PeLU layers on raw non-negative inputs x 10, hidden widths 3 (iris: 4 -> 3 -> 3) unless --hidden names others (docs/pelu.md)")
     s.add_argument("--activation", choices=("relu", "lerp"), default="relu",
                    help="hidden-layer activation: ReLU (default) or a learnable per-channel LERP table")
     s.add_argument("--grid", type=positive_int, default=None,

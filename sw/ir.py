@@ -24,11 +24,19 @@ class IRError(ValueError):
 
 @dataclasses.dataclass
 class Dense:
-    """``y = weight @ x + bias``; ``weight`` is ``(n_out, n_in)``."""
+    """``y = weight @ x + bias``; ``weight`` is ``(n_out, n_in)``.
+
+    ``keep_mass`` marks a layer that conserves mass, as a PeLU layer's buckets and pipes do
+    (:mod:`pwlnet.pelu`): non-negative weights and a non-positive bias, so that for
+    non-negative inputs ``sum_o y_o <= sum_i x_i * sum_o weight[o, i]``.  The quantizer
+    then rounds it so that the integer layer keeps that bound exactly
+    (:func:`pwlnet.quantize.keep_mass`).
+    """
 
     weight: np.ndarray
     bias: np.ndarray
     name: str = ""
+    keep_mass: bool = False
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float64)
@@ -43,6 +51,10 @@ class Dense:
                 bad = np.argwhere(~np.isfinite(arr))[0].tolist()
                 raise IRError(f"dense layer {self.name!r}: {what} holds a non-finite value "
                               f"{float(arr[tuple(bad)])} at index {bad}")
+        if self.keep_mass and (np.any(self.weight < 0) or np.any(self.bias > 0)):
+            raise IRError(f"dense layer {self.name!r}: keep_mass needs non-negative weights and a "
+                          f"non-positive bias (smallest weight {self.weight.min():.4g}, largest bias "
+                          f"{self.bias.max():.4g})")
 
     @property
     def n_in(self) -> int:

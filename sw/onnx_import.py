@@ -61,6 +61,7 @@ import math
 import os
 import pathlib
 import re
+from fractions import Fraction
 
 import numpy as np
 import onnx
@@ -164,6 +165,7 @@ class _DenseStep:
     bias: np.ndarray  # (n_out,)
     name: str
     where: str
+    split: bool = False  # a PeLU split: each input's weights are >= 0 and sum to 1
 
 
 @dataclasses.dataclass
@@ -899,7 +901,8 @@ def _handle_gemm(imp, node):
     bias = np.zeros(n_out) if c is None else _per_row(imp, node, c, n_out, "bias C")
     weight = float(a.get("alpha", 1.0)) * w.T
     bias = float(a.get("beta", 1.0)) * bias
-    imp.steps.append(_DenseStep(weight, bias, imp.layer_name(node), imp.where(node)))
+    weight, split = _split(imp, node, weight)
+    imp.steps.append(_DenseStep(weight, bias, imp.layer_name(node), imp.where(node), split))
     return (n_out,)
 
 
@@ -924,8 +927,46 @@ def _handle_matmul(imp, node):
     if w.shape[0] != n_in:
         imp.fail(f"shape mismatch: its weight is {w.shape[0]}x{w.shape[1]} but the input has "
                  f"{n_in} features", node)
-    imp.steps.append(_DenseStep(w.T, np.zeros(w.shape[1]), imp.layer_name(node), imp.where(node)))
+    weight, split = _split(imp, node, w.T)
+    imp.steps.append(_DenseStep(weight, np.zeros(w.shape[1]), imp.layer_name(node), imp.where(node), split))
     return (w.shape[1],)
+
+
+#: How far each input's weights may sum from 1 for a dense layer to count as a PeLU split
+#: (:func:`_split`): a float32 softmax sums to 1 within a few 1e-8 per output.
+SPLIT_TOLERANCE = 1e-6
+
+
+def _split(imp, node, weight):
+    """``(weight, is_split)``: recognise the softmax-normalised weights of a PeLU layer.
+
+    A dense layer whose weights are all non-negative and whose every input's weights
+    (a column of ``weight (n_out, n_in)``) sum to 1 within :data:`SPLIT_TOLERANCE` (plus
+    1e-7 per output), with at least two outputs, splits each input among the outputs,
+    as ``softmax(A, dim=1)`` of :class:`pwlnet.pelu.PeLU` does.  That is how such a
+    layer looks whether the exporter left the ``Softmax`` of the parameter in the graph
+    (the importer evaluates it in float64, see ``_fold_softmax``) or folded it into a
+    float32 constant.  Its columns are then renormalised in float64 so that each sums
+    to at most 1 exactly (the largest entry nudged down by an ulp where the division
+    rounded up), a change of at most about 1e-6 relative, noted in the import notices;
+    the layer is marked ``keep_mass`` for the quantizer (:func:`pwlnet.quantize.keep_mass`).
+    """
+    n_out = weight.shape[0]
+    if n_out < 2 or weight.size == 0 or np.any(weight < 0):
+        return weight, False
+    sums = weight.sum(axis=0)
+    if np.any(np.abs(sums - 1.0) > SPLIT_TOLERANCE + 1e-7 * n_out):
+        return weight, False
+    w = weight / sums
+    for i in range(w.shape[1]):
+        while sum((Fraction(float(v)) for v in w[:, i]), Fraction(0)) > 1:
+            o = int(np.argmax(w[:, i]))
+            w[o, i] = np.nextafter(w[o, i], 0.0)
+    imp.output_notices.append(
+        f"{imp.where(node)}: its weights split each input among the {n_out} outputs (non-negative, "
+        f"each input's weights sum to 1 within {float(np.abs(sums - 1.0).max()):.2g}): a PeLU split, "
+        f"renormalised in float64 and quantized so that it never puts out more than it takes in")
+    return w, True
 
 
 def _elementwise_constant(imp, node, c, what):
@@ -1445,6 +1486,35 @@ def _fold_arith(imp, node, values):
     return [x / y]
 
 
+def _fold_softmax(imp, node, values):
+    """Softmax of a constant (a PeLU layer's ``softmax(A)`` left unfolded by the exporter), in float64."""
+    a = imp.attrs(node)
+    x = values[0]
+    if _has_batch(x):
+        imp.fail("it computes with the batch size", node)
+    x = np.asarray(x, dtype=np.float64)
+    axis = a.get("axis", 1 if imp.opset < 13 else -1)
+    if not -x.ndim <= axis < x.ndim:
+        imp.fail(f"axis={axis} is out of range for its {x.ndim}-D input", node)
+    axis %= x.ndim
+    if imp.opset < 13:
+        # Before opset 13 Softmax flattens the axes from ``axis`` on into one.
+        flat = x.reshape(math.prod(x.shape[:axis]), -1)
+        e = np.exp(flat - flat.max(axis=1, keepdims=True))
+        return [(e / e.sum(axis=1, keepdims=True)).reshape(x.shape)]
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return [e / e.sum(axis=axis, keepdims=True)]
+
+
+def _fold_pow(imp, node, values):
+    imp.attrs(node)
+    x, y = values
+    if _has_batch(x) or _has_batch(y):
+        imp.fail("it computes with the batch size", node)
+    x, y = np.asarray(x), np.asarray(y)
+    return [np.power(x.astype(np.float64), y.astype(np.float64)).astype(x.dtype)]
+
+
 #: Folders for nodes whose inputs are all constants (or shapes).
 _FOLDERS = {
     "Constant": _fold_constant,
@@ -1462,6 +1532,8 @@ _FOLDERS = {
     "Sub": _fold_arith,
     "Mul": _fold_arith,
     "Div": _fold_arith,
+    "Softmax": _fold_softmax,
+    "Pow": _fold_pow,
 }
 
 #: Op types accepted on the path from the graph input to the graph output.
@@ -1488,13 +1560,13 @@ def _lower(imp):
                 # W (s * x + t) + b = (W * s) x + (W t + b)
                 w, b = w * pending.scale[None, :], w @ pending.shift + b
                 pending = None
-            layers.append(Dense(w, b, name=step.name))
+            layers.append(Dense(w, b, name=step.name, keep_mass=step.split and _conserves(w, b)))
         elif isinstance(step, _ScaleStep):
             if pending is None and layers and isinstance(layers[-1], Dense):
                 # s * (W x + b) + t = (s W) x + (s b + t)
                 d = layers[-1]
-                layers[-1] = Dense(step.scale[:, None] * d.weight, step.scale * d.bias + step.shift,
-                                   name=d.name)
+                w, b = step.scale[:, None] * d.weight, step.scale * d.bias + step.shift
+                layers[-1] = Dense(w, b, name=d.name, keep_mass=d.keep_mass and _conserves(w, b))
             elif pending is None:
                 pending = step
             else:
@@ -1508,6 +1580,16 @@ def _lower(imp):
             # merged, the hardware has no table for them.
             compose = prev is not None and (not isinstance(step, _ActivationStep)
                                              or isinstance(prev, _Function) or prev.kind == "lerp")
+            if pending is not None and not layers and isinstance(step, _ActivationStep):
+                # ReLU(s * x + t) on the network input, PeLU's bucket ReLU(v - h**2): a dense
+                # layer of diagonal weights s and bias t, which conserves mass when s >= 0, t <= 0.
+                d = Dense(np.diag(pending.scale), pending.shift, name=pending.name,
+                          keep_mass=_conserves(pending.scale, pending.shift))
+                layers.append(d)
+                notices.append(f"{pending.where} on the network input, before {step.where}, became a dense "
+                               f"layer of {d.n_out} outputs with diagonal weights"
+                               + (" (a PeLU bucket: it keeps mass)" if d.keep_mass else ""))
+                pending = None
             if pending is not None and not compose:
                 before = "an activation" if layers else "the network input"
                 imp.fail(f"{pending.where} cannot be folded into a dense layer: it sits between "
@@ -1545,6 +1627,11 @@ def _lower(imp):
             # An activation always follows a dense layer, whose outputs are its channels.
             layers[i] = _tabulate(imp, layer, layers[i - 1].n_out, notices)
     return layers, notices
+
+
+def _conserves(weight, bias):
+    """Whether ``y = W x + b`` conserves mass for ``x >= 0``: ``W >= 0`` and ``b <= 0``."""
+    return bool(np.all(np.asarray(weight) >= 0) and np.all(np.asarray(bias) <= 0))
 
 
 @dataclasses.dataclass

@@ -28,6 +28,7 @@ The scheme (documented for users in docs/arithmetic.md):
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from . import lerp
 from .ir import Activation, Dense, Network
 
 __all__ = ["QuantizeError", "REQUANT_MODES", "MAX_SHIFT", "input_quantizer", "code_space_blocks",
-           "quantize_dense", "quantize"]
+           "quantize_dense", "keep_mass", "quantize"]
 
 REQUANT_MODES = ("shift", "multiply")
 #: Largest rounding shift the compiler emits; beyond it every output rounds to zero anyway.
@@ -65,22 +66,24 @@ def input_quantizer(calib, bits):
 
 
 def _blocks(net: Network):
-    """Fold consecutive dense layers: ``[(W, b, activation_kind, activation_or_None), ...]``."""
+    """Fold consecutive dense layers: ``[(W, b, activation_kind, activation_or_None, keep_mass), ...]``.
+
+    A folded product keeps ``keep_mass`` only if both of its layers had it."""
     out = []
     for dense, act in net.blocks():
-        w, b = dense.weight, dense.bias
+        w, b, mass = dense.weight, dense.bias, dense.keep_mass
         if out and out[-1][2] == "none":
-            pw, pb, _, _ = out.pop()
-            w, b = w @ pw, w @ pb + b
-        out.append((w, b, "none" if act is None else act.kind, act))
+            pw, pb, _, _, pmass = out.pop()
+            w, b, mass = w @ pw, w @ pb + b, mass and pmass
+        out.append((w, b, "none" if act is None else act.kind, act, mass))
     return out
 
 
 def _code_space(net: Network, in_scale, in_zero):
     blocks = _blocks(net)
-    w0, b0, k0, a0 = blocks[0]
+    w0, b0, k0, a0, m0 = blocks[0]
     w0 = w0 * np.asarray(in_scale, dtype=np.float64)
-    blocks[0] = (w0, b0 - w0 @ np.asarray(in_zero, dtype=np.float64), k0, a0)
+    blocks[0] = (w0, b0 - w0 @ np.asarray(in_zero, dtype=np.float64), k0, a0, m0)
     return blocks
 
 
@@ -100,7 +103,7 @@ def code_space_blocks(net: Network, in_scale, in_zero):
     Consecutive dense layers are folded, and the input quantizer ``x = scale * (q - zero)``
     is folded into the first layer, so the first ``W`` multiplies raw codes.
     """
-    return [(w, b, kind) for w, b, kind, _ in _code_space(net, in_scale, in_zero)]
+    return [(w, b, kind) for w, b, kind, _, _ in _code_space(net, in_scale, in_zero)]
 
 
 def quantize_dense(w, b, s_x, s_y, *, weight_bits, act_bits, requant="shift", multiplier_bits=8,
@@ -176,6 +179,55 @@ def quantize_dense(w, b, s_x, s_y, *, weight_bits, act_bits, requant="shift", mu
                  out_scale=out_scale, requant=requant, name=name)
 
 
+def keep_mass(layer: Layer, w, s_x, zero=None):
+    """Make a quantized ``keep_mass`` layer conserve mass exactly; returns ``(weights lowered, biases changed)``.
+
+    ``w`` is the float layer in the quantizer's units (``y = w @ x + b`` with ``x`` the
+    input codes times ``s_x``; for the first layer ``s_x = 1`` and the input zero point
+    ``zero`` is already folded into the bias), non-negative, with a float bias that is
+    at most 0 before that fold.  Output code ``y_o`` stands for ``s_y * y_o``
+    (``layer.out_scale``); input code ``q_i`` for ``s_x * (q_i - zero_i)``.  The float layer
+    has ``sum_o relu(y_o) <= sum_i C_i x_i`` for ``x >= 0``, ``C_i = sum_o w[o, i]``.  The
+    integer layer keeps it *exactly* (in rational arithmetic, no tolerance):
+
+    * every column's integer split ``sum_o s_y * M_o * 2**-S_o * Wq[o, i] / s_x`` is at
+      most ``C_i``: weights rounded up are lowered by one step at a time, the one rounded
+      up the most first;
+    * the bias keeps the threshold at or below zero: ``bq_o + sum_i Wq[o, i] * zero_i <= 0``;
+    * the requantization rounds down: the bias is lowered by ``ceil(2**(S_o-1) / M_o)``,
+      so that ``round_shift`` (ties up) of the lowered sum is at most ``floor`` of the
+      original one.  Saturation only lowers a positive code, and a code clamped at the
+      bottom is at most ``relu`` of the exact value.
+
+    Hence for every input code vector with ``q >= zero`` (non-negative inputs):
+    ``s_y * sum_o y_o <= sum_i C_i * s_x * (q_i - zero_i)``.  Changes ``layer`` in place.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    wq = np.array(layer.weight, dtype=np.int64)
+    bq = np.array(layer.bias, dtype=np.int64)
+    mult, shift = layer.multiplier, layer.shift
+    s_y = Fraction(float(layer.out_scale))
+    unit = [s_y * int(mult[o]) / (Fraction(float(s_x)) * (1 << int(shift[o]))) for o in range(len(wq))]
+    lowered = 0
+    for i in range(wq.shape[1]):
+        bound = sum((Fraction(float(v)) for v in w[:, i]), Fraction(0))
+        total = sum((unit[o] * int(wq[o, i]) for o in range(len(wq))), Fraction(0))
+        while total > bound:
+            o = max((o for o in range(len(wq)) if wq[o, i] > 0),
+                    key=lambda o: unit[o] * int(wq[o, i]) - Fraction(float(w[o, i])))
+            wq[o, i] -= 1
+            total -= unit[o]
+            lowered += 1
+    folded = wq @ (np.zeros(wq.shape[1], dtype=np.int64) if zero is None else np.asarray(zero, dtype=np.int64))
+    down = np.array([-(-(1 << (int(s) - 1)) // int(m)) if s > 0 else 0 for m, s in zip(mult, shift)],
+                    dtype=np.int64)
+    new_bias = np.minimum(bq, -folded) - down
+    changed = int(np.sum(new_bias != bq))
+    layer.weight, layer.bias = wq, new_bias
+    layer.acc_bits = fx.accumulator_bits(wq, new_bias, layer.in_bits)
+    return lowered, changed
+
+
 def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="multiply", multiplier_bits=8,
              class_names=None, source=None) -> CompiledModel:
     """Quantize ``net`` with calibration inputs ``calib`` (float, ``(N, *input_shape)`` or ``(N, d)``).
@@ -208,7 +260,7 @@ def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="multipl
     s_x = 1.0          # the first layer's inputs are codes
     x = codes          # float activations of the calibration set, for output ranges
     layers, notices = [], []
-    for li, (w, b, act, activation) in enumerate(blocks):
+    for li, (w, b, act, activation, mass) in enumerate(blocks):
         if act == "lerp":
             layer, y = _quantize_lerp(w, b, s_x, x, activation, weight_bits=weight_bits, act_bits=act_bits,
                                       requant=requant, multiplier_bits=multiplier_bits, name=f"dense{li}",
@@ -224,6 +276,11 @@ def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="multipl
         layers.append(quantize_dense(w, b, s_x, s_y, weight_bits=weight_bits, act_bits=act_bits,
                                      requant=requant, multiplier_bits=multiplier_bits, activation=act,
                                      name=f"dense{li}", where=f"{where}: layer {li}"))
+        if mass:
+            lowered, biased = keep_mass(layers[-1], w, s_x, in_zero if li == 0 else None)
+            notices.append(f"{where}: layer {li} keeps mass (PeLU): {lowered} weights lowered by one step "
+                           f"so that no input's integer split exceeds its float column sum, and every bias "
+                           f"lowered by half an output code or more so that requantization rounds down")
         x, s_x = y, s_y
     model = CompiledModel(input_shape=net.input_shape, input_bits=act_bits, input_scale=in_scale,
                           input_zero_point=in_zero, layers=layers, class_names=class_names,

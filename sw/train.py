@@ -10,7 +10,9 @@ key                            value
 =============================  ==========================================================
 ``pwlnet.dataset``             data set name (:data:`pwlnet.data.DATASETS`)
 ``pwlnet.hidden``              hidden widths, ``"64,64"``
-``pwlnet.activation``          ``"relu"`` or ``"lerp"``
+``pwlnet.activation``          ``"relu"``, ``"lerp"`` or ``"pelu"`` (a PeLU model)
+``pwlnet.model``               ``"pelu"`` (PeLU models only; MLPs write no such key)
+``pwlnet.pelu``                JSON object (PeLU models only): input_scale
 ``pwlnet.lerp``                JSON object (LERP models only): grid, range, init, smoothness
 ``pwlnet.float_test_accuracy`` float accuracy of the exported model on the test split
 ``pwlnet.input_mean``          JSON list, the folded mean (informational)
@@ -31,6 +33,10 @@ inputs, so that the hypersphere cache's safe balls around real inputs are that w
 (docs/cache.md).  The code width of each feature is the compiled model's (the
 compiler's input quantizer on the training split, the data ``pwlnet compile``
 calibrates on by default).
+
+``model="pelu"`` (``pwlnet train --model pelu``) trains a :class:`pwlnet.pelu.PeluNet`
+instead, mass-conserving PeLU layers behind a fixed input scale, on raw non-negative
+features (see :mod:`pwlnet.pelu`); it exports as ``Mul, Sub, Relu, MatMul, ...``.
 
 A LERP model's activations export as ``pwlnet.Lerp`` nodes whose tables are
 initializers, with the model-local ONNX function that lets any runtime run them (see
@@ -74,6 +80,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_THREADS",
     "ACTIVATIONS",
+    "MODELS",
     "DEFAULT_SMOOTHNESS",
     "ONNX_OPSET",
     "ONNX_INPUT",
@@ -106,6 +113,8 @@ DEFAULT_THREADS = 1
 
 #: Hidden-layer activations :func:`train` offers.
 ACTIVATIONS = ("relu", "lerp")
+#: Model families :func:`train` offers: an MLP (ReLU or LERP) or a PeLU network.
+MODELS = ("mlp", "pelu")
 #: Weight of the LERP tables' roughness penalty (mean squared change of slope, see
 #: :meth:`pwlnet.models.Lerp.roughness`) in the training loss.  On digits anything from
 #: 0.01 to 2 did about equally well at widths 16 and 32; without it (or at 1e-3) width 16
@@ -296,7 +305,7 @@ def _fit(model, x_train, y_train, *, epochs, lr, seed, batch_size, weight_decay,
     return losses
 
 
-def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float = DEFAULT_LR,
+def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float | None = None,
           seed: int = DEFAULT_SEED, batch_size: int = DEFAULT_BATCH_SIZE, *,
           weight_decay: float = 0.0, threads: int = DEFAULT_THREADS,
           verbose: bool = True, activation: str = "relu", grid: int = lerp_np.DEFAULT_GRID,
@@ -305,8 +314,8 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
           region_weight: float = margin_mod.DEFAULT_WEIGHT, region_metric: str = "linf",
           region_fraction: float = margin_mod.DEFAULT_FRACTION,
           region_ramp: float = margin_mod.DEFAULT_RAMP, region_boundary: bool = True,
-          code_bits: int = 8) -> TrainResult:
-    """Train a ReLU or LERP MLP classifier with Adam and cross-entropy.
+          code_bits: int = 8, model: str = "mlp") -> TrainResult:
+    """Train a ReLU or LERP MLP (or a PeLU network) classifier with Adam and cross-entropy.
 
     Parameters
     ----------
@@ -318,8 +327,9 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
     epochs : int, optional
         Defaults to :data:`DEFAULT_EPOCHS` for a built-in data set, else about
         :data:`DEFAULT_STEPS` optimizer steps.
-    lr : float
-        Adam learning rate.
+    lr : float, optional
+        Adam learning rate (default :data:`DEFAULT_LR`; a PeLU model's
+        :data:`pwlnet.pelu.DEFAULT_LR`).
     seed : int
         Seeds weight initialisation and batch order.
     batch_size : int
@@ -358,17 +368,32 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float =
         need not shrink the balls.
     code_bits : int
         Input code width of the model the unit of ``region_margin`` refers to.
+    model : {"mlp", "pelu"}
+        ``"pelu"`` trains a :class:`pwlnet.pelu.PeluNet` with :func:`pwlnet.pelu.train_pelu`
+        (``hidden`` are its inner widths; ``epochs`` and ``lr`` default to that module's;
+        the activation, LERP and region options do not apply and must stay at their
+        defaults).
 
     Returns
     -------
     TrainResult
         Its model takes raw features (standardisation folded in).
     """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
     ds = dataset if isinstance(dataset, data.Dataset) else data.load(dataset)
     dataset = ds.name
     if isinstance(hidden, str):
         hidden = parse_hidden(hidden)
-    lr = _check_positive(lr, "lr", float)
+    if model == "pelu":
+        if activation != "relu" or region_margin is not None:
+            raise ValueError("a PeLU model has no --activation or --region-margin options: its "
+                             "non-linearity is the buckets' ReLU")
+        from . import pelu
+        return pelu.train_pelu(ds, hidden, epochs=epochs, lr=lr, seed=seed,
+                               batch_size=batch_size, weight_decay=weight_decay, threads=threads,
+                               verbose=verbose)
+    lr = _check_positive(DEFAULT_LR if lr is None else lr, "lr", float)
     batch_size = _check_positive(batch_size, "batch_size", int)
     if epochs is None:
         builtin = ds.path is None and dataset in DEFAULT_EPOCHS
@@ -446,6 +471,9 @@ def onnx_metadata(result: TrainResult) -> dict:
     }
     if result.activation == "lerp":
         meta["pwlnet.lerp"] = json.dumps(result.lerp)
+    if result.activation == "pelu":
+        meta["pwlnet.model"] = "pelu"
+        meta["pwlnet.pelu"] = json.dumps({"input_scale": result.model.input_scale})
     if result.region:
         meta["pwlnet.region_margin"] = json.dumps(result.region)
     if result.data_file is not None:
@@ -530,8 +558,11 @@ def cli_train(args) -> int:
         ``dataset`` or ``data`` (an ``.npz`` path), ``hidden`` (str such as ``"64,64"``),
         ``out``, and optionally ``epochs``, ``lr``, ``seed``, ``batch_size``,
         ``activation``, ``grid``, ``lerp_range`` (str such as ``"-4,4"``),
-        ``smoothness``, ``region_margin``, ``region_weight``, ``region_metric``; a
-        missing or ``None`` value takes the default.
+        ``smoothness``, ``region_margin``, ``region_weight``, ``region_metric``,
+        ``model`` (``"mlp"`` or ``"pelu"``); a missing or ``None`` value takes the
+        default.  With ``model="pelu"`` the parser's default ``hidden`` of ``"64,64"`` (or
+        none) means the PeLU default :data:`pwlnet.pelu.DEFAULT_HIDDEN` (iris: 4 -> 3 -> 3);
+        other widths are used as given.
 
     Returns
     -------
@@ -550,7 +581,13 @@ def cli_train(args) -> int:
         raise ValueError(f"unknown data set {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
     else:
         dataset = args.dataset
-    hidden = parse_hidden(args.hidden)
+    model = opt("model", "mlp")
+    hidden_spec = opt("hidden", "64,64")
+    if model == "pelu" and hidden_spec == "64,64":
+        from . import pelu
+        hidden = pelu.DEFAULT_HIDDEN
+    else:
+        hidden = parse_hidden(hidden_spec)
     out = Path(args.out)
     _check_out_dir(out)
     lerp_range = opt("lerp_range", None)
@@ -559,13 +596,13 @@ def cli_train(args) -> int:
     region_margin = opt("region_margin", None)
     if region_margin is None and (opt("region_weight", None) is not None or opt("region_metric", None) is not None):
         raise ValueError("--region-weight and --region-metric need --region-margin GAMMA")
-    result = train(dataset, hidden, epochs=opt("epochs", None), lr=opt("lr", DEFAULT_LR),
+    result = train(dataset, hidden, epochs=opt("epochs", None), lr=opt("lr", None),
                    seed=opt("seed", DEFAULT_SEED), batch_size=opt("batch_size", DEFAULT_BATCH_SIZE),
                    activation=opt("activation", "relu"), grid=opt("grid", lerp_np.DEFAULT_GRID),
                    lerp_range=lerp_range or lerp_np.DEFAULT_RANGE,
                    smoothness=opt("smoothness", DEFAULT_SMOOTHNESS), region_margin=region_margin,
                    region_weight=opt("region_weight", margin_mod.DEFAULT_WEIGHT),
-                   region_metric=opt("region_metric", "linf"))
+                   region_metric=opt("region_metric", "linf"), model=model)
     export_onnx(result, out)
     print(f"wrote {out}")
     return 0
