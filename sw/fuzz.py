@@ -43,6 +43,11 @@ given with ``--corpus``.
 
 Command line: ``python -m pwlnet.fuzz import --cases N --seed S`` prints the outcome counts
 and exits with status 1 if there was any crash, wrong result, hang or leftover.
+
+``python -m pwlnet.fuzz link --frames N --seed S`` fuzzes the host link instead: random,
+truncated, corrupted and oversized frames mixed with valid ones on the simulated board
+under Verilator (:mod:`pwlnet.sim.link_fuzz`); it prints the counts and exits with status
+1 on any hang or any reply that differs from the protocol's reference.
 """
 
 from __future__ import annotations
@@ -911,9 +916,14 @@ def main(argv=None):
     s.add_argument("--timeout", type=float, default=30.0, help="seconds per case before it is a hang (default 30)")
     s.add_argument("--corpus", action="append", default=[], metavar="PATH",
                    help="ONNX file or folder of base models to mutate besides the built-in ones (repeatable)")
-    # The link fuzzer (issue 15: random, truncated and corrupted frames on the simulated
-    # board) joins here as a second target, `python -m pwlnet.fuzz link`.
+    s = sub.add_parser("link", help="fuzz the host link on the simulated board (Verilator)")
+    s.add_argument("--frames", type=int, default=1000, help="number of frames (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
+    s.add_argument("--workdir", default=None, metavar="DIR",
+                   help="keep the benches' input and output files here (default: a temporary folder)")
     args = p.parse_args(argv)
+    if args.target == "link":
+        return _link_main(p, args)
     if args.cases < 1:
         p.error(f"--cases must be at least 1, not {args.cases}")
     if args.case is not None:
@@ -934,6 +944,16 @@ def main(argv=None):
     if len(findings) > 20:
         print(f"\n... and {len(findings) - 20} more findings")
     return 1 if findings else 0
+
+
+def _link_main(parser, args):
+    from .sim import link_fuzz
+
+    if args.frames < 1:
+        parser.error(f"--frames must be at least 1, not {args.frames}")
+    result = link_fuzz.campaign(args.frames, args.seed, workdir=args.workdir)
+    print(link_fuzz.format_result(result, args.frames, args.seed))
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":
