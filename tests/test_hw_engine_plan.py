@@ -111,6 +111,12 @@ def test_plan_checks_like_engine():
 
 _REGRESSION = __import__("pathlib").Path(__file__).parent / "regression"
 
+#: Reference models too small for the target, with their pinned cycles per inference at
+#: P = 8 and 16: the PeLU model's layers read 4, 4 and 3 inputs while a result takes
+#: ``write_delay`` (16) cycles to come back through the lanes, so each layer waits for
+#: the one before and even the pair program (48 cycles for two) stays latency-bound.
+LATENCY_BOUND = {"iris_pelu_h3": 24.0}
+
 
 @pytest.mark.parametrize("lanes", [8, 16])
 def test_regression_models_within_the_cycle_target(lanes):
@@ -123,6 +129,10 @@ def test_regression_models_within_the_cycle_target(lanes):
         model = load(d / "compiled")
         plan = EnginePlan(model, lanes)
         n = len(model.layers)
+        if d.name in LATENCY_BOUND:
+            assert plan.cycles_per_inference == LATENCY_BOUND[d.name], (d.name, plan.cycles_per_inference)
+            assert plan.ideal_cycles < plan.write_delay, d.name
+            continue
         assert plan.cycles_per_inference <= 1.05 * plan.ideal_cycles + 2 * n, (d.name, plan.cycles_per_inference)
         if plan.ideal_cycles >= 400:
             assert plan.pair is None and plan.hold_slots == 1, d.name

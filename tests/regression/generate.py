@@ -41,6 +41,8 @@ REFERENCE_MODELS = {
     "digits_lerp_h32x32": ("digits", (32, 32), None, "multiply", 300, {"activation": "lerp", "grid": 64}),
     # ... and 16-entry tables (4/4 split) with shift-only requantization
     "basicmotions_lerp_h16x16": ("basicmotions", (16, 16), None, "shift", 200, {"activation": "lerp", "grid": 16}),
+    # PeLU (mass-conserving buckets and pipes, pwlnet.pelu): 4 -> 3 -> 3 on raw iris x 10
+    "iris_pelu_h3": ("iris", (3,), None, "multiply", 45, {"model": "pelu"}),
 }
 
 
