@@ -406,7 +406,8 @@ class LinkModel:
         if not self.length_ok(cmd, n):
             return self._error(ErrorCode.BAD_LENGTH, cmd)
         if (cmd == Command.CACHE_WRITE and body[0] >= self.b.cache_info.entries) or \
-                (cmd == Command.CACHE_STATS and n == 1 and body[0] >> 1):
+                (cmd == Command.CACHE_STATS and n == 1 and body[0] >> 1) or \
+                (cmd == Command.LOAD_WEIGHTS and (body[0] | body[1] << 8) + (n - 2) // self.wb > len(self.b.weights)):
             return self._error(ErrorCode.BAD_ARGUMENT, cmd)
         self._idle()
         return self._execute(Command(cmd), body)
@@ -460,12 +461,10 @@ class LinkModel:
             return self._infer(flag, body, batch=True)
         if cmd == Command.LOAD_WEIGHTS:
             addr = body[0] | body[1] << 8
-            aw = max(1, (len(b.weights) - 1).bit_length())
             for i in range(0, len(body) - 2, self.wb):
-                a = (addr + i // self.wb) % (1 << aw)
-                if a < len(b.weights):
-                    word = int.from_bytes(body[2 + i:2 + i + self.wb], "little")
-                    (self.dirty.discard if word == b.weights[a] else self.dirty.add)(a)
+                a = addr + i // self.wb
+                word = int.from_bytes(body[2 + i:2 + i + self.wb], "little")
+                (self.dirty.discard if word == b.weights[a] else self.dirty.add)(a)
             return Expect(flag, b"")
         if cmd == Command.CACHE_WRITE:
             slot, entry = body[0], self.images.get(body[1:])
@@ -647,6 +646,9 @@ def make_steps(board, n, seed):
             words = b"".join(w.to_bytes(board.info.weight_word_bytes, "little") for w in board.weights[a:a + per])
             steps.append(Step("valid", encode_frame(Command.LOAD_WEIGHTS, struct.pack("<H", a) + words),
                               f"LOAD_WEIGHTS of words {a}.. (start-up)"))
+        # one word past the end (before the fix, it wrapped around onto word 0)
+        end = struct.pack("<H", len(board.weights)) + bytes([0x7F]) * board.info.weight_word_bytes
+        steps.append(Step("bad_argument", encode_frame(Command.LOAD_WEIGHTS, end), "LOAD_WEIGHTS one word past the end"))
     if board.cache_info is not None:
         for slot in range(board.cache_info.entries):
             steps.append(Step("valid", encode_frame(Command.CACHE_WRITE, bytes([slot]) + board.entries[slot][2]),
@@ -659,7 +661,7 @@ def make_steps(board, n, seed):
             for v in _length_variants(board, model, rng, cmd, longer):
                 steps.append(Step("long" if longer else "short", *v))
     kinds = np.array(KINDS)
-    p = np.array([36, 6, 6, 8, 8, 8, 4, 5, 4, 4, 4 if board.cache_info is not None else 0, 4, 3], float)
+    p = np.array([36, 6, 6, 8, 8, 8, 4, 5, 4, 4, 3, 4, 3], float)
     info = board.info
     fed = 0
     while len(steps) < n:
@@ -724,6 +726,14 @@ def make_steps(board, n, seed):
             f, note = _valid_frame(board, model, rng)
             at = int(rng.integers(0, len(f)))
             steps.append(Step(kind, f, f"{note}, byte {at} sent with a low stop bit", frozenset([at])))
+        elif kind == "bad_argument" and board.loadable:
+            # words running past the end of the weight memory
+            per = (info.max_payload - 2) // info.weight_word_bytes
+            k = int(rng.integers(1, per + 1))
+            a = int(rng.integers(len(board.weights) - k + 1, 1 << 16))
+            words = rng.integers(0, 256, size=k * info.weight_word_bytes, dtype=np.uint8).tobytes()
+            steps.append(Step(kind, encode_frame(Command.LOAD_WEIGHTS, struct.pack("<H", a) + words),
+                              f"LOAD_WEIGHTS of words {a}..{a + k - 1} of {len(board.weights)}"))
         elif kind == "bad_argument":
             if rng.random() < 0.5:
                 ci = board.cache_info

@@ -77,7 +77,7 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED = 0x05      #: a command this bitstream does not implement (a cache command
                             #: without a cache, or LOAD_WEIGHTS when the weights are built in)
     BAD_ARGUMENT = 0x06     #: a field of the payload is out of range (CACHE_WRITE's slot,
-                            #: CACHE_STATS' flags)
+                            #: CACHE_STATS' flags, LOAD_WEIGHTS' words past the weight memory)
 
 
 #: Most cache slots a link addresses: the slot field of CACHE_WRITE is one byte.

@@ -170,3 +170,25 @@ def test_a_missing_reply_is_a_hang(boards, tmp_path, monkeypatch):
     lf.check_steps(plain, steps, run, result)
     assert result.steps == 2 and len(result.hangs) == 1 and not result.mismatches
     assert "INFO reply" in lf.format_result(result, 3, 0)
+
+
+def test_load_weights_past_the_end_is_refused(boards, tmp_path):
+    # Regression (found by this fuzzer): a LOAD_WEIGHTS whose words ran past the weight
+    # memory wrapped around and overwrote word 0, and later INFERs differed from the golden
+    # model.  Now it is BAD_ARGUMENT and changes nothing.
+    plain = boards["plain"]
+    loads = [s for s in lf.make_steps(plain, 50, seed=0) if s.note.endswith("(start-up)")]
+    x = np.array([10, -20, 30, 40])
+    infer = encode_frame(Command.INFER, x.astype(np.int8).tobytes())
+    n = len(plain.weights)
+    past = [encode_frame(Command.LOAD_WEIGHTS, struct.pack("<H", a) + b"\x7f" * plain.info.weight_word_bytes * k)
+            for a, k in ((n, 1), (n - 1, 2), (0xFFFF, 1))]
+    steps = loads + [lf.Step("bad_argument", f, "past the end") for f in past] + [lf.Step("valid", infer, "INFER")]
+    run = lf.run_steps(plain, steps, tmp_path)
+    bad = bytes([0x5A, ERROR_REPLY, 2, 0, ErrorCode.BAD_ARGUMENT, Command.LOAD_WEIGHTS])
+    assert [r[:6] for r in run.replies[len(loads):-1]] == [bad] * 3
+    out = golden.forward(plain.model, x[None])[0]
+    assert run.replies[-1][4:4 + 3] == lf._codes_bytes(out, 8)
+    result = lf.Result()
+    lf.check_steps(plain, steps, run, result)
+    assert result.ok, result.mismatches

@@ -1,5 +1,7 @@
+# amaranth: UnusedElaboratable=no
 """The link's frame parser alone: frames from pwlnet.protocol in, checked requests out."""
 
+import pytest
 from amaranth.sim import Simulator
 
 from pwlnet.hw.link import FrameParser, ReplyKind
@@ -21,9 +23,10 @@ def cached_parser():
     return plain_parser(cache_entries=ENTRIES, image_bytes=IMAGE)
 
 
-def loading_parser():
+def loading_parser(weight_words=0x1240):
     # Two-byte words, chunks of up to 4 words: max_payload is 2 + 4 * 2 as the link makes it.
-    return FrameParser(input_dim=D, input_bits=8, max_payload=10, timeout=TIMEOUT, word_bytes=2, chunk_words=4)
+    return FrameParser(input_dim=D, input_bits=8, max_payload=10, timeout=TIMEOUT, word_bytes=2, chunk_words=4,
+                       weight_words=weight_words)
 
 
 def run_parser(parser, actions, *, exec_cycles=5, reply_cycles=12, settle=200):
@@ -206,6 +209,30 @@ def test_load_weights():
     assert [e for e in ev if e[0] == "addr"][:2] == [("addr", 0, 0x34), ("addr", 1, 0x12)]
     assert [e[1:] for e in ev if e[0] == "stage"][:len(words)] == list(enumerate(words))
     assert [e for e in ev if e[0] == "exec"] == [("exec", 0, 1, 0, 0, len(words))]
+
+
+def test_load_weights_past_the_end_of_the_memory():
+    # Found by pwlnet.fuzz link: words running past the weight memory wrapped around onto
+    # word 0.  Now BAD_ARGUMENT, after BAD_LENGTH, and nothing reaches the executor.
+    w3 = bytes(6)
+    ev = run_parser(loading_parser(weight_words=20), [
+        encode_frame(Command.LOAD_WEIGHTS, b"\x11\x00" + w3),     # words 17..19: the last three
+        encode_frame(Command.LOAD_WEIGHTS, b"\x12\x00" + w3),     # words 18..20: one past the end
+        encode_frame(Command.LOAD_WEIGHTS, b"\x14\x00" + w3[:2]), # word 20
+        encode_frame(Command.LOAD_WEIGHTS, b"\x00\x01" + w3),     # word 256
+        encode_frame(Command.LOAD_WEIGHTS, b"\xff\xff" + w3[:2]), # word 65535
+        encode_frame(Command.LOAD_WEIGHTS, b"\x13\x00" + w3[:3]), # half a word: BAD_LENGTH first
+        encode_frame(Command.LOAD_WEIGHTS, b"\x13\x00" + w3[:2]), # word 19 alone
+    ])
+    bad = error(ErrorCode.BAD_ARGUMENT, Command.LOAD_WEIGHTS)
+    assert replies(ev) == [(ReplyKind.LOADED, Command.LOAD_WEIGHTS), bad, bad, bad, bad,
+                           error(ErrorCode.BAD_LENGTH, Command.LOAD_WEIGHTS), (ReplyKind.LOADED, Command.LOAD_WEIGHTS)]
+    assert [e for e in ev if e[0] == "exec"] == [("exec", 0, 1, 0, 0, 6), ("exec", 0, 1, 0, 0, 2)]
+
+
+def test_load_weights_needs_the_memory_size():
+    with pytest.raises(ValueError, match="weight_words must be an integer in 1..65536 with LOAD_WEIGHTS, not 0"):
+        FrameParser(input_dim=D, input_bits=8, max_payload=10, timeout=TIMEOUT, word_bytes=2, chunk_words=4)
 
 
 def test_infer_batch_lengths():

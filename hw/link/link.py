@@ -229,7 +229,7 @@ class Link(wiring.Component):
         m.submodules.parser = parser = FrameParser(
             input_dim=model.input_dim, input_bits=model.input_bits, max_payload=self.info.max_payload,
             timeout=self._timeout, word_bytes=self._word_bytes, chunk_words=self._chunk_words,
-            cache_entries=self._cache_entries, image_bytes=self._image_bytes, max_batch=self._batch)
+            weight_words=self._weight_words, cache_entries=self._cache_entries, image_bytes=self._image_bytes, max_batch=self._batch)
         m.submodules.executor = executor = CommandExecutor(
             model, staged_bytes=parser.staged_bytes, stage_depth=parser.stage_depth if (loadable or cached) else 0,
             counter_bits=self._counter_bits, weight_words=self._weight_words, weight_word_bits=self._word_bits,

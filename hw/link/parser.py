@@ -41,6 +41,10 @@ class FrameParser(wiring.Component):
         Bytes of one weight word (0: no LOAD_WEIGHTS, which is then ``UNSUPPORTED``).
     chunk_words : int
         Most weight words one LOAD_WEIGHTS frame carries.
+    weight_words : int
+        Words of the weight memory (required with ``word_bytes``): a LOAD_WEIGHTS frame whose
+        words would run past it is answered ``BAD_ARGUMENT`` (its address would wrap around
+        onto the first words otherwise).
     cache_entries : int
         Slots of the cache (0: the cache commands are ``UNSUPPORTED``).
     image_bytes : int
@@ -68,9 +72,12 @@ class FrameParser(wiring.Component):
     """
 
     def __init__(self, *, input_dim, input_bits, max_payload, timeout, word_bytes=0, chunk_words=0,
-                 cache_entries=0, image_bytes=0, max_batch=0):
+                 weight_words=0, cache_entries=0, image_bytes=0, max_batch=0):
         if max_batch and cache_entries:
             raise ValueError("a cached link answers INFER_BATCH with UNSUPPORTED; max_batch must be 0")
+        if word_bytes and not (isinstance(weight_words, int) and 1 <= weight_words <= 1 << 16):
+            raise ValueError(f"weight_words must be an integer in 1..65536 with LOAD_WEIGHTS, not {weight_words!r}")
+        self._weight_words = weight_words if word_bytes else 0
         self._d = input_dim
         self._max_batch = int(max_batch)
         self._bi = code_bytes(input_bits)
@@ -175,10 +182,16 @@ class FrameParser(wiring.Component):
                      st.stage_ok.eq((st.is_load & (idx >= 2) & (st.staged < self._max_chunk))
                                     | (st.is_cwrite & (idx >= 1) & (st.staged < self._image_bytes)))]
         # The cache commands' one-byte argument: CACHE_WRITE's slot, CACHE_STATS' flags
-        # (0 when the payload is empty), checked while the rest of the frame arrives.
+        # (0 when the payload is empty), and LOAD_WEIGHTS' words against the end of the
+        # weight memory (first address * word bytes + the words' bytes, against the memory's
+        # bytes, so no division), checked while the rest of the frame arrives.
+        arg_bad = C(0)
         if cached:
-            m.d.sync += st.arg_bad.eq(Mux(st.is_cwrite, st.arg0 >= self._entries,
-                                          st.is_cstats & (st.arg0[1:] != 0)))
+            arg_bad = Mux(st.is_cwrite, st.arg0 >= self._entries, st.is_cstats & (st.arg0[1:] != 0))
+        if loadable:
+            m.d.sync += st.load_end.eq(st.waddr * self._wb + length - 2)
+            arg_bad = arg_bad | (st.is_load & (st.load_end > self._weight_words * self._wb))
+        m.d.sync += st.arg_bad.eq(arg_bad)
         m.d.comb += [
             self.exec.infer.eq(st.is_infer), self.exec.load.eq(st.is_load),
             self.exec.cwrite.eq(st.is_cwrite), self.exec.arg0.eq(st.arg0),
@@ -207,10 +220,11 @@ class FrameParser(wiring.Component):
             ]
         else:
             m.d.sync += [
-                st.d_err.eq(~st.crc_ok | st.is_reserved | ~known | ~st.len_ok),
+                st.d_err.eq(~st.crc_ok | st.is_reserved | ~known | ~st.len_ok | st.arg_bad),
                 st.d_code.eq(Mux(~st.crc_ok, ErrorCode.BAD_CRC,
                                  Mux(st.is_reserved, ErrorCode.UNSUPPORTED,
-                                     Mux(~known, ErrorCode.UNKNOWN_COMMAND, ErrorCode.BAD_LENGTH)))),
+                                     Mux(~known, ErrorCode.UNKNOWN_COMMAND,
+                                         Mux(~st.len_ok, ErrorCode.BAD_LENGTH, ErrorCode.BAD_ARGUMENT))))),
                 st.d_kind.eq(Mux(st.is_info, ReplyKind.INFO, Mux(st.is_counters, ReplyKind.COUNTERS,
                                                                  ReplyKind.EMPTY))),
             ]
@@ -354,11 +368,14 @@ class FrameParser(wiring.Component):
                         m.d.comb += [in_wr.addr.eq(idx >> 1), in_wr.data.eq(Cat(st.code_lo, byte)),
                                      in_wr.en.eq(idx[0])]
                 if self._loadable:
-                    # The executor holds the first word's address (it counts it up).
+                    # The executor holds the first word's address (it counts it up); the
+                    # parser keeps a copy for the range check.
                     with m.If(st.is_load & (idx == 0)):
                         m.d.comb += self.exec.addr_we[0].eq(1)
+                        m.d.sync += st.waddr[:8].eq(byte)
                     with m.If(st.is_load & (idx == 1)):
                         m.d.comb += self.exec.addr_we[1].eq(1)
+                        m.d.sync += st.waddr[8:].eq(byte)
                 if cached:
                     with m.If(idx == 0):
                         m.d.sync += st.arg0.eq(byte)
@@ -428,6 +445,10 @@ class _ParserState:
         # INFER_BATCH: position in the input being received, whole inputs received.
         self.in_pos = Signal(range(parser._d * parser._bi), name="in_pos")
         self.n_in = Signal(range(parser._max_payload // (parser._d * parser._bi) + 1), name="n_in")
+        # LOAD_WEIGHTS: the first word's address, and the byte just past its last word
+        # (address * word bytes + payload - 2).
+        self.waddr = Signal(16, name="waddr")
+        self.load_end = Signal(range((1 << 16) * parser._wb + parser._max_payload + 1), name="load_end")
 
     def fold(self, byte):
         """The statements that fold ``byte`` into the CRC (one cycle later)."""
