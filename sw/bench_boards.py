@@ -22,10 +22,14 @@ One command writes ``docs/bench.md`` (Markdown tables) and ``docs/bench_*.png``:
   Icarus and on Verilator (:data:`SIM_RUNS`).
 
 Builds and simulations run as jobs, :data:`JOBS` at a time, each in a fresh process, with
-progress on stderr.  Finished jobs are kept in ``build/bench/results.json`` with the hash
-of every pwlnet source file the job's process loaded, of the compiled model and the
-versions of the tools; a rerun reuses a job whose files and tools are unchanged and
-rebuilds the rest (``--fresh`` rebuilds everything).
+progress on stderr.  Finished jobs are kept in ``build/bench/results.json``.  A build is
+keyed by the design itself: the files Amaranth hands to yosys and nextpnr for the first
+clock the build tries (RTLIL without its source-location attributes, the yosys script, the
+pin constraints), the clocks, the seeds and the tool versions; elaborating a design takes
+seconds where placing and routing it takes minutes, so a rerun elaborates every build and
+places and routes only those whose design changed.  A simulation is keyed by the hash of
+every pwlnet source file its process loaded, of the compiled model and of the tool
+versions.  ``--fresh`` ignores the kept results.
 """
 
 from __future__ import annotations
@@ -165,13 +169,22 @@ def _model_hash(name):
     return h.hexdigest()
 
 
-def run_job(job, out_root):
-    """Run one job in this process; returns its record (a JSON-able dict)."""
+def run_job(job, out_root, previous=None):
+    """Run one job in this process; returns its record (a JSON-able dict).  A build whose
+    design key equals ``previous``'s (the job's last record) is not run again: its record
+    comes back with ``reused`` set."""
     t0, started = time.monotonic(), time.time()
     rec = {"job": dataclasses.asdict(job), "status": "ok", "message": "", "report": None}
     try:
         if job.kind in ("board", "sweep"):
-            rec.update(_run_build(job, out_root))
+            key = _design_key(job, out_root)
+            if key is None:
+                rec.update(_run_build(job, out_root))      # refused before synthesis: cheap
+            elif (previous and previous.get("design_key") == key and previous.get("status") != "failed"
+                  and previous.get("versions") == _versions()):
+                return {**previous, "reused": True}
+            else:
+                rec.update(_run_build(job, out_root), design_key=key)
         else:
             rec.update(_run_sim(job))
     except Exception as e:       # recorded and shown in the table; the run goes on
@@ -183,6 +196,37 @@ def run_job(job, out_root):
     if any((ROOT / p).stat().st_mtime > started for p in rec["sources"]):
         rec["sources"] = {}
     return rec
+
+
+def _design_key(job, out_root):
+    """sha256 of what the build hands the tools at its first clock (see the module's
+    docstring), or None when the build is refused before synthesis."""
+    from . import artifact
+    from pwlnet.boards import build as B
+    from pwlnet.boards.registry import board as board_named
+
+    b = board_named(job.board)
+    model = artifact.load(_model_dir(job.model) / "compiled")
+    try:
+        lanes, why = B.precheck(b, model, job.lanes)
+    except ValueError:
+        return None
+    targets = B._targets(b, None if job.mhz is None else [job.mhz])
+    scratch = Path(out_root) / "design-keys" / job.tag
+    bj = B._Job(model=model, model_name="top", board=b.name, out_dir=scratch, lanes=lanes, baud=None,
+                engine=None, name="top", cache_entries=0, cache_metric="linf", batch=0, lanes_why=why)
+    B._tool_env(b)
+    top, platform, _ = B._board(bj, max(targets))
+    plan = platform.build(top, name="top", build_dir=str(scratch), do_build=False,
+                          **B._flow_options("top", 1, platform))
+    h = hashlib.sha256(json.dumps([job.tag, sorted(targets), _versions()]).encode())
+    for name in sorted(plan.files):
+        data = plan.files[name]
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        # source locations change with every edit of an unrelated line
+        text = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("attribute \\src"))
+        h.update(name.encode() + b"\0" + text.encode())
+    return h.hexdigest()
 
 
 def _run_build(job, out_root):
@@ -266,16 +310,16 @@ def run_jobs(jobs, out_root="build/bench", jobs_at_once=JOBS, fresh=False, log=s
     done, todo = {}, []
     for j in jobs:
         rec = results.get(_key(j))
-        if rec is not None and _still_valid(rec, versions, model_hashes):
+        if j.kind not in ("board", "sweep") and rec is not None and _still_valid(rec, versions, model_hashes):
             done[j] = rec
         else:
             todo.append(j)
-    print(f"bench: {len(jobs)} jobs, {len(done)} unchanged since the last run, {len(todo)} to run, "
-          f"{jobs_at_once} at a time", file=log, flush=True)
+    print(f"bench: {len(jobs)} jobs: {len(done)} simulations unchanged since the last run; {len(todo)} to run "
+          f"(a build whose design is unchanged is reused), {jobs_at_once} at a time", file=log, flush=True)
     t0 = time.monotonic()
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(jobs_at_once, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(run_job, j, str(out_root)): j for j in todo}
+        futures = {pool.submit(run_job, j, str(out_root), results.get(_key(j))): j for j in todo}
         for k, f in enumerate(concurrent.futures.as_completed(futures), 1):
             j = futures[f]
             rec = f.result()
@@ -285,7 +329,8 @@ def run_jobs(jobs, out_root="build/bench", jobs_at_once=JOBS, fresh=False, log=s
             results[_key(j)] = rec
             _save_results(store, results)
             note = f" ({rec['message']})" if rec["message"] else ""
-            print(f"bench: [{k}/{len(todo)}] {j.tag}: {rec['status']}{note}, {_fmt_s(rec['seconds'])} "
+            what = "reused, design unchanged" if rec.get("reused") else _fmt_s(rec["seconds"])
+            print(f"bench: [{k}/{len(todo)}] {j.tag}: {rec['status']}{note}, {what} "
                   f"(elapsed {_fmt_s(time.monotonic() - t0)})", file=log, flush=True)
     return done
 
@@ -551,14 +596,15 @@ def bench_boards(out="docs", build_root="build/bench", models=MODELS, boards=Non
     out.mkdir(parents=True, exist_ok=True)
     pngs = _plots(rows, sweep_r, cpu, out)
     total = time.monotonic() - t0
-    built = sum(rec["seconds"] for rec in done.values())
+    reused = sum(1 for rec in done.values() if rec.get("reused"))
+    built = sum(rec["seconds"] for rec in done.values() if not rec.get("reused"))
     text = [
         "# Benchmark: boards, lanes, CPU, simulators",
         "",
         f"Written by `make bench` (`python -m pwlnet.bench boards --out {out}`) on "
         f"{time.strftime('%Y-%m-%d')}: {len(plan)} jobs, {JOBS if jobs is None else jobs} at a time, "
-        f"{_fmt_s(total)} wall ({_fmt_s(built)} of job time; jobs unchanged since the previous run are "
-        f"reused, see `pwlnet.bench_boards`). Machine: {os.cpu_count()} cores.",
+        f"{_fmt_s(total)} wall ({_fmt_s(built)} of job time; {reused} builds whose design had not changed "
+        f"were taken from the previous run, see `pwlnet.bench_boards`). Machine: {os.cpu_count()} cores.",
         "",
         "## Boards",
         "",

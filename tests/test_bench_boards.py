@@ -109,3 +109,25 @@ def test_board_rows_arithmetic():
     text = "\n".join(bb._boards_table([row]))
     assert "| iris_h10 | icebreaker | 16 | 48 (50.00) |" in text
     json.dumps(row)
+
+
+def test_build_is_keyed_by_its_design(tmp_path):
+    """The key is the same in another process for the same design, differs for another
+    lane count, and a job whose key matches its last record is not built again."""
+    import subprocess
+    import sys
+
+    job = bb.Job("board", "iris_h10", "icebreaker")
+    key = bb._design_key(job, tmp_path)
+    other = subprocess.run([sys.executable, "-c", "import sys; from pwlnet import bench_boards as bb; "
+                            "print(bb._design_key(bb.Job('board', 'iris_h10', 'icebreaker'), sys.argv[1]))",
+                            str(tmp_path / "b")], capture_output=True, text=True, check=True).stdout.strip()
+    assert key == other
+    assert bb._design_key(bb.Job("sweep", "iris_h10", "icebreaker", 8, 48.0), tmp_path) != key
+    # the iCEstick refuses before synthesis: no design, no key
+    assert bb._design_key(bb.Job("board", "iris_h10", "icestick"), tmp_path) is None
+    previous = {"job": dataclasses.asdict(job), "status": "ok", "message": "", "report": {"x": 1},
+                "design_key": key, "versions": bb._versions(), "seconds": 100.0}
+    rec = bb.run_job(job, tmp_path, previous)
+    assert rec["reused"] and rec["report"] == {"x": 1}
+    assert not (tmp_path / "icebreaker").exists()      # nothing was built
