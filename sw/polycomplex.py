@@ -203,23 +203,25 @@ def _box_cell(lo, hi, n_hidden):
 
 
 def _progress(total, desc, enabled):
-    """tqdm on stderr when asked for (tqdm is a dependency of pwlnet)."""
+    """A tqdm bar on stderr when asked for, shown only for runs longer than half a second."""
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="neuron", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=desc, unit="cell", file=sys.stderr, leave=False, delay=0.5)
 
 
 def _refine_layer(cells, w, b, label_base, d, bar=None):
     """Cut every cell by the neurons ``w, b`` of one layer; new cells with their side signs."""
     out = []
-    for cell in cells:
+    for i, cell in enumerate(cells):
         A = w @ cell.G
         c = w @ cell.a + b
         for X, L, side in _cut(cell.X, cell.L, A, c, range(label_base, label_base + len(b)), d):
             out.append((cell, X, L, side, A, c))
+        if bar is not None and i % 64 == 63:
+            bar.update(64)
     if bar is not None:
-        bar.update(len(b))
+        bar.close()
     return out
 
 
@@ -367,7 +369,7 @@ def poly_complex(net, box=None, *, progress=False, where=None) -> PolyComplex:
     box : array_like, shape (2, d) or (2,), optional
         Lower and upper corner (a pair applies to every axis); default :func:`default_box`.
     progress : bool
-        A tqdm bar on stderr, one step per neuron.
+        A tqdm bar on stderr per hidden layer, counting the cells cut (shown after 0.5 s).
     where : str, optional
         How errors name the network (default its ``source``).
 
@@ -387,18 +389,16 @@ def poly_complex(net, box=None, *, progress=False, where=None) -> PolyComplex:
     sizes = tuple(len(b) for _, b in hidden)
     n_hidden = sum(sizes)
     t0 = time.perf_counter()
-    bar = _progress(n_hidden, "regions", progress)
     cells = [_box_cell(box[0], box[1], n_hidden)]
     base = 0
-    for w, b in hidden:
+    for k, (w, b) in enumerate(hidden):
+        bar = _progress(len(cells), f"layer {k + 1}/{len(hidden)}: cells cut", progress)
         new = []
         for parent, X, L, side, A, c in _refine_layer(cells, w, b, base, d, bar):
             on = side > 0
             new.append(_Cell(X, L, parent.bits + [on], A * on[:, None], np.where(on, c, 0.0)))
         cells = new
         base += len(b)
-    if bar is not None:
-        bar.close()
     return _assemble(blocks, cells, box, sizes, time.perf_counter() - t0)
 
 
@@ -618,25 +618,39 @@ def random_network(widths, seed=0):
     return blocks
 
 
-def bench(widths=range(6, 25, 2), *, seeds=3, box=(-1.0, 1.0), out=sys.stdout):
-    """Time :func:`poly_complex` on random 2-n-n-1 networks; print a Markdown table.
+def bench(widths=range(6, 25, 2), *, seeds=5, box=(-1e4, 1e4), out=sys.stdout):
+    """Time :func:`poly_complex` on random 2-n-n-1 networks (and 2-10-5-1); print a Markdown table.
 
-    Returns the rows ``{"n", "seconds" (median), "vertices", "edges", "regions"}``.
+    The networks are :func:`random_network` with seeds ``0 .. seeds - 1``; the box
+    ``[-1000, 1000]^2`` holds every vertex of networks at this scale, so the counts are
+    those of the whole plane's complex (its unbounded cells cut off by the box).  The times
+    are medians over the seeds, of the complex alone and of the complex plus the
+    decision boundary's Betti numbers; the counts are medians too.
+
+    Returns the rows as dicts.
     """
     rows = []
-    print("| network | vertices | edges | regions | seconds (median of %d) |" % seeds, file=out)
-    print("|---|---:|---:|---:|---:|", file=out)
-    for n in widths:
-        times, cnt = [], None
+    print(f"| network | vertices | edges | regions | complex, s | with Betti numbers, s |", file=out)
+    print("|---|---:|---:|---:|---:|---:|", file=out)
+    archs = [(2, 10, 5, 1)] + [(2, n, n, 1) for n in widths]
+    for arch in archs:
+        t_pc, t_all, cnt = [], [], []
         for s in range(seeds):
-            pc = poly_complex(random_network((2, n, n, 1), seed=s), box=box)
-            times.append(pc.seconds)
-            if s == 0:
-                cnt = pc.counts()
-        row = {"n": n, "seconds": float(np.median(times)), **cnt}
+            net = random_network(arch, seed=s)
+            t0 = time.perf_counter()
+            pc = poly_complex(net, box=box)
+            t1 = time.perf_counter()
+            decision_boundary(pc)
+            t2 = time.perf_counter()
+            t_pc.append(t1 - t0)
+            t_all.append(t2 - t0)
+            cnt.append([len(pc.vertices), len(pc.edges), len(pc.region_patterns)])
+        med = np.median(np.array(cnt), axis=0)
+        row = {"network": "-".join(map(str, arch)), "vertices": float(med[0]), "edges": float(med[1]),
+               "regions": float(med[2]), "seconds": float(np.median(t_pc)), "seconds_betti": float(np.median(t_all))}
         rows.append(row)
-        print(f"| 2-{n}-{n}-1 | {cnt['vertices']} | {cnt['edges']} | {cnt['regions']} | {row['seconds']:.3f} |",
-              file=out, flush=True)
+        print(f"| {row['network']} | {med[0]:.0f} | {med[1]:.0f} | {med[2]:.0f} | {row['seconds']:.3f} | "
+              f"{row['seconds_betti']:.3f} |", file=out, flush=True)
     return rows
 
 
@@ -727,7 +741,7 @@ def main(argv=None):
                                 description="time the polyhedral complex on random 2-n-n-1 networks")
     p.add_argument("--bench", action="store_true", help="the timing table (n = 6..24)")
     p.add_argument("--widths", default="6,8,10,12,14,16,18,20,22,24")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=5)
     args = p.parse_args(argv)
     if not args.bench:
         p.print_help()
