@@ -260,7 +260,7 @@ def test_cli_refuses_and_writes_nothing(tmp_path, capsys, d, act, message):
     path = tmp_path / "m.onnx"
     onnx.save(_gemm_model(d, act), path)
     out = tmp_path / "r.npz"
-    assert cli.main(["regions", str(path), "--out", str(out)]) == 1
+    assert cli.main(["regions", str(path), "--out", str(out)]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err and message in err
     assert not out.exists()
@@ -274,3 +274,18 @@ def test_cli_statistics_in_any_dimension(tmp_path, capsys):
     assert cli.main(["regions", str(path), "--inputs", str(tmp_path / "x.npy")]) == 0
     text = capsys.readouterr().out
     assert "40 inputs" in text and "safe radius L2" in text and "L-inf" in text
+
+
+def test_default_box_is_the_calibration_range(tmp_path):
+    from pwlnet import ir
+    from pwlnet.quantize import quantize
+    blocks = random_blocks(3, 2, [5], 2)
+    x = np.random.default_rng(0).uniform([-1, 2], [3, 5], size=(64, 2))
+    y = np.arange(64) % 2
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:8], y_test=y[:8])
+    layers = [ir.Dense(*blocks[0][:2]), ir.Activation("relu"), ir.Dense(*blocks[1][:2])]
+    net = ir.Network(layers, (2,), metadata={"pwlnet.data_file": str(tmp_path / "d.npz")})
+    box, why = pcm.default_box(net)
+    assert np.allclose(box, [x.min(axis=0), x.max(axis=0)]) and "d.npz" in why
+    cbox, why = pcm.default_box(net, quantize(net, x))
+    assert np.all(cbox[0] <= x.min(axis=0) + 0.05) and np.all(cbox[1] >= x.max(axis=0) - 0.05) and "code range" in why
