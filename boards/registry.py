@@ -34,8 +34,9 @@ FAMILIES = {
 
 #: How a board's fabric clock is made: ``"ice40-pad"`` (``SB_PLL40_PAD`` on a PLL-capable
 #: clock pad), ``"ice40-core"`` (``SB_PLL40_CORE`` fed from any clock input), ``"ecp5"``
-#: (an ``EHXPLLL``), ``"none"`` (the oscillator drives the fabric directly).
-PLL_KINDS = ("ice40-pad", "ice40-core", "ecp5", "none")
+#: (an ``EHXPLLL``), ``"gowin"`` (a Gowin ``rPLL``), ``"none"`` (the oscillator drives the
+#: fabric directly).
+PLL_KINDS = ("ice40-pad", "ice40-core", "ecp5", "gowin", "none")
 
 #: How ``--lanes auto`` picks the lane count (:func:`pwlnet.boards.lanes.auto_lanes`):
 #: ``"up5k"`` (SB_MAC16 lanes, two 8x8 lanes per DSP where they fit), ``"dsp"`` (one
@@ -97,7 +98,7 @@ class ClockSource:
     def describe(self):
         """One line for ``pwlnet boards``."""
         how = {"ice40-pad": "iCE40 PLL (SB_PLL40_PAD)", "ice40-core": "iCE40 PLL (SB_PLL40_CORE)",
-               "ecp5": "ECP5 PLL (EHXPLLL)", "none": "used directly, no PLL"}[self.pll]
+               "ecp5": "ECP5 PLL (EHXPLLL)", "gowin": "Gowin PLL (rPLL)", "none": "used directly, no PLL"}[self.pll]
         return f"{self.freq / 1e6:g} MHz {self.resource}, {how}" + (f"; {self.note}" if self.note else "")
 
 

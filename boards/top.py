@@ -24,7 +24,7 @@ from ..protocol import check_cache_entries
 from ..hw.pll import PLLConfig
 from ..hw.uart import UARTRx, UARTTx, baud_divisor
 from ..hw.engine import MLPEngine
-from .clocks import ECP5PLLConfig, Oscillator, add_sync_domain, clock_setting
+from .clocks import ECP5PLLConfig, GowinPLLConfig, Oscillator, add_sync_domain, clock_setting
 from .registry import board as board_named
 
 __all__ = ["BoardTop", "LED_NAMES", "link_baud"]
@@ -81,7 +81,7 @@ class BoardTop(wiring.Component):
         :class:`~pwlnet.hw.engine.MLPEngine`.  With a cache it is called as
         ``engine(model, lanes, cache_entries, cache_metric, target=..., preload=...)``;
         default :class:`~pwlnet.hw.cached_engine.CachedEngine`.
-    pll : PLLConfig, ECP5PLLConfig, Oscillator or None
+    pll : PLLConfig, ECP5PLLConfig, GowinPLLConfig, Oscillator or None
         Clock setting for board builds (:func:`pwlnet.boards.clocks.clock_setting`).
     board : str or Board
         The board (:mod:`pwlnet.boards.registry`): its clock source, UART pins, link rates,
@@ -116,8 +116,8 @@ class BoardTop(wiring.Component):
         if target is None:
             target = board.target
         if pll is not None:
-            if not isinstance(pll, (PLLConfig, ECP5PLLConfig, Oscillator)):
-                raise TypeError(f"pll must be a PLLConfig, ECP5PLLConfig or Oscillator, not {pll!r}")
+            if not isinstance(pll, (PLLConfig, ECP5PLLConfig, GowinPLLConfig, Oscillator)):
+                raise TypeError(f"pll must be a PLLConfig, ECP5PLLConfig, GowinPLLConfig or Oscillator, not {pll!r}")
             clk_freq = pll.f_out
         check_cache_entries(cache_entries)
         if not cache_entries and len(cache_preload):

@@ -16,7 +16,8 @@ import pytest
 
 from pwlnet import artifact
 from pwlnet.boards import build
-from pwlnet.boards.clocks import ECP5PLLConfig, Oscillator, clock_setting, ecp5_pll_config
+from pwlnet.boards.clocks import (GOWIN_F_VCO, ECP5PLLConfig, GowinPLL, GowinPLLConfig, Oscillator, clock_setting,
+                                  ecp5_pll_config, gowin_pll_config)
 from pwlnet.boards.fit import DoesNotFit, check_fit
 from pwlnet.boards.lanes import auto_lanes, check_lanes
 from pwlnet.boards.registry import Board, ClockSource, HostLink, board, boards
@@ -153,6 +154,37 @@ def test_clock_settings():
     with pytest.raises(ValueError, match=r"^no ECP5 PLL setting makes 50 MHz from 48 MHz within 1.0% "
                                          r"\(nearest: 51.2000 MHz\)$"):
         clock_setting(board("orangecrab").clock, 50)
+
+
+def test_gowin_pll_settings():
+    """f_out = f_in * FBDIV / IDIV exactly, the VCO (f_out * ODIV) in the GW1NR-9C's range,
+    and a frequency it cannot make is refused with the nearest one."""
+    for mhz in (27, 40.5, 54, 60.75, 67.5, 81):
+        pll = clock_setting(ClockSource("clk27", 27e6, "gowin"), mhz)
+        assert isinstance(pll, GowinPLLConfig) and pll.f_out == pytest.approx(mhz * 1e6, rel=1e-12)
+        assert pll.f_out == 27e6 * pll.fbdiv / pll.idiv and GOWIN_F_VCO[0] <= pll.f_vco <= GOWIN_F_VCO[1]
+        assert pll.odiv in (2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128)
+    assert str(gowin_pll_config(54e6, 27e6, "GW1NR-9C")) == \
+        "27 MHz -> 54.0000 MHz (rPLL IDIV_SEL=0 FBDIV_SEL=1 ODIV_SEL=16, VCO 864.0 MHz)"
+    with pytest.raises(ValueError, match=r"^Gowin PLL output 700 MHz is outside 3.125..600 MHz$"):
+        gowin_pll_config(700e6, 27e6, "GW1NR-9C")
+
+
+def test_gowin_pll_instance():
+    """The rPLL as nextpnr-himbaechel's Gowin flow takes it: internal feedback, the dividers'
+    *_SEL parameters, the lock output holding the domain in reset."""
+    from amaranth.back import rtlil
+    from amaranth.hdl import ClockDomain, IOPort, Module
+    from amaranth.lib import io
+
+    m = Module()
+    m.domains.sync = ClockDomain("sync")
+    pin = io.SingleEndedPort(IOPort(1, name="clk27_pin"), direction="i")
+    m.submodules.pll = GowinPLL(gowin_pll_config(54e6, 27e6, "GW1NR-9C"), pin)
+    text = rtlil.convert(m, ports=[pin.io])
+    assert "cell \\rPLL" in text
+    for p in ('FCLKIN "27"', 'DEVICE "GW1NR-9C"', "IDIV_SEL 0", "FBDIV_SEL 1", "ODIV_SEL 16", 'CLKFB_SEL "internal"'):
+        assert f"parameter \\{p}" in text, p
 
 
 def test_default_model_is_refused_on_the_icestick(tmp_path, capsys):
