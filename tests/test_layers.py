@@ -32,7 +32,7 @@ LAYERS = {
     # 3 -- the application: command line, host driver, training, benchmarks
     "pwlnet.cli": 3, "pwlnet.cli_args": 3, "pwlnet.host": 3, "pwlnet.cache_run": 3,
     "pwlnet.predict": 3, "pwlnet.models": 3, "pwlnet.train": 3, "pwlnet.margin": 3,
-    "pwlnet.bench": 3, "pwlnet.bench_cache": 3, "pwlnet.fuzz": 3, "pwlnet.pictures": 3,
+    "pwlnet.bench": 3, "pwlnet.bench_cache": 3, "pwlnet.bench_boards": 3, "pwlnet.fuzz": 3, "pwlnet.pictures": 3,
 }
 LAYER_NAMES = ("rules and compiled model", "hardware", "simulation and boards", "application")
 
