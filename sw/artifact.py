@@ -104,6 +104,9 @@ class CompiledModel:
     source: dict = dataclasses.field(default_factory=dict)
     summary: dict = dataclasses.field(default_factory=dict)
 
+    #: What the model is; a binarized network is a :class:`pwlnet.binary.BinaryModel` (``"binary"``).
+    kind = "mlp"
+
     @property
     def input_dim(self) -> int:
         return int(self.input_scale.shape[0])
@@ -193,7 +196,13 @@ _INT_ARRAYS = ("weight", "bias", "multiplier", "shift")
 
 
 def save(model: CompiledModel, out_dir) -> Path:
-    """Write ``model`` to ``out_dir`` (created or replaced as a whole; never half-written)."""
+    """Write ``model`` to ``out_dir`` (created or replaced as a whole; never half-written).
+
+    A binarized model (:class:`pwlnet.binary.BinaryModel`) is written in its own format
+    by :func:`pwlnet.binary.save`."""
+    if getattr(model, "kind", "mlp") == "binary":
+        from . import binary
+        return binary.save(model, out_dir)
     model.validate()
     out_dir = Path(out_dir)
     desc = {
@@ -240,7 +249,10 @@ def save(model: CompiledModel, out_dir) -> Path:
 
 
 def load(path) -> CompiledModel:
-    """Read and validate a compiled-model directory (or its ``model.json``)."""
+    """Read and validate a compiled-model directory (or its ``model.json``).
+
+    A binarized model's directory (format ``pwlnet-binary-model``) gives a
+    :class:`pwlnet.binary.BinaryModel`; readers that predate it refuse it by its format name."""
     path = Path(path)
     if path.is_file() and path.name == "model.json":
         path = path.parent
@@ -252,6 +264,9 @@ def load(path) -> CompiledModel:
         desc = json.loads(jpath.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{jpath}: unreadable: {e}") from None
+    from . import binary
+    if isinstance(desc, dict) and desc.get("format") == binary.FORMAT:
+        return binary.load_dir(path, desc)
     if desc.get("format") != FORMAT:
         raise ArtifactError(f"{jpath}: format is {desc.get('format')!r}, expected {FORMAT!r}")
     if desc.get("version") != VERSION:

@@ -107,10 +107,17 @@ def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, r
     GELU, ...) become LERP tables (see :func:`pwlnet.onnx_import.import_model`); by
     default 64 segments on the calibrated pre-activation range of each channel.
     ``output`` names the graph output to import when the graph has several.
+
+    A binarized MLP (a graph with the ``Greater``/``Where`` step) goes to
+    :func:`pwlnet.binary_onnx.compile_binary` instead; ``act_bits`` is then the width of
+    its input codes and the other quantizer settings do not apply.
     """
     from . import lerp
+    from .binary_onnx import compile_binary, is_binarized
     from .onnx_import import load_onnx
     onnx_path = Path(onnx_path)
+    if onnx_path.is_file() and is_binarized(onnx_path):
+        return compile_binary(onnx_path, out_dir, calib=calib, input_bits=act_bits, log=log)
     net = load_onnx(onnx_path, lerp_grid=lerp.DEFAULT_GRID if lerp_grid is None else lerp_grid,
                     lerp_range=lerp_range, output=output)
     for n in net.notices:
@@ -150,6 +157,17 @@ def cli_compile(args):
                          output=getattr(args, "output", None))
     s = model.summary
     dims = [model.input_dim] + [l.n_out for l in model.layers]
+    if getattr(model, "kind", "mlp") == "binary":
+        print(f"compiled {args.model} -> {args.out}: binarized {'-'.join(map(str, dims))}, "
+              f"{model.input_bits}-bit input codes, first-layer sums {model.layers[0].acc_bits} bits, "
+              f"scores {model.layers[-1].out_bits} bits")
+        if "float_accuracy" in s:
+            print(f"accuracy on {s['evaluated_on']} ({s['samples']} samples): float {_pct(s['float_accuracy'])}, "
+                  f"golden {_pct(s['quantized_accuracy'])}")
+        if "argmax_agreement" in s:
+            print(f"argmax agreement with onnxruntime: {_pct(s['argmax_agreement'])} ({s['flips']} flips from "
+                  f"the input quantization); on the inputs the codes stand for: {_pct(s['codes_agreement'])}")
+        return 0
     print(f"compiled {args.model} -> {args.out}: layers {'-'.join(map(str, dims))}, "
           f"{model.weight_bits}-bit weights, {model.act_bits}-bit activations, "
           f"accumulators {', '.join(str(l.acc_bits) for l in model.layers)} bits")
