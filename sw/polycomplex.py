@@ -101,6 +101,11 @@ class RegionsError(ValueError):
 
 def _blocks(net, where="network"):
     """float64 blocks of a ReLU MLP; RegionsError naming ``where`` otherwise."""
+    if isinstance(net, ir.Network):
+        for _, act in net.blocks():
+            if act is not None and act.kind != "relu":
+                raise RegionsError(f"{where}: activation {act.name!r} is a {act.kind.upper()} table, not a ReLU; "
+                                   f"linear regions are computed for ReLU networks only")
     try:
         return regions.as_blocks(net)
     except (TypeError, ValueError) as e:
@@ -562,6 +567,20 @@ def decision_boundary(pc: PolyComplex) -> DecisionBoundary:
 
 # --------------------------------------------------------------------------- any dimension
 
+def _stat_inputs(x, d, where="inputs"):
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1 and d == 1:
+        x = x[:, None]
+    x = x.reshape(len(x), -1) if x.ndim > 2 else x
+    if x.ndim != 2 or x.shape[1] != d:
+        raise RegionsError(f"{where} have shape {np.shape(x)}; the network takes {d} inputs per row")
+    if len(x) == 0:
+        raise RegionsError(f"{where} hold no row")
+    if not np.all(np.isfinite(x)):
+        raise RegionsError(f"{where} must be finite")
+    return x
+
+
 def pattern_statistics(net, x, *, chunk=512) -> dict:
     """Activation patterns and the cache's safe radii over the rows of ``x`` (any dimension).
 
@@ -581,15 +600,7 @@ def pattern_statistics(net, x, *, chunk=512) -> dict:
         ``radius_stats[metric]`` = ``{min, p10, median, mean, p90, max}``.
     """
     blocks = _blocks(net)
-    x = np.asarray(x, dtype=np.float64)
-    d = blocks[0][0].shape[1]
-    if x.ndim == 1 and d == 1:
-        x = x[:, None]
-    x = x.reshape(len(x), -1) if x.ndim > 2 else x
-    if x.ndim != 2 or x.shape[1] != d:
-        raise RegionsError(f"inputs have shape {np.shape(x)}; the network takes {d} inputs")
-    if len(x) == 0:
-        raise RegionsError("inputs hold no row")
+    x = _stat_inputs(x, blocks[0][0].shape[1])
     rb = regions.linearize_batch(blocks, x, chunk=chunk)
     pat = np.concatenate(rb.patterns, axis=1) if rb.patterns else np.zeros((len(x), 0), bool)
     packed = np.packbits(pat, axis=1)
@@ -694,6 +705,7 @@ def cli_regions(args) -> int:
             raise RegionsError(f"{args.inputs}: cannot read inputs: {e}") from None
         if not np.issubdtype(x.dtype, np.number):
             raise RegionsError(f"{args.inputs}: inputs must be numbers, not {x.dtype}")
+        x = _stat_inputs(x, d, f"{args.inputs}: inputs")     # before anything is written
     if args.out is not None:
         if d not in (2, 3):
             raise RegionsError(f"{src}: has {d} inputs; the polyhedral complex (--out) is built for 2 or 3 "

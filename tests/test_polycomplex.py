@@ -254,7 +254,7 @@ def test_cli_writes_the_complex(tmp_path, capsys):
     assert len(pc.region_patterns) == len(r["region_patterns"])
 
 
-@pytest.mark.parametrize("d, act, message", [(5, "Relu", "has 5 inputs"), (2, "Tanh", "lerp")])
+@pytest.mark.parametrize("d, act, message", [(5, "Relu", "has 5 inputs"), (2, "Tanh", "LERP table, not a ReLU")])
 def test_cli_refuses_and_writes_nothing(tmp_path, capsys, d, act, message):
     import onnx
     path = tmp_path / "m.onnx"
@@ -289,3 +289,14 @@ def test_default_box_is_the_calibration_range(tmp_path):
     assert np.allclose(box, [x.min(axis=0), x.max(axis=0)]) and "d.npz" in why
     cbox, why = pcm.default_box(net, quantize(net, x))
     assert np.all(cbox[0] <= x.min(axis=0) + 0.05) and np.all(cbox[1] >= x.max(axis=0) - 0.05) and "code range" in why
+
+
+def test_cli_checks_the_inputs_before_writing(tmp_path, capsys):
+    import onnx
+    path = tmp_path / "m.onnx"
+    onnx.save(_gemm_model(2), path)
+    np.save(tmp_path / "x.npy", np.zeros((4, 3)))
+    out = tmp_path / "r.npz"
+    assert cli.main(["regions", str(path), "--out", str(out), "--inputs", str(tmp_path / "x.npy")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "x.npy" in err and "takes 2 inputs" in err and not out.exists()
