@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import sys
 import time
 
@@ -364,15 +365,17 @@ def _split_blocks(blocks):
     return hidden, blocks[-1][:2]
 
 
-def poly_complex(net, box=None, *, progress=False, where=None) -> PolyComplex:
+def poly_complex(net, box=None, *, compiled=None, progress=False, where=None) -> PolyComplex:
     """Build the polyhedral complex of a ReLU MLP with 2- or 3-D input within ``box``.
 
     Parameters
     ----------
-    net : pwlnet.ir.Network or sequence of (W, b, activation)
+    net : pwlnet.ir.Network, sequence of (W, b, activation), or path of an ONNX file
         Dense layers with ReLU, then a dense output layer (:func:`pwlnet.regions.as_blocks`).
     box : array_like, shape (2, d) or (2,), optional
         Lower and upper corner (a pair applies to every axis); default :func:`default_box`.
+    compiled : pwlnet.artifact.CompiledModel, optional
+        The network's compiled model: without ``box``, its input code range is the box.
     progress : bool
         A tqdm bar on stderr per hidden layer, counting the cells cut (shown after 0.5 s).
     where : str, optional
@@ -383,6 +386,9 @@ def poly_complex(net, box=None, *, progress=False, where=None) -> PolyComplex:
     RegionsError
         For another input dimension, a non-ReLU network or a bad box.
     """
+    if isinstance(net, (str, os.PathLike)):
+        from .onnx_import import load_onnx
+        net = load_onnx(net)
     where = where or getattr(net, "source", "") or "network"
     blocks = _blocks(net, where)
     d = blocks[0][0].shape[1]
@@ -390,7 +396,7 @@ def poly_complex(net, box=None, *, progress=False, where=None) -> PolyComplex:
         raise RegionsError(f"{where}: has {d} inputs; the polyhedral complex is built for 2 or 3 inputs "
                            f"(pattern_statistics / --inputs work in any dimension)")
     hidden, _ = _split_blocks(blocks)
-    box = default_box(net)[0] if box is None else _check_box(box, d)
+    box = default_box(net, compiled)[0] if box is None else _check_box(box, d)
     sizes = tuple(len(b) for _, b in hidden)
     n_hidden = sum(sizes)
     t0 = time.perf_counter()

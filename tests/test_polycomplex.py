@@ -25,7 +25,6 @@ from scipy.spatial import ConvexHull
 
 from helpers import graph_model, random_blocks
 from pwlnet import cli, polycomplex as pcm, regions
-from pwlnet.onnx_import import load_onnx
 
 
 def inradius(points):
@@ -250,7 +249,7 @@ def test_cli_writes_the_complex(tmp_path, capsys):
     assert r["vertices"].shape[1] == 2 and r["vertex_signs"].shape == (len(r["vertices"]), 6)
     assert r["edges"].shape[1] == 2 and r["region_patterns"].shape == (len(r["region_points"]), 6)
     assert r["betti"].shape == (2,)
-    pc = pcm.poly_complex(load_onnx(path), (-2, 2))
+    pc = pcm.poly_complex(str(path), (-2, 2))      # an ONNX path is loaded
     assert len(pc.region_patterns) == len(r["region_patterns"])
 
 
@@ -287,8 +286,10 @@ def test_default_box_is_the_calibration_range(tmp_path):
     net = ir.Network(layers, (2,), metadata={"pwlnet.data_file": str(tmp_path / "d.npz")})
     box, why = pcm.default_box(net)
     assert np.allclose(box, [x.min(axis=0), x.max(axis=0)]) and "d.npz" in why
-    cbox, why = pcm.default_box(net, quantize(net, x))
+    model = quantize(net, x)
+    cbox, why = pcm.default_box(net, model)
     assert np.all(cbox[0] <= x.min(axis=0) + 0.05) and np.all(cbox[1] >= x.max(axis=0) - 0.05) and "code range" in why
+    assert np.array_equal(pcm.poly_complex(net, compiled=model).box, cbox)
 
 
 def test_cli_checks_the_inputs_before_writing(tmp_path, capsys):
