@@ -56,8 +56,9 @@ Decision boundary and its Betti numbers (2-D)
 ---------------------------------------------
 For one output ``f`` the decision boundary is its zero set ``{x in box : f(x) = 0}``;
 for several outputs it is the set of points where the largest output is reached by at
-least two outputs (where the arg-max changes; ties on a whole region are not met by
-trained networks and are not handled).  Within each region the outputs are affine, so
+least two outputs (where the arg-max changes).  An output that is zero, or a tie that
+holds, on a whole region is not met by trained networks and is not handled (the
+region's outline would be counted as boundary).  Within each region the outputs are affine, so
 the boundary is a union of segments: the regions are cut once more by ``f`` (or by
 every ``f_i - f_j``), and an edge of that refinement lying on such a line belongs to
 the boundary when its midpoint ties the largest output.  The boundary is then a graph
@@ -84,7 +85,7 @@ import numpy as np
 
 from . import ir, regions
 
-__all__ = ["REL_TOL", "MAX_DIM", "PolyComplex", "RegionsError", "default_box", "parse_box", "poly_complex",
+__all__ = ["REL_TOL", "MAX_DIM", "PolyComplex", "DecisionBoundary", "RegionsError", "default_box", "parse_box", "poly_complex",
            "decision_boundary", "betti_numbers", "pattern_statistics", "random_network", "bench",
            "add_regions_arguments", "cli_regions", "main"]
 
@@ -105,7 +106,8 @@ def _blocks(net, where="network"):
     if isinstance(net, ir.Network):
         for _, act in net.blocks():
             if act is not None and act.kind != "relu":
-                raise RegionsError(f"{where}: activation {act.name!r} is a {act.kind.upper()} table, not a ReLU; "
+                what = "a LERP table" if act.kind == "lerp" else repr(act.kind)
+                raise RegionsError(f"{where}: activation {act.name!r} is {what}, not a ReLU; "
                                    f"linear regions are computed for ReLU networks only")
     try:
         return regions.as_blocks(net)
@@ -392,7 +394,7 @@ def poly_complex(net, box=None, *, compiled=None, progress=False, where=None) ->
     where = where or getattr(net, "source", "") or "network"
     blocks = _blocks(net, where)
     d = blocks[0][0].shape[1]
-    if d not in (2, 3):
+    if not 2 <= d <= MAX_DIM:
         raise RegionsError(f"{where}: has {d} inputs; the polyhedral complex is built for 2 or 3 inputs "
                            f"(pattern_statistics / --inputs work in any dimension)")
     hidden, _ = _split_blocks(blocks)
