@@ -763,14 +763,28 @@ def add_build_arguments(parser):
 
 
 def cli_build(args):
-    """``pwlnet bitstream`` and ``python -m pwlnet.boards.build``: returns the exit status."""
+    """``pwlnet bitstream`` and ``python -m pwlnet.boards.build``: returns the exit status.
+
+    2 when an argument is refused (before anything is written), 1 when the toolchain or
+    the programmer fails, 0 otherwise.
+    """
     from .. import artifact
+    from ..cli_args import check_output_dir
 
     compiled = None
     try:
         b = board_named(args.board)
         cache_entries = getattr(args, "cache_entries", 0) or 0
         cache_metric = getattr(args, "cache_metric", "linf") or "linf"
+        # The arguments the build itself would refuse only after synthesis, refused now.
+        batch, seeds = getattr(args, "batch", 0) or 0, getattr(args, "seeds", 1)
+        if isinstance(batch, bool) or not 0 <= batch <= 255:
+            raise ValueError(f"--batch must be 0 (no INFER_BATCH) or up to 255 inputs, not {batch}")
+        if isinstance(seeds, bool) or seeds < 1:
+            raise ValueError(f"--seeds must be a positive integer, not {seeds}")
+        if getattr(args, "verify_netlist", 0) < 0:
+            raise ValueError(f"--verify-netlist must be 0 or a number of frames, not {args.verify_netlist}")
+        check_output_dir(args.out, "--out")
         stem_dir, stem, compiled = _model_dir(args.model, args.board, args.out, getattr(args, "calib", None))
         model_name = stem + cache_suffix(cache_entries, cache_metric)
         out_dir = Path(args.out) / args.board / model_name
@@ -791,7 +805,10 @@ def cli_build(args):
         print((out_dir / "report.txt").read_text(), end="")
         if args.program:
             program(args.board, bitstream, pypi=True)
-    except (BuildError, ProgramError, ValueError) as e:
+    except ValueError as e:
+        print(f"pwlnet bitstream: error: {e}", file=sys.stderr)
+        return 2
+    except (BuildError, ProgramError) as e:
         print(f"pwlnet bitstream: error: {e}", file=sys.stderr)
         return 1
     finally:

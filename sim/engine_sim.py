@@ -119,13 +119,19 @@ def simulate(model_dir_or_model, codes, simulator="verilator", lanes=8, target="
     SimResult
     """
     model = model_dir_or_model
-    if not isinstance(model, artifact.CompiledModel):
+    if not hasattr(model, "layers"):       # a CompiledModel or a pwlnet.binary.BinaryModel
         model = artifact.load(model)
     codes = np.asarray(codes)
     if codes.ndim == 1:
         codes = codes.reshape(1, -1)
+    # a binarized model has its own golden model (pwlnet.binary)
+    if getattr(model, "kind", "mlp") == "binary":
+        from pwlnet import binary
+        reference = binary.forward
+    else:
+        reference = golden.forward
     # validates shape and range, and names the bad value, before any build starts
-    golden.forward(model, codes)
+    reference(model, codes)
     if len(codes) == 0:
         raise golden.InputError("no input vectors to simulate")
     b = runner.build(model, lanes=lanes, target=target, simulator=simulator, waves=waves, dut=dut,
@@ -136,7 +142,7 @@ def simulate(model_dir_or_model, codes, simulator="verilator", lanes=8, target="
         from pwlnet.sim.toy import toy_forward
         expected = toy_forward(model, codes)
     else:
-        expected = golden.forward(model, codes)
+        expected = reference(model, codes)
     return SimResult(outputs=r["outputs"], argmax=r["argmax"], expected=expected,
                      mismatches=int(r["mismatches"]), cycles_per_inference=r["cycles_per_inference"],
                      latency_cycles=r["latency_cycles"], ideal_cycles=b.info.get("ideal_cycles"),
@@ -173,24 +179,31 @@ def cli_simulate(args) -> int:
     args : argparse.Namespace
         As parsed by a parser set up with :func:`add_arguments`.
     """
+    from pwlnet.cli_args import check_output_file
+    from pwlnet.predict import load_input_codes, save_npy
     try:
+        # Everything that can be refused is refused before the (slow) build and run.
+        if args.lanes < 1:
+            raise ValueError(f"--lanes must be a positive integer, not {args.lanes}")
+        for option, path in (("--outputs", args.outputs), ("--codes", args.codes)):
+            if path:
+                check_output_file(path, option)
         model = artifact.load(args.model_dir)
-        x = np.load(args.inputs)
-        codes = golden.quantize_inputs(model, x)
+        _x, codes = load_input_codes(model, args.inputs)
     except (artifact.ArtifactError, golden.InputError, OSError, ValueError) as e:
-        print(f"pwlnet simulate: {e}", file=sys.stderr)
+        print(f"pwlnet simulate: error: {e}", file=sys.stderr)
         return 2
     try:
         res = simulate(model, codes, simulator=args.simulator, lanes=args.lanes, target=args.target,
                        waves=args.waves, weight_memory=args.weight_memory, seed=args.seed,
                        verbose=args.verbose)
     except (runner.SimError, ValueError) as e:
-        print(f"pwlnet simulate: {e}", file=sys.stderr)
+        print(f"pwlnet simulate: error: {e}", file=sys.stderr)
         return 2
     if args.outputs:
-        np.save(args.outputs, golden.dequantize_outputs(model, res.outputs))
+        save_npy(args.outputs, golden.dequantize_outputs(model, res.outputs))
     if args.codes:
-        np.save(args.codes, res.outputs)
+        save_npy(args.codes, res.outputs)
     n = len(codes)
     print(f"{args.simulator}, P={args.lanes}, {args.target}: {n} inferences, "
           f"{res.mismatches} mismatches")

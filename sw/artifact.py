@@ -31,6 +31,8 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -264,19 +266,33 @@ def load(path) -> CompiledModel:
         desc = json.loads(jpath.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{jpath}: unreadable: {e}") from None
+    if not isinstance(desc, dict):
+        raise ArtifactError(f"{jpath}: not a compiled-model description (a JSON object), but a "
+                            f"{type(desc).__name__}")
     from . import binary
     if isinstance(desc, dict) and desc.get("format") == binary.FORMAT:
         return binary.load_dir(path, desc)
     if desc.get("format") != FORMAT:
         raise ArtifactError(f"{jpath}: format is {desc.get('format')!r}, expected {FORMAT!r}")
-    if desc.get("version") != VERSION:
+    version = desc.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        raise ArtifactError(f"{jpath}: version {version} was written by a newer pwlnet (this pwlnet reads "
+                            f"version {VERSION}); update pwlnet, or compile the model again with this one")
+    if version != VERSION:
         raise ArtifactError(f"{jpath}: version {desc.get('version')!r} is not supported "
                             f"(this pwlnet reads version {VERSION}); recompile the model")
+    arrays = None
     try:
-        with np.load(npath) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+        with open(npath, "rb") as f:    # closed here even when the archive is refused
+            z = np.load(f, allow_pickle=False)
+            if isinstance(z, np.lib.npyio.NpzFile):
+                with z:
+                    arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # a damaged archive: truncated, not a zip, or a member whose CRC does not match
         raise ArtifactError(f"{npath}: unreadable: {e}") from None
+    if arrays is None:
+        raise ArtifactError(f"{npath}: not an .npz archive of arrays but a single array")
 
     def arr(name, where):
         if name not in arrays:
@@ -307,6 +323,8 @@ def load(path) -> CompiledModel:
             input_zero_point=arr(inp["zero_point"], "input.zero_point").astype(np.int64),
             layers=layers, class_names=desc["output"].get("class_names"),
             source=desc.get("source", {}), summary=desc.get("summary", {}))
-    except (KeyError, TypeError) as e:
-        raise ArtifactError(f"{jpath}: missing or malformed field {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, ArtifactError):
+            raise
+        raise ArtifactError(f"{jpath}: missing or malformed field: {e}") from None
     return model.validate(where=str(path))

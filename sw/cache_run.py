@@ -345,12 +345,14 @@ def run_cache(model_dir_or_model, x_float, entries, metric, *, policy="lru", net
 
 
 def check_result_path(path) -> Path:
-    """``path`` as a :class:`~pathlib.Path` if :func:`save_result` can write there (its
-    directory exists); called before a long run, so that it does not end in this error."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise CacheRunError(f"{path}: directory {path.parent} does not exist")
-    return path
+    """``path`` as a :class:`~pathlib.Path` if :func:`save_result` can write there (not a
+    directory, in a directory that exists and takes a new file); called before a long run,
+    so that it does not end in this error."""
+    from .cli_args import OutputPathError, check_output_file
+    try:
+        return check_output_file(path)
+    except OutputPathError as e:
+        raise CacheRunError(str(e)) from None
 
 
 def save_result(path, run: CacheRun) -> Path:
@@ -402,10 +404,10 @@ def cli_cache(args) -> int:
     anywhere (the result file then holds the RTL's answers) and 2 when the simulation
     could not be built or run.
     """
-    from .predict import load_inputs
+    from .predict import load_input_codes
     model = artifact.load(args.model_dir)
     net = load_float_network(model, args.onnx)
-    x = load_inputs(args.inputs)
+    x, _codes = load_input_codes(model, args.inputs)     # refused here, naming the file
     simulator = getattr(args, "simulator", None)
     check_result_path(args.out)     # before a simulation, not after it
     from pwlnet.sim.runner import SimError

@@ -12,7 +12,7 @@ import sys
 
 from .cli_args import positive_int
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "one_line"]
 
 
 def build_parser():
@@ -117,6 +117,14 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the command line; returns the exit status.
+
+    0: done.  1: the command ran and a check it makes failed (the RTL or the board
+    disagreed with the golden model, the toolchain could not build the bitstream).
+    2: refused: a bad argument or input file, an output that cannot be written (argparse
+    exits with 2 too); the message is one line, and nothing has been written.
+    130: interrupted (Ctrl-C); no output is left half-written.
+    """
     args = build_parser().parse_args(argv)
     mod, func = args.handler.split(":")
     try:
@@ -126,9 +134,18 @@ def main(argv=None):
         return 2
     try:
         return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        print(f"pwlnet {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as e:   # every user-facing error of pwlnet is a ValueError subclass
-        print(f"pwlnet {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        print(f"pwlnet {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def one_line(error):
+    """An exception's message on one line (a message that spans lines is joined with "; ")."""
+    text = str(error) or type(error).__name__
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 if __name__ == "__main__":

@@ -47,6 +47,11 @@ def load_calibration(spec, metadata):
             raise CalibrationError(f"{path}: cannot read calibration inputs: {e}") from None
         if not np.issubdtype(x.dtype, np.number):
             raise CalibrationError(f"{path}: calibration inputs must be numbers, not {x.dtype}")
+        finite = np.isfinite(x)
+        if not finite.all():
+            bad = np.argwhere(~finite)[0].tolist()
+            raise CalibrationError(f"{path}: calibration inputs hold a non-finite value {x[tuple(bad)]} at "
+                                   f"index {bad}; they must be finite")
         return x, x, None, None, {"npy": str(path)}
     if spec not in datasets.DATASETS:
         raise CalibrationError(f"--calib {spec!r} is neither a .npy file nor a data set "
@@ -113,9 +118,13 @@ def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, r
     its input codes and the other quantizer settings do not apply.
     """
     from . import lerp
+    from .cli_args import check_output_dir
     from .binary_onnx import compile_binary, is_binarized
     from .onnx_import import load_onnx
     onnx_path = Path(onnx_path)
+    # The output replaces a compiled-model directory as a whole: refuse anything else (a
+    # file, a folder of the user's) and an unwritable place before the work.
+    check_output_dir(out_dir, marker="model.json", what="compiled-model directory", replaced=True)
     if onnx_path.is_file() and is_binarized(onnx_path):
         return compile_binary(onnx_path, out_dir, calib=calib, input_bits=act_bits, log=log)
     net = load_onnx(onnx_path, lerp_grid=lerp.DEFAULT_GRID if lerp_grid is None else lerp_grid,
@@ -125,6 +134,7 @@ def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, r
     cx, ex, ey, names, what = load_calibration(calib, net.metadata)
     model = quantize(net, cx, weight_bits=weight_bits, act_bits=act_bits, requant=requant,
                      multiplier_bits=multiplier_bits, class_names=names,
+                     calib_name=what.get("npy") or what.get("data_file") or what.get("dataset"),
                      source={"onnx": onnx_path.name,
                              "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
                              "metadata": net.metadata, "calibration": what})

@@ -374,6 +374,8 @@ def load_file(path) -> Dataset:
     """
     from pathlib import Path
     path = Path(path)
+    if path.is_dir():
+        raise DataFileError(f"{path}: is a directory, not a data file")
     if not path.is_file():
         raise DataFileError(f"{path}: no such data file")
     try:

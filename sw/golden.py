@@ -39,8 +39,10 @@ def _as_batch(model: CompiledModel, x, what="inputs"):
         return x
     if x.ndim == 1 and x.shape[0] == d:
         return x.reshape(1, d)
-    raise InputError(f"{what} have shape {x.shape}; expected (N, {d}) or (N, "
-                     f"{', '.join(map(str, model.input_shape))})")
+    shapes = [f"(N, {d})"]
+    if tuple(model.input_shape) != (d,):
+        shapes.append(f"(N, {', '.join(map(str, model.input_shape))})")
+    raise InputError(f"{what} have shape {x.shape}; expected {' or '.join(shapes)}")
 
 
 def quantize_inputs(model: CompiledModel, x) -> np.ndarray:

@@ -885,7 +885,8 @@ def cli_run(args):
     # Options the `pwlnet run` parser of sw/cli.py may not define take their defaults.
     as_codes = getattr(args, "codes", False)
     limit = getattr(args, "limit", None)
-    lanes = getattr(args, "lanes", None) or 8
+    lanes = getattr(args, "lanes", None)
+    lanes = 8 if lanes is None else lanes
     baud = getattr(args, "baud", None) or link_baud_of(args.model_dir)
     cached = getattr(args, "cache", False)
     problem = _usage_error(args)
@@ -894,15 +895,26 @@ def cli_run(args):
         return 2
     net = None
     try:
+        from .cli_args import check_output_file
+        from .predict import load_input_codes, load_inputs
+        if lanes < 1:
+            raise ValueError(f"--lanes must be a positive integer, not {lanes}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"--limit must be a number of inputs, 0 or more, not {limit}")
+        if getattr(args, "outputs", None):
+            check_output_file(args.outputs, "--outputs")
         model = artifact.load(args.model_dir)
-        x = np.load(args.inputs)
         if as_codes:
+            x = load_inputs(args.inputs)
             if not np.issubdtype(x.dtype, np.integer):
                 raise golden.InputError(f"{args.inputs}: --codes needs integers, not {x.dtype}")
-            codes = golden._check_codes(golden._as_batch(model, x, "input codes"), model.input_bits,
-                                        f"{args.inputs}")
+            try:
+                codes = golden._check_codes(golden._as_batch(model, x, "input codes"), model.input_bits,
+                                            "input codes")
+            except golden.InputError as e:
+                raise golden.InputError(f"{args.inputs}: {e}") from None
         else:
-            codes = golden.quantize_inputs(model, x)
+            x, codes = load_input_codes(model, args.inputs)
         if limit is not None:
             x, codes = x[:limit], codes[:limit]
         if cached:
@@ -913,7 +925,7 @@ def cli_run(args):
             if len(codes) == 0:
                 raise cache_run.CacheRunError(f"{args.inputs}: the input stream holds no rows")
     except (artifact.ArtifactError, golden.InputError, OSError, ValueError) as e:
-        print(f"pwlnet run: {e}", file=sys.stderr)
+        print(f"pwlnet run: error: {e}", file=sys.stderr)
         return 2
     expect = golden.forward(model, codes)
 
@@ -960,7 +972,8 @@ def cli_run(args):
               f"engine {cycles.mean():.0f} cycles each "
               f"({cycles.mean() / info.clk_hz * 1e6:.2f} us); link {n / elapsed:.1f} inferences/s ({how})")
     if args.outputs:
-        np.save(args.outputs, golden.dequantize_outputs(model, outs))
+        from .predict import save_npy
+        save_npy(args.outputs, golden.dequantize_outputs(model, outs))
     return 1 if len(bad) else 0
 
 

@@ -229,9 +229,10 @@ def keep_mass(layer: Layer, w, s_x, zero=None):
 
 
 def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="multiply", multiplier_bits=8,
-             class_names=None, source=None) -> CompiledModel:
+             class_names=None, source=None, calib_name=None) -> CompiledModel:
     """Quantize ``net`` with calibration inputs ``calib`` (float, ``(N, *input_shape)`` or ``(N, d)``).
 
+    ``calib_name`` (a file or data set name) starts the messages that refuse ``calib``.
     Raises :class:`QuantizeError` naming the layer, channel and value when a number does
     not fit, and ``ValueError`` for out-of-range widths.
     """
@@ -242,15 +243,17 @@ def quantize(net: Network, calib, *, weight_bits=8, act_bits=8, requant="multipl
     if requant == "multiply" and not (2 <= multiplier_bits <= 24):
         raise ValueError(f"multiplier bits must be between 2 and 24, not {multiplier_bits}")
     where = net.source or "network"
+    # the calibration data's own name (a file, a data set) starts the messages about it
+    named = f"{calib_name}: " if calib_name else ""
     calib = np.asarray(calib, dtype=np.float64)
     if calib.ndim < 2 or math.prod(calib.shape[1:]) != net.input_dim:
-        raise QuantizeError(f"calibration inputs have shape {calib.shape}; the model {where} takes "
+        raise QuantizeError(f"{named}calibration inputs have shape {calib.shape}; the model {where} takes "
                             f"(N, {', '.join(map(str, net.input_shape))})")
     calib = calib.reshape(len(calib), net.input_dim)
     if len(calib) == 0:
-        raise QuantizeError("the calibration set is empty")
+        raise QuantizeError(f"{named}the calibration set is empty")
     if not np.all(np.isfinite(calib)):
-        raise QuantizeError("the calibration inputs hold NaN or Inf values")
+        raise QuantizeError(f"{named}the calibration inputs hold NaN or Inf values")
 
     in_scale, in_zero = input_quantizer(calib, act_bits)
     blocks = _code_space(net, in_scale, in_zero)

@@ -26,7 +26,30 @@ def test_missing_directory(tmp_path):
 
 def test_wrong_version(saved):
     _edit_json(saved, lambda d: d.update(version=99))
-    with pytest.raises(artifact.ArtifactError, match="version 99 is not supported"):
+    with pytest.raises(artifact.ArtifactError, match=r"version 99 was written by a newer pwlnet \(this pwlnet reads "
+                                                     r"version 1\); update pwlnet"):
+        artifact.load(saved)
+    _edit_json(saved, lambda d: d.update(version=0))
+    with pytest.raises(artifact.ArtifactError, match="version 0 is not supported"):
+        artifact.load(saved)
+
+
+def test_damaged_files(saved):
+    # Found by tests/test_cli_errors.py: these raised zipfile's, numpy's or Python's own errors.
+    (saved / "model.json").write_text("[1, 2]")
+    with pytest.raises(artifact.ArtifactError, match="not a compiled-model description"):
+        artifact.load(saved)
+
+
+def test_damaged_arrays(saved):
+    npz = saved / "arrays.npz"
+    good = npz.read_bytes()
+    npz.write_bytes(good[:len(good) // 2])                 # truncated: zipfile.BadZipFile
+    with pytest.raises(artifact.ArtifactError, match="arrays.npz: unreadable: File is not a zip file"):
+        artifact.load(saved)
+    np.save(saved / "one.npy", np.zeros(3))                # a single array, not an archive
+    (saved / "one.npy").replace(npz)
+    with pytest.raises(artifact.ArtifactError, match="not an .npz archive"):
         artifact.load(saved)
 
 

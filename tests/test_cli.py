@@ -64,7 +64,7 @@ def test_compile_refuses_conv_and_writes_nothing(tmp_path, capsys):
     torch.onnx.export(net.eval(), (torch.zeros(1, 2, 8),), str(tmp_path / "conv.onnx"), dynamo=False,
                       input_names=["input"], dynamic_axes={"input": {0: "n"}})
     out = tmp_path / "out"
-    assert main(["compile", str(tmp_path / "conv.onnx"), "--out", str(out), "--calib", "iris"]) == 1
+    assert main(["compile", str(tmp_path / "conv.onnx"), "--out", str(out), "--calib", "iris"]) == 2
     err = capsys.readouterr().err
     assert "Conv" in err and "not supported" in err and "conv.onnx" in err
     assert not out.exists()
@@ -84,7 +84,7 @@ def test_errors_are_named_and_leave_nothing(trained, args, message, tmp_path, ca
     np.save("bad.npy", np.array([[1.0, np.nan, 0.0, 0.0]]))
     np.save("wide.npy", np.zeros((2, 5)))
     fill = {"onnx": str(trained["iris"][0]), "dir": str(trained["iris"][1]), "bad": "bad.npy", "wide": "wide.npy"}
-    assert main([a.format(**fill) for a in args]) == 1
+    assert main([a.format(**fill) for a in args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 

@@ -99,6 +99,6 @@ def test_cli_train_compile_predict_lerp(tmp_path, capsys):
 
 def test_cli_rejects_a_grid_that_is_not_a_power_of_two(tmp_path, capsys):
     assert main(["train", "--dataset", "iris", "--activation", "lerp", "--grid", "48",
-                 "--out", str(tmp_path / "m.onnx")]) == 1
+                 "--out", str(tmp_path / "m.onnx")]) == 2
     assert "grid must be a power of two of at least 2, not 48" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()

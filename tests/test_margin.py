@@ -211,7 +211,7 @@ def test_cli_errors_write_nothing(tmp_path, capsys, argv, msg):
     np.savez(bad, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test)
     out = tmp_path / "m.onnx"
     argv = [a.format(bad=bad) for a in argv]
-    assert main(["train", *argv, "--hidden", "4", "--epochs", "1", "--out", str(out)]) == 1
+    assert main(["train", *argv, "--hidden", "4", "--epochs", "1", "--out", str(out)]) == 2
     assert msg in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [bad]
 

@@ -165,6 +165,6 @@ def test_compile_with_an_unknown_output_writes_nothing(tmp_path, capsys):
     np.save(tmp_path / "calib.npy", X)
     out = tmp_path / "compiled"
     assert main(["compile", str(path), "--out", str(out), "--calib", str(tmp_path / "calib.npy"),
-                 "--output", "nope"]) == 1
+                 "--output", "nope"]) == 2
     assert "the graph has no output 'nope'" in capsys.readouterr().err
     assert not out.exists()
