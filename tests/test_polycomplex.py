@@ -301,3 +301,32 @@ def test_cli_checks_the_inputs_before_writing(tmp_path, capsys):
     assert cli.main(["regions", str(path), "--out", str(out), "--inputs", str(tmp_path / "x.npy")]) != 0
     err = capsys.readouterr().err.strip()
     assert "x.npy" in err and "takes 2 inputs" in err and not out.exists()
+
+
+@pytest.mark.parametrize("seed", [46, 50])
+def test_betti_numbers_agree_with_the_grid_for_one_output(seed):
+    """For one output the zero set is generically a 1-manifold: arcs from box face to box
+    face and closed loops.  Each arc or loop adds one component to the box minus the
+    boundary, and a component not touching the box's border lies inside a loop.  So on a
+    fine grid the sign components of f number 1 + b0, and those off the border b1.
+    (Seed 50 has a loop.)"""
+    from scipy import ndimage
+    rng = np.random.default_rng(seed)
+    hidden = [int(rng.integers(4, 14)) for _ in range(int(rng.integers(1, 4)))]
+    net = random_blocks(seed, 2, hidden, 1)
+    db = pcm.decision_boundary(pcm.poly_complex(net, (-2.0, 2.0)))
+    g = np.linspace(-2.0, 2.0, 1201)
+    gx, gy = np.meshgrid(g, g)
+    h = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    for w, b, act in net:
+        h = h @ w.T + b
+        if act == "relu":
+            np.maximum(h, 0.0, out=h)
+    f = h[:, 0].reshape(gx.shape)
+    total = inner = 0
+    for mask in (f > 0, f < 0):
+        lab, k = ndimage.label(mask)
+        border = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))) - {0}
+        total += k
+        inner += k - len(border)
+    assert (total, inner) == (1 + db.betti[0], db.betti[1])
