@@ -769,7 +769,7 @@ def cli_build(args):
     the programmer fails, 0 otherwise.
     """
     from .. import artifact
-    from ..cli_args import check_output_dir
+    from ..files import check_output_dir
 
     compiled = None
     try:

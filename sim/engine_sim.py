@@ -179,8 +179,7 @@ def cli_simulate(args) -> int:
     args : argparse.Namespace
         As parsed by a parser set up with :func:`add_arguments`.
     """
-    from pwlnet.cli_args import check_output_file
-    from pwlnet.predict import load_input_codes, save_npy
+    from pwlnet.files import check_output_file, load_input_codes, save_npy
     try:
         # Everything that can be refused is refused before the (slow) build and run.
         if args.lanes < 1:

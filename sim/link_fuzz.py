@@ -221,13 +221,13 @@ def make_board(name, lanes=4):
 
     timeout = TIMEOUT_BYTES * 10 * DIVISOR
     if name == "plain":
-        from ..host import weight_image
         from ..synth import random_model
         model = random_model(11, [4, 8, 3])
         ram = lambda m, p, target: MLPEngine(m, p, target=target, weight_memory="ram")  # noqa: E731
         top = BoardTop(model, lanes=lanes, clk_freq=1e6, divisor=DIVISOR, target="generic", timeout=timeout,
                        engine=ram)
-        return Board(name, model, top, top.link.info, None, list(weight_image(model, lanes)), [])
+        # the image the host loads (pwlnet.host.weight_image computes the same from the plan)
+        return Board(name, model, top, top.link.info, None, [int(w) for w in top.engine.weight_words], [])
     if name == "cached":
         from ..code_cache import make_entry
         from ..hw.slot_format import SlotFormat

@@ -348,7 +348,7 @@ def check_result_path(path) -> Path:
     """``path`` as a :class:`~pathlib.Path` if :func:`save_result` can write there (not a
     directory, in a directory that exists and takes a new file); called before a long run,
     so that it does not end in this error."""
-    from .cli_args import OutputPathError, check_output_file
+    from .files import OutputPathError, check_output_file
     try:
         return check_output_file(path)
     except OutputPathError as e:
@@ -404,7 +404,7 @@ def cli_cache(args) -> int:
     anywhere (the result file then holds the RTL's answers) and 2 when the simulation
     could not be built or run.
     """
-    from .predict import load_input_codes
+    from .files import load_input_codes
     model = artifact.load(args.model_dir)
     net = load_float_network(model, args.onnx)
     x, _codes = load_input_codes(model, args.inputs)     # refused here, naming the file

@@ -118,7 +118,7 @@ def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, r
     its input codes and the other quantizer settings do not apply.
     """
     from . import lerp
-    from .cli_args import check_output_dir
+    from .files import check_output_dir
     from .binary_onnx import compile_binary, is_binarized
     from .onnx_import import load_onnx
     onnx_path = Path(onnx_path)

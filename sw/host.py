@@ -895,8 +895,7 @@ def cli_run(args):
         return 2
     net = None
     try:
-        from .cli_args import check_output_file
-        from .predict import load_input_codes, load_inputs
+        from .files import check_output_file, load_input_codes, load_inputs
         if lanes < 1:
             raise ValueError(f"--lanes must be a positive integer, not {lanes}")
         if limit is not None and limit < 0:
@@ -972,7 +971,7 @@ def cli_run(args):
               f"engine {cycles.mean():.0f} cycles each "
               f"({cycles.mean() / info.clk_hz * 1e6:.2f} us); link {n / elapsed:.1f} inferences/s ({how})")
     if args.outputs:
-        from .predict import save_npy
+        from .files import save_npy
         save_npy(args.outputs, golden.dequantize_outputs(model, outs))
     return 1 if len(bad) else 0
 
