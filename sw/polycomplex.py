@@ -698,6 +698,8 @@ def cli_regions(args) -> int:
     src = args.model
     if args.out is None and args.inputs is None:
         raise RegionsError(f"{src}: nothing to do: give --out R.npz (2-D/3-D complex) and/or --inputs X.npy")
+    if args.out is not None and not Path(args.out).resolve().parent.is_dir():
+        raise RegionsError(f"{args.out}: cannot be written: no directory {str(Path(args.out).parent)!r}")
     net = load_onnx(src)
     blocks = _blocks(net, src)
     d = blocks[0][0].shape[1]
@@ -736,8 +738,13 @@ def cli_regions(args) -> int:
             arrays["boundary_points"] = db.points
             arrays["boundary_segments"] = db.segments
         out = Path(args.out)
-        with open(out, "wb") as f:
-            np.savez(f, **arrays)
+        tmp = out.with_name(out.name + ".part")     # never leave half a file under the name asked for
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
         c = pc.counts()
         print(f"{c['vertices']} vertices, {c['edges']} edges, {c['regions']} regions"
               + (f"; decision boundary b0 = {arrays['betti'][0]}, b1 = {arrays['betti'][1]}" if d == 2 else "")
