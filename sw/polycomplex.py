@@ -33,9 +33,9 @@ the output's hyperplanes).  Cutting a cell with the new neuron's affine function
   non-negative and the non-positive vertices plus the new ones.
 
 Two vertices of a convex cell are joined by an edge iff the labels they share define a
-face holding just the two of them (at least ``d - 1`` shared labels): a purely
-combinatorial test that is exact in degenerate positions too (several hyperplanes
-through one point, duplicate neurons, a neuron touching a cell along an edge).
+face holding just the two of them (at least ``d - 1`` shared labels): a combinatorial
+test that needs no special case for degenerate positions (several hyperplanes through
+one point, duplicate neurons, a neuron touching a cell along an edge).
 
 After the last hidden layer the copies of each vertex in the cells that share it are
 merged by their *sign sequence* -- per hidden neuron ``-1``, ``0`` (on its bent
