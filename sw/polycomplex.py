@@ -693,13 +693,15 @@ def add_regions_arguments(parser):
 
 def cli_regions(args) -> int:
     """``pwlnet regions``: the complex to ``--out`` and/or statistics over ``--inputs``."""
+    import tempfile
     from pathlib import Path
     from .onnx_import import load_onnx
     src = args.model
     if args.out is None and args.inputs is None:
         raise RegionsError(f"{src}: nothing to do: give --out R.npz (2-D/3-D complex) and/or --inputs X.npy")
-    if args.out is not None and not Path(args.out).resolve().parent.is_dir():
-        raise RegionsError(f"{args.out}: cannot be written: no directory {str(Path(args.out).parent)!r}")
+    from .files import check_output_file, load_inputs
+    if args.out is not None:
+        check_output_file(args.out, "--out")     # before any work
     net = load_onnx(src)
     blocks = _blocks(net, src)
     d = blocks[0][0].shape[1]
@@ -709,12 +711,7 @@ def cli_regions(args) -> int:
         raise RegionsError(f"{src}: {e}") from None
     x = None
     if args.inputs is not None:
-        try:
-            x = np.load(args.inputs, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise RegionsError(f"{args.inputs}: cannot read inputs: {e}") from None
-        if not np.issubdtype(x.dtype, np.number):
-            raise RegionsError(f"{args.inputs}: inputs must be numbers, not {x.dtype}")
+        x = load_inputs(args.inputs)
         x = _stat_inputs(x, d, f"{args.inputs}: inputs")     # before anything is written
     if args.out is not None:
         if d not in (2, 3):
@@ -738,13 +735,15 @@ def cli_regions(args) -> int:
             arrays["boundary_points"] = db.points
             arrays["boundary_segments"] = db.segments
         out = Path(args.out)
-        tmp = out.with_name(out.name + ".part")     # never leave half a file under the name asked for
+        # Through a temporary file beside it, as pwlnet.files.save_npy: never half a file.
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
             os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         c = pc.counts()
         print(f"{c['vertices']} vertices, {c['edges']} edges, {c['regions']} regions"
               + (f"; decision boundary b0 = {arrays['betti'][0]}, b1 = {arrays['betti'][1]}" if d == 2 else "")
