@@ -179,6 +179,13 @@ def model_key(model) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([model.input_bits, model.input_dim]).encode())
     h.update(np.asarray(model.input_zero_point, dtype=np.int64).tobytes())
+    if getattr(model, "kind", "mlp") == "binary":
+        h.update(b"binary")
+        for l in model.layers:
+            for a in (l.weight, l.bias, l.multiplier, l.shift):      # weights, thresholds, directions, table
+                h.update(json.dumps(list(np.shape(a))).encode())
+                h.update(np.asarray(a, dtype=np.int64).tobytes())
+        return h.hexdigest()
     for l in model.layers:
         h.update(json.dumps([l.weight_bits, l.in_bits, l.out_bits, l.acc_bits, l.activation,
                              l.requant, list(l.weight.shape)]).encode())
@@ -220,6 +227,9 @@ def make_component(dut, model, lanes, target, weight_memory="auto", cache: Cache
         from pwlnet.hw.cached_engine import CachedEngine
         return CachedEngine(model, lanes, cache.entries, cache.metric, target=target,
                             weight_memory=weight_memory, preload=tuple(cache.preload), squarer=cache.squarer)
+    if dut == "engine" and getattr(model, "kind", "mlp") == "binary":
+        from pwlnet.hw.binary import BinaryEngine
+        return BinaryEngine(model, lanes, target=target, weight_memory=weight_memory)
     if dut == "engine":
         from pwlnet.hw.engine import MLPEngine
         return MLPEngine(model, lanes, target=target, weight_memory=weight_memory)
@@ -494,8 +504,10 @@ def run(b: Build, codes, *, seed=0, clean=16, gap_prob=0.2, stall_prob=0.2, max_
            "cycles_hint": b.info.get("cycles_per_inference") or b.info.get("ideal_cycles")}
     # cocotb's runner checks results and calls sys.exit itself when it sees pytest;
     # both that and a simulator crash surface as SystemExit, which must not end pytest.
-    failure, run_s, log = run_bench(b, "pwlnet.sim.engine_tb", job, run_dir, seed=seed, waves=waves,
-                                    verbose=verbose)
+    # a binarized model's reference is pwlnet.binary.forward (the same bench otherwise)
+    bench = "pwlnet.sim.binary_tb" if (b.model_dir / "model.json").is_file() and \
+        json.loads((b.model_dir / "model.json").read_text()).get("kind") == "binary" else "pwlnet.sim.engine_tb"
+    failure, run_s, log = run_bench(b, bench, job, run_dir, seed=seed, waves=waves, verbose=verbose)
     res_file = run_dir / "result.json"
     if not res_file.is_file():
         tail = log.read_text()[-4000:] if log.is_file() else ""
