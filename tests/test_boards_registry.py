@@ -101,7 +101,7 @@ def test_every_board_top_elaborates(name, tmp_path):
     constraints = files[{"ice40": "top.pcf", "ecp5": "top.lpf", "gowin": "top.cst"}[b.family]]
     constraints = constraints if isinstance(constraints, str) else constraints.decode()
     assert "uart_0__rx" in constraints and "uart_0__tx" in constraints
-    primitive = {"ice40-pad": "SB_PLL40_PAD", "ice40-core": "SB_PLL40_CORE", "ecp5": "EHXPLLL",
+    primitive = {"ice40-pad": "SB_PLL40_PAD", "ice40-core": "SB_PLL40_CORE", "ecp5": "EHXPLLL", "gowin": "rPLL",
                  "none": "clk_por"}[b.clock.pll]
     assert primitive in files["top.il"]
 
