@@ -21,7 +21,7 @@ One command (also ``make pictures``) trains a small ReLU network on a 2-D toy ta
     histograms of the cache's safe radii (L2, L-infinity) over a data set, and the
     cache's hit rate against its size, for the toy network and for a random 8-input
     network.  The 8-bit hardware cache on the sensor streams has its own plots
-    (``docs/cache_radii.png``, ``docs/cache_margin.png`` from ``make bench``).
+    (``docs/cache_radii.png``, ``docs/cache_margin.png`` from ``make bench-cache``).
 """
 
 from __future__ import annotations
