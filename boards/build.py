@@ -516,6 +516,8 @@ def _result(job, top, platform, pll, mhz, fmax, resources, gateware):
 def _dsps(b, engine, lanes):
     """DSP blocks the lanes take: ``SB_MAC16`` instances on the ``"ice40"`` target, one
     inferred multiplier per lane on a ``"dsp"`` board, none with LUT multipliers."""
+    if getattr(_engine_plan(engine), "kind", None) == "binary":
+        return 0                            # the binary engine: adders and XNORs only
     if b.target == "ice40":
         plan = _engine_plan(engine)
         return plan.dsps("ice40") if plan else None

@@ -50,6 +50,10 @@ def estimate(board, model, lanes, cache_entries=0):
     UP5K they may go to ``"SPRAM"`` instead).
     """
     b = board_named(board)
+    if getattr(model, "kind", "mlp") == "binary":
+        # XNOR-popcount and adders: no lower bound beyond the top's own logic
+        return {"LUT": BASE_LUTS, "EBR": 0, "weights_in": "EBR",
+                "weights": sum(l.weight.size for l in model.layers), "weight_bits": 1}
     plan = EnginePlan(model, lanes)
     luts = BASE_LUTS
     if b.lanes == "fabric":

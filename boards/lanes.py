@@ -13,6 +13,9 @@ Each board names a rule (:data:`pwlnet.boards.registry.LANE_RULES`):
   takes the most lanes, up to :data:`FABRIC_MAX_LANES`, whose estimated logic
   (:func:`pwlnet.boards.fit.estimate`) stays within :data:`FABRIC_LOGIC_SHARE` of the device.
 
+A binarized model (:class:`pwlnet.binary.BinaryModel`) uses no multiplier: its lanes are
+the first layer's adders, :data:`BINARY_LANES` unless given.
+
 A count that the board's multipliers cannot carry is refused here, before synthesis.
 """
 
@@ -21,10 +24,12 @@ from __future__ import annotations
 from ..hw.engine.plan import ICE40_DSPS, EnginePlan
 from .registry import board as board_named
 
-__all__ = ["auto_lanes", "check_lanes", "FABRIC_MAX_LANES", "FABRIC_LOGIC_SHARE"]
+__all__ = ["auto_lanes", "check_lanes", "FABRIC_MAX_LANES", "FABRIC_LOGIC_SHARE", "BINARY_LANES"]
 
 #: Most lanes ``--lanes auto`` gives a board whose multipliers are LUTs.
 FABRIC_MAX_LANES = 8
+#: Adder lanes ``--lanes auto`` gives a binarized model's first layer (capped at its width).
+BINARY_LANES = 16
 #: Share of the device's logic cells the LUT-multiplier lanes may bring the estimate to.
 FABRIC_LOGIC_SHARE = 0.75
 
@@ -36,6 +41,10 @@ def _widest(model):
 def auto_lanes(board, model, cache_entries=0):
     """``(lanes, why)`` for ``board`` (a name or :class:`~pwlnet.boards.registry.Board`)."""
     b = board_named(board)
+    if getattr(model, "kind", "mlp") == "binary":
+        lanes = min(BINARY_LANES, model.layers[0].n_out)
+        return lanes, (f"binarized model: {lanes} adder lanes for its first layer (no multiplier), "
+                       f"XNOR-popcount for the others")
     if b.lanes == "up5k":
         from .icebreaker import auto_lanes as up5k_lanes
         return up5k_lanes(model, cache_entries)
@@ -69,6 +78,8 @@ def check_lanes(board, model, lanes, cache_entries=0):
         return auto_lanes(b, model, cache_entries)
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer or 'auto', not {lanes!r}")
+    if getattr(model, "kind", "mlp") == "binary":
+        return lanes, "given"                  # adder lanes: no multiplier to run out of
     chip = b.chip
     if b.lanes == "up5k":
         from .icebreaker import MAX_LANES

@@ -78,7 +78,8 @@ class BoardTop(wiring.Component):
         Link frame timeout in cycles; default 50 ms.
     engine : callable or None
         ``engine(model, lanes, target=...)`` makes the engine; default the real
-        :class:`~pwlnet.hw.engine.MLPEngine`.  With a cache it is called as
+        :class:`~pwlnet.hw.engine.MLPEngine`, or for a binarized model
+        (:class:`pwlnet.binary.BinaryModel`) :class:`~pwlnet.hw.binary.BinaryEngine`.  With a cache it is called as
         ``engine(model, lanes, cache_entries, cache_metric, target=..., preload=...)``;
         default :class:`~pwlnet.hw.cached_engine.CachedEngine`.
     pll : PLLConfig, ECP5PLLConfig, GowinPLLConfig, Oscillator or None
@@ -141,6 +142,8 @@ class BoardTop(wiring.Component):
             self.engine = engine(model, lanes, cache_entries, cache_metric, target=target,
                                  preload=tuple(cache_preload))
         else:
+            if engine is None and getattr(model, "kind", "mlp") == "binary":
+                from ..hw.binary import BinaryEngine as engine     # binarized networks: XNOR-popcount
             self.engine = (engine or MLPEngine)(model, lanes, target=target)
         # Weights too big for block RAM live in SPRAM and arrive over the link at run time.
         loads = "w_wr" in self.engine.signature.members

@@ -138,10 +138,11 @@ class BinaryLayer:
 
     @property
     def out_bits(self) -> int:
-        """1 for a step layer; the signed width of the table for the last layer."""
+        """1 for a step layer; for the last layer the signed width of its table, at least 8
+        (whole bytes on the link, whose one-byte codes are sent as they are, not sign-extended)."""
         if self.table is None:
             return 1
-        return max(2, fx.signed_width(int(self.table.min()), int(self.table.max())))
+        return max(8, fx.signed_width(int(self.table.min()), int(self.table.max())))
 
     # Views under the names pwlnet.protocol.model_fingerprint reads, so a board's INFO
     # reply identifies a binary model too (threshold, direction and table decide it).

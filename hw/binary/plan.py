@@ -36,6 +36,9 @@ class BinaryPlan:
     """The binary engine's memories and schedule for ``model`` with ``lanes`` adder lanes
     and ``chunk`` XNOR bits per cycle."""
 
+    #: Tells board reports which engine this plan belongs to.
+    kind = "binary"
+
     def __init__(self, model, lanes=8, chunk=None):
         if getattr(model, "kind", "mlp") != "binary":
             raise TypeError(f"the binary engine takes a compiled binary model, not {type(model).__name__}")
