@@ -591,11 +591,6 @@ def _valid_frame(board, model, rng, cmd=None):
     return encode_frame(cmd), cmd.name
 
 
-def _all_commands(board):
-    """Every command of the protocol (the length rules of each are fuzzed on both builds)."""
-    return list(Command)
-
-
 def _length_variants(board, model, rng, cmd, longer):
     """Frames of ``cmd`` one byte shorter (or longer) than its rule allows, with notes.
 
@@ -656,7 +651,7 @@ def make_steps(board, n, seed):
         steps += [Step("bad_argument", encode_frame(Command.CACHE_WRITE, bytes([board.cache_info.entries])
                                                     + board.entries[0][2]), "CACHE_WRITE to the first slot too many"),
                   Step("bad_argument", encode_frame(Command.CACHE_STATS, b"\x02"), "CACHE_STATS 02")]
-    for cmd in _all_commands(board):
+    for cmd in Command:      # every command of the protocol, on both builds
         for longer in (False, True):
             for v in _length_variants(board, model, rng, cmd, longer):
                 steps.append(Step("long" if longer else "short", *v))
@@ -673,7 +668,7 @@ def make_steps(board, n, seed):
         if kind == "valid":
             steps.append(Step(kind, *_valid_frame(board, model, rng)))
         elif kind in ("short", "long"):
-            cmds = _all_commands(board)
+            cmds = list(Command)
             v = _length_variant(board, model, rng, cmds[int(rng.integers(len(cmds)))], kind == "long")
             steps.append(Step(kind, *v))
         elif kind == "bad_crc":
