@@ -20,7 +20,7 @@ reply the device sends is compared with it byte for byte; the ``cycles`` fields,
 protocol does not fix, are checked for range, and the COUNTERS reply's busy cycles against
 the cycles the replies reported since the counters were last cleared.
 
-Two builds are fuzzed, so that every command meets its own length rule somewhere:
+Three builds are fuzzed, so that every command meets its own length rule somewhere:
 
 ``plain``
     weights in run-time loaded memory (LOAD_WEIGHTS works), INFER_BATCH, no cache (the
@@ -29,6 +29,9 @@ Two builds are fuzzed, so that every command meets its own length rule somewhere
     a four-slot linf cache (CACHE_WRITE/CLEAR/STATS/INFO work; INFER replies carry
     ``cached`` and ``slot``), weights built in (LOAD_WEIGHTS and INFER_BATCH are
     ``UNSUPPORTED``).
+``wide``
+    12-bit codes (two bytes each on the wire, so a length one off splits a code), weights
+    built in, INFER_BATCH, no cache.
 
 Entry point: :func:`campaign` (``python -m pwlnet.fuzz link --frames N --seed S``).
 Layer: simulation.
@@ -56,8 +59,8 @@ from ..protocol import (CACHE_COMMANDS, ERROR_REPLY, REP_SYNC, REPLY_FLAG, REQ_S
 __all__ = ["BUILDS", "KINDS", "Board", "Step", "Expect", "LinkModel", "Result", "make_board", "make_steps",
            "Run", "run_steps", "check_steps", "campaign", "format_result"]
 
-#: The two builds fuzzed (see the module docstring).
-BUILDS = ("plain", "cached")
+#: The builds fuzzed (see the module docstring).
+BUILDS = ("plain", "cached", "wide")
 #: Kinds of step the generator makes.
 KINDS = ("valid", "short", "long", "bad_crc", "flipped", "truncated", "oversized", "garbage", "unknown",
          "unsupported", "bad_argument", "burst", "line_error")
@@ -243,6 +246,11 @@ def make_board(name, lanes=4):
             if e.bound > 0:
                 entries.append((c, e, fmt.image(e)))
         return Board(name, model, top, top.link.info, top.link.cache_info, [], entries)
+    if name == "wide":
+        from ..synth import random_model
+        model = random_model(12, [5, 8, 3], act_bits=12)
+        top = BoardTop(model, lanes=lanes, clk_freq=1e6, divisor=DIVISOR, target="generic", timeout=timeout)
+        return Board(name, model, top, top.link.info, None, [], [])
     raise ValueError(f"build must be one of {', '.join(BUILDS)}, not {name!r}")
 
 
@@ -656,7 +664,8 @@ def make_steps(board, n, seed):
             for v in _length_variants(board, model, rng, cmd, longer):
                 steps.append(Step("long" if longer else "short", *v))
     kinds = np.array(KINDS)
-    p = np.array([36, 6, 6, 8, 8, 8, 4, 5, 4, 4, 3, 4, 3], float)
+    has_arguments = board.loadable or board.cache_info is not None
+    p = np.array([36, 6, 6, 8, 8, 8, 4, 5, 4, 4, 3 if has_arguments else 0, 4, 3], float)
     info = board.info
     fed = 0
     while len(steps) < n:
@@ -880,11 +889,11 @@ def check_steps(board, steps, run, result):
 
 
 def campaign(frames, seed=0, *, builds=BUILDS, workdir=None, log=print):
-    """Fuzz the link with ``frames`` steps in all (split over ``builds``: two thirds on the
-    plain build, a third on the cached one); returns a :class:`Result`."""
+    """Fuzz the link with ``frames`` steps in all, split over ``builds`` (the plain build
+    takes two shares, the others one each); returns a :class:`Result`."""
     t0 = time.monotonic()
     result = Result()
-    shares = {"plain": 2, "cached": 1}
+    shares = {"plain": 2, "cached": 1, "wide": 1}
     total = sum(shares[b] for b in builds)
     left = frames
     tmp = None
