@@ -228,3 +228,16 @@ def test_artifact_binary_refused_by_mlp_format_name(iris_onnx, tmp_path):
     (tmp_path / "m" / "model.json").write_text(json.dumps(desc))
     with pytest.raises(artifact.ArtifactError, match="binary model version 99 is not supported"):
         artifact.load(tmp_path / "m")
+
+
+def test_cli_train_binary(tmp_path, capsys):
+    import argparse
+    from pwlnet import binary_train
+    out = tmp_path / "t.onnx"
+    args = argparse.Namespace(dataset="iris", out=str(out), hidden="8", epochs=2, lr=None, seed=None, batch_size=None)
+    assert binary_train.cli_train_binary(args) == 0
+    assert "binarized iris 8" in capsys.readouterr().out
+    net = binary_onnx.load_binary_onnx(out)
+    assert [l.weight.shape for l in net.layers] == [(8, 4), (3, 8)]
+    with pytest.raises(ValueError, match="unknown data set 'nope'"):
+        binary_train.cli_train_binary(argparse.Namespace(dataset="nope", out=str(out)))
