@@ -148,6 +148,7 @@ ROWS = [
     ("train-bad-hidden", "train --dataset iris --hidden a,b --out t.onnx", ["a,b"]),
     ("train-zero-epochs", "train --dataset iris --epochs 0 --out t.onnx", ["--epochs", "positive integer"]),
     ("train-bad-lerp-range", "train --dataset iris --activation lerp --lerp-range=4,-4 --out t.onnx", ["4,-4"]),
+    ("train-keeps-existing-out", "train --dataset nosuch --out keep.npy", ["nosuch"]),
     # --- compile
     ("compile-missing-onnx", "compile missing.onnx --out o", ["missing.onnx"]),
     ("compile-onnx-is-dir", "compile adir --out o", ["adir"]),
@@ -165,6 +166,7 @@ ROWS = [
     ("compile-out-is-file", "compile iris.onnx --out afile.txt", ["afile.txt", "not a compiled-model directory"]),
     ("compile-out-foreign-dir", "compile iris.onnx --out adir", ["adir", "not a compiled-model directory"]),
     ("compile-out-unwritable", f"compile iris.onnx --out {UNWRITABLE}/o", [UNWRITABLE, "cannot write"]),
+    ("compile-keeps-existing-model", "compile iris.onnx --out iris --calib nan.npy", ["nan.npy"]),
     # --- predict
     ("predict-no-model", "predict nodir --inputs x.npy", ["nodir", "not a compiled model directory"]),
     ("predict-model-is-file", "predict afile.txt --inputs x.npy", ["afile.txt"]),
@@ -337,3 +339,13 @@ def test_a_good_run_still_writes(workspace, tmp_path, capsys):
                  "--outputs", str(tmp_path / "y.npy")]) == 0
     assert np.load(tmp_path / "y.npy").shape == (6, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["y.npy"]
+
+
+def test_run_on_a_port_that_is_not_there(workspace, capsys, monkeypatch):
+    # the real serial transport (the table replaces it): refused with the port named
+    monkeypatch.chdir(workspace)
+    before = snapshot(workspace)
+    code, out, err = run_cli(["run", "m", "--inputs", "x.npy", "--port", "/nonexistent/ttyUSB9"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "cannot open /nonexistent/ttyUSB9" in err
+    assert snapshot(workspace) == before
