@@ -195,18 +195,22 @@ class BinaryEngine(wiring.Component):
                         m.d.sync += beat.eq(0)
                         m.next = "LOAD"
 
-        # ---- first layer: stage 1 adds, stage 2 compares and shifts the bits in
+        # ---- first layer: stage 1 registers the code and its negation (one carry chain,
+        # fanned out to every lane from registers), stage 2 adds, stage 3 compares and
+        # shifts the bits in
         v1, first1, last1, g1 = Signal(), Signal(), Signal(), Signal.like(outer)
         m.d.sync += [v1.eq(issue0), first1.eq(first), last1.eq(last), g1.eq(outer)]
-        m.d.comb += t0_rd.addr.eq(g1)
+        v2, first2, last2, g2 = Signal(), Signal(), Signal(), Signal.like(outer)
+        qp, qn, w2 = Signal(signed(ib + 1)), Signal(signed(ib + 1)), Signal(P)
+        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), g2.eq(g1),
+                     qp.eq(in_rd.data), qn.eq(-in_rd.data), w2.eq(w0_rd.data)]
+        m.d.comb += t0_rd.addr.eq(g2)
         sums = [Signal(signed(pl.acc0_bits), name=f"s{p}") for p in range(P)]
-        q = in_rd.data
-        with m.If(v1):
+        with m.If(v2):
             for p in range(P):
-                term = Mux(w0_rd.data[p], q, -q)
-                m.d.sync += sums[p].eq(Mux(first1, 0, sums[p]) + term)
+                m.d.sync += sums[p].eq(Mux(first2, 0, sums[p]) + Mux(w2[p], qp, qn))
         done2 = Signal()
-        m.d.sync += done2.eq(v1 & last1)
+        m.d.sync += done2.eq(v2 & last2)
         bits0 = Signal(P)
         for p in range(P):
             thr = t0_rd.data[p * f0:p * f0 + pl.thr0_bits].as_signed()

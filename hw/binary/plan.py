@@ -24,7 +24,9 @@ __all__ = ["BinaryPlan", "FIRST_DRAIN", "DEFAULT_CHUNK"]
 
 #: Bits XNORed per cycle unless given (capped by the widest binary layer's fan-in).
 DEFAULT_CHUNK = 64
-#: Cycles between the first layer's last issue and the next layer's first.
+#: Cycles between the first layer's last issue and the next layer's first (its bits are
+#: written at the end of the third cycle after the issue; the next layer reads them one
+#: cycle after its first issue).
 FIRST_DRAIN = 3
 
 
