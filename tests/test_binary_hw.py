@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The binary engine: popcount tree and plan alone, then the RTL against pwlnet.binary.forward
 on Icarus and Verilator for three binarized models trained here at small size."""
 
@@ -139,3 +140,17 @@ def test_board_top_over_uart(compiled):
             outputs, am = dev.infer(c)[:2]
             want = binary.forward(model, c[None])[0]
             assert list(outputs) == want.tolist() and am == int(np.argmax(want))
+
+
+def test_board_precheck_picks_adder_lanes(compiled):
+    from pwlnet.boards.build import precheck
+    from pwlnet.boards.fit import BASE_LUTS, check_fit
+    from pwlnet.boards.top import BoardTop
+    from pwlnet.hw.binary import BinaryEngine
+    model, _ = compiled["basicmotions_b96"]
+    lanes, why = precheck("icebreaker", model, "auto")
+    assert lanes == 16 and "adder lanes" in why
+    assert precheck("icebreaker", model, 40) == (40, "given")       # no multiplier limits a binary model
+    assert check_fit("icebreaker", model, 16)["LUT"] == BASE_LUTS
+    top = BoardTop(model, lanes=16, target="generic")
+    assert isinstance(top.engine, BinaryEngine)

@@ -30,7 +30,6 @@ class PopcountTree(wiring.Component):
 
     def __init__(self, width):
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            self._MustUse__silence = True           # refused: not an unused design
             raise ValueError(f"width must be a positive integer, not {width!r}")
         self._width = width
         self.latency = ceil_log2(width)
