@@ -132,8 +132,8 @@ class TrainResult:
 
     Attributes
     ----------
-    model : ReluMLP or LerpMLP
-        In eval mode, standardisation folded in: takes raw features.
+    model : ReluMLP, LerpMLP or pwlnet.pelu.PeluNet
+        In eval mode, standardisation folded in (a PeluNet has none): takes raw features.
     dataset : str
     hidden : tuple of int
     input_mean, input_std : numpy.ndarray
@@ -147,7 +147,7 @@ class TrainResult:
         The hyperparameters used.
     class_names, feature_names : tuple of str
     activation : str
-        ``"relu"`` or ``"lerp"``.
+        ``"relu"``, ``"lerp"`` or ``"pelu"`` (a PeLU network).
     lerp : dict
         For LERP models: ``grid``, ``range``, ``init``, ``smoothness``; else empty.
     region : dict
