@@ -322,6 +322,11 @@ def calibrate(net: BinaryNet, x, input_bits=8, headroom=None):
     ``code_scale`` spans ``headroom`` times the widest normalized range over
     ``2**input_bits - 1`` codes (:func:`default_headroom`),
     ``input_scale[i] = code_scale / |gain[i]|`` and each zero point centres its feature.
+
+    Integer inputs under one common gain ``G`` (e.g. pixel intensities, no per-feature
+    standardization) get ``code_scale = G / 2**k`` with the largest ``k >= 0`` that still
+    spans the range: every integer input is then a code exactly, and the input coding
+    flips nothing.
     """
     if headroom is None:
         headroom = default_headroom(input_bits)
@@ -331,7 +336,14 @@ def calibrate(net: BinaryNet, x, input_bits=8, headroom=None):
     span = float(np.max((hi - lo) * np.abs(gain))) * float(headroom)
     if not np.isfinite(span) or span <= 0:
         span = 1.0
-    code_scale = span / ((1 << input_bits) - 1)
+    codes = (1 << input_bits) - 1
+    code_scale = span / codes
+    common = np.all(np.abs(gain) == np.abs(gain[0]))
+    if common and np.all(x == np.round(x)):
+        raw_span = span / abs(gain[0])
+        if raw_span <= codes:
+            k = int(np.floor(np.log2(codes / raw_span))) if raw_span > 0 else 0
+            code_scale = abs(gain[0]) / 2.0 ** k
     scale = code_scale / np.abs(gain)
     zp = -np.floor((lo + hi) / 2 / scale + 0.5).astype(np.int64)
     return code_scale, scale, zp

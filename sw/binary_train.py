@@ -3,7 +3,7 @@
 ``python -m pwlnet.binary_train --dataset digits --out X.onnx`` (and, once wired,
 ``pwlnet train --dataset NAME --binary``) trains
 
-    standardize -> [BinaryLinear -> BatchNorm1d -> step] * len(hidden) -> BinaryLinear [-> BatchNorm1d]
+    normalize -> [BinaryLinear -> BatchNorm1d -> step] * len(hidden) -> BinaryLinear [-> BatchNorm1d]
 
 where a binary Linear uses the sign of its latent weights and biases (``> 0`` is +1,
 as the step) in the forward pass and passes the gradient straight through where the
@@ -12,9 +12,10 @@ the latent weights are clipped to [-1, 1] after each update).  The step does the
 on the activations.
 
 The export is the sanitised graph :mod:`pwlnet.binary_onnx` imports: ``Sub`` and ``Mul``
-(the standardization, per feature), then per layer an ordinary ``Gemm`` holding the +-1
-weights and biases, ``BatchNormalization`` and ``torch.where(x > 0, 1., -1.)``
-(``Constant -> Greater -> Constant -> Constant -> Where``), and a trailing ``LogSoftmax``;
+(the input normalization: each feature's mean, one common gain unless ``--standardize``),
+then per layer an ordinary ``Gemm`` holding the +-1 weights and biases,
+``BatchNormalization`` and ``torch.where(x > 0, 1., -1.)`` (``Constant -> Greater ->
+Constant -> Constant -> Where``), and a trailing ``LogSoftmax``;
 TorchScript exporter, opset 11.  Metadata: ``pwlnet.dataset``, ``pwlnet.model`` =
 ``"binary"``, ``pwlnet.hidden``, ``pwlnet.class_names``, ``pwlnet.float_test_accuracy``,
 ``pwlnet.train``.
@@ -95,8 +96,13 @@ class BinaryMLP(nn.Module):
             nn.init.uniform_(lin.weight, -1, 1)
             nn.init.uniform_(lin.bias, -1, 1)
 
+    #: Width of uniform noise added to the normalized inputs while training (0: none).
+    code_noise = 0.0
+
     def forward(self, x):
         x = self.norm(x)
+        if self.training and self.code_noise:
+            x = x + (torch.rand_like(x) - 0.5) * self.code_noise
         for lin, bn in zip(self.linears, self.bns):
             x = _SignSTE.apply(bn(lin(x)))
         x = self.out(x)
@@ -137,8 +143,20 @@ class BinaryTrainResult:
 
 
 def train_binary(dataset, hidden=DEFAULT_HIDDEN, *, epochs=60, lr=0.01, seed=0, batch_size=64, last_bn=True,
-                 threads=1) -> BinaryTrainResult:
-    """Train a binarized MLP on a data set (name or :class:`pwlnet.data.Dataset`)."""
+                 threads=1, code_noise=0.0, standardize=False) -> BinaryTrainResult:
+    """Train a binarized MLP on a data set (name or :class:`pwlnet.data.Dataset`).
+
+    ``standardize``: ``False`` (default) subtracts each feature's mean and scales all
+    features by one gain (the mean std): the first layer's +-1 weights then see every
+    feature in its own units, as a plain Linear on raw inputs would, and a common grid of
+    the raw inputs (integer pixels) stays exact in the input codes; ``True`` scales each
+    feature by its own std (better where features differ by orders of magnitude, e.g.
+    Daphnet, at the price of coarser input codes for the narrow ones).
+
+    ``code_noise``: while training, add uniform noise of that many 8-bit input-code
+    steps to the normalized inputs (one step spans the
+    widest normalized feature range of the training split over 255 codes), so that the
+    decisions learnt hold through the first layer's input coding."""
     ds = data.load(dataset) if isinstance(dataset, str) else dataset
     hidden = tuple(int(h) for h in hidden)
     if not hidden or any(h < 1 for h in hidden):
@@ -153,7 +171,15 @@ def train_binary(dataset, hidden=DEFAULT_HIDDEN, *, epochs=60, lr=0.01, seed=0, 
         mean = x.mean(0)
         std = x.std(0, unbiased=False)
         inv_std = torch.where(std > 0, 1 / std, torch.ones_like(std))
+        if not standardize:
+            # one gain for every feature (the pooled std): the input coding can keep a
+            # common grid such as integer pixel values exact (pwlnet.binary_onnx.calibrate)
+            inv_std = torch.full_like(std, float(1 / std[std > 0].mean()) if bool((std > 0).any()) else 1.0)
         model = BinaryMLP(x.shape[1], hidden, len(ds.class_names), mean, inv_std, last_bn=last_bn)
+        if code_noise:
+            xn = (x - mean) * inv_std
+            step = float((xn.max(0).values - xn.min(0).values).max()) / 255
+            model.code_noise = float(code_noise) * step
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         loss_fn = nn.CrossEntropyLoss()
@@ -177,7 +203,7 @@ def train_binary(dataset, hidden=DEFAULT_HIDDEN, *, epochs=60, lr=0.01, seed=0, 
     return BinaryTrainResult(model=model, dataset=ds.name, hidden=hidden, class_names=tuple(ds.class_names),
                              float_test_accuracy=acc,
                              settings={"epochs": epochs, "lr": lr, "seed": seed, "batch_size": batch_size,
-                                       "last_bn": last_bn})
+                                       "last_bn": last_bn, "code_noise": code_noise, "standardize": standardize})
 
 
 def export_binary_onnx(result: BinaryTrainResult, path, opset=ONNX_OPSET) -> Path:
@@ -221,7 +247,7 @@ def _hidden(spec):
 def cli_train_binary(args) -> int:
     """``pwlnet train --dataset NAME --binary``: ``dataset``, ``out``, optional ``hidden``
     (``"64"``; the parser's MLP default ``"64,64"`` is taken as given), ``epochs``, ``lr``,
-    ``seed``, ``batch_size``."""
+    ``seed``, ``batch_size``, ``code_noise`` (float), ``standardize`` (bool)."""
     def opt(name, default):
         v = getattr(args, name, None)
         return default if v is None else v
@@ -229,7 +255,8 @@ def cli_train_binary(args) -> int:
         raise ValueError(f"unknown data set {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
     hidden = _hidden(opt("hidden", ",".join(map(str, DEFAULT_HIDDEN))))
     res = train_binary(args.dataset, hidden, epochs=opt("epochs", 60), lr=opt("lr", 0.01), seed=opt("seed", 0),
-                       batch_size=opt("batch_size", 64))
+                       batch_size=opt("batch_size", 64), code_noise=opt("code_noise", 0.0),
+                       standardize=bool(opt("standardize", False)))
     export_binary_onnx(res, args.out)
     print(f"wrote {args.out}: binarized {res.dataset} {'-'.join(map(str, hidden))}, float test accuracy "
           f"{100 * res.float_test_accuracy:.2f} %")
@@ -245,6 +272,11 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--code-noise", type=float, default=0.0, metavar="STEPS",
+                   help="train with uniform noise of this many 8-bit input-code steps on the inputs")
+    p.add_argument("--standardize", action="store_true",
+                   help="scale each feature by its own std (default: one gain for all features, which keeps "
+                        "integer inputs exact codes)")
     return cli_train_binary(p.parse_args(argv))
 
 

@@ -241,3 +241,20 @@ def test_cli_train_binary(tmp_path, capsys):
     assert [l.weight.shape for l in net.layers] == [(8, 4), (3, 8)]
     with pytest.raises(ValueError, match="unknown data set 'nope'"):
         binary_train.cli_train_binary(argparse.Namespace(dataset="nope", out=str(out)))
+
+
+def test_calibrate_keeps_integer_inputs_exact():
+    """Integer inputs under one common gain: every input is a code exactly (no flips possible)."""
+    import types
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 17, size=(200, 5)).astype(np.float64)
+    g = Fraction(float(np.float32(0.2)))
+    net = types.SimpleNamespace(gain=[g] * 5)
+    s, scale, zp = binary_onnx.calibrate(net, x, 8)
+    assert s == float(g) / 8 and np.all(scale == 1 / 8)            # 16 units * 8 = 128 codes <= 255
+    q = np.clip(np.floor(x / scale + 0.5) + zp, -128, 127)
+    assert np.array_equal((q - zp) * scale, x)
+    # per-feature gains: the plain rule (widest normalized range over 255 codes)
+    net2 = types.SimpleNamespace(gain=[Fraction(1), Fraction(2), Fraction(1), Fraction(1), Fraction(1)])
+    s2, _, _ = binary_onnx.calibrate(net2, x, 8)
+    assert s2 == pytest.approx(32 / 255)
