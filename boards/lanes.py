@@ -74,6 +74,9 @@ def check_lanes(board, model, lanes, cache_entries=0):
     """``(lanes, why)``: ``"auto"`` resolved by :func:`auto_lanes`, a given count checked
     against the multipliers it needs (``ValueError`` before any synthesis)."""
     b = board_named(board)
+    if getattr(model, "kind", "mlp") == "binary" and cache_entries:
+        raise ValueError("the hypersphere cache works on a ReLU MLP's linear regions; a binarized model has "
+                         "none (build it without --cache-entries)")
     if lanes == "auto":
         return auto_lanes(b, model, cache_entries)
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:

@@ -152,5 +152,7 @@ def test_board_precheck_picks_adder_lanes(compiled):
     assert lanes == 16 and "adder lanes" in why
     assert precheck("icebreaker", model, 40) == (40, "given")       # no multiplier limits a binary model
     assert check_fit("icebreaker", model, 16)["LUT"] == BASE_LUTS
+    with pytest.raises(ValueError, match="a binarized model has none"):
+        precheck("icebreaker", model, "auto", cache_entries=4)
     top = BoardTop(model, lanes=16, target="generic")
     assert isinstance(top.engine, BinaryEngine)
