@@ -46,8 +46,7 @@ VERSION = 1
 ACTIVATIONS = ("none", "relu", "lerp")
 
 
-class ArtifactError(ValueError):
-    """A compiled-model directory that cannot be read or is inconsistent."""
+from .errors import ArtifactError  # noqa: E402  (defined below the compiled model, re-exported)
 
 
 @dataclasses.dataclass

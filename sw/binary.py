@@ -39,9 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from . import fixedpoint as fx
+from .errors import ArtifactError, InputError
 
 __all__ = ["FORMAT", "VERSION", "KIND", "BinaryLayer", "BinaryModel", "first_sum", "xnor_popcount",
-           "step", "layer_values", "trace", "forward", "quantize_inputs", "dequantize_inputs",
+           "step", "layer_values", "trace", "forward",
            "fold_step", "score_table", "sign_sqrt", "BatchNorm", "save", "load_dir"]
 
 FORMAT = "pwlnet-binary-model"
@@ -203,7 +204,6 @@ class BinaryModel:
 
     def validate(self, where="binary model"):
         """Check shapes, values and ranges; raise :class:`pwlnet.artifact.ArtifactError`."""
-        from .artifact import ArtifactError
 
         def fail(msg):
             raise ArtifactError(f"{where}: {msg}")
@@ -254,33 +254,25 @@ class BinaryModel:
 # Golden model
 
 
-def quantize_inputs(model, x):
-    """Float inputs to input codes: :func:`pwlnet.golden.quantize_inputs` (same rule)."""
-    from . import golden
-    return golden.quantize_inputs(model, x)
-
-
-def dequantize_inputs(model, codes):
-    """Input codes to the float inputs they stand for."""
-    from . import golden
-    return golden.dequantize_inputs(model, codes)
+# Float inputs become codes, and codes float inputs, by the MLPs' rule:
+# :func:`pwlnet.golden.quantize_inputs` and :func:`pwlnet.golden.dequantize_inputs` take a
+# binary model as well (and :func:`pwlnet.golden.forward` runs :func:`forward` for it).
 
 
 def _check_codes(model, codes):
-    from . import golden
     codes = np.asarray(codes)
     if codes.ndim == 1:
         codes = codes.reshape(1, -1)
     if codes.ndim != 2 or codes.shape[1] != model.input_dim:
-        raise golden.InputError(f"input codes have shape {codes.shape}; expected (N, {model.input_dim})")
+        raise InputError(f"input codes have shape {codes.shape}; expected (N, {model.input_dim})")
     if not np.issubdtype(codes.dtype, np.integer):
-        raise golden.InputError(f"input codes must be integers, not {codes.dtype}")
+        raise InputError(f"input codes must be integers, not {codes.dtype}")
     codes = codes.astype(np.int64)
     bad = fx.wraps(codes, model.input_bits)
     if np.any(bad):
         lo, hi = fx.signed_range(model.input_bits)
-        raise golden.InputError(f"input codes hold {codes[bad][0]}, outside the {model.input_bits}-bit "
-                                f"range [{lo}, {hi}]")
+        raise InputError(f"input codes hold {codes[bad][0]}, outside the {model.input_bits}-bit "
+                         f"range [{lo}, {hi}]")
     return codes
 
 
@@ -487,7 +479,6 @@ def load_dir(path, desc) -> BinaryModel:
     """Read a binary model directory whose ``model.json`` (already parsed) is ``desc``.
 
     Called by :func:`pwlnet.artifact.load`, which dispatches on the format name."""
-    from .artifact import ArtifactError
     path = Path(path)
     jpath, npath = path / "model.json", path / "arrays.npz"
     if desc.get("version") != VERSION:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import binary
+from . import binary, golden
 
 __all__ = ["BinaryImportError", "BinaryNet", "is_binarized", "load_binary_onnx", "calibrate", "default_headroom",
            "to_model", "compile_binary", "onnxruntime_scores"]
@@ -74,7 +74,10 @@ def is_binarized(model) -> bool:
     (whose error names the node when the step is not the exact pattern)."""
     import onnx
     if isinstance(model, (str, Path)):
-        model = onnx.load(str(model))
+        try:
+            model = onnx.load(str(model))
+        except Exception:  # noqa: BLE001 - not ONNX at all: the MLP importer says so, naming the file
+            return False
     return any(n.op_type in ("Where", "Greater") for n in model.graph.node)
 
 
@@ -410,18 +413,17 @@ def onnxruntime_scores(onnx_path, net: BinaryNet, x):
     return np.concatenate(outs)
 
 
-def compile_binary(onnx_path, out_dir, *, calib=None, input_bits=8, headroom=None, log=print):
-    """Import, fold, evaluate against onnxruntime and write a compiled binary model.
+def compile_binary(onnx_path, net, out_dir, calibration, *, input_bits=8, headroom=None):
+    """Fold, evaluate against onnxruntime and write a compiled binary model.
 
-    The summary records the golden model's accuracy, its argmax agreement with
-    onnxruntime on the float test inputs (``argmax_agreement``, ``flips``) and on the
-    inputs the codes stand for (``codes_agreement``)."""
-    from . import compile as comp
+    ``net`` is :func:`load_binary_onnx`'s import of ``onnx_path`` and ``calibration``
+    :func:`pwlnet.compile.load_calibration`'s answer for it: ``pwlnet compile``
+    (:func:`pwlnet.compile.compile_onnx`) calls this for a binarized graph.  The summary
+    records the golden model's accuracy, its argmax agreement with onnxruntime on the
+    float test inputs (``argmax_agreement``, ``flips``) and on the inputs the codes stand
+    for (``codes_agreement``)."""
     onnx_path = Path(onnx_path)
-    net = load_binary_onnx(onnx_path)
-    for n in net.notices:
-        log(f"notice: {n}")
-    cx, ex, ey, names, what = comp.load_calibration(calib, net.metadata)
+    cx, ex, ey, names, what = calibration
     s, scale, zp = calibrate(net, cx, input_bits, headroom)
     model = to_model(net, s, scale, zp, input_bits=input_bits, class_names=names,
                      source={"onnx": onnx_path.name, "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
@@ -443,7 +445,7 @@ def evaluate(onnx_path, net, model, x, y=None):
         import onnxruntime  # noqa: F401
     except ImportError:
         onnxruntime = None
-    codes = binary.quantize_inputs(model, x)
+    codes = golden.quantize_inputs(model, x)
     ga = np.argmax(binary.forward(model, codes), axis=1)
     res = {"samples": int(len(x)), "float_reference": "onnxruntime" if onnxruntime else "none"}
     if y is not None:
@@ -451,7 +453,7 @@ def evaluate(onnx_path, net, model, x, y=None):
     if onnxruntime is None:
         return res
     fa = np.argmax(onnxruntime_scores(onnx_path, net, x), axis=1)
-    ca = np.argmax(onnxruntime_scores(onnx_path, net, binary.dequantize_inputs(model, codes)), axis=1)
+    ca = np.argmax(onnxruntime_scores(onnx_path, net, golden.dequantize_inputs(model, codes)), axis=1)
     res["argmax_agreement"] = float(np.mean(fa == ga))
     res["flips"] = int(np.sum(fa != ga))
     res["codes_agreement"] = float(np.mean(ca == ga))

@@ -119,14 +119,18 @@ def compile_onnx(onnx_path, out_dir, *, weight_bits=8, act_bits=8, calib=None, r
     """
     from . import lerp
     from .files import check_output_dir
-    from .binary_onnx import compile_binary, is_binarized
+    from .binary_onnx import compile_binary, is_binarized, load_binary_onnx
     from .onnx_import import load_onnx
     onnx_path = Path(onnx_path)
     # The output replaces a compiled-model directory as a whole: refuse anything else (a
     # file, a folder of the user's) and an unwritable place before the work.
     check_output_dir(out_dir, marker="model.json", what="compiled-model directory", replaced=True)
     if onnx_path.is_file() and is_binarized(onnx_path):
-        return compile_binary(onnx_path, out_dir, calib=calib, input_bits=act_bits, log=log)
+        bnet = load_binary_onnx(onnx_path)
+        for n in bnet.notices:
+            log(f"notice: {n}")
+        return compile_binary(onnx_path, bnet, out_dir, load_calibration(calib, bnet.metadata),
+                              input_bits=act_bits)
     net = load_onnx(onnx_path, lerp_grid=lerp.DEFAULT_GRID if lerp_grid is None else lerp_grid,
                     lerp_range=lerp_range, output=output)
     for n in net.notices:

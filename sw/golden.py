@@ -26,8 +26,7 @@ __all__ = ["quantize_inputs", "dequantize_inputs", "layer_forward", "forward", "
            "dequantize_outputs", "argmax", "predict", "InputError"]
 
 
-class InputError(ValueError):
-    """Inputs of the wrong shape or with non-finite values."""
+from .errors import InputError  # noqa: E402  (re-exported: pwlnet.golden.InputError)
 
 
 def _as_batch(model: CompiledModel, x, what="inputs"):
@@ -95,7 +94,11 @@ def trace(model: CompiledModel, codes):
 
 
 def forward(model: CompiledModel, codes) -> np.ndarray:
-    """Input codes ``(N, d)`` to output codes ``(N, n_out)`` (int64)."""
+    """Input codes ``(N, d)`` to output codes ``(N, n_out)`` (int64).  A binarized model
+    (:class:`pwlnet.binary.BinaryModel`) runs its own rule (:func:`pwlnet.binary.forward`)."""
+    if getattr(model, "kind", "mlp") == "binary":
+        from . import binary
+        return binary.forward(model, codes)
     return trace(model, codes)[-1][1]
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from pwlnet import artifact, binary, data
+from pwlnet import artifact, binary, data, golden
+from pwlnet.compile import compile_onnx
 from pwlnet.hw.binary import BinaryPlan, PopcountTree
 
 pytest.importorskip("onnxruntime")
@@ -51,20 +52,20 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    from pwlnet import binary_onnx, binary_train
+    from pwlnet import binary_train
     root = tmp_path_factory.mktemp("binhw")
     out = {}
     for name, (ds, hidden, last_bn, bits, lanes) in MODELS.items():
         res = binary_train.train_binary(ds, hidden, epochs=8, seed=1, last_bn=last_bn)
         onnx_path = root / f"{name}.onnx"
         binary_train.export_binary_onnx(res, onnx_path)
-        model = binary_onnx.compile_binary(onnx_path, root / name, calib=ds, input_bits=bits, log=lambda s: None)
+        model = compile_onnx(onnx_path, root / name, calib=ds, act_bits=bits, log=lambda s: None)
         out[name] = (model, root / name)
     return out
 
 
 def _vectors(model, ds, n_test=24, n_random=8, seed=0):
-    test = binary.quantize_inputs(model, data.load(ds).x_test)[:n_test]
+    test = golden.quantize_inputs(model, data.load(ds).x_test)[:n_test]
     lo, hi = -(1 << (model.input_bits - 1)), (1 << (model.input_bits - 1)) - 1
     rnd = np.random.default_rng(seed).integers(lo, hi + 1, size=(n_random, model.input_dim))
     rnd[0], rnd[1] = lo, hi                                  # the extremes of the first layer's sums
