@@ -35,6 +35,13 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--batch-size", type=positive_int, default=None, help="mini-batch size")
     s.add_argument("--model", choices=("mlp", "pelu"), default="mlp", help="mlp (default) or pelu: mass-conserving PeLU layers on raw non-negative inputs x 10, hidden widths 3 (iris: 4 -> 3 -> 3) unless --hidden names others (docs/pelu.md)")
+    s.add_argument("--binary", action="store_true",
+                   help="a binarized MLP (weights and activations +-1, BatchNorm and a sign step, docs/binary.md), "
+                        "trained with a straight-through estimator; a built-in --dataset only")
+    s.add_argument("--code-noise", type=float, default=None, metavar="STEPS",
+                   help="--binary: train with uniform noise of this many 8-bit input-code steps on the inputs")
+    s.add_argument("--standardize", action="store_true",
+                   help="--binary: scale each feature by its own std (default: one gain for all features)")
     s.add_argument("--activation", choices=("relu", "lerp"), default="relu",
                    help="hidden-layer activation: ReLU (default) or a learnable per-channel LERP table")
     s.add_argument("--grid", type=positive_int, default=None,

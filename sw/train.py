@@ -390,9 +390,9 @@ def train(dataset, hidden=DEFAULT_HIDDEN, epochs: int | None = None, lr: float |
             raise ValueError("a PeLU model has no --activation or --region-margin options: its "
                              "non-linearity is the buckets' ReLU")
         from . import pelu
-        return pelu.train_pelu(ds, hidden, epochs=epochs, lr=lr, seed=seed,
-                               batch_size=batch_size, weight_decay=weight_decay, threads=threads,
-                               verbose=verbose)
+        return TrainResult(**pelu.train_pelu(ds, hidden, epochs=epochs, lr=lr, seed=seed,
+                                             batch_size=batch_size, weight_decay=weight_decay,
+                                             threads=threads, verbose=verbose))
     lr = _check_positive(DEFAULT_LR if lr is None else lr, "lr", float)
     batch_size = _check_positive(batch_size, "batch_size", int)
     if epochs is None:
@@ -526,11 +526,10 @@ def _write_atomically(path: Path, payload: bytes):
 
 
 def _check_out_dir(path: Path):
-    parent = path.parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: directory {parent} does not exist")
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    """Refuse an ONNX output that could not be written, before training
+    (:func:`pwlnet.files.check_output_file`: a directory there, a missing or unwritable one)."""
+    from .files import check_output_file
+    check_output_file(path, "--out")
 
 
 def export_onnx(result: TrainResult, path) -> Path:
@@ -575,6 +574,18 @@ def cli_train(args) -> int:
         return default if value is None else value
 
     data_file = opt("data", None)
+    if opt("binary", False):
+        clash = [flag for flag, used in (("--data", data_file is not None), ("--model pelu", opt("model", "mlp") != "mlp"),
+                                         ("--activation lerp", opt("activation", "relu") != "relu"),
+                                         ("--region-margin", opt("region_margin", None) is not None)) if used]
+        if clash:
+            raise ValueError(f"--binary trains a binarized MLP on a built-in --dataset; it does not take "
+                             f"{', '.join(clash)}")
+        _check_out_dir(Path(args.out))
+        from .binary_train import cli_train_binary
+        return cli_train_binary(args)
+    if opt("code_noise", None) is not None or opt("standardize", False):
+        raise ValueError("--code-noise and --standardize apply to --binary training only")
     if data_file is not None:
         dataset = data.load_file(data_file)
     elif args.dataset not in data.DATASETS:

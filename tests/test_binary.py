@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pwlnet import artifact, binary, binary_onnx
+from pwlnet import artifact, binary, binary_onnx, data, golden
+from pwlnet.compile import compile_onnx
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -152,16 +153,16 @@ def test_export_is_the_fastinference_pattern_at_opset_11(iris_onnx):
 
 def test_compile_golden_against_onnxruntime(iris_onnx, tmp_path):
     from pwlnet import data
-    model = binary_onnx.compile_binary(iris_onnx, tmp_path / "m", calib="iris", log=lambda s: None)
+    model = compile_onnx(iris_onnx, tmp_path / "m", calib="iris", log=lambda s: None)
     assert model.summary["codes_agreement"] == 1.0
     back = artifact.load(tmp_path / "m")
     assert isinstance(back, binary.BinaryModel)
     ds = data.load("iris")
-    codes = binary.quantize_inputs(back, ds.x_test)
+    codes = golden.quantize_inputs(back, ds.x_test)
     assert np.array_equal(binary.forward(back, codes), binary.forward(model, codes))
     # the golden model on codes = onnxruntime on the inputs those codes stand for
     net = binary_onnx.load_binary_onnx(iris_onnx)
-    ref = binary_onnx.onnxruntime_scores(iris_onnx, net, binary.dequantize_inputs(back, codes))
+    ref = binary_onnx.onnxruntime_scores(iris_onnx, net, golden.dequantize_inputs(back, codes))
     assert np.array_equal(np.argmax(ref, 1), np.argmax(binary.forward(back, codes), 1))
 
 
@@ -220,7 +221,7 @@ def test_refuses_real_weights(iris_onnx, tmp_path):
 
 
 def test_artifact_binary_refused_by_mlp_format_name(iris_onnx, tmp_path):
-    binary_onnx.compile_binary(iris_onnx, tmp_path / "m", calib="iris", log=lambda s: None)
+    compile_onnx(iris_onnx, tmp_path / "m", calib="iris", log=lambda s: None)
     import json
     desc = json.loads((tmp_path / "m" / "model.json").read_text())
     assert desc["format"] == binary.FORMAT and desc["kind"] == "binary"
@@ -241,6 +242,30 @@ def test_cli_train_binary(tmp_path, capsys):
     assert [l.weight.shape for l in net.layers] == [(8, 4), (3, 8)]
     with pytest.raises(ValueError, match="unknown data set 'nope'"):
         binary_train.cli_train_binary(argparse.Namespace(dataset="nope", out=str(out)))
+
+
+def test_pwlnet_train_binary_compile_predict(tmp_path, capsys):
+    """The command line end to end: `pwlnet train --binary`, `pwlnet compile` (which finds
+    the step pattern), `pwlnet predict` through the golden model's dispatch."""
+    from pwlnet.cli import main
+    onnx_path, model_dir = tmp_path / "b.onnx", tmp_path / "b"
+    assert main(["train", "--dataset", "iris", "--binary", "--hidden", "8", "--epochs", "2",
+                 "--out", str(onnx_path)]) == 0
+    assert main(["compile", str(onnx_path), "--out", str(model_dir)]) == 0
+    assert "binarized 4-8-3" in capsys.readouterr().out
+    x = data.load("iris").x_test
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", str(model_dir), "--inputs", str(tmp_path / "x.npy"),
+                 "--codes", str(tmp_path / "c.npy")]) == 0
+    model = artifact.load(model_dir)
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"),
+                                  binary.forward(model, golden.quantize_inputs(model, x)))
+    # options of the other trainers are refused, naming them, before any training
+    assert main(["train", "--dataset", "iris", "--binary", "--activation", "lerp", "--out", str(tmp_path / "l.onnx")]) == 2
+    assert main(["train", "--dataset", "iris", "--standardize", "--out", str(tmp_path / "s.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "does not take --activation lerp" in err and "apply to --binary training only" in err
+    assert not (tmp_path / "l.onnx").exists() and not (tmp_path / "s.onnx").exists()
 
 
 def test_calibrate_keeps_integer_inputs_exact():

@@ -23,7 +23,8 @@ LAYERS = {
     "pwlnet.regions": 0, "pwlnet.data": 0, "pwlnet.compile": 0, "pwlnet.synth": 0,
     "pwlnet.protocol": 0, "pwlnet.float_cache": 0, "pwlnet.code_cache": 0,
     "pwlnet.cache_host": 0,
-    "pwlnet.tie_guard": 0, "pwlnet.polycomplex": 0, "pwlnet.files": 0,
+    "pwlnet.tie_guard": 0, "pwlnet.polycomplex": 0, "pwlnet.files": 0, "pwlnet.errors": 0,
+    "pwlnet.binary": 0, "pwlnet.binary_onnx": 0,
     # 1 -- hardware generators
     "pwlnet.hw": 1,
     # 2 -- simulation and board builds
@@ -33,6 +34,7 @@ LAYERS = {
     "pwlnet.cli": 3, "pwlnet.cli_args": 3, "pwlnet.host": 3, "pwlnet.cache_run": 3,
     "pwlnet.predict": 3, "pwlnet.models": 3, "pwlnet.train": 3, "pwlnet.margin": 3,
     "pwlnet.bench": 3, "pwlnet.bench_cache": 3, "pwlnet.bench_boards": 3, "pwlnet.fuzz": 3, "pwlnet.pictures": 3,
+    "pwlnet.pelu": 3, "pwlnet.binary_train": 3,
 }
 LAYER_NAMES = ("rules and compiled model", "hardware", "simulation and boards", "application")
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pwlnet import data, train
+from pwlnet.files import OutputPathError
 from pwlnet.models import ReluMLP
 
 
@@ -187,7 +188,7 @@ def test_export_failure_leaves_nothing(tmp_path, iris_result, monkeypatch):
 
 
 def test_export_to_missing_directory(tmp_path, iris_result):
-    with pytest.raises(FileNotFoundError, match="directory .*nowhere does not exist"):
+    with pytest.raises(OutputPathError, match="directory .*nowhere does not exist"):
         train.export_onnx(iris_result, tmp_path / "nowhere" / "m.onnx")
 
 
@@ -226,6 +227,6 @@ def test_cli_errors_leave_nothing(tmp_path, capsys, kw, exc, msg):
 
 
 def test_cli_missing_directory_fails_before_training(tmp_path, capsys):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(OutputPathError, match="does not exist"):
         train.cli_train(namespace(tmp_path, out=str(tmp_path / "no" / "m.onnx")))
     assert capsys.readouterr().err == ""  # no progress bar: nothing was trained
