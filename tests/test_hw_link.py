@@ -222,6 +222,21 @@ def test_wide_codes():
     assert struct.unpack("<HI", payload[n:])[0] == golden.argmax(expect)
 
 
+def test_narrow_codes_are_sign_extended():
+    # 4-bit codes travel as one byte each, sign-extended like the wide ones (a negative
+    # output code was sent zero-extended: -3 arrived as 13).
+    m = random_model(3, [3, 5, 4], act_bits=4, weight_bits=4)
+    rng = np.random.default_rng(5)
+    xs = rng.integers(-8, 8, size=(12, m.input_dim))
+    expect = golden.forward(m, xs)
+    assert m.layers[-1].out_bits < 8 and (expect < 0).any()
+    frames = run_link(m, [infer_frame(x, 1) for x in xs])
+    for (cmd, payload), want in zip(frames, expect):
+        assert cmd == Command.INFER | 0x80
+        out = np.frombuffer(payload[:m.output_dim], dtype=np.int8).astype(np.int64)
+        np.testing.assert_array_equal(out, want)
+
+
 def test_link_over_the_stand_in_engine(model):
     # The link needs only the engine's contract: over the stand-in engine it answers the
     # stand-in's own function, with the stand-in's arg-max and cycle count.

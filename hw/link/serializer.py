@@ -188,7 +188,11 @@ class ReplySerializer(wiring.Component):
         # record's first code (a single INFER is one record at 0, so the same bytes).
         pos = st.rec_pos if self._max_batch else bidx
         base = st.code_base if self._max_batch else 0
-        if bo == 1:
+        if bo == 1 and self._info.output_bits < 8:
+            # A code narrower than 8 bits goes out sign-extended to its byte.
+            narrow = Signal(signed(8))
+            m.d.comb += [out_rd.addr.eq(base + pos), narrow.eq(out_rd.data), st.out_byte.eq(narrow.as_unsigned())]
+        elif bo == 1:
             m.d.comb += [out_rd.addr.eq(base + pos), st.out_byte.eq(out_rd.data.as_unsigned())]
         else:
             # The high byte of a code narrower than 16 bits is its sign extension.
