@@ -114,7 +114,7 @@ def test_cache_build_arguments(tmp_path, capsys):
     assert cache_suffix(16, "l2") == "-cache16-l2" and cache_suffix(0, "linf") == ""
     model_dir = artifact.save(random_model(3, [4, 4, 2]), tmp_path / "tiny")
     args = parser.parse_args([str(model_dir), "--cache-entries", "-1", "--out", str(tmp_path / "b")])
-    assert cli_build(args) == 1
+    assert cli_build(args) == 2     # a refusal (1 is a build that failed)
     assert "cache entries must be an integer in 0..256, not -1" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()    # refused before anything was written
 
