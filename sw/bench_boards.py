@@ -105,7 +105,8 @@ def _model_dir(name):
 
 
 def plan_jobs(models=MODELS, boards=None, sweep=SWEEP, sim_runs=SIM_RUNS):
-    """The benchmark's jobs, longest first within each kind (so the pool ends evenly)."""
+    """The benchmark's jobs: the board builds, the lane sweep, the latency simulations (one per
+    engine configuration the boards build), the simulation-speed runs."""
     from . import artifact
     from pwlnet.boards.build import precheck
     from pwlnet.boards.registry import board_names, board as board_named
