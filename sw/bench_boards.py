@@ -231,7 +231,7 @@ def _design_key(job, out_root):
 
 
 def _run_build(job, out_root):
-    from pwlnet.boards.build import BuildError, TimingError, build_bitstream
+    from pwlnet.boards.build import BuildError, FitError, TimingError, build_bitstream
 
     name = job.tag.split("/", 1)[1]
     out_dir = Path(out_root) / job.board / name
@@ -244,8 +244,10 @@ def _run_build(job, out_root):
         report = out_dir / "report.json"
         r = json.loads(report.read_text()) if report.exists() else None
         return {"status": "timing missed", "message": str(e).splitlines()[0], "report": r}
-    except (ValueError, BuildError) as e:
+    except (ValueError, FitError) as e:
         return {"status": "refused", "message": str(e).splitlines()[0]}
+    except BuildError as e:          # the toolchain failed: shown, and built again next time
+        return {"status": "failed", "message": str(e).splitlines()[0]}
 
 
 def _run_sim(job):
