@@ -28,9 +28,18 @@ def regression_model():
     return load
 
 
+#: Test files with the longest tests (RTL simulation, bitstream builds, the simulated
+#: board), run first: xdist hands tests out in collection order, and with these at the
+#: end one worker ran alone for minutes while the other had finished.
+SLOW_FIRST = ("test_sim_engine.py", "test_boards_build.py", "test_sim_netlist.py", "test_binary_hw.py",
+              "test_sim_cached_engine.py", "test_boards_orangecrab.py", "test_host.py", "test_cli.py",
+              "test_fuzz_link.py", "test_host_run_cache.py", "test_fuzz_import.py")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Keep ``xdist_group`` working under ``--dist loadgroup`` with pytest 9.
+    """Start the slow test files first (:data:`SLOW_FIRST`; the order within a file is
+    kept), and keep ``xdist_group`` working under ``--dist loadgroup`` with pytest 9.
 
     pytest-xdist (3.8) marks a grouped test by appending ``@group`` to ``item._nodeid``;
     pytest 9 keeps a node's id in ``item._id`` instead, so the suffix was lost and every
@@ -39,6 +48,8 @@ def pytest_collection_modifyitems(config, items):
     it is missing; with a pytest that still honours ``_nodeid`` it finds it there and does
     nothing.
     """
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))
     if not getattr(config.option, "loadgroup", False) and getattr(config.option, "dist", "no") != "loadgroup":
         return
     try:

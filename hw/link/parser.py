@@ -185,13 +185,16 @@ class FrameParser(wiring.Component):
         # (0 when the payload is empty), and LOAD_WEIGHTS' words against the end of the
         # weight memory (first address * word bytes + the words' bytes, against the memory's
         # bytes, so no division), checked while the rest of the frame arrives.
-        arg_bad = C(0)
+        # A link with neither has no argument to check and no BAD_ARGUMENT logic.
+        arg_bad = None
         if cached:
             arg_bad = Mux(st.is_cwrite, st.arg0 >= self._entries, st.is_cstats & (st.arg0[1:] != 0))
         if loadable:
             m.d.sync += st.load_end.eq(st.waddr * self._wb + length - 2)
-            arg_bad = arg_bad | (st.is_load & (st.load_end > self._weight_words * self._wb))
-        m.d.sync += st.arg_bad.eq(arg_bad)
+            past_end = st.is_load & (st.load_end > self._weight_words * self._wb)
+            arg_bad = past_end if arg_bad is None else arg_bad | past_end
+        if arg_bad is not None:
+            m.d.sync += st.arg_bad.eq(arg_bad)
         m.d.comb += [
             self.exec.infer.eq(st.is_infer), self.exec.load.eq(st.is_load),
             self.exec.cwrite.eq(st.is_cwrite), self.exec.arg0.eq(st.arg0),
@@ -207,12 +210,19 @@ class FrameParser(wiring.Component):
         known = st.is_info | st.is_infer | st.is_counters | st.is_clear | st.is_load | st.is_batch
         if self._entries:
             known = known | st.is_cwrite | st.is_cclear | st.is_cstats | st.is_cinfo
+        if self._entries or self._loadable:
+            # an argument is checked (CACHE_WRITE's slot, CACHE_STATS' flags, LOAD_WEIGHTS' range)
+            bad = ~st.crc_ok | st.is_reserved | ~known | ~st.len_ok | st.arg_bad
+            length_code = Mux(~st.len_ok, ErrorCode.BAD_LENGTH, ErrorCode.BAD_ARGUMENT)
+        else:
+            bad = ~st.crc_ok | st.is_reserved | ~known | ~st.len_ok
+            length_code = ErrorCode.BAD_LENGTH
+        if self._entries:
             m.d.sync += [
-                st.d_err.eq(~st.crc_ok | st.is_reserved | ~known | ~st.len_ok | st.arg_bad),
+                st.d_err.eq(bad),
                 st.d_code.eq(Mux(~st.crc_ok, ErrorCode.BAD_CRC,
                                  Mux(st.is_reserved, ErrorCode.UNSUPPORTED,
-                                     Mux(~known, ErrorCode.UNKNOWN_COMMAND,
-                                         Mux(~st.len_ok, ErrorCode.BAD_LENGTH, ErrorCode.BAD_ARGUMENT))))),
+                                     Mux(~known, ErrorCode.UNKNOWN_COMMAND, length_code)))),
                 st.d_kind.eq(Mux(st.is_info, ReplyKind.INFO,
                                  Mux(st.is_counters, ReplyKind.COUNTERS,
                                      Mux(st.is_cinfo, ReplyKind.CACHE_INFO,
@@ -220,11 +230,10 @@ class FrameParser(wiring.Component):
             ]
         else:
             m.d.sync += [
-                st.d_err.eq(~st.crc_ok | st.is_reserved | ~known | ~st.len_ok | st.arg_bad),
+                st.d_err.eq(bad),
                 st.d_code.eq(Mux(~st.crc_ok, ErrorCode.BAD_CRC,
                                  Mux(st.is_reserved, ErrorCode.UNSUPPORTED,
-                                     Mux(~known, ErrorCode.UNKNOWN_COMMAND,
-                                         Mux(~st.len_ok, ErrorCode.BAD_LENGTH, ErrorCode.BAD_ARGUMENT))))),
+                                     Mux(~known, ErrorCode.UNKNOWN_COMMAND, length_code)))),
                 st.d_kind.eq(Mux(st.is_info, ReplyKind.INFO, Mux(st.is_counters, ReplyKind.COUNTERS,
                                                                  ReplyKind.EMPTY))),
             ]
