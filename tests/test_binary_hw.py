@@ -157,3 +157,7 @@ def test_board_precheck_picks_adder_lanes(compiled):
         precheck("icebreaker", model, "auto", cache_entries=4)
     top = BoardTop(model, lanes=16, target="generic")
     assert isinstance(top.engine, BinaryEngine)
+    # elaborated, so that the engine and link it made are used (else amaranth warns when
+    # they are collected, in whichever test runs then)
+    from amaranth.hdl import Fragment
+    Fragment.get(top, None)
