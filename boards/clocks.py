@@ -200,7 +200,34 @@ def clock_setting(source, mhz):
     return Oscillator(source.freq, source.resource)
 
 
-class ICE40CorePLL(Elaboratable):
+class _PLLClock(Elaboratable):
+    """A PLL primitive fed from the clock pin through an input buffer, driving ``domain``
+    from its output and holding it in reset until it locks (:func:`hold_reset`).  A
+    subclass names its setting type (``CONFIG``) and makes the primitive (``_primitive``)."""
+
+    CONFIG = None
+
+    def __init__(self, config, pin, *, domain="sync"):
+        if not isinstance(config, self.CONFIG):
+            raise TypeError(f"config must be a{'n' if self.CONFIG.__name__[0] in 'AEIOU' else ''} "
+                            f"{self.CONFIG.__name__}, not {config!r}")
+        self.config, self.pin, self.domain = config, pin, domain
+        self.locked = Signal()
+        self.clk = Signal()
+
+    def _primitive(self, clk_in):
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.clk_buf = buf = io.Buffer("i", self.pin)
+        m.submodules.pll = self._primitive(buf.i)
+        m.d.comb += ClockSignal(self.domain).eq(self.clk)
+        hold_reset(m, self.clk, self.locked, self.config.f_out, self.domain)
+        return m
+
+
+class ICE40CorePLL(_PLLClock):
     """``SB_PLL40_CORE`` fed from a clock input that is no PLL pad, driving ``domain``.
 
     Parameters
@@ -213,42 +240,25 @@ class ICE40CorePLL(Elaboratable):
         The clock domain driven (the caller defines it).
     """
 
-    def __init__(self, config, pin, *, domain="sync"):
-        if not isinstance(config, PLLConfig):
-            raise TypeError(f"config must be a PLLConfig, not {config!r}")
-        self.config, self.pin, self.domain = config, pin, domain
-        self.locked = Signal()
-        self.clk = Signal()
+    CONFIG = PLLConfig
 
-    def elaborate(self, platform):
-        m = Module()
+    def _primitive(self, clk_in):
         c = self.config
-        m.submodules.clk_buf = buf = io.Buffer("i", self.pin)
-        m.submodules.pll = Instance("SB_PLL40_CORE",
-                                    p_FEEDBACK_PATH="SIMPLE", p_DIVR=c.divr, p_DIVF=c.divf, p_DIVQ=c.divq,
-                                    p_FILTER_RANGE=c.filter_range,
-                                    i_REFERENCECLK=buf.i, i_RESETB=C(1, 1), i_BYPASS=C(0, 1),
-                                    o_PLLOUTGLOBAL=self.clk, o_LOCK=self.locked)
-        m.d.comb += ClockSignal(self.domain).eq(self.clk)
-        hold_reset(m, self.clk, self.locked, c.f_out, self.domain)
-        return m
+        return Instance("SB_PLL40_CORE",
+                        p_FEEDBACK_PATH="SIMPLE", p_DIVR=c.divr, p_DIVF=c.divf, p_DIVQ=c.divq,
+                        p_FILTER_RANGE=c.filter_range,
+                        i_REFERENCECLK=clk_in, i_RESETB=C(1, 1), i_BYPASS=C(0, 1),
+                        o_PLLOUTGLOBAL=self.clk, o_LOCK=self.locked)
 
 
-class ECP5PLL(Elaboratable):
+class ECP5PLL(_PLLClock):
     """An ``EHXPLLL`` with CLKOP fed back, driving ``domain`` (see :func:`ecp5_pll_config`)."""
 
-    def __init__(self, config, pin, *, domain="sync"):
-        if not isinstance(config, ECP5PLLConfig):
-            raise TypeError(f"config must be an ECP5PLLConfig, not {config!r}")
-        self.config, self.pin, self.domain = config, pin, domain
-        self.locked = Signal()
-        self.clk = Signal()
+    CONFIG = ECP5PLLConfig
 
-    def elaborate(self, platform):
-        m = Module()
+    def _primitive(self, clk_in):
         c = self.config
-        m.submodules.clk_buf = buf = io.Buffer("i", self.pin)
-        m.submodules.pll = Instance(
+        return Instance(
             "EHXPLLL",
             a_FREQUENCY_PIN_CLKI=f"{c.f_in / 1e6:g}", a_FREQUENCY_PIN_CLKOP=f"{c.f_out / 1e6:g}",
             a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
@@ -256,30 +266,20 @@ class ECP5PLL(Elaboratable):
             p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
             p_CLKI_DIV=c.clki_div, p_CLKFB_DIV=c.clkfb_div, p_FEEDBK_PATH="CLKOP",
             p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=c.clkop_div, p_CLKOP_CPHASE=c.clkop_div - 1, p_CLKOP_FPHASE=0,
-            i_RST=C(0, 1), i_STDBY=C(0, 1), i_CLKI=buf.i, i_CLKFB=self.clk,
+            i_RST=C(0, 1), i_STDBY=C(0, 1), i_CLKI=clk_in, i_CLKFB=self.clk,
             i_PHASESEL0=C(0, 1), i_PHASESEL1=C(0, 1), i_PHASEDIR=C(1, 1), i_PHASESTEP=C(1, 1),
             i_PHASELOADREG=C(1, 1), i_PLLWAKESYNC=C(0, 1), i_ENCLKOP=C(0, 1),
             o_CLKOP=self.clk, o_LOCK=self.locked)
-        m.d.comb += ClockSignal(self.domain).eq(self.clk)
-        hold_reset(m, self.clk, self.locked, c.f_out, self.domain)
-        return m
 
 
-class GowinPLL(Elaboratable):
+class GowinPLL(_PLLClock):
     """A Gowin ``rPLL`` with internal feedback, driving ``domain`` (see :func:`gowin_pll_config`)."""
 
-    def __init__(self, config, pin, *, domain="sync"):
-        if not isinstance(config, GowinPLLConfig):
-            raise TypeError(f"config must be a GowinPLLConfig, not {config!r}")
-        self.config, self.pin, self.domain = config, pin, domain
-        self.locked = Signal()
-        self.clk = Signal()
+    CONFIG = GowinPLLConfig
 
-    def elaborate(self, platform):
-        m = Module()
+    def _primitive(self, clk_in):
         c = self.config
-        m.submodules.clk_buf = buf = io.Buffer("i", self.pin)
-        m.submodules.pll = Instance(
+        return Instance(
             "rPLL",
             p_FCLKIN=f"{c.f_in / 1e6:g}", p_DEVICE=c.device,
             p_IDIV_SEL=c.idiv - 1, p_FBDIV_SEL=c.fbdiv - 1, p_ODIV_SEL=c.odiv,
@@ -288,13 +288,10 @@ class GowinPLL(Elaboratable):
             p_CLKFB_SEL="internal", p_CLKOUT_BYPASS="false", p_CLKOUTP_BYPASS="false",
             p_CLKOUTD_BYPASS="false", p_CLKOUTD_SRC="CLKOUT", p_CLKOUTD3_SRC="CLKOUT",
             p_CLKOUT_FT_DIR=C(1, 1), p_CLKOUTP_FT_DIR=C(1, 1), p_CLKOUT_DLY_STEP=0, p_CLKOUTP_DLY_STEP=0,
-            i_CLKIN=buf.i, i_CLKFB=C(0, 1), i_RESET=C(0, 1), i_RESET_P=C(0, 1),
+            i_CLKIN=clk_in, i_CLKFB=C(0, 1), i_RESET=C(0, 1), i_RESET_P=C(0, 1),
             i_FBDSEL=C(0, 6), i_IDSEL=C(0, 6), i_ODSEL=C(0, 6), i_PSDA=C(0, 4), i_DUTYDA=C(0, 4),
             i_FDLY=C(0, 4),
             o_CLKOUT=self.clk, o_LOCK=self.locked)
-        m.d.comb += ClockSignal(self.domain).eq(self.clk)
-        hold_reset(m, self.clk, self.locked, c.f_out, self.domain)
-        return m
 
 
 class DirectClock(Elaboratable):
