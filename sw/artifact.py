@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -38,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import fixedpoint as fx
+from .modeldir import write_model_dir
 
 __all__ = ["FORMAT", "VERSION", "ArtifactError", "Layer", "CompiledModel", "load", "save"]
 
@@ -233,20 +231,7 @@ def save(model: CompiledModel, out_dir) -> Path:
                 entry["lerp"]["range"] = f"l{i}.lerp_range"
                 arrays[f"l{i}.lerp_range"] = np.asarray(l.lerp_range, dtype=np.float64)
         desc["layers"].append(entry)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        with open(tmp / "model.json", "w") as f:
-            json.dump(desc, f, indent=1)
-            f.write("\n")
-        np.savez(tmp / "arrays.npz", **arrays)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return write_model_dir(out_dir, desc, arrays)
 
 
 def load(path) -> CompiledModel:

@@ -29,16 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
-import shutil
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from . import fixedpoint as fx
+from .modeldir import write_model_dir
 from .errors import ArtifactError, InputError
 
 __all__ = ["FORMAT", "VERSION", "KIND", "BinaryLayer", "BinaryModel", "first_sum", "xnor_popcount",
@@ -459,20 +456,7 @@ def save(model: BinaryModel, out_dir) -> Path:
                 e[f] = f"l{i}.{f}"
                 arrays[f"l{i}.{f}"] = np.asarray(getattr(l, f), np.int64)
         desc["layers"].append(e)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        with open(tmp / "model.json", "w") as f:
-            json.dump(desc, f, indent=1)
-            f.write("\n")
-        np.savez(tmp / "arrays.npz", **arrays)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return write_model_dir(out_dir, desc, arrays)
 
 
 def load_dir(path, desc) -> BinaryModel:

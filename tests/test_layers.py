@@ -23,7 +23,7 @@ LAYERS = {
     "pwlnet.regions": 0, "pwlnet.data": 0, "pwlnet.compile": 0, "pwlnet.synth": 0,
     "pwlnet.protocol": 0, "pwlnet.float_cache": 0, "pwlnet.code_cache": 0,
     "pwlnet.cache_host": 0,
-    "pwlnet.tie_guard": 0, "pwlnet.polycomplex": 0, "pwlnet.files": 0, "pwlnet.errors": 0,
+    "pwlnet.tie_guard": 0, "pwlnet.polycomplex": 0, "pwlnet.files": 0, "pwlnet.errors": 0, "pwlnet.modeldir": 0,
     "pwlnet.binary": 0, "pwlnet.binary_onnx": 0,
     # 1 -- hardware generators
     "pwlnet.hw": 1,
