@@ -114,10 +114,17 @@ def plan_jobs(models=MODELS, boards=None, sweep=SWEEP, sim_runs=SIM_RUNS):
     names = list(boards) if boards else board_names()
     jobs = [Job("board", m, b) for m in models for b in names]
     first = models[0]
+    first_model = artifact.load(_model_dir(first) / "compiled")
     for b, lanes in sweep.items():
         if b in names:
             mhz = max(board_named(b).clocks_mhz)
-            jobs += [Job("sweep", first, b, p, mhz) for p in lanes]
+            # The point at the board build's own lane count is that build (at the clock its
+            # walk reached), not a second place and route of the same engine.
+            try:
+                auto = precheck(b, first_model, "auto")[0]
+            except ValueError:
+                auto = None
+            jobs += [Job("sweep", first, b, p, mhz) for p in lanes if p != auto]
     latency = set()
     for m in models:
         model = artifact.load(_model_dir(m) / "compiled")
@@ -489,17 +496,23 @@ def _cpu_table(rows, cpu):
     return lines
 
 
-def sweep_rows(done):
+def sweep_rows(done, sweep=SWEEP):
+    """The lane sweep's rows; a board build of the first model whose lane count is one of the
+    board's sweep points stands for that point (``"board": True``)."""
     from pwlnet.boards.registry import board as board_named
 
     rows = []
     for j, rec in done.items():
-        if j.kind != "sweep":
-            continue
         r = rec["report"]
-        row = {"board": j.board, "device": board_named(j.board).device, "lanes": j.lanes, "mhz": j.mhz,
-               "status": rec["status"], "message": rec["message"], "seconds": rec["seconds"], "report": r}
-        rows.append(row)
+        if j.kind == "board" and j.model == MODELS[0] and r and r.get("lanes") in sweep.get(j.board, ()):
+            lanes, mhz, from_board = r["lanes"], r["target_mhz"], True
+        elif j.kind == "sweep":
+            lanes, mhz, from_board = j.lanes, j.mhz, False
+        else:
+            continue
+        rows.append({"board": j.board, "device": board_named(j.board).device, "lanes": lanes, "mhz": mhz,
+                     "status": rec["status"], "message": rec["message"], "seconds": rec["seconds"],
+                     "report": r, "board_build": from_board})
     return sorted(rows, key=lambda r: (r["board"], r["lanes"]))
 
 
@@ -512,9 +525,10 @@ def _sweep_table(rows):
             lines.append(f"| {r['board']} | {r['lanes']} | {r['status']}: {r['message']} | | | | | | |")
             continue
         inf = rep["fmax_mhz"] * 1e6 / float(rep["cycles_per_inference"])
+        build = _fmt_s(r['seconds']) + (" (the board build)" if r.get("board_build") else "")
         lines.append(f"| {r['board']} | {r['lanes']} | {_res(rep, 'LUT')} | {_res(rep, 'DSP')} | {_res(rep, 'EBR')} | "
                      f"{rep['fmax_mhz']:.2f} ({rep['target_mhz']:g}) | {rep['cycles_per_inference']:g} "
-                     f"({rep['ideal_cycles']}) | {inf:,.0f} | {_fmt_s(r['seconds'])} |")
+                     f"({rep['ideal_cycles']}) | {inf:,.0f} | {build} |")
     return lines
 
 
@@ -594,7 +608,7 @@ def bench_boards(out="docs", build_root="build/bench", models=MODELS, boards=Non
     print("bench: CPU timings (onnxruntime, torch; batch 1, one thread)", file=log, flush=True)
     cpu = {m: cpu_times(m, cpu_runs) for m in models}
     rows = board_rows(done, models)
-    sweep_r = sweep_rows(done)
+    sweep_r = sweep_rows(done, sweep)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = _plots(rows, sweep_r, cpu, out)

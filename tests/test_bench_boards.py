@@ -19,7 +19,11 @@ def test_plan_covers_every_board_model_and_sweep_point():
     boards = {(j.board, j.model) for j in jobs if j.kind == "board"}
     assert boards == {(b, m) for b in board_names() for m in bb.MODELS}
     sweep = {(j.board, j.lanes) for j in jobs if j.kind == "sweep"}
-    assert sweep == {(b, p) for b, ps in bb.SWEEP.items() for p in ps}
+    first = artifact.load(bb._model_dir(bb.MODELS[0]) / "compiled")
+    auto = {b: precheck(b, first, "auto")[0] for b in bb.SWEEP}
+    # the point at a board build's own lane count is that build, not a second place and route
+    assert sweep == {(b, p) for b, ps in bb.SWEEP.items() for p in ps if p != auto[b]}
+    assert all(auto[b] in ps for b, ps in bb.SWEEP.items())
     # a latency run for each configuration a board builds, none for a board that refuses the model
     lat = {(j.model, j.lanes, j.target) for j in jobs if j.kind == "latency"}
     for m in bb.MODELS:
@@ -31,6 +35,18 @@ def test_plan_covers_every_board_model_and_sweep_point():
                 continue
             assert (m, lanes, board_named(b).target) in lat
     assert len({j.tag for j in jobs}) == len(jobs)
+
+
+def test_a_board_build_stands_for_its_sweep_point():
+    rep = {"lanes": 16, "target_mhz": 56.25, "fmax_mhz": 58.4, "cycles_per_inference": 417, "ideal_cycles": 400}
+    done = {bb.Job("board", bb.MODELS[0], "icebreaker"): {"report": rep, "status": "ok", "message": "",
+                                                          "seconds": 100.0},
+            bb.Job("board", bb.MODELS[1], "icebreaker"): {"report": dict(rep), "status": "ok", "message": "",
+                                                          "seconds": 100.0},
+            bb.Job("sweep", bb.MODELS[0], "icebreaker", 8, 64): {"report": dict(rep, lanes=8), "status": "ok",
+                                                                 "message": "", "seconds": 40.0}}
+    rows = bb.sweep_rows(done)
+    assert [(r["lanes"], r["mhz"], r["board_build"]) for r in rows] == [(8, 64, False), (16, 56.25, True)]
 
 
 def test_unknown_model_is_refused_by_name():
