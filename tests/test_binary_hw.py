@@ -1,6 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """The binary engine: popcount tree and plan alone, then the RTL against pwlnet.binary.forward
-on Icarus and Verilator for three binarized models trained here at small size."""
+on Icarus and Verilator for four binarized models trained here at small size, each at its
+board lane count and at one lane (the small-device build: an 8-bit XNOR chunk); odd lane
+counts and chunks in Amaranth's simulator."""
 
 import json
 import random
@@ -11,7 +13,8 @@ from amaranth.sim import Simulator
 
 from pwlnet import artifact, binary, data, golden
 from pwlnet.compile import compile_onnx
-from pwlnet.hw.binary import BinaryPlan, PopcountTree
+from pwlnet.hw.binary import BinaryEngine, BinaryPlan, PopcountTree
+from pwlnet.hw.binary.plan import positions
 
 pytest.importorskip("onnxruntime")
 
@@ -47,6 +50,7 @@ MODELS = {
     "iris_b16x8": ("iris", (16, 8), True, 8, 8),          # two hidden binary layers, two lane groups
     "digits_b32": ("digits", (32,), False, 12, 8),        # integer scores, 12-bit codes, four groups
     "basicmotions_b96": ("basicmotions", (96,), True, 8, 16),   # a 96-bit fan-in: two XNOR chunks, padding
+    "digits_b64x64": ("digits", (64, 64), True, 8, 16),  # the iCEstick's model: 64-64-64-10
 }
 
 
@@ -78,6 +82,77 @@ def test_plan_refuses_bad_lanes(compiled):
         BinaryPlan(model, 0)
 
 
+def test_plan_refuses_bad_chunk(compiled):
+    model = compiled["iris_b16x8"][0]
+    with pytest.raises(ValueError, match="chunk must be a positive integer, not 0"):
+        BinaryPlan(model, 1, 0)
+
+
+def test_plan_chunk_follows_the_lanes(compiled):
+    model = compiled["digits_b64x64"][0]
+    assert [BinaryPlan(model, p).chunk for p in (1, 2, 4, 8, 16)] == [8, 8, 16, 32, 64]
+    assert BinaryPlan(model, 16, 200).chunk == 64                 # capped at the widest fan-in
+    assert BinaryPlan(model, 8, 12).chunk == 16                   # a multiple of the lanes
+    assert BinaryPlan(model, 16, 8).chunk == 16
+
+
+def test_positions():
+    # one lane: bit i of word i // 4, the short last word's bits at its top
+    assert positions(6, 4) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 2), (1, 3)]
+    # two lanes, two shifts a word: lane 0 in the upper half, lane 1 in the lower
+    assert positions(6, 4, 2) == [(0, 2), (0, 0), (0, 3), (0, 1), (1, 3), (1, 1)]
+
+
+def _pysim(model, lanes, chunk, codes):
+    """Outputs, argmaxes and the spacing of the last outputs in Amaranth's simulator."""
+    dut = BinaryEngine(model, lanes, chunk=chunk)
+    outs, ams, ends = [], [], []
+
+    async def producer(ctx):
+        for row in codes:
+            for v in row:
+                ctx.set(dut.i.payload, int(v))
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        row, cycle = [], 0
+        async for _, _, valid, value, last, am in ctx.tick().sample(
+                dut.o.valid, dut.o.payload.data, dut.o.payload.last, dut.o.payload.argmax):
+            cycle += 1
+            if valid:
+                row.append(value)
+                if last:
+                    outs.append(row)
+                    ams.append(am)
+                    ends.append(cycle)
+                    row = []
+                    if len(outs) == len(codes):
+                        return
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    return dut, np.array(outs), ams, np.diff(ends)
+
+
+@pytest.mark.parametrize("lanes, chunk", [(3, None), (5, 1), (1, 2), (16, 3), (2, 64)])
+def test_odd_lanes_and_chunks(compiled, lanes, chunk):
+    """Lanes past the first layer's width, one-bit and odd chunks, a chunk wider than the
+    fan-in: the RTL equals the golden model and the plan's cycle count."""
+    model, _ = compiled["iris_b16x8"]
+    codes = _vectors(model, "iris", n_test=3, n_random=3)
+    dut, outs, ams, spacing = _pysim(model, lanes, chunk, codes)
+    want = binary.forward(model, codes)
+    assert np.array_equal(outs, want)
+    assert ams == list(np.argmax(want, axis=1))
+    assert set(spacing) == {dut.cycles_per_inference}
+
+
 def test_plan_refuses_an_mlp(compiled):
     from pwlnet.synth import random_model
     with pytest.raises(TypeError, match="takes a compiled binary model, not CompiledModel"):
@@ -85,11 +160,13 @@ def test_plan_refuses_an_mlp(compiled):
 
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("one_lane", [False, True], ids=["board_lanes", "one_lane"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_rtl_equals_golden(compiled, name, simulator):
+def test_rtl_equals_golden(compiled, name, one_lane, simulator):
     from pwlnet.sim import engine_sim
     model, _ = compiled[name]
     ds, _, _, _, lanes = MODELS[name]
+    lanes = 1 if one_lane else lanes
     codes = _vectors(model, ds)
     res = engine_sim.simulate(model, codes, simulator=simulator, lanes=lanes)
     assert np.array_equal(res.expected, binary.forward(model, codes))

@@ -6,22 +6,21 @@ in (``input_dim`` beats per inference), output scores out with ``last`` and ``ar
 
 Data path, one inference after another (load, compute, send)::
 
-    input stream -> input memory --q--> P adder lanes: s[p] +-= q  (first layer, d cycles per group)
-                                              |  threshold word (P thresholds + directions, EBR)
-                                              v
-                                 act0 bits (shift register, P bits per group)
-                                              |
-    weight memory (B-bit words) --XNOR--> B bits --> popcount tree (one level per cycle)
-                                              |
-                                 per-neuron sum over C chunks, threshold memory
-                                              v
-                                 act_l bits (shift register, 1 bit per neuron) ... last layer:
-                                 score table (EBR) --> score registers, running argmax --> output stream
+    input stream -> input memory --q--> P adder lanes: s[p] +-= q    (first layer, d cycles per group)
+    weight memory (B-bit words) --XNOR-- activation memory (B-bit words)
+                                   v
+                          popcount tree (one level per cycle) --> lane 0   (binary layers, C cycles per neuron)
+
+    every neuron: s starts at its start value (block RAM), its bit is the sign of the total
+                  -> shift register (B bits) -> activation memory, one write per word
+    last layer:   s is the score table's address -> score memory, running argmax -> output stream
 
 Each state of the sequencer issues one operation per cycle (a code of the first layer,
-or a ``B``-bit chunk of a binary layer); the operation's fields travel beside the data
-through registered stages, so no path holds more than one adder or comparator after a
-memory.  A layer starts once the previous one's bits are written (a fixed drain).
+or a ``B``-bit chunk of a binary layer); three flags (first, last, write) travel beside the
+data through registered stages, so no path holds more than one adder after a memory.  A
+layer starts once the previous one's last word is written (a fixed drain).  Lane 0 is also
+the binary layers' accumulator, and the first layer's bits take the same shift register
+and memory as the binary layers' (:func:`~pwlnet.hw.binary.plan.positions`).
 """
 
 from __future__ import annotations
@@ -35,6 +34,9 @@ from .plan import FIRST_DRAIN, BinaryPlan
 from .popcount import PopcountTree
 
 __all__ = ["BinaryEngine"]
+
+#: The flags of one operation, carried beside its data.
+_FLAGS = data.StructLayout({"first": 1, "last": 1, "write": 1})
 
 
 class BinaryEngine(wiring.Component):
@@ -50,8 +52,9 @@ class BinaryEngine(wiring.Component):
     weight_memory : str
         Accepted for the engine contract; weights are always in ROM (block RAM).
     chunk : int or None
-        XNOR bits per cycle ``B`` (default :data:`~pwlnet.hw.binary.plan.DEFAULT_CHUNK`,
-        capped at the widest binary layer's fan-in).
+        XNOR bits per cycle ``B`` (default :func:`~pwlnet.hw.binary.plan.default_chunk`
+        of the lanes; rounded up to a multiple of ``P``, capped at the widest binary
+        layer's fan-in).
 
     Attributes
     ----------
@@ -91,11 +94,11 @@ class BinaryEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pl = self._plan
-        model = self._model
-        d, P, B, G = pl.d, pl.lanes, pl.chunk, pl.groups
-        ib = model.input_bits
+        d, P, B, G, A = pl.d, pl.lanes, pl.chunk, pl.groups, pl.acc_bits
+        ib = self._model.input_bits
         n_out = pl.n_out
         nb = len(pl.blayers)
+        k0 = B // P                                   # first-layer groups per activation word
 
         # ---- memories
         m.submodules.inmem = inmem = Memory(shape=signed(ib), depth=d, init=[])
@@ -103,178 +106,182 @@ class BinaryEngine(wiring.Component):
         in_rd = inmem.read_port(transparent_for=())
         m.submodules.w0mem = w0mem = Memory(shape=unsigned(P), depth=len(pl.w0_words), init=pl.w0_words)
         w0_rd = w0mem.read_port()
-        f0 = pl.thr0_bits + 1
-        m.submodules.t0mem = t0mem = Memory(shape=unsigned(P * f0), depth=max(2, G), init=pl.thr0_words)
-        t0_rd = t0mem.read_port()
         m.submodules.wbmem = wbmem = Memory(shape=unsigned(B), depth=len(pl.wb_words), init=pl.wb_words)
         wb_rd = wbmem.read_port()
-        tb = pl.thr_bits
-        if pl.thr_words:
-            m.submodules.tbmem = tbmem = Memory(shape=unsigned(tb + 1), depth=max(2, len(pl.thr_words)),
-                                                init=pl.thr_words)
-            tb_rd = tbmem.read_port()
+        m.submodules.startmem = startmem = Memory(shape=unsigned(A), depth=len(pl.start_words),
+                                                  init=pl.start_words)
+        st_rd = startmem.read_port()
+        if P > 1:
+            m.submodules.start0mem = start0mem = Memory(shape=unsigned((P - 1) * A), depth=max(2, G),
+                                                        init=pl.start0_words)
+            st0_rd = start0mem.read_port()
+        aw = max(0, (pl.act_words - 1).bit_length())
+        m.submodules.actmem = actmem = Memory(shape=unsigned(B), depth=2 << aw, init=[])
+        act_wr = actmem.write_port()
+        act_rd = actmem.read_port(transparent_for=())
         m.submodules.table = table = Memory(shape=signed(pl.out_bits), depth=len(pl.table_words),
                                             init=pl.table_words)
         tab_rd = table.read_port()
+        m.submodules.scoremem = scoremem = Memory(shape=signed(pl.out_bits), depth=max(2, n_out), init=[])
+        score_wr = scoremem.write_port()
+        score_rd = scoremem.read_port(transparent_for=())
 
-        # ---- activation registers: act[0] from the first layer, act[k] from binary layer k
-        acts = [Signal(G * P, name="act0")]
-        for b in pl.blayers[:-1]:
-            acts.append(Signal(b["n_out"], name=f"act{b['layer']}"))
-
-        # ---- sequencer
-        beat = Signal(range(max(d, n_out) + 1))
-        inner = Signal(range(max([d] + [b["chunks"] for b in pl.blayers]) + 1))
-        outer = Signal(range(max([G] + [b["n_out"] for b in pl.blayers]) + 1))
+        # ---- sequencer: one counter for the load beats, a neuron's steps, the drains and the
+        # output beats
+        step = Signal(range(max([d, n_out, FIRST_DRAIN] + [b["chunks"] for b in pl.blayers]
+                                + [pl.binary_drain(b) for b in pl.blayers]) + 1))
         addr = Signal(range(max(len(pl.w0_words), len(pl.wb_words)) + 1))
-        drain = Signal(range(max(FIRST_DRAIN, pl.binary_drain) + 1))
-
-        issue0 = Signal()                 # a first-layer operation this cycle
-        issueb = Signal()                 # a binary-layer operation this cycle
-        first = Signal()
-        last = Signal()
-        layer = Signal(range(nb + 1))
-
-        scores = [Signal(signed(pl.out_bits), name=f"score{o}") for o in range(n_out)]
-        best = Signal(signed(pl.out_bits))
+        fill = Signal(range(B + 1))                   # neurons (groups) in the word being filled
+        binary = Signal()                             # the layer in flight is a binary one
+        lastl = Signal()                              # ... the last one
+        wbuf = Signal()                               # the activation block it writes
+        start = Signal()                              # a layer starts: the result side resets
+        issue0 = Signal(_FLAGS)                       # the flags of this cycle's operation: first
+        issueb = Signal(_FLAGS)                       # layer, binary layer
+        loaded = Signal()                             # the last input beat is taken
+        sending = Signal()
         best_at = Signal.like(self.o.payload.argmax)
-        out_data = Signal(signed(pl.out_bits))
-        with m.Switch(beat):
-            for o in range(n_out):
-                with m.Case(o):
-                    m.d.comb += out_data.eq(scores[o])
 
-        m.d.comb += [first.eq(inner == 0)]
         with m.FSM(name="seq"):
             with m.State("LOAD"):
-                m.d.comb += [self.i.ready.eq(1), in_wr.addr.eq(beat), in_wr.data.eq(self.i.payload),
+                m.d.comb += [self.i.ready.eq(1), in_wr.addr.eq(step), in_wr.data.eq(self.i.payload),
                              in_wr.en.eq(self.i.valid)]
                 with m.If(self.i.valid):
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If(beat == d - 1):
-                        m.d.sync += [beat.eq(0), inner.eq(0), outer.eq(0), addr.eq(0)]
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == d - 1):
+                        m.d.sync += [step.eq(0), addr.eq(0), fill.eq(0), binary.eq(0), lastl.eq(0), wbuf.eq(0)]
+                        m.d.comb += [start.eq(1), loaded.eq(1)]
                         m.next = "L0"
             with m.State("L0"):
-                m.d.comb += [issue0.eq(1), last.eq(inner == d - 1), in_rd.addr.eq(inner), w0_rd.addr.eq(addr)]
-                m.d.sync += [inner.eq(inner + 1), addr.eq(addr + 1)]
-                with m.If(inner == d - 1):
-                    m.d.sync += [inner.eq(0), outer.eq(outer + 1)]
-                    with m.If(outer == G - 1):
-                        m.d.sync += [outer.eq(0), drain.eq(FIRST_DRAIN - 1)]
-                        m.next = "D0"
+                end = addr == len(pl.w0_words) - 1
+                self._issue(m, issue0, step, addr, fill, d, k0, end)
+                m.d.comb += [in_rd.addr.eq(step), w0_rd.addr.eq(addr)]
+                with m.If(end):
+                    m.next = "D0"
             with m.State("D0"):
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 0):
-                    m.d.sync += [inner.eq(0), outer.eq(0), addr.eq(pl.blayers[0]["wbase"])]
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == FIRST_DRAIN - 1):
+                    m.d.sync += [step.eq(0), addr.eq(0), fill.eq(0), binary.eq(1), lastl.eq(nb == 1), wbuf.eq(1)]
+                    m.d.comb += start.eq(1)
                     m.next = "B1"
             for k, b in enumerate(pl.blayers, start=1):
-                C, no = b["chunks"], b["n_out"]
                 with m.State(f"B{k}"):
-                    m.d.comb += [issueb.eq(1), layer.eq(k), last.eq(inner == C - 1), wb_rd.addr.eq(addr)]
-                    m.d.sync += [inner.eq(inner + 1), addr.eq(addr + 1)]
-                    with m.If(inner == C - 1):
-                        m.d.sync += [inner.eq(0), outer.eq(outer + 1)]
-                        with m.If(outer == no - 1):
-                            m.d.sync += [outer.eq(0), drain.eq(pl.binary_drain - 1)]
-                            m.next = f"DB{k}"
+                    end = addr == b["wbase"] + b["n_out"] * b["chunks"] - 1
+                    self._issue(m, issueb, step, addr, fill, b["chunks"], B, end | b["last"])
+                    m.d.comb += [wb_rd.addr.eq(addr), act_rd.addr.eq(Cat(step[:aw], ~wbuf))]
+                    with m.If(end):
+                        m.next = f"DB{k}"
                 with m.State(f"DB{k}"):
-                    m.d.sync += drain.eq(drain - 1)
-                    with m.If(drain == 0):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == pl.binary_drain(b) - 1):
+                        m.d.sync += step.eq(0)
                         if k < nb:
-                            m.d.sync += [inner.eq(0), outer.eq(0), addr.eq(pl.blayers[k]["wbase"])]
+                            m.d.sync += [fill.eq(0), lastl.eq(k + 1 == nb), wbuf.eq(~wbuf)]
+                            m.d.comb += start.eq(1)
                             m.next = f"B{k + 1}"
                         else:
-                            m.d.sync += beat.eq(0)
                             m.next = "OUT"
             with m.State("OUT"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(out_data),
-                             self.o.payload.last.eq(beat == n_out - 1), self.o.payload.argmax.eq(best_at)]
+                # the score memory is read one beat ahead (beat 0 in the cycles before)
+                m.d.comb += [sending.eq(1), self.o.valid.eq(1), self.o.payload.data.eq(score_rd.data),
+                             self.o.payload.last.eq(step == n_out - 1), self.o.payload.argmax.eq(best_at),
+                             score_rd.addr.eq(step + self.o.ready)]
                 with m.If(self.o.ready):
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If(beat == n_out - 1):
-                        m.d.sync += beat.eq(0)
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step == n_out - 1):
+                        m.d.sync += step.eq(0)
                         m.next = "LOAD"
 
-        # ---- first layer: stage 1 registers the code and its negation (one carry chain,
-        # fanned out to every lane from registers), stage 2 adds, stage 3 compares and
-        # shifts the bits in
-        v1, first1, last1, g1 = Signal(), Signal(), Signal(), Signal.like(outer)
-        m.d.sync += [v1.eq(issue0), first1.eq(first), last1.eq(last), g1.eq(outer)]
-        v2, first2, last2, g2 = Signal(), Signal(), Signal(), Signal.like(outer)
-        qp, qn, w2 = Signal(signed(ib + 1)), Signal(signed(ib + 1)), Signal(P)
-        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), g2.eq(g1),
-                     qp.eq(in_rd.data), qn.eq(-in_rd.data), w2.eq(w0_rd.data)]
-        m.d.comb += t0_rd.addr.eq(g2)
-        sums = [Signal(signed(pl.acc0_bits), name=f"s{p}") for p in range(P)]
-        with m.If(v2):
-            for p in range(P):
-                m.d.sync += sums[p].eq(Mux(first2, 0, sums[p]) + Mux(w2[p], qp, qn))
-        done2 = Signal()
-        m.d.sync += done2.eq(v2 & last2)
-        bits0 = Signal(P)
-        for p in range(P):
-            thr = t0_rd.data[p * f0:p * f0 + pl.thr0_bits].as_signed()
-            neg = t0_rd.data[p * f0 + pl.thr0_bits]
-            m.d.comb += bits0[p].eq((sums[p] >= thr) ^ neg)
-        with m.If(done2):
-            m.d.sync += acts[0].eq(bits0 if G == 1 else Cat(acts[0][P:], bits0))
+        # ---- the flags beside the data: flags[s] belongs to the operation issued s cycles ago;
+        # the first layer's and the binary layers' apart, so that neither takes the other's
+        # tail for its own
+        sa = pl.binary_acc_stage
+        flags0 = [issue0] + [Signal(_FLAGS, name=f"flags0_{s}") for s in range(1, 4)]
+        flagsb = [issueb] + [Signal(_FLAGS, name=f"flagsb_{s}") for s in range(1, sa + 3)]
+        for f in (flags0, flagsb):
+            for s in range(1, len(f)):
+                m.d.sync += f[s].eq(f[s - 1])
+        at_acc = Signal(_FLAGS)                       # the operation the accumulators take now
+        at_res = Signal(_FLAGS)                       # ... whose total they hold now
+        m.d.comb += [at_acc.eq(flags0[2].as_value() | flagsb[sa].as_value()),
+                     at_res.eq(flags0[3].as_value() | flagsb[sa + 1].as_value())]
 
-        # ---- binary layers: stage 1 XNOR, tree, accumulate, compare / look up
-        meta = data.StructLayout({"valid": 1, "first": 1, "last": 1, "o": unsigned(len(outer)),
-                                  "c": unsigned(len(inner)), "layer": unsigned(len(layer))})
-        depth = pl.tree_latency + 4
-        st = [Signal(meta, name=f"m{s}") for s in range(depth + 1)]     # st[s]: stage s
-        m.d.comb += [st[0].valid.eq(issueb), st[0].first.eq(first), st[0].last.eq(last), st[0].o.eq(outer),
-                     st[0].c.eq(inner), st[0].layer.eq(layer)]
-        for s in range(depth):
-            m.d.sync += st[s + 1].eq(st[s])
-        chunk = Signal(B)
-        with m.Switch(st[1].layer):
-            for b in pl.blayers:
-                src = acts[b["layer"] - 1]
-                padded = Cat(src, Const(0, b["chunks"] * B - len(src))) if b["chunks"] * B > len(src) else src
-                with m.Case(b["layer"]):
-                    with m.Switch(st[1].c):
-                        for c in range(b["chunks"]):
-                            with m.Case(c):
-                                m.d.comb += chunk.eq(padded[c * B:(c + 1) * B])
-        xnor = Signal(B)
-        m.d.sync += xnor.eq(~(wb_rd.data ^ chunk))
+        # ---- start values: read ahead, the next neuron's while this one's first operation is
+        # taken (and neuron 0's while loading)
+        ra = Signal.like(st_rd.addr)
+        m.d.comb += st_rd.addr.eq(ra), st_rd.en.eq(self.i.ready | at_acc.first)
+        with m.If(sending):
+            m.d.sync += ra.eq(0)
+        with m.Elif(loaded | at_acc.first):
+            m.d.sync += ra.eq(ra + 1)
+        starts = [st_rd.data]
+        if P > 1:
+            m.d.comb += [st0_rd.addr.eq(ra), st0_rd.en.eq(self.i.ready | at_acc.first)]
+            starts += [st0_rd.data[(p - 1) * A:p * A] for p in range(1, P)]
+
+        # ---- operands: the first layer registers the code and its negation (one carry
+        # chain, fanned out to every lane from registers); the binary layers' XNOR feeds
+        # the popcount tree straight from the memories
+        if P == 1:
+            ops0 = [Signal(signed(ib + 1), name="q1")]
+            m.d.sync += ops0[0].eq(Mux(w0_rd.data[0], in_rd.data, -in_rd.data))
+        else:
+            qp, qn, w1 = Signal(signed(ib + 1)), Signal(signed(ib + 1)), Signal(P)
+            m.d.sync += [qp.eq(in_rd.data), qn.eq(-in_rd.data), w1.eq(w0_rd.data)]
+            ops0 = [Mux(w1[p], qp, qn) for p in range(P)]
         m.submodules.tree = tree = PopcountTree(B)
-        m.d.comb += tree.i.eq(xnor)
-        # tree.o belongs to the operation in stage 2 + latency
-        sa = st[2 + pl.tree_latency]
-        acc = Signal(range(max(b["n_in"] for b in pl.blayers) + 1))
-        with m.If(sa.valid):
-            m.d.sync += acc.eq(Mux(sa.first, 0, acc) + tree.o)
-        sc = st[3 + pl.tree_latency]            # acc holds the neuron's popcount here when sc.last
-        tbase = Signal(range(len(pl.thr_words) + 2))
-        with m.Switch(sa.layer):
-            for b in pl.blayers[:-1]:
-                with m.Case(b["layer"]):
-                    m.d.comb += tbase.eq(b["tbase"])
-        if pl.thr_words:
-            m.d.comb += tb_rd.addr.eq(tbase + sa.o)
-            thr = tb_rd.data[:tb]
-            neg = tb_rd.data[tb]
-            bit = Signal()
-            m.d.comb += bit.eq((acc >= thr) ^ neg)
-        lastk = pl.blayers[-1]["layer"]
-        with m.If(sc.valid & sc.last):
-            with m.Switch(sc.layer):
-                for b in pl.blayers[:-1]:
-                    k = b["layer"]
-                    with m.Case(k):
-                        a = acts[k]
-                        m.d.sync += a.eq(bit if len(a) == 1 else Cat(a[1:], bit))
-        m.d.comb += tab_rd.addr.eq(Cat(acc[:pl.row_bits], sc.o))
-        sd = st[4 + pl.tree_latency]
-        with m.If(sd.valid & sd.last & (sd.layer == lastk)):
-            score = tab_rd.data
-            with m.Switch(sd.o):
-                for o in range(n_out):
-                    with m.Case(o):
-                        m.d.sync += scores[o].eq(score)
-            with m.If((sd.o == 0) | (score > best)):
-                m.d.sync += [best.eq(score), best_at.eq(sd.o)]
+        m.d.comb += tree.i.eq(~(wb_rd.data ^ act_rd.data))
+
+        # ---- accumulators (wrapping at A bits) and their bits (the sign of the total)
+        sums = [Signal(signed(A), name=f"s{p}") for p in range(P)]
+        for p in range(P):
+            op = Mux(binary, tree.o, ops0[0]) if p == 0 else ops0[p]
+            m.d.sync += sums[p].eq(Mux(at_acc.first, starts[p], sums[p]) + op)
+        bits = [~s[-1] for s in sums]
+
+        # ---- activation words: every bit moves down one place per shift; lane 0 (the binary
+        # layers' bit) enters at the top, lane p of the first layer at the top of slice
+        # P - 1 - p; a word is written when full (or the layer's last) and then cleared
+        sr = Signal(B)
+        shifted = Signal(B)
+        for j in range(B):
+            p = P - 1 - j // k0
+            above = sr[j + 1] if j + 1 < B else Const(0)
+            if j % k0 == k0 - 1:
+                m.d.comb += shifted[j].eq(bits[0] if p == 0 else Mux(binary, above, bits[p]))
+            else:
+                m.d.comb += shifted[j].eq(above)
+        wc = Signal(range(max(pl.act_words, n_out) + 1))    # words (scores) written this layer
+        with m.If(at_res.last):
+            m.d.sync += sr.eq(Mux(at_res.write, 0, shifted))
+        m.d.comb += [act_wr.addr.eq(Cat(wc[:aw], wbuf)), act_wr.data.eq(shifted),
+                     act_wr.en.eq(at_res.write & ~lastl)]
+
+        # ---- last layer: the total addresses the score table; the score is written and
+        # the first maximum kept
+        m.d.comb += tab_rd.addr.eq(sums[0])
+        at_score = flagsb[sa + 2]
+        best = Signal(signed(pl.out_bits))
+        score = tab_rd.data
+        scoring = lastl & at_score.last
+        m.d.comb += [score_wr.addr.eq(wc), score_wr.data.eq(score), score_wr.en.eq(scoring)]
+        with m.If(scoring & ((wc == 0) | (score > best))):
+            m.d.sync += [best.eq(score), best_at.eq(wc)]
+        with m.If(start):
+            m.d.sync += wc.eq(0)
+        with m.Elif(act_wr.en | scoring):
+            m.d.sync += wc.eq(wc + 1)
+
         return m
+
+    @staticmethod
+    def _issue(m, issue, step, addr, fill, steps, per_word, write_anyway):
+        """One operation: ``step`` counts its ``steps`` per neuron (group), ``fill`` the
+        neurons in the activation word, which is written when it holds ``per_word`` or
+        ``write_anyway`` (the layer's last neuron, or every neuron of the last layer)."""
+        last = step == steps - 1
+        m.d.comb += [issue.first.eq(step == 0), issue.last.eq(last),
+                     issue.write.eq(last & ((fill == per_word - 1) | write_anyway))]
+        m.d.sync += [step.eq(step + 1), addr.eq(addr + 1)]
+        with m.If(last):
+            m.d.sync += [step.eq(0), fill.eq(Mux(issue.write, 0, fill + 1))]
