@@ -8,9 +8,12 @@ smallest on the ``ice40`` target (SB_MAC16 lanes, SB_SPRAM256KA weights, through
 lanes per SB_MAC16); on Icarus the ``ice40`` ones get as many random vectors as fit
 ``ICARUS_ICE40_CYCLES`` engine cycles (at least 100).  Every
 output code and argmax must match the golden model, and the stored outputs of the
-regression vectors.  Builds are cached by :mod:`pwlnet.sim.runner` (keyed by
-model and parameters), so reruns only simulate.  ``PWLNET_SIM_VECTORS`` overrides the
-vector count for quick local runs.
+regression vectors.  The binarized regression models run on the binary engine
+(:class:`pwlnet.hw.binary.BinaryEngine`, chosen by the model's kind) at P = 8 only, with
+``BINARY_VECTORS`` stored and random vectors (tests/test_binary_hw.py covers that engine
+in depth); the other configurations are the MLP engine's.  Builds are cached by
+:mod:`pwlnet.sim.runner` (keyed by model and parameters), so reruns only simulate.
+``PWLNET_SIM_VECTORS`` overrides the vector count for quick local runs.
 
 The bench itself is proved on the stand-in component of :mod:`pwlnet.sim.toy`: it must
 pass against its own reference and must report mismatches against the golden model.
@@ -43,6 +46,9 @@ OTHER_LANES = 3
 ICARUS_ICE40_CYCLES = 50_000
 #: The model `make bitstream BOARD=icebreaker` builds.
 DEFAULT_MODEL = "basicmotions_h64x64"
+#: (stored, random) vectors of a binarized model: 300 to 700 engine cycles an inference,
+#: and tests/test_binary_hw.py runs the binary engine at more sizes and lane counts.
+BINARY_VECTORS = (32, 8)
 
 
 SIMS = [simulator_param("verilator"), simulator_param("icarus")]
@@ -50,13 +56,19 @@ CASES = regress.find_cases()
 ENGINE = importlib.util.find_spec("pwlnet.hw.engine") is not None
 
 
+def _binary(case):
+    return getattr(case.model, "kind", "mlp") == "binary"
+
+
 def _configs():
     """(case index, lanes, target, weight memory): every model at P = 8, the second
     smallest also at the other P, the smallest on the ice40 target with SB_MAC16 lanes
     and run-time loaded SB_SPRAM256KA weights, and the board's default model as the
     default build makes it: ice40 at P = 16, two 8x8 lanes per SB_MAC16.  (Every model at
-    P = 16 on ice40: ``make sim LANES=16 TARGET=ice40``, too long for ``make test``.)"""
-    by_size = sorted(range(len(CASES)), key=lambda i: ideal_cycles(CASES[i].model.layers, 8))
+    P = 16 on ice40: ``make sim LANES=16 TARGET=ice40``, too long for ``make test``.)
+    The extra configurations are the MLP engine's: binarized models run at P = 8 only."""
+    mlp = [i for i, c in enumerate(CASES) if not _binary(c)]
+    by_size = sorted(mlp, key=lambda i: ideal_cycles(CASES[i].model.layers, 8))
     out = [(i, 8, "generic", "auto") for i in range(len(CASES))]
     default = [i for i, c in enumerate(CASES) if c.name == DEFAULT_MODEL]
     out += [(i, 16, "ice40", "auto") for i in default]
@@ -74,7 +86,9 @@ def _codes(case, seed, simulator, lanes, target="generic"):
     TARGET=ice40`).  Returns the codes and how many of them are stored ones."""
     stored = np.zeros((0, case.model.input_dim), dtype=np.int64) if case.codes is None else case.codes
     n = VECTORS
-    if (simulator, target) == ("icarus", "ice40"):
+    if _binary(case):
+        stored, n = stored[:BINARY_VECTORS[0]], min(n, BINARY_VECTORS[1])
+    elif (simulator, target) == ("icarus", "ice40"):
         total = max(100, ICARUS_ICE40_CYCLES // EnginePlan(case.model, lanes).cycles_per_inference)
         if total < len(stored) + n:
             stored = stored[:total // 2]

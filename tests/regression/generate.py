@@ -12,6 +12,12 @@ Each reference model directory holds
 ``codes_in.npy``    their input codes (``golden.quantize_inputs``);
 ``codes_out.npy``   the golden model's output codes.
 
+A ``{"binary": True}`` entry is a binarized MLP (docs/binary.md): trained with
+:func:`pwlnet.binary_train.train_binary` and exported with
+:func:`pwlnet.binary_train.export_binary_onnx`, as ``pwlnet train --binary`` does (its
+epochs when none are given; the requantization mode does not apply), and compiled by
+``compile_onnx`` into a binary model directory.
+
 ``tests/test_regression.py`` recompiles, requantizes and reruns all of it and fails on
 any changed bit; the RTL benches check the same vectors.  A change to the arithmetic is
 therefore a deliberate act: rerun this script, and say why in the commit.
@@ -28,6 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 #: name -> (data set, hidden widths, training epochs, requantization mode, stored vectors[, train kwargs])
+#: (epochs None: the trainer's default; requantization None for binarized models)
 REFERENCE_MODELS = {
     # one hidden layer whose width (10) is not a multiple of 8 lanes; shift-only requant
     "iris_h10": ("iris", (10,), 1000, "shift", 45),
@@ -43,6 +50,10 @@ REFERENCE_MODELS = {
     "basicmotions_lerp_h16x16": ("basicmotions", (16, 16), None, "shift", 200, {"activation": "lerp", "grid": 16}),
     # PeLU (mass-conserving buckets and pipes, pwlnet.pelu): 4 -> 3 -> 3 on raw iris x 10
     "iris_pelu_h3": ("iris", (3,), None, "multiply", 45, {"model": "pelu"}),
+    # binarized MLPs (XNOR-popcount engine): 64 inputs with integer pixels (exact codes) ...
+    "digits_b64x64": ("digits", (64, 64), None, None, 100, {"binary": True}),
+    # ... and the sensor classifier, 24 real-valued features
+    "basicmotions_b64x64": ("basicmotions", (64, 64), None, None, 100, {"binary": True}),
 }
 
 
@@ -54,12 +65,19 @@ def generate(name, retrain=False):
     out = HERE / name
     out.mkdir(exist_ok=True)
     onnx_path = out / "model.onnx"
+    binary = kw.get("binary", False)
     if retrain or not onnx_path.exists():
-        from pwlnet import train
-        result = train.train(dataset, hidden, epochs=epochs, seed=0, verbose=False, **kw)
-        train.export_onnx(result, onnx_path)
-    model = pcompile.compile_onnx(onnx_path, out / "compiled", calib=dataset, requant=requant,
-                                  log=lambda *_: None)
+        if binary:
+            from pwlnet import binary_train
+            opts = {} if epochs is None else {"epochs": epochs}
+            result = binary_train.train_binary(dataset, hidden, seed=0, **opts)
+            binary_train.export_binary_onnx(result, onnx_path)
+        else:
+            from pwlnet import train
+            result = train.train(dataset, hidden, epochs=epochs, seed=0, verbose=False, **kw)
+            train.export_onnx(result, onnx_path)
+    opts = {} if binary else {"requant": requant}
+    model = pcompile.compile_onnx(onnx_path, out / "compiled", calib=dataset, log=lambda *_: None, **opts)
     x = data.load(dataset).x_test[:count].astype(np.float32)
     codes_in = golden.quantize_inputs(model, x)
     codes_out = golden.forward(model, codes_in)
@@ -67,9 +85,10 @@ def generate(name, retrain=False):
     np.save(out / "codes_in.npy", codes_in)
     np.save(out / "codes_out.npy", codes_out)
     s = model.summary
+    flips = f" ({s['flips']} flips, codes agreement {s['codes_agreement']:.4f})" if "flips" in s else ""
     print(f"{name}: dims {[model.input_dim] + [l.n_out for l in model.layers]}, "
           f"float {s.get('float_accuracy', float('nan')):.4f}, quantized {s.get('quantized_accuracy', float('nan')):.4f}, "
-          f"agreement {s.get('argmax_agreement', float('nan')):.4f}, {len(x)} vectors")
+          f"agreement {s.get('argmax_agreement', float('nan')):.4f}{flips}, {len(x)} vectors")
 
 
 def main(argv=None):
