@@ -11,6 +11,10 @@ How the bounds were measured (yosys ``synth_ice40`` of the whole top, iris 4-10-
 the ``"generic"`` target with LUT multipliers): 1653 LUT4 with one lane and 2320 with four,
 so the top without lanes (UART, framed link, engine control, requantizer) is about
 :data:`BASE_LUTS` and a LUT multiplier lane of 8x8 bits about :data:`FABRIC_LANE_LUTS`.
+With the small link (:class:`pwlnet.hw.link.SmallLink`, the iCEstick's) the same top is
+1356 LUT4 with one lane, so :data:`SMALL_BASE_LUTS`; a binarized model's top without its
+engine (UART, link, LEDs) is :data:`BINARY_BASE_LUTS` (digits 64-64-64-10 at one lane on
+the iCEstick: 933 LUT4, of which the engine about 330).
 """
 
 from __future__ import annotations
@@ -18,10 +22,15 @@ from __future__ import annotations
 from ..hw.engine.plan import EnginePlan
 from .registry import board as board_named
 
-__all__ = ["DoesNotFit", "estimate", "check_fit", "BASE_LUTS", "FABRIC_LANE_LUTS", "EBR_SHAPES"]
+__all__ = ["DoesNotFit", "estimate", "check_fit", "BASE_LUTS", "SMALL_BASE_LUTS", "BINARY_BASE_LUTS",
+           "FABRIC_LANE_LUTS", "EBR_SHAPES"]
 
 #: LUT4s of the top without its lanes (the host link alone is most of it).
 BASE_LUTS = 1430
+#: The same with the small link.
+SMALL_BASE_LUTS = 1130
+#: LUT4s of a binarized model's top without its engine, by the link's gateware.
+BINARY_BASE_LUTS = {"full": 1000, "small": 600}
 #: LUT4s of one lane whose 8x8 multiplier is built from LUTs (scaled by the operand widths).
 FABRIC_LANE_LUTS = 220
 #: Block RAM shapes (width, depth) yosys can give a read-only memory, per family.
@@ -52,10 +61,10 @@ def estimate(board, model, lanes, cache_entries=0):
     b = board_named(board)
     if getattr(model, "kind", "mlp") == "binary":
         # XNOR-popcount and adders: no lower bound beyond the top's own logic
-        return {"LUT": BASE_LUTS, "EBR": 0, "weights_in": "EBR",
+        return {"LUT": BINARY_BASE_LUTS[b.link.gateware], "EBR": 0, "weights_in": "EBR",
                 "weights": sum(l.weight.size for l in model.layers), "weight_bits": 1}
     plan = EnginePlan(model, lanes)
-    luts = BASE_LUTS
+    luts = SMALL_BASE_LUTS if b.link.gateware == "small" else BASE_LUTS
     if b.lanes == "fabric":
         luts += lanes * FABRIC_LANE_LUTS * plan.weight_bits * plan.x_bits // 64
     kind = plan.weight_memory_for(b.target)
@@ -82,7 +91,13 @@ def check_fit(board, model, lanes, cache_entries=0):
     over = []
     luts = b.count("LUT")
     if est["LUT"] > luts:
-        if BASE_LUTS > luts:
+        base = SMALL_BASE_LUTS if b.link.gateware == "small" else BASE_LUTS
+        if getattr(model, "kind", "mlp") != "binary" and b.link.gateware == "small":
+            over.append(f"logic: the MLP engine with {lanes} lane{'s' * (lanes > 1)} of LUT multipliers, the link and "
+                        f"the UART take about {est['LUT']} LUT4s and the device has {luts} logic cells; a binarized "
+                        f"model fits (pwlnet train --binary, docs/binary.md), or build for a board with more logic: "
+                        f"{_bigger(b, 'LUT')}")
+        elif base > luts:
             over.append(f"logic: the host link, UART and engine control alone take about {BASE_LUTS} LUT4s and the "
                         f"device has {luts} logic cells, so no model fits this board's top; build for a board with "
                         f"more logic: {_bigger(b, 'LUT')}")

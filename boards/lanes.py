@@ -14,7 +14,8 @@ Each board names a rule (:data:`pwlnet.boards.registry.LANE_RULES`):
   (:func:`pwlnet.boards.fit.estimate`) stays within :data:`FABRIC_LOGIC_SHARE` of the device.
 
 A binarized model (:class:`pwlnet.binary.BinaryModel`) uses no multiplier: its lanes are
-the first layer's adders, :data:`BINARY_LANES` unless given.
+the first layer's adders, :data:`BINARY_LANES` unless given, and one on a board with the
+small link (the smallest devices, where every logic cell counts).
 
 A count that the board's multipliers cannot carry is refused here, before synthesis.
 """
@@ -42,6 +43,9 @@ def auto_lanes(board, model, cache_entries=0):
     """``(lanes, why)`` for ``board`` (a name or :class:`~pwlnet.boards.registry.Board`)."""
     b = board_named(board)
     if getattr(model, "kind", "mlp") == "binary":
+        if b.link.gateware == "small":
+            return 1, ("binarized model on a small device: one adder lane for its first layer, XNOR-popcount "
+                       "for the others")
         lanes = min(BINARY_LANES, model.layers[0].n_out)
         return lanes, (f"binarized model: {lanes} adder lanes for its first layer (no multiplier), "
                        f"XNOR-popcount for the others")

@@ -119,12 +119,22 @@ class HostLink:
         link without a bridge); empty when the platform already has ``uart`` 0.
     note : str
         Which pins, and what the user connects.
+    gateware : str
+        The link's gateware: ``"full"`` (:class:`pwlnet.hw.link.Link`: batches, the cache
+        commands, run-time loaded weights) or ``"small"`` (:class:`pwlnet.hw.link.SmallLink`:
+        the same frames for INFO, INFER and the counters in a fraction of the logic, for the
+        smallest devices).
     """
 
     bridge: str | None
     bauds: tuple = FTDI_BAUDS
     resources: tuple = ()
     note: str = ""
+    gateware: str = "full"
+
+    def __post_init__(self):
+        if self.gateware not in ("full", "small"):
+            raise ValueError(f"link gateware must be 'full' or 'small', not {self.gateware!r}")
 
     def describe(self):
         """One line for ``pwlnet boards``."""

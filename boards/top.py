@@ -19,7 +19,7 @@ from amaranth.build import ResourceError
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hw.link import Link
+from ..hw.link import Link, SmallLink
 from ..protocol import check_cache_entries
 from ..hw.pll import PLLConfig
 from ..hw.uart import UARTRx, UARTTx, baud_divisor
@@ -99,6 +99,10 @@ class BoardTop(wiring.Component):
         Inputs per INFER_BATCH frame the link takes (0: none; see
         :class:`~pwlnet.hw.link.Link`).  The simulated board keeps the link's default;
         the bitstream build leaves batches out unless asked (``--batch``).
+    link : {"full", "small"} or None
+        The link's gateware: :class:`~pwlnet.hw.link.Link` or the smaller
+        :class:`~pwlnet.hw.link.SmallLink` (no batches, no cache, weights built in);
+        ``None``: the board's (:attr:`~pwlnet.boards.registry.HostLink.gateware`).
 
     Attributes
     ----------
@@ -112,7 +116,7 @@ class BoardTop(wiring.Component):
 
     def __init__(self, model, *, lanes=8, clk_freq=48e6, baud=None, divisor=None,
                  target=None, timeout=None, engine=None, pll=None, cache_entries=0,
-                 cache_metric="linf", cache_preload=(), max_batch=16, board="icebreaker"):
+                 cache_metric="linf", cache_preload=(), max_batch=16, board="icebreaker", link=None):
         board = board_named(board)
         if target is None:
             target = board.target
@@ -121,6 +125,12 @@ class BoardTop(wiring.Component):
                 raise TypeError(f"pll must be a PLLConfig, ECP5PLLConfig, GowinPLLConfig or Oscillator, not {pll!r}")
             clk_freq = pll.f_out
         check_cache_entries(cache_entries)
+        link = board.link.gateware if link is None else link
+        if link not in ("full", "small"):
+            raise ValueError(f"link must be 'full' or 'small', not {link!r}")
+        if link == "small" and cache_entries:
+            raise ValueError("the small link has no cache commands: build the cache with the full link "
+                             "(a board with more logic)")
         if not cache_entries and len(cache_preload):
             raise ValueError("cache_preload needs a cache (cache_entries > 0)")
         self.board = board
@@ -147,16 +157,24 @@ class BoardTop(wiring.Component):
             self.engine = (engine or MLPEngine)(model, lanes, target=target)
         # Weights too big for block RAM live in SPRAM and arrive over the link at run time.
         loads = "w_wr" in self.engine.signature.members
-        self.link = Link(model, lanes=lanes, clk_freq=self.clk_freq, baud=round(clk_freq / self.divisor),
-                         cycles_per_inference=getattr(self.engine, "cycles_per_inference", 0),
-                         timeout=self.timeout,
-                         weight_words=len(self.engine.weight_words) if loads else 0,
-                         weight_word_bits=self.engine.weight_word_bits if loads else 0,
-                         cache_entries=cache_entries,
-                         cache_image_bytes=self.engine.fmt.image_bytes if cache_entries else 0,
-                         cache_metric=cache_metric,
-                         cache_hit_cycles=self.engine.hit_cycles if cache_entries else 0,
-                         max_batch=max_batch)
+        if link == "small":
+            if loads:
+                raise ValueError("the small link cannot load weights at run time: keep the weights in "
+                                 "block RAM (weight_memory='rom')")
+            self.link = SmallLink(model, lanes=lanes, clk_freq=self.clk_freq, baud=round(clk_freq / self.divisor),
+                                  cycles_per_inference=getattr(self.engine, "cycles_per_inference", 0),
+                                  timeout=self.timeout)
+        else:
+            self.link = Link(model, lanes=lanes, clk_freq=self.clk_freq, baud=round(clk_freq / self.divisor),
+                             cycles_per_inference=getattr(self.engine, "cycles_per_inference", 0),
+                             timeout=self.timeout,
+                             weight_words=len(self.engine.weight_words) if loads else 0,
+                             weight_word_bits=self.engine.weight_word_bits if loads else 0,
+                             cache_entries=cache_entries,
+                             cache_image_bytes=self.engine.fmt.image_bytes if cache_entries else 0,
+                             cache_metric=cache_metric,
+                             cache_hit_cycles=self.engine.hit_cycles if cache_entries else 0,
+                             max_batch=max_batch)
         super().__init__({
             "uart_rx": In(1, init=1),
             "uart_tx": Out(1, init=1),

@@ -20,7 +20,7 @@ reply the device sends is compared with it byte for byte; the ``cycles`` fields,
 protocol does not fix, are checked for range, and the COUNTERS reply's busy cycles against
 the cycles the replies reported since the counters were last cleared.
 
-Three builds are fuzzed, so that every command meets its own length rule somewhere:
+Four builds are fuzzed, so that every command meets its own length rule somewhere:
 
 ``plain``
     weights in run-time loaded memory (LOAD_WEIGHTS works), INFER_BATCH, no cache (the
@@ -32,6 +32,9 @@ Three builds are fuzzed, so that every command meets its own length rule somewhe
 ``wide``
     12-bit codes (two bytes each on the wire, so a length one off splits a code), weights
     built in, INFER_BATCH, no cache.
+``small``
+    the small link (:class:`pwlnet.hw.link.SmallLink`, the iCEstick's) with 12-bit codes:
+    no INFER_BATCH, no cache, weights built in.
 
 Entry point: :func:`campaign` (``python -m pwlnet.fuzz link --frames N --seed S``).
 Layer: simulation.
@@ -60,7 +63,7 @@ __all__ = ["BUILDS", "KINDS", "Board", "Step", "Expect", "LinkModel", "Result", 
            "Run", "run_steps", "check_steps", "campaign", "format_result"]
 
 #: The builds fuzzed (see the module docstring).
-BUILDS = ("plain", "cached", "wide")
+BUILDS = ("plain", "cached", "wide", "small")
 #: Kinds of step the generator makes.
 KINDS = ("valid", "short", "long", "bad_crc", "flipped", "truncated", "oversized", "garbage", "unknown",
          "unsupported", "bad_argument", "burst", "line_error")
@@ -250,6 +253,12 @@ def make_board(name, lanes=4):
         from ..synth import random_model
         model = random_model(12, [5, 8, 3], act_bits=12)
         top = BoardTop(model, lanes=lanes, clk_freq=1e6, divisor=DIVISOR, target="generic", timeout=timeout)
+        return Board(name, model, top, top.link.info, None, [], [])
+    if name == "small":
+        from ..synth import random_model
+        model = random_model(13, [6, 8, 3], act_bits=12)
+        top = BoardTop(model, lanes=lanes, clk_freq=1e6, divisor=DIVISOR, target="generic", timeout=timeout,
+                       link="small")
         return Board(name, model, top, top.link.info, None, [], [])
     raise ValueError(f"build must be one of {', '.join(BUILDS)}, not {name!r}")
 
@@ -893,7 +902,7 @@ def campaign(frames, seed=0, *, builds=BUILDS, workdir=None, log=print):
     takes two shares, the others one each); returns a :class:`Result`."""
     t0 = time.monotonic()
     result = Result()
-    shares = {"plain": 2, "cached": 1, "wide": 1}
+    shares = {"plain": 2, "cached": 1, "wide": 1, "small": 1}
     total = sum(shares[b] for b in builds)
     left = frames
     tmp = None

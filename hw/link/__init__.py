@@ -7,7 +7,8 @@ command executor (:class:`~.executor.CommandExecutor`) runs INFER, INFER_BATCH, 
 and CACHE_WRITE against the engine and keeps the counters; the reply serializer
 (:class:`~.serializer.ReplySerializer`) sends the reply frame to ``tx``.  The contracts
 between them are in :mod:`~.request`, the CRC-16 in :mod:`~.crc`, and :class:`Link`
-(:mod:`~.link`) composes them.
+(:mod:`~.link`) composes them.  :class:`SmallLink` (:mod:`~.small`) answers the same frames for
+a build without batches, cache or loaded weights in one small state machine (the iCEstick's).
 """
 
 from .executor import CommandExecutor
@@ -15,6 +16,7 @@ from .link import Link
 from .parser import FrameParser
 from .request import ExecSignature, ReplyKind, ReplySignature
 from .serializer import ReplySerializer
+from .small import SmallLink
 
-__all__ = ["Link", "FrameParser", "CommandExecutor", "ReplySerializer", "ReplyKind", "ReplySignature",
+__all__ = ["Link", "SmallLink", "FrameParser", "CommandExecutor", "ReplySerializer", "ReplyKind", "ReplySignature",
            "ExecSignature"]
