@@ -187,7 +187,7 @@ async def run_vectors(dut):
     # without its last inference (nothing is queued behind it: with a pair program it
     # runs alone), over an even number of intervals (whole pairs: with a pair program
     # the two inferences of a pair end a few cycles apart).
-    if m >= 4:
+    if m >= 6:           # (fewer: the second half has no whole pair of intervals)
         a = m - 2
         h = (a + 1) // 2
         h += (a - h) % 2

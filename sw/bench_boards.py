@@ -48,12 +48,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MODELS", "SWEEP", "SIM_RUNS", "CPU_RUNS", "JOBS", "Job", "plan_jobs", "run_job", "cpu_times",
+__all__ = ["MODELS", "BINARY", "SWEEP", "SIM_RUNS", "CPU_RUNS", "JOBS", "Job", "plan_jobs", "run_job", "cpu_times",
            "bench_boards", "add_bench_arguments", "cli_bench_boards"]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Regression models (``tests/regression/<name>/``: ONNX, compiled model, inputs) the boards build.
 MODELS = ("basicmotions_h64x64", "digits_h64x32")
+#: Binarized regression models -> the boards they are built for (the iCEstick takes nothing
+#: else; the iCEBreaker for comparison).
+BINARY = {"digits_b64x64": ("icestick", "icebreaker")}
 #: The lane sweep: board -> lane counts, on the first model.
 SWEEP = {"icebreaker": (1, 2, 4, 8, 16), "ulx3s": (8, 16, 32, 64)}
 #: Simulation-speed runs: (simulator, lanes, target, vectors), on the first model.
@@ -104,15 +107,17 @@ def _model_dir(name):
     return d
 
 
-def plan_jobs(models=MODELS, boards=None, sweep=SWEEP, sim_runs=SIM_RUNS):
-    """The benchmark's jobs: the board builds, the lane sweep, the latency simulations (one per
-    engine configuration the boards build), the simulation-speed runs."""
+def plan_jobs(models=MODELS, boards=None, sweep=SWEEP, sim_runs=SIM_RUNS, binary=BINARY):
+    """The benchmark's jobs: the board builds (``models`` on every board, each of ``binary``'s
+    models on its boards), the lane sweep, the latency simulations (one per engine
+    configuration the boards build), the simulation-speed runs."""
     from . import artifact
     from pwlnet.boards.build import precheck
     from pwlnet.boards.registry import board_names, board as board_named
 
     names = list(boards) if boards else board_names()
     jobs = [Job("board", m, b) for m in models for b in names]
+    jobs += [Job("board", m, b) for m, bs in binary.items() for b in bs if b in names]
     first = models[0]
     first_model = artifact.load(_model_dir(first) / "compiled")
     for b, lanes in sweep.items():
@@ -126,9 +131,9 @@ def plan_jobs(models=MODELS, boards=None, sweep=SWEEP, sim_runs=SIM_RUNS):
                 auto = None
             jobs += [Job("sweep", first, b, p, mhz) for p in lanes if p != auto]
     latency = set()
-    for m in models:
+    for m in list(models) + list(binary):
         model = artifact.load(_model_dir(m) / "compiled")
-        for b in names:
+        for b in (names if m in models else [b for b in binary[m] if b in names]):
             try:
                 lanes, _ = precheck(b, model, "auto")
             except ValueError:
@@ -388,16 +393,20 @@ def _median_us(call, runs):
 
 def _torch_module(onnx_path):
     """The float network of an ONNX ReLU MLP as a torch ``nn.Sequential`` of ``Linear`` and
-    ``ReLU`` (the importer's float IR), or None without torch or for other activations."""
+    ``ReLU`` (the importer's float IR), or None without torch, for other activations and for
+    binarized networks."""
     try:
         import torch
         from torch import nn
     except ImportError:
         return None
-    from .onnx_import import load_onnx
+    from .onnx_import import OnnxImportError, load_onnx
     from . import ir
 
-    net = load_onnx(str(onnx_path))
+    try:
+        net = load_onnx(str(onnx_path))
+    except OnnxImportError:          # a binarized network's Greater/Where steps: onnxruntime only
+        return None
     mods = []
     for layer in net.layers:
         if isinstance(layer, ir.Dense):
@@ -421,6 +430,26 @@ def _macs(model_name):
     return sum(l.n_in * l.n_out for l in m.layers)
 
 
+def _is_binary(model_name):
+    from . import artifact
+    return getattr(artifact.load(_model_dir(model_name) / "compiled"), "kind", "mlp") == "binary"
+
+
+def _binary_table(rows):
+    lines = ["| model | board | lanes | clock (fmax) MHz | LUT | EBR | DSP | cycles/inf | inf/s | build |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r.get("report"):
+            lines.append(f"| {r['model']} | {r['board']} | – | {r['status']}: {r['message']} | | | | | | |")
+            continue
+        rep = r["report"]
+        clock = f"{r['clock']:g} ({r['fmax']:.2f})" + ("" if rep["timing_met"] else " missed")
+        lines.append(f"| {r['model']} | {r['board']} | {r['lanes']} | {clock} | {_res(rep, 'LUT')} | "
+                     f"{_res(rep, 'EBR')} | {_res(rep, 'DSP')} | {r['cycles']:g} | {r['inf_s']:,.0f} | "
+                     f"{_fmt_s(r['seconds'])} |")
+    return lines
+
+
 def _res(r, key):
     v = (r.get("resources") or {}).get(key)
     return f"{v['used']} / {v['available']}" if v else "–"
@@ -440,6 +469,7 @@ def board_rows(done, models):
                "message": rec["message"], "seconds": rec["seconds"], "report": rec["report"]}
         r = rec["report"]
         if r:
+            row["binary"] = _is_binary(j.model)
             macs = _macs(j.model)
             clock = r["target_mhz"]
             cycles = float(r["cycles_per_inference"])
@@ -600,14 +630,16 @@ def _plots(rows, sweep, cpu, out):
 
 
 def bench_boards(out="docs", build_root="build/bench", models=MODELS, boards=None, jobs=JOBS, fresh=False,
-                 cpu_runs=CPU_RUNS, sweep=SWEEP, sim_runs=SIM_RUNS, log=sys.stderr):
+                 cpu_runs=CPU_RUNS, sweep=SWEEP, sim_runs=SIM_RUNS, binary=BINARY, log=sys.stderr):
     """Run the benchmark and write ``bench.md`` and the plots into ``out``; returns the table path."""
     t0 = time.monotonic()
-    plan = plan_jobs(models, boards, sweep, sim_runs)
+    plan = plan_jobs(models, boards, sweep, sim_runs, binary)
     done = run_jobs(plan, build_root, jobs, fresh, log)
     print("bench: CPU timings (onnxruntime, torch; batch 1, one thread)", file=log, flush=True)
-    cpu = {m: cpu_times(m, cpu_runs) for m in models}
-    rows = board_rows(done, models)
+    cpu = {m: cpu_times(m, cpu_runs) for m in list(models) + list(binary)}
+    all_rows = board_rows(done, list(models) + list(binary))
+    rows = [r for r in all_rows if r["model"] in models]
+    bin_rows = [r for r in all_rows if r["model"] in binary]
     sweep_r = sweep_rows(done, sweep)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -641,7 +673,15 @@ def bench_boards(out="docs", build_root="build/bench", models=MODELS, boards=Non
         "inference when inputs arrive back to back. The host link is not counted (see the README, "
         "\"Link\").",
         "",
-        *_cpu_table(rows, cpu),
+        *_cpu_table(rows + bin_rows, cpu),
+        "",
+        "## Binarized models",
+        "",
+        "Binarized MLPs (docs/binary.md): the first layer on adder lanes, the others XNOR-popcount, no "
+        "multiplier. The iCEstick (iCE40HX1K, 1280 logic cells) builds them on the small link "
+        "(`pwlnet.hw.link.SmallLink`); the iCEBreaker on the full one, for comparison.",
+        "",
+        *_binary_table(bin_rows),
         "",
         "## Lanes",
         "",

@@ -17,7 +17,12 @@ from pwlnet.boards.registry import board as board_named, board_names
 def test_plan_covers_every_board_model_and_sweep_point():
     jobs = bb.plan_jobs()
     boards = {(j.board, j.model) for j in jobs if j.kind == "board"}
-    assert boards == {(b, m) for b in board_names() for m in bb.MODELS}
+    assert boards == ({(b, m) for b in board_names() for m in bb.MODELS}
+                      | {(b, m) for m, bs in bb.BINARY.items() for b in bs})
+    assert ("icestick", "digits_b64x64") in boards
+    # the binarized models' engine configurations are simulated too
+    lat_models = {j.model for j in jobs if j.kind == "latency"}
+    assert set(bb.BINARY) <= lat_models
     sweep = {(j.board, j.lanes) for j in jobs if j.kind == "sweep"}
     first = artifact.load(bb._model_dir(bb.MODELS[0]) / "compiled")
     auto = {b: precheck(b, first, "auto")[0] for b in bb.SWEEP}
