@@ -175,19 +175,23 @@ class SimTransport(Transport):
         The link's mid-frame timeout, in byte times.
     idle_bytes : int or None
         :meth:`read` gives up after this many byte times without a byte from the device
-        (default: 48, plus the byte times a full ``INFER_BATCH`` keeps the engine busy, with
-        a quarter's margin).
+        (default: 48, plus the byte times a full ``INFER_BATCH``, or one INFER on a link
+        without batches, keeps the engine busy, with a quarter's margin).
     engine : callable or None
         Engine factory, as for :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`.
     cache_entries, cache_metric, cache_preload
         The hypersphere cache, as for :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`
         (``cache_entries=0``: none).
+    board : str
+        The board whose top is simulated (its link gateware: the iCEstick's is the small
+        link, :class:`pwlnet.hw.link.SmallLink`).
     vcd : str or None
         Write a waveform file (slow).
     """
 
     def __init__(self, model, *, lanes=8, divisor=8, clk_freq=1e6, frame_timeout=16, idle_bytes=None,
-                 engine=None, cache_entries=0, cache_metric="linf", cache_preload=(), vcd=None):
+                 engine=None, cache_entries=0, cache_metric="linf", cache_preload=(), board="icebreaker",
+                 vcd=None):
         from amaranth.sim import Simulator
 
         from .boards.icebreaker import ICEBreakerTop
@@ -200,9 +204,10 @@ class SimTransport(Transport):
         self.top = ICEBreakerTop(model, lanes=lanes, clk_freq=clk_freq, divisor=divisor,
                                  target="generic", timeout=frame_timeout * self.byte_cycles,
                                  engine=engine, cache_entries=cache_entries, cache_metric=cache_metric,
-                                 cache_preload=cache_preload)
+                                 cache_preload=cache_preload, board=board)
         if idle_bytes is None:
-            busy = self.top.link.batch * getattr(self.top.engine, "cycles_per_inference", 0)
+            # one inference, or a full INFER_BATCH where the link takes them
+            busy = max(1, self.top.link.batch) * getattr(self.top.engine, "cycles_per_inference", 0)
             self.idle_bytes = 48 + -(-5 * busy // (4 * self.byte_cycles))
         self._to_dev = collections.deque()
         self._from_dev = collections.deque()
