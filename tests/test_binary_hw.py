@@ -222,14 +222,14 @@ def test_board_top_over_uart(compiled):
 
 def test_board_precheck_picks_adder_lanes(compiled):
     from pwlnet.boards.build import precheck
-    from pwlnet.boards.fit import BASE_LUTS, check_fit
+    from pwlnet.boards.fit import BINARY_BASE_LUTS, check_fit
     from pwlnet.boards.top import BoardTop
     from pwlnet.hw.binary import BinaryEngine
     model, _ = compiled["basicmotions_b96"]
     lanes, why = precheck("icebreaker", model, "auto")
     assert lanes == 16 and "adder lanes" in why
     assert precheck("icebreaker", model, 40) == (40, "given")       # no multiplier limits a binary model
-    assert check_fit("icebreaker", model, 16)["LUT"] == BASE_LUTS
+    assert check_fit("icebreaker", model, 16)["LUT"] == BINARY_BASE_LUTS["full"]
     with pytest.raises(ValueError, match="a binarized model has none"):
         precheck("icebreaker", model, "auto", cache_entries=4)
     top = BoardTop(model, lanes=16, target="generic")

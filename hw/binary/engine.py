@@ -142,10 +142,18 @@ class BinaryEngine(wiring.Component):
         sending = Signal()
         best_at = Signal.like(self.o.payload.argmax)
 
+        # addresses and data driven in every state (cheaper than gating them); enables and
+        # valid only in their own
+        m.d.comb += [in_wr.addr.eq(step), in_wr.data.eq(self.i.payload), in_rd.addr.eq(step),
+                     w0_rd.addr.eq(addr), wb_rd.addr.eq(addr), act_rd.addr.eq(Cat(step[:aw], ~wbuf)),
+                     self.o.payload.data.eq(score_rd.data), self.o.payload.last.eq(step == n_out - 1),
+                     self.o.payload.argmax.eq(best_at),
+                     score_rd.addr.eq(Mux(sending, step + self.o.ready, 0)),
+                     # a memory is not read while it is written: no read-first logic
+                     in_rd.en.eq(~self.i.ready), score_rd.en.eq(~score_wr.en)]
         with m.FSM(name="seq"):
             with m.State("LOAD"):
-                m.d.comb += [self.i.ready.eq(1), in_wr.addr.eq(step), in_wr.data.eq(self.i.payload),
-                             in_wr.en.eq(self.i.valid)]
+                m.d.comb += [self.i.ready.eq(1), in_wr.en.eq(self.i.valid)]
                 with m.If(self.i.valid):
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == d - 1):
@@ -155,7 +163,6 @@ class BinaryEngine(wiring.Component):
             with m.State("L0"):
                 end = addr == len(pl.w0_words) - 1
                 self._issue(m, issue0, step, addr, fill, d, k0, end)
-                m.d.comb += [in_rd.addr.eq(step), w0_rd.addr.eq(addr)]
                 with m.If(end):
                     m.next = "D0"
             with m.State("D0"):
@@ -168,7 +175,6 @@ class BinaryEngine(wiring.Component):
                 with m.State(f"B{k}"):
                     end = addr == b["wbase"] + b["n_out"] * b["chunks"] - 1
                     self._issue(m, issueb, step, addr, fill, b["chunks"], B, end | b["last"])
-                    m.d.comb += [wb_rd.addr.eq(addr), act_rd.addr.eq(Cat(step[:aw], ~wbuf))]
                     with m.If(end):
                         m.next = f"DB{k}"
                 with m.State(f"DB{k}"):
@@ -183,9 +189,7 @@ class BinaryEngine(wiring.Component):
                             m.next = "OUT"
             with m.State("OUT"):
                 # the score memory is read one beat ahead (beat 0 in the cycles before)
-                m.d.comb += [sending.eq(1), self.o.valid.eq(1), self.o.payload.data.eq(score_rd.data),
-                             self.o.payload.last.eq(step == n_out - 1), self.o.payload.argmax.eq(best_at),
-                             score_rd.addr.eq(step + self.o.ready)]
+                m.d.comb += [sending.eq(1), self.o.valid.eq(1)]
                 with m.If(self.o.ready):
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == n_out - 1):
@@ -219,24 +223,20 @@ class BinaryEngine(wiring.Component):
             m.d.comb += [st0_rd.addr.eq(ra), st0_rd.en.eq(self.i.ready | at_acc.first)]
             starts += [st0_rd.data[(p - 1) * A:p * A] for p in range(1, P)]
 
-        # ---- operands: the first layer registers the code and its negation (one carry
-        # chain, fanned out to every lane from registers); the binary layers' XNOR feeds
-        # the popcount tree straight from the memories
-        if P == 1:
-            ops0 = [Signal(signed(ib + 1), name="q1")]
-            m.d.sync += ops0[0].eq(Mux(w0_rd.data[0], in_rd.data, -in_rd.data))
-        else:
-            qp, qn, w1 = Signal(signed(ib + 1)), Signal(signed(ib + 1)), Signal(P)
-            m.d.sync += [qp.eq(in_rd.data), qn.eq(-in_rd.data), w1.eq(w0_rd.data)]
-            ops0 = [Mux(w1[p], qp, qn) for p in range(P)]
+        # ---- operands: the first layer registers the code and the weight bits; a lane adds
+        # the code or its ones' complement and, subtracting, a carry in (no negation chain)
+        q1, w1 = Signal(signed(ib)), Signal(P)
+        m.d.sync += [q1.eq(in_rd.data), w1.eq(w0_rd.data)]
+        ops0 = [q1 ^ Mux(w1[p], 0, -1) for p in range(P)]
+        cins = [~w1[p] for p in range(P)]
         m.submodules.tree = tree = PopcountTree(B)
         m.d.comb += tree.i.eq(~(wb_rd.data ^ act_rd.data))
 
         # ---- accumulators (wrapping at A bits) and their bits (the sign of the total)
         sums = [Signal(signed(A), name=f"s{p}") for p in range(P)]
         for p in range(P):
-            op = Mux(binary, tree.o, ops0[0]) if p == 0 else ops0[p]
-            m.d.sync += sums[p].eq(Mux(at_acc.first, starts[p], sums[p]) + op)
+            op, cin = (Mux(binary, tree.o, ops0[0]), cins[0] & ~binary) if p == 0 else (ops0[p], cins[p])
+            m.d.sync += sums[p].eq(Mux(at_acc.first, starts[p], sums[p]) + op + cin)
         bits = [~s[-1] for s in sums]
 
         # ---- activation words: every bit moves down one place per shift; lane 0 (the binary
