@@ -899,8 +899,14 @@ def _handle_gemm(imp, node):
     n_out = w.shape[1]
     c = imp.const(node, 2, "bias C", required=False)
     bias = np.zeros(n_out) if c is None else _per_row(imp, node, c, n_out, "bias C")
-    weight = float(a.get("alpha", 1.0)) * w.T
-    bias = float(a.get("beta", 1.0)) * bias
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    with np.errstate(all="ignore"):          # checked just below
+        weight = alpha * w.T
+        bias = beta * bias
+    for what, factor, value in (("alpha", alpha, weight), ("beta", beta, bias)):
+        if not np.all(np.isfinite(value)):
+            imp.fail(f"its {what} = {factor!r} makes the {'weights' if what == 'alpha' else 'bias'} non-finite; "
+                     f"weights must be finite", node)
     weight, split = _split(imp, node, weight)
     imp.steps.append(_DenseStep(weight, bias, imp.layer_name(node), imp.where(node), split))
     return (n_out,)

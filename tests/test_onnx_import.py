@@ -437,6 +437,17 @@ def test_gemm_transa_on_data_is_refused():
         import_model(model)
 
 
+@pytest.mark.parametrize("alpha, beta, what", [(float("nan"), 1.0, "alpha = nan makes the weights"),
+                                               (float("-inf"), 1.0, "alpha = -inf makes the weights"),
+                                               (1.0, float("inf"), "beta = inf makes the bias")])
+def test_gemm_attributes_making_weights_non_finite_are_refused(alpha, beta, what):
+    # (the importer fuzzer's case 7495: alpha=nan on a softmax-split layer crashed the split check)
+    model = graph_model([oh.make_node("Gemm", ["x", "w", "b"], ["y"], name="g", alpha=alpha, beta=beta)],
+                        {"w": np.full((4, 3), 10.0, np.float32), "b": np.ones(3, np.float32)})
+    with pytest.raises(OnnxImportError, match=rf"node 'g' \(Gemm\): its {what} non-finite; weights must be finite"):
+        import_model(model)
+
+
 def test_gemm_with_weight_as_operand_a_is_refused():
     model = graph_model([oh.make_node("Gemm", ["w", "x"], ["y"], name="g", transA=1, transB=1)],
                         {"w": np.ones((4, 3), np.float32)}, out_shape=(3, "N"))
