@@ -285,7 +285,9 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=None
         model (:func:`pwlnet.sim.netlist.verify_top`); 0: no check.  The report's
         ``netlist_check`` records the result: frames per kind, and the cache's writes,
         hits and misses.
-        Only on boards whose clock is an ``SB_PLL40_PAD`` (the check's PLL stand-in).
+        Only on the iCE40 boards (``SB_PLL40_PAD`` or ``SB_PLL40_CORE``, each with the
+        check's PLL stand-in); an ECP5 or Gowin board is refused, as yosys has no models of
+        their block RAMs (:func:`pwlnet.sim.netlist.check_board`).
     verify_simulator : {"verilator", "icarus"}
         The simulator of that check.
 
@@ -315,9 +317,9 @@ def build_bitstream(model_dir, board="icebreaker", lanes="auto", target_mhz=None
         raise ValueError(f"verify_netlist must be a non-negative integer, not {verify_netlist!r}")
     if verify_simulator not in ("verilator", "icarus"):
         raise ValueError(f"verify_simulator must be 'verilator' or 'icarus', not {verify_simulator!r}")
-    if verify_netlist and b.clock.pll != "ice40-pad":
-        raise ValueError(f"the netlist check simulates iCE40 cells with a stand-in for SB_PLL40_PAD; the {b.name}'s "
-                         f"clock is {b.clock.describe()}: build without --verify-netlist")
+    if verify_netlist:
+        from ..sim.netlist import check_board
+        check_board(b)
     if verify_netlist and cache_entries:
         from ..sim.netlist_plan import MIN_CACHED_FRAMES
         if verify_netlist < MIN_CACHED_FRAMES:

@@ -12,14 +12,20 @@ zero the models (and the silicon) give them, and the block RAMs hold what the ne
 records every byte the tx pad sends; the replies are then checked against the RTL's own
 INFO record and against :func:`pwlnet.golden.forward`.
 
-The PLL has no behavioural model (``cells_sim.v`` declares ``SB_PLL40_PAD`` as a
-black box), so :data:`PLL_STANDIN` replaces it: its output clock *is* the pad clock, and
-LOCK rises :data:`LOCK_CYCLES` pad cycles after power-up.  Every count in the design
+The PLL has no behavioural model (``cells_sim.v`` declares ``SB_PLL40_PAD`` and
+``SB_PLL40_CORE`` as black boxes), so :data:`PLL_STANDIN` replaces both: the output clock
+*is* the input clock (the pad's, or ``REFERENCECLK``), and LOCK rises :data:`LOCK_CYCLES`
+input cycles after power-up.  Every count in the design
 (UART divisor, reset delay, link timeout) is in cycles of that clock, so the bench runs
 the pad at the PLL's output rate in cycles and nothing else changes.  The frequency
 arithmetic of the real PLL (DIVR/DIVF/DIVQ) is not simulated, and neither is any delay:
 this is a functional simulation of the netlist, not a timing one (nextpnr's timing
 report covers timing).
+
+Which boards the check covers is :func:`check_board`'s: the iCE40 boards, whose every cell
+but the PLL has a model.  yosys ships no behavioural model of the ECP5 and Gowin block RAMs
+(nor of the ECP5 multipliers) their netlists use, so those boards are refused rather than
+simulated against models of our own (:data:`UNCHECKED_FAMILIES`).
 
 The check is batch-wise: the bench sends a frame, waits for as many reply bytes as the
 protocol says the reply has (or gives up after a bound), and moves on.
@@ -43,16 +49,20 @@ from ..protocol import REP_SYNC, CacheInfo, LinkInfo, crc16
 from .netlist_plan import NetlistMismatch, cached_plan, model_blocks, plain_plan
 from .runner import SIMULATORS, cache_root, ice40_cells_sim, verilator_env
 
-__all__ = ["NetlistMismatch", "LOCK_CYCLES", "PLL_STANDIN", "netlist_sources", "run_frames",
-           "run_plan", "verify_netlist", "verify_top"]
+__all__ = ["NetlistMismatch", "LOCK_CYCLES", "PLL_STANDIN", "CHECKED_CLOCKS", "UNCHECKED_FAMILIES", "check_board",
+           "netlist_sources", "run_frames", "run_plan", "verify_netlist", "verify_top"]
 
-#: Pad-clock cycles from power-up until the PLL stand-in raises LOCK.
+#: Input-clock cycles from power-up until a PLL stand-in raises LOCK.
 LOCK_CYCLES = 64
-#: The PLL stand-in (see the module docstring); it keeps SB_PLL40_PAD's ports and parameters.
-PLL_STANDIN = f"""
+
+
+def _pll_standin(cell, clock_in):
+    """A stand-in for the iCE40 PLL ``cell`` (``SB_PLL40_PAD`` or ``SB_PLL40_CORE``, whose
+    ports and parameters are the same but for the name of the input clock, ``clock_in``)."""
+    return f"""
 `timescale 1ns/1ps
-module SB_PLL40_PAD (
-  input PACKAGEPIN, output PLLOUTCORE, output PLLOUTGLOBAL, input EXTFEEDBACK,
+module {cell} (
+  input {clock_in}, output PLLOUTCORE, output PLLOUTGLOBAL, input EXTFEEDBACK,
   input [7:0] DYNAMICDELAY, output LOCK, input BYPASS, input RESETB,
   input LATCHINPUTVALUE, output SDO, input SDI, input SCLK
 );
@@ -70,17 +80,48 @@ module SB_PLL40_PAD (
   parameter ENABLE_ICEGATE = 1'b0;
   parameter TEST_MODE = 1'b0;
   parameter EXTERNAL_DIVIDE_FACTOR = 1;
-  assign PLLOUTGLOBAL = PACKAGEPIN;
-  assign PLLOUTCORE = PACKAGEPIN;
+  assign PLLOUTGLOBAL = {clock_in};
+  assign PLLOUTCORE = {clock_in};
   assign SDO = 1'b0;
   reg locked = 1'b0;
   integer count = 0;
-  always @(posedge PACKAGEPIN)
+  always @(posedge {clock_in})
     if (count < {LOCK_CYCLES}) count <= count + 1;
     else locked <= 1'b1;
   assign LOCK = locked & RESETB & ~BYPASS;
 endmodule
 """
+
+
+#: The PLL cells stood in for, with the name of their input clock port.
+_STOOD_IN = {"SB_PLL40_PAD": "PACKAGEPIN", "SB_PLL40_CORE": "REFERENCECLK"}
+#: The PLL stand-ins (see the module docstring); they keep the cells' ports and parameters.
+PLL_STANDIN = "".join(_pll_standin(cell, port) for cell, port in _STOOD_IN.items())
+
+#: The boards' clock sources (:data:`pwlnet.boards.registry.PLL_KINDS`) whose netlists the
+#: check simulates: the iCE40 PLLs, each with its stand-in.
+CHECKED_CLOCKS = ("ice40-pad", "ice40-core")
+#: Why the other families' netlists are not simulated: their cells without a model.
+UNCHECKED_FAMILIES = {
+    "ecp5": "yosys ships no simulation model of the ECP5 block RAM and multipliers the netlist uses "
+            "(share/ecp5/cells_sim.v declares DP16KD as a black box; PDPW16KD and MULT18X18D are only "
+            "in cells_bb.v)",
+    "gowin": "yosys ships no simulation model of the Gowin block RAM the netlist uses (DPX9B, SDPX9B, "
+             "DPB, SDPB are port lists without a body in share/gowin/cells_xtra_gw1n.v)",
+}
+
+
+def check_board(board):
+    """Refuse (``ValueError``, saying why) a board whose netlist :func:`verify_netlist`
+    cannot simulate: ``board`` is a :class:`pwlnet.boards.registry.Board`."""
+    head = (f"the netlist check simulates iCE40 cells with stand-ins for {' and '.join(_STOOD_IN)}; "
+            f"the {board.name}'s clock is {board.clock.describe()}")
+    if board.family in UNCHECKED_FAMILIES:
+        raise ValueError(f"{head}, and its netlist cannot be simulated: "
+                         f"{UNCHECKED_FAMILIES[board.family]}; build without --verify-netlist")
+    if board.clock.pll not in CHECKED_CLOCKS:
+        raise ValueError(f"{head}: build without --verify-netlist")
+
 
 #: Most request bytes and frames one run takes (the bench's arrays; runs read their sizes
 #: from files, so one compiled bench serves every run on a netlist).
@@ -165,8 +206,8 @@ endmodule
 
 
 def netlist_sources(workdir, simulator="icarus"):
-    """Write the cell models into ``workdir``: ``cells_sim.v`` without its PLL black box,
-    and :data:`PLL_STANDIN`.  Returns their paths.
+    """Write the cell models into ``workdir``: ``cells_sim.v`` without its black boxes of
+    the PLLs stood in for, and :data:`PLL_STANDIN`.  Returns their paths.
 
     For Verilator, ``SB_IO``'s "an unconnected CLOCK_ENABLE reads as 1" (a test for
     ``1'bz``, which Verilator refuses as a tristate) becomes plain ``CLOCK_ENABLE``: the
@@ -174,10 +215,11 @@ def netlist_sources(workdir, simulator="icarus"):
     """
     workdir = Path(workdir)
     text = ice40_cells_sim().read_text()
-    # Drop the (* blackbox *) SB_PLL40_PAD declaration; the stand-in replaces it.
-    text, n = re.subn(r"\(\* blackbox \*\)\s*module SB_PLL40_PAD \(.*?endmodule", "", text, flags=re.S)
-    if n != 1:
-        raise RuntimeError(f"expected one SB_PLL40_PAD black box in {ice40_cells_sim()}, found {n}")
+    # Drop the (* blackbox *) PLL declarations; the stand-ins replace them.
+    for cell in _STOOD_IN:
+        text, n = re.subn(rf"\(\* blackbox \*\)\s*module {cell} \(.*?endmodule", "", text, flags=re.S)
+        if n != 1:
+            raise RuntimeError(f"expected one {cell} black box in {ice40_cells_sim()}, found {n}")
     # Icarus cannot parse the models' input-port default values; yosys' write_verilog
     # connects every input of the cells synth_ice40 makes, so no default is ever used.
     text = "`define NO_ICE40_DEFAULT_ASSIGNMENTS\n" + text
@@ -216,6 +258,21 @@ def _check_defaults_connected(netlist_text):
     if loose:
         raise RuntimeError(f"the netlist leaves {len(loose)} defaulted cell inputs unconnected, which the "
                            f"simulation cannot model: {', '.join(loose[:10])}")
+
+
+def _black_boxes():
+    """Cells ``cells_sim.v`` declares as black boxes (no behaviour), the PLLs stood in for aside."""
+    text = ice40_cells_sim().read_text()
+    return set(re.findall(r"\(\* blackbox \*\)\s*module (\w+)", text)) - set(_STOOD_IN)
+
+
+def _check_modelled(netlist_text):
+    """Refuse a netlist that instantiates a cell with no behavioural model: it would compile
+    (a black box is an empty module) and then leave its outputs floating."""
+    used = sorted(cell for cell in _black_boxes() if re.search(rf"^\s*{cell}\s", netlist_text, re.M))
+    if used:
+        raise RuntimeError(f"the netlist uses {', '.join(used)}, which yosys' cell models declare as black "
+                           f"boxes (no behaviour to simulate)")
 
 
 def _port(netlist_text, top, pattern, what):
@@ -261,7 +318,9 @@ def run_frames(netlist, frames, *, divisor, startup_cycles, simulator="verilator
     work.mkdir(parents=True, exist_ok=True)
     text = netlist.read_text()
     _check_defaults_connected(text)
-    ports = dict(clk_port=_port(text, top, r"\\?clk12_0__io", "the 12 MHz pad"),
+    _check_modelled(text)
+    # The board's clock resource (clk12, clk16, ...) is its one clk*_0 pad.
+    ports = dict(clk_port=_port(text, top, r"\\?clk\w*_0__io", "the clock pad"),
                  rx_port=_port(text, top, r"\\?uart_0__rx__io", "the UART rx pad"),
                  tx_port=_port(text, top, r"\\?uart_0__tx__io", "the UART tx pad"))
     ports = {k: (v + " " if v.startswith("\\") else v) for k, v in ports.items()}
@@ -414,7 +473,7 @@ def verify_netlist(netlist, model, info, *, divisor, clk_freq, frames=32, seed=0
     model : CompiledModel
         The model built in.
     info : LinkInfo
-        What the RTL's INFO reply holds (``ICEBreakerTop(...).link.info``).
+        What the RTL's INFO reply holds (``BoardTop(...).link.info``).
     divisor : int
         The top's cycles per UART bit.
     clk_freq : float
@@ -464,7 +523,8 @@ def verify_netlist(netlist, model, info, *, divisor, clk_freq, frames=32, seed=0
 
 
 def verify_top(netlist, board_top, *, frames=32, **kwargs):
-    """:func:`verify_netlist` for an :class:`~pwlnet.boards.icebreaker.ICEBreakerTop`: its
+    """:func:`verify_netlist` for a :class:`~pwlnet.boards.top.BoardTop` (any link: the small
+    link's ``batch`` is 0 and its ``cache_info`` None, as the plain top's): its
     model, INFO, CACHE_INFO, divisor, clock, batch size and (when loaded over the link) weight
     words are read from ``board_top``, the object that was synthesized."""
     info = board_top.link.info

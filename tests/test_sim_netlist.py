@@ -171,6 +171,43 @@ def test_netlist_on_icarus(synthesized, tmp_path):
     assert plan.kinds == {"INFO": 1, "INFER": 2}
 
 
+# ---- the iCEstick: SB_PLL40_CORE, the small link, a binarized model -----------------------
+
+STICK_MODEL = Path(__file__).resolve().parent / "regression" / "digits_b64x64" / "compiled"
+STICK_INFERENCES = 8
+
+
+@pytest.fixture(scope="session")
+def synthesized_stick(tmp_path_factory):
+    """The stored binarized digits model (64-64-64-10) on the iCEstick's top at one lane and
+    48 MHz (``SB_PLL40_CORE``, :class:`pwlnet.hw.link.SmallLink`), synthesized as the build does."""
+    model = artifact.load(STICK_MODEL)
+    top, netlist = synthesize_netlist(model, tmp_path_factory.mktemp("netlist_stick") / "gateware", lanes=1,
+                                      mhz=48, board="icestick")
+    return model, top, netlist
+
+
+@synth_group
+def test_icestick_netlist_answers_as_golden(synthesized_stick, tmp_path):
+    """The small link's build (no INFER_BATCH, no cache) is taken as it is: the same script
+    as the iCEBreaker's plain top, INFER_BATCH among the refused frames."""
+    model, top, netlist = synthesized_stick
+    assert model.kind == "binary" and (top.link.batch, top.link.cache_info) == (0, None)
+    text = netlist.read_text()
+    for cell in ("SB_PLL40_CORE", "SB_RAM40_4K", "SB_IO", "SB_LUT4"):
+        assert re.search(rf"^\s*{cell} ", text, re.M), cell
+    assert not re.search(r"^\s*(SB_PLL40_PAD|SB_MAC16) ", text, re.M)
+    check = _verify(model, top, netlist, tmp_path, frames=STICK_INFERENCES)
+    assert (check["simulator"], check["top"]) == (SIMULATOR, "plain")
+    assert check["kinds"] == {"INFO": 1, "INFER": STICK_INFERENCES, "ERROR": PLAIN_ERRORS, "COUNTERS": 2,
+                              "CLEAR_COUNTERS": 1}
+    # the same compiled bench: an INFO record of other RTL fails on frame 0
+    info = dataclasses.replace(top.link.info, model_crc=top.link.info.model_crc ^ 1)
+    with pytest.raises(NetlistMismatch, match=r"frame 0 \(INFO\): INFO is .*model_crc"):
+        verify_netlist(netlist, model, info, divisor=top.divisor, clk_freq=top.clk_freq, frames=1,
+                       simulator=SIMULATOR, workdir=tmp_path / "other")
+
+
 # ---- the cached board top -----------------------------------------------------------------
 
 #: Slots of the cached top under test, and its INFER frames per check.
@@ -286,11 +323,45 @@ def test_cached_netlist_with_other_weights_is_caught(synthesized_cached, tmp_pat
 def test_pll_standin_replaces_the_black_box(tmp_path):
     cells, pll = netlist_sources(tmp_path, "verilator")
     text = cells.read_text()
-    assert "module SB_PLL40_PAD" not in text and "module SB_PLL40_2F_PAD" in text
-    assert "module SB_PLL40_PAD" in pll.read_text()
+    assert "module SB_PLL40_PAD" not in text and "module SB_PLL40_CORE" not in text
+    assert "module SB_PLL40_2F_PAD" in text
+    standin = pll.read_text()
+    assert "module SB_PLL40_PAD (\n  input PACKAGEPIN," in standin
+    assert "module SB_PLL40_CORE (\n  input REFERENCECLK," in standin
+    assert "assign PLLOUTGLOBAL = REFERENCECLK;" in standin
     assert "wire clken_pulled = CLOCK_ENABLE;" in text
     (tmp_path / "icarus").mkdir()
     assert "CLOCK_ENABLE === 1'bz" in netlist_sources(tmp_path / "icarus", "icarus")[0].read_text()
+
+
+def test_black_box_cell_is_refused():
+    """A cell the models only declare (here the UP5K's oscillator) would simulate as an
+    empty module; the check refuses the netlist instead."""
+    from pwlnet.sim.netlist import _check_modelled
+
+    _check_modelled("  SB_PLL40_CORE #(\n    .DIVR(4'h0)\n  ) pll (\n    .REFERENCECLK(clk)\n  );\n")
+    with pytest.raises(RuntimeError, match=r"the netlist uses SB_HFOSC, which yosys' cell models declare as black"):
+        _check_modelled("  SB_HFOSC #(\n    .CLKHF_DIV(\"0b00\")\n  ) osc (\n    .CLKHFPU(1'h1)\n  );\n")
+
+
+def test_boards_the_check_covers(tmp_path):
+    """Every iCE40 board (pad or core PLL) is checked; the ECP5 and Gowin boards are refused
+    before anything is built, with the cells yosys has no model of named."""
+    from pwlnet.boards.registry import board, board_names
+    from pwlnet.sim.netlist import check_board
+
+    for name in board_names():
+        b = board(name)
+        if b.family == "ice40":
+            check_board(b)
+    for name, cells in (("ulx3s", "DP16KD"), ("orangecrab", "MULT18X18D"), ("tang_nano_9k", "DPX9B, SDPX9B")):
+        with pytest.raises(ValueError, match=rf"the {name}'s clock is .*cannot be simulated: yosys ships no "
+                                             rf"simulation model of .*{cells}.*build without --verify-netlist"):
+            check_board(board(name))
+    model_dir = artifact.save(random_model(1, [4, 10, 3]), tmp_path / "m")
+    with pytest.raises(ValueError, match=r"tang_nano_9k's clock is 27 MHz clk27, Gowin PLL \(rPLL\)"):
+        build_bitstream(model_dir, board="tang_nano_9k", verify_netlist=16, out_root=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
 
 
 def test_unconnected_defaulted_port_is_refused():
