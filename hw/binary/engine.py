@@ -201,7 +201,7 @@ class BinaryEngine(wiring.Component):
         # tail for its own
         sa = pl.binary_acc_stage
         flags0 = [issue0] + [Signal(_FLAGS, name=f"flags0_{s}") for s in range(1, 4)]
-        flagsb = [issueb] + [Signal(_FLAGS, name=f"flagsb_{s}") for s in range(1, sa + 3)]
+        flagsb = [issueb] + [Signal(_FLAGS, name=f"flagsb_{s}") for s in range(1, sa + 4)]
         for f in (flags0, flagsb):
             for s in range(1, len(f)):
                 m.d.sync += f[s].eq(f[s - 1])
@@ -260,10 +260,13 @@ class BinaryEngine(wiring.Component):
         # ---- last layer: the total addresses the score table; the score is written and
         # the first maximum kept
         m.d.comb += tab_rd.addr.eq(sums[0])
-        at_score = flagsb[sa + 2]
+        at_score = flagsb[sa + 3]
         best = Signal(signed(pl.out_bits))
-        score = tab_rd.data
-        scoring = lastl & at_score.last
+        score = Signal(signed(pl.out_bits))          # registered: block RAM, then the comparison
+        m.d.sync += score.eq(tab_rd.data)
+        scoring_layer = Signal()                     # lastl a cycle late: the hidden layer's last
+        m.d.sync += scoring_layer.eq(lastl)           # flags reach this stage as lastl rises
+        scoring = scoring_layer & at_score.last
         m.d.comb += [score_wr.addr.eq(wc), score_wr.data.eq(score), score_wr.en.eq(scoring)]
         with m.If(scoring & ((wc == 0) | (score > best))):
             m.d.sync += [best.eq(score), best_at.eq(wc)]

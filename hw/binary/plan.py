@@ -170,10 +170,9 @@ class BinaryPlan:
     def binary_drain(self, info) -> int:
         """Cycles between a binary layer's last issue and the next layer's first (or the
         first output beat): the accumulator stage, then the activation word written and
-        read one cycle later (a hidden layer; one cycle more, so that the layer's flags
-        have left the pipeline before the last layer reads its score flags), or the score
-        looked up, written and read back (the last layer)."""
-        return self.binary_acc_stage + (3 if info["last"] else 2)
+        read one cycle later (a hidden layer), or the score looked up, registered, written
+        and read back (the last layer)."""
+        return self.binary_acc_stage + (4 if info["last"] else 2)
 
     @property
     def ideal_cycles(self) -> int:
