@@ -21,9 +21,16 @@ data through registered stages, so no path holds more than one adder after a mem
 layer starts once the previous one's last word is written (a fixed drain).  Lane 0 is also
 the binary layers' accumulator, and the first layer's bits take the same shift register
 and memory as the binary layers' (:func:`~pwlnet.hw.binary.plan.positions`).
+
+Area: no memory is read in a cycle in which the same word may be written (the input and
+score memories' read enables exclude their writes; the activation memory's two blocks
+differ in an address bit), so yosys maps them to block RAM without read-first logic; the
+output payload and the memory addresses are driven in every state, not gated.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
@@ -93,88 +100,95 @@ class BinaryEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        pl = self._plan
-        d, P, B, G, A = pl.d, pl.lanes, pl.chunk, pl.groups, pl.acc_bits
-        ib = self._model.input_bits
-        n_out = pl.n_out
-        nb = len(pl.blayers)
-        k0 = B // P                                   # first-layer groups per activation word
+        n = SimpleNamespace()                         # the ports and signals the parts share
+        self._memories(m, n)
+        self._sequencer(m, n)
+        self._flags(m, n)
+        self._lanes(m, n)
+        self._results(m, n)
+        return m
 
-        # ---- memories
-        m.submodules.inmem = inmem = Memory(shape=signed(ib), depth=d, init=[])
-        in_wr = inmem.write_port()
-        in_rd = inmem.read_port(transparent_for=())
+    def _memories(self, m, n):
+        pl = self._plan
+        P, B, A = pl.lanes, pl.chunk, pl.acc_bits
+        m.submodules.inmem = inmem = Memory(shape=signed(self._model.input_bits), depth=pl.d, init=[])
+        n.in_wr, n.in_rd = inmem.write_port(), inmem.read_port(transparent_for=())
         m.submodules.w0mem = w0mem = Memory(shape=unsigned(P), depth=len(pl.w0_words), init=pl.w0_words)
-        w0_rd = w0mem.read_port()
+        n.w0_rd = w0mem.read_port()
         m.submodules.wbmem = wbmem = Memory(shape=unsigned(B), depth=len(pl.wb_words), init=pl.wb_words)
-        wb_rd = wbmem.read_port()
+        n.wb_rd = wbmem.read_port()
         m.submodules.startmem = startmem = Memory(shape=unsigned(A), depth=len(pl.start_words),
                                                   init=pl.start_words)
-        st_rd = startmem.read_port()
+        n.st_rd = startmem.read_port()
+        n.st0_rd = None
         if P > 1:
-            m.submodules.start0mem = start0mem = Memory(shape=unsigned((P - 1) * A), depth=max(2, G),
+            m.submodules.start0mem = start0mem = Memory(shape=unsigned((P - 1) * A), depth=max(2, pl.groups),
                                                         init=pl.start0_words)
-            st0_rd = start0mem.read_port()
-        aw = max(0, (pl.act_words - 1).bit_length())
-        m.submodules.actmem = actmem = Memory(shape=unsigned(B), depth=2 << aw, init=[])
-        act_wr = actmem.write_port()
-        act_rd = actmem.read_port(transparent_for=())
+            n.st0_rd = start0mem.read_port()
+        # two blocks of activation words: a layer reads one and writes the other
+        n.aw = max(0, (pl.act_words - 1).bit_length())
+        m.submodules.actmem = actmem = Memory(shape=unsigned(B), depth=2 << n.aw, init=[])
+        n.act_wr, n.act_rd = actmem.write_port(), actmem.read_port(transparent_for=())
         m.submodules.table = table = Memory(shape=signed(pl.out_bits), depth=len(pl.table_words),
                                             init=pl.table_words)
-        tab_rd = table.read_port()
-        m.submodules.scoremem = scoremem = Memory(shape=signed(pl.out_bits), depth=max(2, n_out), init=[])
-        score_wr = scoremem.write_port()
-        score_rd = scoremem.read_port(transparent_for=())
+        n.tab_rd = table.read_port()
+        m.submodules.scoremem = scoremem = Memory(shape=signed(pl.out_bits), depth=max(2, pl.n_out), init=[])
+        n.score_wr, n.score_rd = scoremem.write_port(), scoremem.read_port(transparent_for=())
 
-        # ---- sequencer: one counter for the load beats, a neuron's steps, the drains and the
-        # output beats
-        step = Signal(range(max([d, n_out, FIRST_DRAIN] + [b["chunks"] for b in pl.blayers]
-                                + [pl.binary_drain(b) for b in pl.blayers]) + 1))
+    def _sequencer(self, m, n):
+        """Load, one operation per cycle per layer with a drain after each, send."""
+        pl = self._plan
+        d, B, n_out, nb = pl.d, pl.chunk, pl.n_out, len(pl.blayers)
+        # one counter for the load beats, a neuron's steps, the drains and the output beats
+        n.step = step = Signal(range(max([d, n_out, FIRST_DRAIN] + [b["chunks"] for b in pl.blayers]
+                                         + [pl.binary_drain(b) for b in pl.blayers]) + 1))
         addr = Signal(range(max(len(pl.w0_words), len(pl.wb_words)) + 1))
         fill = Signal(range(B + 1))                   # neurons (groups) in the word being filled
-        binary = Signal()                             # the layer in flight is a binary one
-        lastl = Signal()                              # ... the last one
-        wbuf = Signal()                               # the activation block it writes
-        start = Signal()                              # a layer starts: the result side resets
-        issue0 = Signal(_FLAGS)                       # the flags of this cycle's operation: first
-        issueb = Signal(_FLAGS)                       # layer, binary layer
-        loaded = Signal()                             # the last input beat is taken
-        sending = Signal()
-        best_at = Signal.like(self.o.payload.argmax)
+        n.binary = Signal()                           # the layer in flight is a binary one
+        n.lastl = Signal()                            # ... the last one
+        n.wbuf = Signal()                             # the activation block it writes
+        n.start = Signal()                            # a layer starts: the result side resets
+        n.issue0 = Signal(_FLAGS)                     # the flags of this cycle's operation: first
+        n.issueb = Signal(_FLAGS)                     # layer, binary layer
+        n.loaded = Signal()                           # the last input beat is taken
+        n.sending = Signal()
+        n.best_at = Signal.like(self.o.payload.argmax)
 
         # addresses and data driven in every state (cheaper than gating them); enables and
         # valid only in their own
-        m.d.comb += [in_wr.addr.eq(step), in_wr.data.eq(self.i.payload), in_rd.addr.eq(step),
-                     w0_rd.addr.eq(addr), wb_rd.addr.eq(addr), act_rd.addr.eq(Cat(step[:aw], ~wbuf)),
-                     self.o.payload.data.eq(score_rd.data), self.o.payload.last.eq(step == n_out - 1),
-                     self.o.payload.argmax.eq(best_at),
-                     score_rd.addr.eq(Mux(sending, step + self.o.ready, 0)),
+        m.d.comb += [n.in_wr.addr.eq(step), n.in_wr.data.eq(self.i.payload), n.in_rd.addr.eq(step),
+                     n.w0_rd.addr.eq(addr), n.wb_rd.addr.eq(addr), n.act_rd.addr.eq(Cat(step[:n.aw], ~n.wbuf)),
+                     self.o.payload.data.eq(n.score_rd.data), self.o.payload.last.eq(step == n_out - 1),
+                     self.o.payload.argmax.eq(n.best_at),
+                     n.score_rd.addr.eq(Mux(n.sending, step + self.o.ready, 0)),
                      # a memory is not read while it is written: no read-first logic
-                     in_rd.en.eq(~self.i.ready), score_rd.en.eq(~score_wr.en)]
+                     n.in_rd.en.eq(~self.i.ready), n.score_rd.en.eq(~n.score_wr.en)]
         with m.FSM(name="seq"):
             with m.State("LOAD"):
-                m.d.comb += [self.i.ready.eq(1), in_wr.en.eq(self.i.valid)]
+                m.d.comb += [self.i.ready.eq(1), n.in_wr.en.eq(self.i.valid)]
                 with m.If(self.i.valid):
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == d - 1):
-                        m.d.sync += [step.eq(0), addr.eq(0), fill.eq(0), binary.eq(0), lastl.eq(0), wbuf.eq(0)]
-                        m.d.comb += [start.eq(1), loaded.eq(1)]
+                        m.d.sync += [step.eq(0), addr.eq(0), fill.eq(0), n.binary.eq(0), n.lastl.eq(0),
+                                     n.wbuf.eq(0)]
+                        m.d.comb += [n.start.eq(1), n.loaded.eq(1)]
                         m.next = "L0"
             with m.State("L0"):
                 end = addr == len(pl.w0_words) - 1
-                self._issue(m, issue0, step, addr, fill, d, k0, end)
+                self._issue(m, n.issue0, step, addr, fill, d, B // pl.lanes, end)
                 with m.If(end):
                     m.next = "D0"
             with m.State("D0"):
                 m.d.sync += step.eq(step + 1)
                 with m.If(step == FIRST_DRAIN - 1):
-                    m.d.sync += [step.eq(0), addr.eq(0), fill.eq(0), binary.eq(1), lastl.eq(nb == 1), wbuf.eq(1)]
-                    m.d.comb += start.eq(1)
+                    m.d.sync += [step.eq(0), addr.eq(0), fill.eq(0), n.binary.eq(1), n.lastl.eq(nb == 1),
+                                 n.wbuf.eq(1)]
+                    m.d.comb += n.start.eq(1)
                     m.next = "B1"
             for k, b in enumerate(pl.blayers, start=1):
                 with m.State(f"B{k}"):
                     end = addr == b["wbase"] + b["n_out"] * b["chunks"] - 1
-                    self._issue(m, issueb, step, addr, fill, b["chunks"], B, end | b["last"])
+                    self._issue(m, n.issueb, step, addr, fill, b["chunks"], B, end | b["last"])
                     with m.If(end):
                         m.next = f"DB{k}"
                 with m.State(f"DB{k}"):
@@ -182,100 +196,110 @@ class BinaryEngine(wiring.Component):
                     with m.If(step == pl.binary_drain(b) - 1):
                         m.d.sync += step.eq(0)
                         if k < nb:
-                            m.d.sync += [fill.eq(0), lastl.eq(k + 1 == nb), wbuf.eq(~wbuf)]
-                            m.d.comb += start.eq(1)
+                            m.d.sync += [fill.eq(0), n.lastl.eq(k + 1 == nb), n.wbuf.eq(~n.wbuf)]
+                            m.d.comb += n.start.eq(1)
                             m.next = f"B{k + 1}"
                         else:
                             m.next = "OUT"
             with m.State("OUT"):
                 # the score memory is read one beat ahead (beat 0 in the cycles before)
-                m.d.comb += [sending.eq(1), self.o.valid.eq(1)]
+                m.d.comb += [n.sending.eq(1), self.o.valid.eq(1)]
                 with m.If(self.o.ready):
                     m.d.sync += step.eq(step + 1)
                     with m.If(step == n_out - 1):
                         m.d.sync += step.eq(0)
                         m.next = "LOAD"
 
-        # ---- the flags beside the data: flags[s] belongs to the operation issued s cycles ago;
-        # the first layer's and the binary layers' apart, so that neither takes the other's
-        # tail for its own
-        sa = pl.binary_acc_stage
-        flags0 = [issue0] + [Signal(_FLAGS, name=f"flags0_{s}") for s in range(1, 4)]
-        flagsb = [issueb] + [Signal(_FLAGS, name=f"flagsb_{s}") for s in range(1, sa + 4)]
+    def _flags(self, m, n):
+        """The flags beside the data: ``flags[s]`` belongs to the operation issued ``s``
+        cycles ago; the first layer's and the binary layers' apart, so that neither takes
+        the other's tail for its own."""
+        sa = self._plan.binary_acc_stage
+        flags0 = [n.issue0] + [Signal(_FLAGS, name=f"flags0_{s}") for s in range(1, 4)]
+        flagsb = [n.issueb] + [Signal(_FLAGS, name=f"flagsb_{s}") for s in range(1, sa + 4)]
         for f in (flags0, flagsb):
             for s in range(1, len(f)):
                 m.d.sync += f[s].eq(f[s - 1])
-        at_acc = Signal(_FLAGS)                       # the operation the accumulators take now
-        at_res = Signal(_FLAGS)                       # ... whose total they hold now
-        m.d.comb += [at_acc.eq(flags0[2].as_value() | flagsb[sa].as_value()),
-                     at_res.eq(flags0[3].as_value() | flagsb[sa + 1].as_value())]
+        n.at_acc = Signal(_FLAGS)                     # the operation the accumulators take now
+        n.at_res = Signal(_FLAGS)                     # ... whose total they hold now
+        m.d.comb += [n.at_acc.eq(flags0[2].as_value() | flagsb[sa].as_value()),
+                     n.at_res.eq(flags0[3].as_value() | flagsb[sa + 1].as_value())]
+        n.at_score = flagsb[sa + 3]                   # ... whose score is looked up and registered
 
-        # ---- start values: read ahead, the next neuron's while this one's first operation is
+    def _lanes(self, m, n):
+        """The accumulators: ``P`` lanes in the first layer, lane 0 in the binary layers."""
+        pl = self._plan
+        P, A = pl.lanes, pl.acc_bits
+        # start values, read ahead: the next neuron's while this one's first operation is
         # taken (and neuron 0's while loading)
-        ra = Signal.like(st_rd.addr)
-        m.d.comb += st_rd.addr.eq(ra), st_rd.en.eq(self.i.ready | at_acc.first)
-        with m.If(sending):
+        ra = Signal.like(n.st_rd.addr)
+        reading = self.i.ready | n.at_acc.first
+        with m.If(n.sending):
             m.d.sync += ra.eq(0)
-        with m.Elif(loaded | at_acc.first):
+        with m.Elif(n.loaded | n.at_acc.first):
             m.d.sync += ra.eq(ra + 1)
-        starts = [st_rd.data]
+        starts = [n.st_rd.data]
+        for port in (n.st_rd, n.st0_rd):
+            if port is not None:
+                m.d.comb += [port.addr.eq(ra), port.en.eq(reading)]
         if P > 1:
-            m.d.comb += [st0_rd.addr.eq(ra), st0_rd.en.eq(self.i.ready | at_acc.first)]
-            starts += [st0_rd.data[(p - 1) * A:p * A] for p in range(1, P)]
+            starts += [n.st0_rd.data[(p - 1) * A:p * A] for p in range(1, P)]
 
-        # ---- operands: the first layer registers the code and the weight bits; a lane adds
-        # the code or its ones' complement and, subtracting, a carry in (no negation chain)
-        q1, w1 = Signal(signed(ib)), Signal(P)
-        m.d.sync += [q1.eq(in_rd.data), w1.eq(w0_rd.data)]
-        ops0 = [q1 ^ Mux(w1[p], 0, -1) for p in range(P)]
-        cins = [~w1[p] for p in range(P)]
-        m.submodules.tree = tree = PopcountTree(B)
-        m.d.comb += tree.i.eq(~(wb_rd.data ^ act_rd.data))
+        # operands: the first layer registers the code and the weight bits; a lane adds the
+        # code or its ones' complement and, subtracting, a carry in (no negation chain).  The
+        # binary layers' XNOR feeds the popcount tree straight from the memories.
+        q1, w1 = Signal(signed(self._model.input_bits)), Signal(P)
+        m.d.sync += [q1.eq(n.in_rd.data), w1.eq(n.w0_rd.data)]
+        m.submodules.tree = tree = PopcountTree(pl.chunk)
+        m.d.comb += tree.i.eq(~(n.wb_rd.data ^ n.act_rd.data))
 
-        # ---- accumulators (wrapping at A bits) and their bits (the sign of the total)
-        sums = [Signal(signed(A), name=f"s{p}") for p in range(P)]
-        for p in range(P):
-            op, cin = (Mux(binary, tree.o, ops0[0]), cins[0] & ~binary) if p == 0 else (ops0[p], cins[p])
-            m.d.sync += sums[p].eq(Mux(at_acc.first, starts[p], sums[p]) + op + cin)
-        bits = [~s[-1] for s in sums]
+        # the sums wrap at A bits; a neuron's bit is the sign of its total
+        n.sums = [Signal(signed(A), name=f"s{p}") for p in range(P)]
+        for p, s in enumerate(n.sums):
+            op, cin = q1 ^ Mux(w1[p], 0, -1), ~w1[p]
+            if p == 0:
+                op, cin = Mux(n.binary, tree.o, op), cin & ~n.binary
+            m.d.sync += s.eq(Mux(n.at_acc.first, starts[p], s) + op + cin)
 
-        # ---- activation words: every bit moves down one place per shift; lane 0 (the binary
-        # layers' bit) enters at the top, lane p of the first layer at the top of slice
-        # P - 1 - p; a word is written when full (or the layer's last) and then cleared
+    def _results(self, m, n):
+        """Activation words, or the last layer's scores and their first maximum."""
+        pl = self._plan
+        P, B = pl.lanes, pl.chunk
+        k0 = B // P
+        bits = [~s[-1] for s in n.sums]
+        # every bit moves down one place per shift; lane 0 (the binary layers' bit) enters at
+        # the top, lane p of the first layer at the top of slice P - 1 - p; a word is written
+        # when full (or the layer's last) and then cleared
         sr = Signal(B)
         shifted = Signal(B)
         for j in range(B):
             p = P - 1 - j // k0
             above = sr[j + 1] if j + 1 < B else Const(0)
             if j % k0 == k0 - 1:
-                m.d.comb += shifted[j].eq(bits[0] if p == 0 else Mux(binary, above, bits[p]))
+                m.d.comb += shifted[j].eq(bits[0] if p == 0 else Mux(n.binary, above, bits[p]))
             else:
                 m.d.comb += shifted[j].eq(above)
-        wc = Signal(range(max(pl.act_words, n_out) + 1))    # words (scores) written this layer
-        with m.If(at_res.last):
-            m.d.sync += sr.eq(Mux(at_res.write, 0, shifted))
-        m.d.comb += [act_wr.addr.eq(Cat(wc[:aw], wbuf)), act_wr.data.eq(shifted),
-                     act_wr.en.eq(at_res.write & ~lastl)]
+        wc = Signal(range(max(pl.act_words, pl.n_out) + 1))    # words (scores) written this layer
+        with m.If(n.at_res.last):
+            m.d.sync += sr.eq(Mux(n.at_res.write, 0, shifted))
+        m.d.comb += [n.act_wr.addr.eq(Cat(wc[:n.aw], n.wbuf)), n.act_wr.data.eq(shifted),
+                     n.act_wr.en.eq(n.at_res.write & ~n.lastl)]
 
-        # ---- last layer: the total addresses the score table; the score is written and
-        # the first maximum kept
-        m.d.comb += tab_rd.addr.eq(sums[0])
-        at_score = flagsb[sa + 3]
+        # last layer: the total addresses the score table
+        m.d.comb += n.tab_rd.addr.eq(n.sums[0])
         best = Signal(signed(pl.out_bits))
-        score = Signal(signed(pl.out_bits))          # registered: block RAM, then the comparison
-        m.d.sync += score.eq(tab_rd.data)
-        scoring_layer = Signal()                     # lastl a cycle late: the hidden layer's last
-        m.d.sync += scoring_layer.eq(lastl)           # flags reach this stage as lastl rises
-        scoring = scoring_layer & at_score.last
-        m.d.comb += [score_wr.addr.eq(wc), score_wr.data.eq(score), score_wr.en.eq(scoring)]
+        score = Signal(signed(pl.out_bits))           # registered: block RAM, then the comparison
+        m.d.sync += score.eq(n.tab_rd.data)
+        scoring_layer = Signal()                      # lastl a cycle late: the hidden layer's last
+        m.d.sync += scoring_layer.eq(n.lastl)         # flags reach this stage as lastl rises
+        scoring = scoring_layer & n.at_score.last
+        m.d.comb += [n.score_wr.addr.eq(wc), n.score_wr.data.eq(score), n.score_wr.en.eq(scoring)]
         with m.If(scoring & ((wc == 0) | (score > best))):
-            m.d.sync += [best.eq(score), best_at.eq(wc)]
-        with m.If(start):
+            m.d.sync += [best.eq(score), n.best_at.eq(wc)]
+        with m.If(n.start):
             m.d.sync += wc.eq(0)
-        with m.Elif(act_wr.en | scoring):
+        with m.Elif(n.act_wr.en | scoring):
             m.d.sync += wc.eq(wc + 1)
-
-        return m
 
     @staticmethod
     def _issue(m, issue, step, addr, fill, steps, per_word, write_anyway):
