@@ -757,7 +757,7 @@ def add_build_arguments(parser):
     parser.add_argument("--verify-netlist", type=int, default=0, metavar="N",
                         help="after the build, simulate the synthesized netlist answering N INFER frames "
                              "(with the cache: at least 12, among cache writes, hits and misses) and fail on "
-                             "any difference from the golden model (default 0: no check)")
+                             "any difference from the golden model; iCE40 boards only (default 0: no check)")
     parser.add_argument("--verify-simulator", default="verilator", choices=("verilator", "icarus"),
                         help="simulator of --verify-netlist (default verilator, about 50 times faster here)")
     parser.add_argument("--program", action="store_true",
