@@ -274,7 +274,7 @@ def test_foreign_onnx_needs_and_takes_calib(tmp_path, capsys, monkeypatch):
     assert "--calib calibrates an ONNX file" in capsys.readouterr().err
 
 
-def test_netlist_check_only_with_the_pad_pll(tmp_path):
+def test_netlist_check_only_on_ice40_boards(tmp_path):
     model_dir = artifact.save(random_model(1, [4, 10, 3]), tmp_path / "m")
     with pytest.raises(ValueError, match=r"^the netlist check simulates iCE40 cells .* the ulx3s's clock is 25 MHz"):
         build.build_bitstream(model_dir, board="ulx3s", verify_netlist=16, out_root=tmp_path / "b")
