@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.pwlnet-installed
 
 BOARD   ?= icebreaker
-MODEL   ?= boards/models/basicmotions_h64x64.onnx
+MODEL   ?=# empty: the board's default model (boards/models/, `make boards` names it)
 CALIB   ?=
 LANES   ?= auto
 CACHE   ?= 0
@@ -24,7 +24,7 @@ SEEDS   ?= 1
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: BOARD=$(BOARD) MODEL=$(MODEL) LANES=$(LANES) CACHE=$(CACHE) METRIC=$(METRIC) SIM=$(SIM) VECTORS=$(VECTORS) WAVES=$(WAVES) VERIFY=$(VERIFY) TARGET=$(TARGET)"
+	@echo "  variables: BOARD=$(BOARD) MODEL=$(or $(MODEL),(the board's, make boards)) LANES=$(LANES) CACHE=$(CACHE) METRIC=$(METRIC) SIM=$(SIM) VECTORS=$(VECTORS) WAVES=$(WAVES) VERIFY=$(VERIFY) TARGET=$(TARGET)"
 
 # torch is pinned to the CPU build that pip finds locally (see README, "Set-up").
 $(STAMP): pyproject.toml
@@ -72,7 +72,7 @@ clean:  ## remove build outputs and caches (keeps .venv)
 	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -exec rm -rf {} +
 
 verify-netlist: $(STAMP)  ## the netlist check, long: synthesize MODEL's top, FRAMES INFERs (200) on SIM, e.g. make verify-netlist CACHE=16 SIM="verilator icarus" [BATCH=16]
-	$(PY) -m pwlnet.sim.netlist_bench --model $(MODEL) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) --batch $(BATCH) --frames $(or $(FRAMES),200) --simulator $(SIM) --out build/netlist-check/$(if $(filter-out 0,$(CACHE)),cache$(CACHE)-$(METRIC),plain)$(if $(filter-out 0,$(BATCH)),-batch$(BATCH),) --json build/netlist-check/$(if $(filter-out 0,$(CACHE)),cache$(CACHE)-$(METRIC),plain)$(if $(filter-out 0,$(BATCH)),-batch$(BATCH),).json
+	$(PY) -m pwlnet.sim.netlist_bench $(if $(MODEL),--model $(MODEL),) --lanes $(LANES) --cache-entries $(CACHE) --cache-metric $(METRIC) --batch $(BATCH) --frames $(or $(FRAMES),200) --simulator $(SIM) --out build/netlist-check/$(if $(filter-out 0,$(CACHE)),cache$(CACHE)-$(METRIC),plain)$(if $(filter-out 0,$(BATCH)),-batch$(BATCH),) --json build/netlist-check/$(if $(filter-out 0,$(CACHE)),cache$(CACHE)-$(METRIC),plain)$(if $(filter-out 0,$(BATCH)),-batch$(BATCH),).json
 
 .PHONY: pictures
 pictures: $(STAMP)  ## the pictures of issue 13 (linear regions, neurons, decision boundary, cache balls, radii, hit rate) into docs/pictures

@@ -730,7 +730,9 @@ def _lanes_arg(text):
 
 def add_build_arguments(parser):
     """Add the build arguments to an ``argparse`` parser (``python -m pwlnet.boards.build``)."""
-    parser.add_argument("model", help="compiled model directory or ONNX file")
+    parser.add_argument("model", nargs="?", default=None,
+                        help="compiled model directory or ONNX file (default: the board's model in boards/models/, "
+                             "'pwlnet boards' names it)")
     parser.add_argument("--board", default="icebreaker", choices=BOARDS,
                         help="the board (default icebreaker; 'pwlnet boards' lists them)")
     parser.add_argument("--calib", default=None,
@@ -789,7 +791,8 @@ def cli_build(args):
         if getattr(args, "verify_netlist", 0) < 0:
             raise ValueError(f"--verify-netlist must be 0 or a number of frames, not {args.verify_netlist}")
         check_output_dir(args.out, "--out")
-        stem_dir, stem, compiled = _model_dir(args.model, args.board, args.out, getattr(args, "calib", None))
+        model_arg = args.model if args.model is not None else str(b.default_model_path)
+        stem_dir, stem, compiled = _model_dir(model_arg, args.board, args.out, getattr(args, "calib", None))
         model_name = stem + cache_suffix(cache_entries, cache_metric)
         out_dir = Path(args.out) / args.board / model_name
         bitstream = out_dir / f"{model_name}.{b.bitstream_ext}"

@@ -26,7 +26,8 @@ def board_record(b):
         "clock": {"resource": b.clock.resource, "mhz": b.clock.freq / 1e6, "pll": b.clock.pll,
                   "tries_mhz": list(b.clocks_mhz), "note": b.clock.note},
         "link": {"bridge": b.link.bridge, "bauds": list(b.link.bauds), "note": b.link.note},
-        "target": b.target, "lanes": b.lanes,
+        "target": b.target, "lanes": b.lanes, "link_gateware": b.link.gateware,
+        "default_model": f"boards/models/{b.default_model}",
         "tools": _tools(b),
         "programmers": [c[0] for c in b.programmers],
         "bitstream": b.bitstream_ext,
@@ -45,6 +46,7 @@ def describe(b):
         f"  clock      {b.clock.describe()}; {walk}",
         f"  link       {b.link.describe()}",
         f"  engine     target {b.target}; --lanes auto: {_RULES[b.lanes]}",
+        f"  model      boards/models/{b.default_model} unless one is given",
         f"  tools      {', '.join(_tools(b))}; program with "
         f"{' or '.join(c[0] for c in b.programmers)}",
     ]

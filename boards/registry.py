@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from pathlib import Path
 
-__all__ = ["Board", "ClockSource", "HostLink", "DeviceResource", "FAMILIES", "PLL_KINDS", "LANE_RULES",
+__all__ = ["Board", "ClockSource", "HostLink", "DeviceResource", "FAMILIES", "PLL_KINDS", "LANE_RULES", "MODELS_DIR",
            "FTDI_BAUDS", "ADAPTER_BAUDS", "boards", "board", "board_names"]
 
 #: Device families the build knows, with the YoWASP tools of each (environment variable
@@ -49,6 +50,8 @@ FTDI_BAUDS = (3_000_000, 1_000_000, 115_200)
 #: Rates for a link over header pins through a USB-serial adapter the user brings: 115 200
 #: baud, which every adapter makes; faster adapters are asked for with ``--baud``.
 ADAPTER_BAUDS = (115_200,)
+#: Where the boards' default models are (:attr:`Board.default_model`).
+MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +142,8 @@ class HostLink:
     def describe(self):
         """One line for ``pwlnet boards``."""
         where = f"UART over the board's {self.bridge}" if self.bridge else "UART on header pins (no USB bridge)"
-        return f"{where}, {self.bauds[0]} baud" + (f"; {self.note}" if self.note else "")
+        small = " (the small link: no INFER_BATCH, no cache)" if self.gateware == "small" else ""
+        return f"{where}, {self.bauds[0]} baud{small}" + (f"; {self.note}" if self.note else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +186,9 @@ class Board:
     extra : str or None
         Name of a platform attribute holding resources to add (the iCEBreaker's snap-off
         PMOD).
+    default_model : str
+        File in ``boards/models/`` that ``make bitstream BOARD=<name>`` (``pwlnet bitstream``
+        without a model) builds.
     notes : str
         Anything else the user must know.
     """
@@ -200,7 +207,13 @@ class Board:
     programmers: tuple = ()
     bitstream_ext: str = "bin"
     extra: str | None = None
+    default_model: str = "basicmotions_h64x64.onnx"
     notes: str = ""
+
+    @property
+    def default_model_path(self):
+        """The model ``pwlnet bitstream`` builds for this board when none is given."""
+        return MODELS_DIR / self.default_model
 
     def __post_init__(self):
         if self.family not in FAMILIES:

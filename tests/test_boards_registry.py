@@ -221,6 +221,26 @@ def test_a_binarized_model_fits_the_icestick_on_one_lane():
         BoardTop(random_model(1, [4, 8, 3]), lanes=1, clk_freq=48e6, board="icestick", cache_entries=2)
 
 
+def test_without_a_model_the_board_builds_its_own(tmp_path, monkeypatch):
+    """`make bitstream BOARD=X` gives no model: the board's default in boards/models/ (the
+    iCEstick's is the binarized digits model, every other board's the default MLP)."""
+    seen = {}
+
+    def fake_build(model_dir, **kw):
+        seen.update(kw, model_dir=Path(model_dir))
+        d = Path(kw["out_root"]) / kw["board"] / kw["model_name"]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "report.txt").write_text("report\n")
+
+    monkeypatch.setattr(build, "build_bitstream", fake_build)
+    out = tmp_path / "build"
+    assert board("icestick").default_model_path == ROOT / "boards" / "models" / "digits_b64x64.onnx"
+    assert {board(n).default_model for n in NAMES if n != "icestick"} == {DEFAULT_ONNX.name}
+    assert main(["bitstream", "--board", "icestick", "--out", str(out)]) == 0
+    assert seen["model_dir"] == out / "icestick" / "digits_b64x64" / "model"
+    assert artifact.load(seen["model_dir"]).kind == "binary"
+
+
 def test_weights_too_big_for_the_block_ram():
     model = random_model(1, [256, 256, 256, 4])        # 132 096 weights, 1 Mbit at 8 bits
     with pytest.raises(DoesNotFit, match=r"^the 256-256-256-4 model does not fit the tinyfpga_bx \(iCE40LP8K-CM81\): "

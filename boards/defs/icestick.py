@@ -17,6 +17,6 @@ BOARD = Board(
     clocks_mhz=(96, 84, 72, 60, 48, 42, 36, 32, 24),
     leds=(("led", 0, None), ("led", 1, None), ("led", 2, None), ("led", 3, None)),
     programmers=(("iceprog", "{bitstream}"), ("openFPGALoader", "-b", "ice40_generic", "{bitstream}")),
-    notes=("binarized models (pwlnet train --binary) on the small link (no INFER_BATCH, no cache); an MLP's "
-           "LUT multipliers do not fit (see docs/boards.md)"),
+    default_model="digits_b64x64.onnx",
+    notes="binarized models only (pwlnet train --binary): an MLP's LUT multipliers do not fit (see docs/boards.md)",
 )
