@@ -159,9 +159,15 @@ def test_plan_refuses_an_mlp(compiled):
         BinaryPlan(random_model(1, (4, 5, 3)), 8)
 
 
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
-@pytest.mark.parametrize("one_lane", [False, True], ids=["board_lanes", "one_lane"])
-@pytest.mark.parametrize("name", list(MODELS))
+# Every model at its board lane count on both simulators; one lane (the iCEstick's
+# configuration) on both for the digits 64-64 model, on Icarus for the others (a Verilator
+# build is about 20 s of make test's budget).
+_RTL_CASES = [pytest.param(name, one_lane, sim, id=f"{name}-{'one_lane' if one_lane else 'board_lanes'}-{sim}")
+              for name in MODELS for one_lane in (False, True) for sim in ("icarus", "verilator")
+              if not (one_lane and sim == "verilator" and name != "digits_b64x64")]
+
+
+@pytest.mark.parametrize("name, one_lane, simulator", _RTL_CASES)
 def test_rtl_equals_golden(compiled, name, one_lane, simulator):
     from pwlnet.sim import engine_sim
     model, _ = compiled[name]

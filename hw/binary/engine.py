@@ -294,7 +294,12 @@ class BinaryEngine(wiring.Component):
         m.d.sync += scoring_layer.eq(n.lastl)         # flags reach this stage as lastl rises
         scoring = scoring_layer & n.at_score.last
         m.d.comb += [n.score_wr.addr.eq(wc), n.score_wr.data.eq(score), n.score_wr.en.eq(scoring)]
-        with m.If(scoring & ((wc == 0) | (score > best))):
+        # score > best as the sign of best - score: a subtraction, which yosys puts on the
+        # carry chain (the comparison as written became a chain of LUTs, the iCEBreaker
+        # build's critical path at 42 MHz)
+        below = Signal(signed(pl.out_bits + 1))
+        m.d.comb += below.eq(best - score)
+        with m.If(scoring & ((wc == 0) | below[-1])):
             m.d.sync += [best.eq(score), n.best_at.eq(wc)]
         with m.If(n.start):
             m.d.sync += wc.eq(0)
