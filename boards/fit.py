@@ -98,7 +98,7 @@ def check_fit(board, model, lanes, cache_entries=0):
                         f"model fits (pwlnet train --binary, docs/binary.md), or build for a board with more logic: "
                         f"{_bigger(b, 'LUT')}")
         elif base > luts:
-            over.append(f"logic: the host link, UART and engine control alone take about {BASE_LUTS} LUT4s and the "
+            over.append(f"logic: the host link, UART and engine control alone take about {base} LUT4s and the "
                         f"device has {luts} logic cells, so no model fits this board's top; build for a board with "
                         f"more logic: {_bigger(b, 'LUT')}")
         else:

@@ -1,5 +1,7 @@
 """The board top level: PLL or oscillator, MLP engine (optionally with the hypersphere
-cache), framed UART link and status LEDs, for any board of :mod:`pwlnet.boards.registry`.
+cache) or binarized engine, framed UART link (the composed :class:`~pwlnet.hw.link.Link`, or
+the board's small one, :class:`~pwlnet.hw.link.SmallLink`) and status LEDs, for any board of
+:mod:`pwlnet.boards.registry`.
 
 The same :class:`BoardTop` runs on a board and in Amaranth's simulator.  Elaborated for a
 platform it makes its clock as the board's :class:`~pwlnet.boards.registry.ClockSource`
