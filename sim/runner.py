@@ -272,9 +272,11 @@ def _icarus_fix(text: str) -> str:
 
 def _verilator_args():
     # Amaranth's Verilog and yosys' cells_sim.v raise lint warnings that are not
-    # errors of the design; -O3 pays off because a run simulates ~10^6 cycles.
+    # errors of the design; -O3 pays off because a run simulates ~10^6 cycles.  The C++ at
+    # -O1: digits 64-64-32-10 at P = 8, 2300 vectors, built in 8.9 s and run in 7.3 s,
+    # against 12.3 s and 7.0 s at -O2 (and 6.6 s and 26.9 s at -O0).
     return ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-TIMESCALEMOD", "-O3",
-            "-CFLAGS", "-O2"]
+            "-CFLAGS", "-O1"]
 
 
 _BUILDS = {}

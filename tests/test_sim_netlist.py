@@ -187,7 +187,7 @@ def synthesized_stick(tmp_path_factory):
     return model, top, netlist
 
 
-@synth_group
+@pytest.mark.xdist_group("sim-netlist-stick")      # its own synthesis: free to run beside the others
 def test_icestick_netlist_answers_as_golden(synthesized_stick, tmp_path):
     """The small link's build (no INFER_BATCH, no cache) is taken as it is: the same script
     as the iCEBreaker's plain top, INFER_BATCH among the refused frames."""
