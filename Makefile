@@ -20,7 +20,7 @@ VERIFY  ?= 0
 TARGET  ?= generic
 SEEDS   ?= 1
 
-.PHONY: help install test test-fast sim bench bench-cache boards bitstream program clean
+.PHONY: help install test test-fast test-boards sim bench bench-cache boards bitstream program clean
 
 help:  ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,7 +37,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install pwlnet with everything the tests need
 
 test: $(STAMP)  ## run the whole test suite (unit, golden regression, cocotb on Icarus+Verilator, one bitstream)
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q -m "not board_extra"
+
+test-boards: $(STAMP)  ## the bitstream builds make test leaves out: the cached iCEBreaker top, the OrangeCrab
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q -m board_extra
 
 test-fast: $(STAMP)  ## the suite without slow tests (no bitstream build)
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q -m "not slow"

@@ -72,6 +72,7 @@ def test_program_without_tools(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.board_extra
 def test_icebreaker_build_with_cache(tmp_path, capsys):
     """`make bitstream CACHE=16`: the default model with 16 L-inf slots fits the UP5K and
     closes timing at 40 MHz or more; the report names the cache and its cycles."""

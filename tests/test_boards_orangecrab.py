@@ -20,6 +20,7 @@ REPORT_KEYS = {"model", "board", "device", "target_mhz", "requested_mhz", "pll",
 
 
 @pytest.mark.slow
+@pytest.mark.board_extra
 def test_orangecrab_build(tmp_path, capsys):
     model_dir = artifact.save(random_model(3, [6, 20, 4]), tmp_path / "mlp20")
     assert main(["bitstream", str(model_dir), "--board", "orangecrab", "--target-mhz", "48",

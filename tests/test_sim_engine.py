@@ -42,6 +42,10 @@ from helpers import simulator_param
 VECTORS = int(os.environ.get("PWLNET_SIM_VECTORS", "2000"))
 #: The other lane count: not a power of two and not a divisor of most layer widths.
 OTHER_LANES = 3
+#: Random vectors of the generic configurations on Icarus, about 20 times slower than
+#: Verilator (which runs VECTORS of them): make test's 15-minute budget.  The stored vectors
+#: run on both in full; PWLNET_SIM_ICARUS_VECTORS=2000 runs as many as on Verilator.
+ICARUS_VECTORS = int(os.environ.get("PWLNET_SIM_ICARUS_VECTORS", "500"))
 #: Engine cycles of random vectors for the iCE40 configurations on Icarus (at least 100 vectors).
 ICARUS_ICE40_CYCLES = 50_000
 #: The model `make bitstream BOARD=icebreaker` builds.
@@ -88,6 +92,8 @@ def _codes(case, seed, simulator, lanes, target="generic"):
     n = VECTORS
     if _binary(case):
         stored, n = stored[:BINARY_VECTORS[0]], min(n, BINARY_VECTORS[1])
+    elif simulator == "icarus" and target != "ice40":
+        n = min(n, ICARUS_VECTORS)
     elif (simulator, target) == ("icarus", "ice40"):
         total = max(100, ICARUS_ICE40_CYCLES // EnginePlan(case.model, lanes).cycles_per_inference)
         if total < len(stored) + n:
